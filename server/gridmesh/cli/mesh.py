@@ -1,0 +1,209 @@
+"""``gridmesh up`` / ``down`` / ``status``: the whole mesh on this machine.
+
+``up`` makes sure every backing service answers (starting those that do not,
+see :mod:`gridmesh.cli.backing`), then starts the four services, the worker
+nodes and Envoy as background processes recorded by pid under the state
+directory, and waits for each to be healthy. ``down`` stops exactly what
+``up`` recorded, newest first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gridmesh.cli import backing, procs
+from gridmesh.config import CONFIG_FILE_VAR, MeshConfig
+from gridmesh.core.errors import Unavailable
+from gridmesh.edge.envoy import envoy_argv, render_envoy_config
+from gridmesh.grpc_support.probe import grpc_health
+
+SERVICE_START_TIMEOUT_S = 30.0
+ENVOY_START_TIMEOUT_S = 30.0
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process of the mesh that ``up`` starts."""
+
+    name: str
+    host: str
+    port: int
+    spec: procs.ProcessSpec
+    health_service: str
+    """gRPC health service name; empty for Envoy (checked on its admin port)."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def run_dir(config: MeshConfig) -> Path:
+    return config.state_path / "run"
+
+
+def log_dir(config: MeshConfig) -> Path:
+    return config.state_path / "log"
+
+
+def _python_module(name: str, module: str, env: Mapping[str, str], *args: str) -> procs.ProcessSpec:
+    return procs.ProcessSpec(name=name, argv=[sys.executable, "-m", module, *args], env=dict(env))
+
+
+def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list[Component]:
+    """The mesh's own processes in start order (Envoy last)."""
+    result = [
+        Component(
+            "scheduler",
+            config.scheduler.host,
+            config.scheduler.port,
+            _python_module("scheduler", "gridmesh.scheduler", env),
+            "gridmesh.v1.Scheduler",
+        ),
+        Component(
+            "storekeeper",
+            config.storekeeper.host,
+            config.storekeeper.port,
+            _python_module("storekeeper", "gridmesh.storekeeper", env),
+            "gridmesh.v1.StoreKeeper",
+        ),
+        Component(
+            "eventmanager",
+            config.eventmanager.host,
+            config.eventmanager.port,
+            _python_module("eventmanager", "gridmesh.eventmanager", env),
+            "gridmesh.v1.EventManager",
+        ),
+    ]
+    for i in range(workers):
+        port = config.worker.base_port + i
+        result.append(
+            Component(
+                f"worker-{i + 1}",
+                config.worker.host,
+                port,
+                _python_module(f"worker-{i + 1}", "gridmesh.worker", env, "--port", str(port)),
+                "gridmesh.v1.Worker",
+            )
+        )
+    envoy_config = config.state_path / "envoy" / "envoy.yaml"
+    result.append(
+        Component(
+            "envoy",
+            config.envoy.host,
+            config.envoy.port,
+            procs.ProcessSpec(name="envoy", argv=envoy_argv(envoy_config), env=dict(env)),
+            "",
+        )
+    )
+    return result
+
+
+def component_healthy(config: MeshConfig, component: Component) -> bool:
+    if component.name == "envoy":
+        return envoy_ready(config) and grpc_health(component.address, "gridmesh.v1.Scheduler") == "SERVING"
+    return grpc_health(component.address, component.health_service) == "SERVING"
+
+
+def envoy_ready(config: MeshConfig) -> bool:
+    url = f"http://{config.envoy.host}:{config.envoy.admin_port}/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def child_env(env: Mapping[str, str], config_file: str | None) -> dict[str, str]:
+    result = dict(env)
+    if config_file:
+        result[CONFIG_FILE_VAR] = str(Path(config_file).resolve())
+    return result
+
+
+def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Progress) -> None:
+    """Start whatever of the mesh is not running and wait until all is healthy."""
+    runs, logs = run_dir(config), log_dir(config)
+    for d in (runs, logs, config.storage_root):
+        d.mkdir(parents=True, exist_ok=True)
+    backing.ensure_backing(config, runs, logs, progress)
+
+    envoy_config = config.state_path / "envoy" / "envoy.yaml"
+    envoy_config.parent.mkdir(parents=True, exist_ok=True)
+    envoy_config.write_text(render_envoy_config(config))
+
+    mesh = components(config, workers, env)
+    to_start = []
+    for component in mesh:
+        if procs.alive(component.name, runs):
+            progress(component.name, f"already running ({component.address})")
+        elif port_in_use(component.host, component.port):
+            raise Unavailable(
+                f"{component.name}: port {component.port} is in use by a process gridmesh did not start; "
+                f"stop it or configure another port"
+            )
+        else:
+            to_start.append(component)
+    if (
+        config.envoy.admin_port
+        and port_in_use(config.envoy.host, config.envoy.admin_port)
+        and any(c.name == "envoy" for c in to_start)
+    ):
+        raise Unavailable(f"envoy: admin port {config.envoy.admin_port} is in use by another process")
+
+    for component in to_start:
+        procs.start(component.spec, runs, logs)
+        progress(component.name, "starting")
+    for component in mesh:
+        if component in to_start:
+            timeout = ENVOY_START_TIMEOUT_S if component.name == "envoy" else SERVICE_START_TIMEOUT_S
+            procs.wait_until(
+                lambda c=component: component_healthy(config, c),  # type: ignore[misc]
+                timeout,
+                f"{component.name} ({component.address})",
+                logs / f"{component.name}.log",
+            )
+            progress(component.name, f"healthy ({component.address})")
+
+
+def down(config: MeshConfig, progress: Progress) -> None:
+    """Stop every process ``up`` recorded, newest first."""
+    runs = run_dir(config)
+    for name in reversed(procs.recorded(runs)):
+        stopped = procs.stop(name, runs)
+        progress(name, "stopped" if stopped else "was not running")
+
+
+def status(config: MeshConfig, workers_hint: int = 0) -> list[tuple[str, str, str, str]]:
+    """Rows of (component, address, pid, health) for every part of the mesh."""
+    runs = run_dir(config)
+    rows: list[tuple[str, str, str, str]] = []
+    for service in backing.backing_services(config):
+        pid = procs.alive(service.name, runs)
+        health = "healthy" if service.probe() else "DOWN"
+        origin = str(pid) if pid else "external"
+        rows.append((service.name, service.address, origin, health))
+    recorded = set(procs.recorded(runs))
+    workers = max(workers_hint, sum(1 for n in recorded if n.startswith("worker-")))
+    for component in components(config, workers, os.environ):
+        pid = procs.alive(component.name, runs)
+        if component.name == "envoy":
+            health = "healthy" if component_healthy(config, component) else "DOWN"
+        else:
+            health = grpc_health(component.address, component.health_service)
+            health = "healthy" if health == "SERVING" else health
+        rows.append((component.name, component.address, str(pid) if pid else "-", health))
+    return rows

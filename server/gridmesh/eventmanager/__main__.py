@@ -1,0 +1,3 @@
+from gridmesh.eventmanager.app import main
+
+main()

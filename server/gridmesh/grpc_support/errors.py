@@ -1,0 +1,117 @@
+"""The one place where gridmesh errors become gRPC status codes.
+
+:class:`ErrorMappingInterceptor` wraps every handler of a server: a
+:class:`~gridmesh.core.errors.GridmeshError` aborts the call with the code of
+:data:`STATUS_CODES` and its message; any other exception is logged with its
+traceback and answered ``INTERNAL`` with a message naming the log, so no bare
+exception reaches a client as ``UNKNOWN``. Envoy's ``grpc_json_transcoder``
+turns these codes into HTTP statuses (INVALID_ARGUMENT 400, NOT_FOUND 404,
+FAILED_PRECONDITION 400, ALREADY_EXISTS 409, UNAVAILABLE 503, ...).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from gridmesh.core import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_CODES: dict[type[errors.GridmeshError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code(error: errors.GridmeshError) -> grpc.StatusCode:
+    """The gRPC code of ``error`` (its nearest mapped base class)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: aio.ServicerContext, exc: BaseException, method: str) -> None:
+    if isinstance(exc, errors.GridmeshError):
+        await context.abort(status_code(exc), exc.message)
+    log.exception("unexpected error in %s", method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; the server log has the details")
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: aio.ServicerContext) -> Any:
+        try:
+            return await behavior(request, context)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return handler
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return handler
+
+
+def _is_async(handler: grpc.RpcMethodHandler) -> bool:
+    behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
+    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
+
+
+class ErrorMappingInterceptor(aio.ServerInterceptor):
+    """Maps exceptions raised by handlers to gRPC statuses (see module doc)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not _is_async(handler):
+            # Generated base-class methods (sync) answer UNIMPLEMENTED themselves.
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(handler.stream_stream, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,146 @@
+"""What every gridmesh gRPC process shares: an ``aio`` server with the
+error interceptor, health checking and reflection, and the shutdown order of
+STYLE §11 (health NOT_SERVING → stop taking work → ``server.stop(grace)`` →
+close adapters) on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gridmesh.grpc_support.errors import ErrorMappingInterceptor
+from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2, worker_pb2
+
+log = logging.getLogger(__name__)
+
+# The public API of the mesh. Every process describes all of it through
+# reflection, so `grpcurl <edge> list` shows the whole mesh whichever
+# backend Envoy sends the reflection call to.
+MESH_SERVICES: tuple[str, ...] = (
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
+    worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name,
+    storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"].full_name,
+    eventmanager_pb2.DESCRIPTOR.services_by_name["EventManager"].full_name,
+)
+
+Registration = Callable[[aio.Server], None]
+ShutdownStep = Callable[[], Awaitable[None]]
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class GrpcHost:
+    """A built (not yet started) server and what its shutdown needs."""
+
+    server: aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    services: tuple[str, ...]
+    """Fully-qualified names of the services this process implements."""
+    stop_taking_work: list[ShutdownStep] = field(default_factory=list)
+    close_adapters: list[ShutdownStep] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *self.services):
+            await self.health.set(name, status)
+
+
+def build_grpc_server(
+    address: str,
+    registrations: Iterable[Registration],
+    services: Sequence[str],
+    *,
+    extra_interceptors: Sequence[aio.ServerInterceptor] = (),
+    options: Sequence[tuple[str, int]] = (),
+) -> GrpcHost:
+    """An aio server bound to ``address`` (port 0 = any free port) with the
+    given servicers, health (every service NOT_SERVING until
+    :meth:`GrpcHost.set_serving`) and reflection."""
+    server = aio.server(
+        interceptors=[ErrorMappingInterceptor(), *extra_interceptors],
+        options=[("grpc.so_reuseport", 0), *options],
+    )
+    for register in registrations:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*MESH_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: the address is in use or not local")
+    return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))
+
+
+async def serve_until_signal(host: GrpcHost, *, grace_s: float = 10.0, ready: ShutdownStep | None = None) -> None:
+    """Start ``host``, mark it SERVING, wait for SIGTERM/SIGINT, then shut
+    down in order. Idempotent against repeated signals."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await host.server.start()
+    if ready is not None:
+        await ready()
+    else:
+        await host.set_serving(True)
+    log.info("serving %s on port %d", ", ".join(host.services), host.port)
+    await stop.wait()
+    await shutdown(host, grace_s=grace_s)
+
+
+async def shutdown(host: GrpcHost, *, grace_s: float) -> None:
+    """Health NOT_SERVING → stop taking work → server.stop(grace) → close adapters."""
+    log.info("shutting down: health NOT_SERVING, draining for up to %.0f s", grace_s)
+    await host.health.enter_graceful_shutdown()
+    for step in host.stop_taking_work:
+        await _run_step(step)
+    await host.server.stop(grace_s)
+    for step in host.close_adapters:
+        await _run_step(step)
+    log.info("stopped")
+
+
+async def _run_step(step: ShutdownStep) -> None:
+    try:
+        await step()
+    except Exception:
+        log.exception("shutdown step %s failed; continuing", getattr(step, "__qualname__", step))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Client channel options shared by the mesh's own clients."""
+    return [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
+
+
+__all__ = [
+    "MESH_SERVICES",
+    "NOT_SERVING",
+    "SERVING",
+    "GrpcHost",
+    "build_grpc_server",
+    "channel_options",
+    "configure_logging",
+    "serve_until_signal",
+    "shutdown",
+]

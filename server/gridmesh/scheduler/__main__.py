@@ -1,0 +1,3 @@
+from gridmesh.scheduler.app import main
+
+main()

@@ -1,0 +1,3 @@
+from gridmesh.storekeeper.app import main
+
+main()

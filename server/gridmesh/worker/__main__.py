@@ -1,0 +1,3 @@
+from gridmesh.worker.app import main
+
+main()

@@ -1,0 +1,106 @@
+"""Issue 3 / SPEC §2: the API through Envoy as gRPC (grpcurl) and as
+HTTP/JSON (curl), with gRPC statuses mapped to HTTP codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gridmesh.cli import mesh, procs
+from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
+
+
+def http(edge: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://{edge}{path}", data=body, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_task_types_are_listed_over_http_json_with_their_schemas(edge):
+    status, body = http(edge, "GET", "/v1/task-types")
+    assert status == 200
+    types = {t["name"]: t for t in json.loads(body)["task_types"]}
+    assert set(types) >= BUILTINS
+    assert types["sleep"]["params_schema"]["required"] == ["ms"]
+    assert types["primes"]["description"]
+
+
+def test_grpcurl_lists_the_four_services_through_envoy(edge):
+    result = grpcurl(edge, "list")
+    assert result.returncode == 0, result.stderr
+    listed = set(result.stdout.split())
+    assert {
+        "gridmesh.v1.Scheduler",
+        "gridmesh.v1.Worker",
+        "gridmesh.v1.StoreKeeper",
+        "gridmesh.v1.EventManager",
+    } <= listed
+
+
+def test_scheduler_health_is_serving_through_envoy(edge):
+    result = grpcurl("-d", '{"service":"gridmesh.v1.Scheduler"}', edge, "grpc.health.v1.Health/Check")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_grpcurl_calls_an_rpc_with_a_json_body(edge):
+    result = grpcurl("-d", "{}", edge, "gridmesh.v1.Scheduler/ListTaskTypes")
+    assert result.returncode == 0, result.stderr
+    assert {t["name"] for t in json.loads(result.stdout)["taskTypes"]} >= BUILTINS
+
+
+def test_malformed_json_body_is_400_with_a_message(edge):
+    status, body = http(edge, "POST", "/v1/tasks", b'{"task_type": ')
+    assert status == 400
+    assert body  # Envoy says where the JSON broke
+
+
+def test_unknown_query_parameter_is_400(edge):
+    status, _ = http(edge, "GET", "/v1/task-types?colour=blue")
+    assert status == 400
+
+
+def test_unknown_route_is_404(edge):
+    status, _ = http(edge, "GET", "/v1/no-such-thing")
+    assert status == 404
+
+
+def test_a_service_that_is_down_is_503_over_http_and_unavailable_over_grpc(mesh_config, mesh_environment, edge):
+    runs, logs = mesh.run_dir(mesh_config), mesh.log_dir(mesh_config)
+    eventmanager = next(c for c in mesh.components(mesh_config, 0, mesh_environment) if c.name == "eventmanager")
+    assert procs.stop("eventmanager", runs)
+    try:
+        status, _ = http(edge, "GET", "/v1/subscriptions")
+        assert status == 503
+        with grpc.insecure_channel(edge) as channel:
+            stub = eventmanager_pb2_grpc.EventManagerStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        procs.start(eventmanager.spec, runs, logs)
+        procs.wait_until(
+            lambda: grpc_health(eventmanager.address, eventmanager.health_service) == "SERVING",
+            30,
+            "eventmanager",
+            logs / "eventmanager.log",
+        )

@@ -1,0 +1,86 @@
+"""Regenerate gen/ from protos/: Python modules, .pyi stubs, gRPC stubs and
+the descriptor set Envoy's grpc_json_transcoder reads.
+
+    python tools/genprotos.py           # rewrite gen/
+    python tools/genprotos.py --check   # exit 1 if gen/ is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+GEN = ROOT / "gen"
+DESCRIPTOR_SET = Path("gridmesh/v1/gridmesh.pb")
+
+
+def _include_dirs() -> list[str]:
+    import google.api  # googleapis-common-protos ships google/api/*.proto
+
+    well_known = resources.files("grpc_tools") / "_proto"
+    googleapis = Path(next(iter(google.api.__path__))).parent.parent
+    return [str(PROTOS), str(well_known), str(googleapis)]
+
+
+def generate(out: Path) -> None:
+    from grpc_tools import protoc
+
+    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    package_dir = out / "gridmesh" / "v1"
+    package_dir.mkdir(parents=True, exist_ok=True)
+    args = ["grpc_tools.protoc"]
+    args += [f"-I{d}" for d in _include_dirs()]
+    args += [
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        "--include_imports",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    (package_dir / "__init__.py").write_text(
+        '"""Generated from protos/gridmesh/v1 by tools/genprotos.py. Do not edit."""\n'
+    )
+
+
+def _differences(a: Path, b: Path) -> list[str]:
+    names_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    names_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    diffs = sorted(str(n) for n in names_a ^ names_b)
+    for name in sorted(names_a & names_b):
+        if not filecmp.cmp(a / name, b / name, shallow=False):
+            diffs.append(str(name))
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if gen/ differs from a fresh generation")
+    args = parser.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(Path(tmp))
+            diffs = _differences(Path(tmp), GEN)
+        if diffs:
+            print("gen/ is out of date; run: python tools/genprotos.py", file=sys.stderr)
+            for d in diffs:
+                print(f"  {d}", file=sys.stderr)
+            return 1
+        return 0
+    for old in GEN.rglob("*"):
+        if old.is_file():
+            old.unlink()
+    generate(GEN)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
