@@ -70,6 +70,8 @@ class KafkaConfig:
     """Kafka-protocol brokers (host:port, comma-separated)."""
     buffer_messages: int = 100_000
     """Life-cycle events kept locally while the broker is unreachable."""
+    partitions: int = 1
+    """Partitions of each life-cycle topic when gridmesh creates it."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,8 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
                 raise ValueError(value)
             return str(value)
     except ValueError:
-        raise ConfigError(f"config key {_display(key)} must be a {hint.__name__}, got {value!r}") from None
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hint]
+        raise ConfigError(f"config key {_display(key)} must be {kind}, got {value!r}") from None
     raise ConfigError(f"config key {_display(key)} has an unsupported type")
 
 

@@ -65,7 +65,7 @@ def test_scheduler_health_is_serving_through_envoy(edge):
 def test_grpcurl_calls_an_rpc_with_a_json_body(edge):
     result = grpcurl("-d", "{}", edge, "gridmesh.v1.Scheduler/ListTaskTypes")
     assert result.returncode == 0, result.stderr
-    assert {t["name"] for t in json.loads(result.stdout)["taskTypes"]} >= BUILTINS
+    assert {t["name"] for t in json.loads(result.stdout)["task_types"]} >= BUILTINS
 
 
 def test_malformed_json_body_is_400_with_a_message(edge):

@@ -5,6 +5,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.api import httpbody_pb2
 from grpc import aio
 
 from gridmesh.core import errors
@@ -20,7 +21,7 @@ class Failing(storekeeper_pb2_grpc.StoreKeeperServicer):
         raise self.error
 
     async def GetResult(self, request, context):
-        yield storekeeper_pb2.google_dot_api_dot_httpbody__pb2.HttpBody(data=b"first")
+        yield httpbody_pb2.HttpBody(data=b"first")
         raise self.error
 
 

@@ -238,6 +238,14 @@ class TaskAssignment(_message.Message):
     lease_expires_at: _timestamp_pb2.Timestamp
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class PullTasksResponse(_message.Message):
+    __slots__ = ("assignment", "cancel")
+    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    assignment: TaskAssignment
+    cancel: LeaseRef
+    def __init__(self, assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ..., cancel: _Optional[_Union[LeaseRef, _Mapping]] = ...) -> None: ...
+
 class LeaseRef(_message.Message):
     __slots__ = ("task_id", "fencing_token")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -247,24 +255,26 @@ class LeaseRef(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker_id", "leases", "busy_slots")
+    __slots__ = ("worker_id", "leases", "busy_slots", "state")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     leases: _containers.RepeatedCompositeFieldContainer[LeaseRef]
     busy_slots: int
-    def __init__(self, worker_id: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., busy_slots: _Optional[int] = ...) -> None: ...
+    state: WorkerState
+    def __init__(self, worker_id: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., busy_slots: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("lost", "cancelled", "lease_expires_at")
+    __slots__ = ("lost", "lease_expires_at", "reregister")
     LOST_FIELD_NUMBER: _ClassVar[int]
-    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REREGISTER_FIELD_NUMBER: _ClassVar[int]
     lost: _containers.RepeatedCompositeFieldContainer[LeaseRef]
-    cancelled: _containers.RepeatedCompositeFieldContainer[LeaseRef]
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, lost: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., cancelled: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reregister: bool
+    def __init__(self, lost: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reregister: _Optional[bool] = ...) -> None: ...
 
 class TaskSuccess(_message.Message):
     __slots__ = ("result_path", "result_size_bytes", "result_sha256")

@@ -466,7 +466,7 @@ class WorkQueueStub:
         self.PullTasks = channel.stream_stream(
                 '/gridmesh.v1.WorkQueue/PullTasks',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.PullTasksRequest.SerializeToString,
-                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.TaskAssignment.FromString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.PullTasksResponse.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/gridmesh.v1.WorkQueue/Heartbeat',
@@ -500,7 +500,8 @@ class WorkQueueServicer:
 
     def PullTasks(self, request_iterator, context):
         """Credit-based pull: the worker grants credit (free slots); the Scheduler
-        sends at most that many assignments. Idle workers wait on the stream.
+        sends at most that many assignments, and tells the worker at once when a
+        task it runs is cancelled. Idle workers wait on the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -539,7 +540,7 @@ def add_WorkQueueServicer_to_server(servicer, server):
             'PullTasks': grpc.stream_stream_rpc_method_handler(
                     servicer.PullTasks,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.PullTasksRequest.FromString,
-                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.TaskAssignment.SerializeToString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.PullTasksResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -613,7 +614,7 @@ class WorkQueue:
             target,
             '/gridmesh.v1.WorkQueue/PullTasks',
             gridmesh_dot_v1_dot_scheduler__pb2.PullTasksRequest.SerializeToString,
-            gridmesh_dot_v1_dot_scheduler__pb2.TaskAssignment.FromString,
+            gridmesh_dot_v1_dot_scheduler__pb2.PullTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,135 @@
+"""Kafka adapter (confluent-kafka). The only module that imports it.
+
+:class:`KafkaLifecycleLog` produces ``TaskLifecycleEvent`` protobufs (key =
+task_id) with an idempotent producer, ``acks=all``. ``produce`` only appends
+to librdkafka's bounded local buffer, so a Kafka outage never blocks task
+processing: events wait in the buffer (``kafka.buffer_messages``) until the
+broker is back; past that they are dropped, counted and logged. A daemon
+thread serves delivery reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from gridmesh.config import KafkaConfig
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind
+from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.2
+TOPIC_CREATE_TIMEOUT_S = 10.0
+_EVENT_TYPES = {
+    LifecycleKind.PENDING: common_pb2.TASK_PENDING,
+    LifecycleKind.STARTED: common_pb2.TASK_STARTED,
+    LifecycleKind.COMPLETED: common_pb2.TASK_COMPLETED,
+    LifecycleKind.FAILED: common_pb2.TASK_FAILED,
+    LifecycleKind.RETRIED: common_pb2.TASK_RETRIED,
+}
+
+
+def to_proto(event: LifecycleEvent) -> common_pb2.TaskLifecycleEvent:
+    return common_pb2.TaskLifecycleEvent(
+        task_id=event.task_id,
+        task_type=event.task_type,
+        worker_id=event.worker_id,
+        attempt=event.attempt,
+        priority=event.priority,  # type: ignore[arg-type]
+        occurred_at=to_timestamp(event.occurred_at),
+        event_type=_EVENT_TYPES[event.kind],
+        error=event.error,
+    )
+
+
+class KafkaLifecycleLog:
+    """Produces life-cycle events to ``topic_of(kind)``."""
+
+    def __init__(self, config: KafkaConfig, topic_of: Callable[[LifecycleKind], str]) -> None:
+        self._config = config
+        self._topics = {kind: topic_of(kind) for kind in LifecycleKind}
+        settings: dict[str, Any] = {
+            "bootstrap.servers": config.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": config.buffer_messages,
+            "message.timeout.ms": 0,  # keep retrying while the broker is away
+            "logger": log,
+        }
+        self._producer = Producer(settings)
+        self.produced = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
+        self._poller.start()
+        threading.Thread(target=self._ensure_topics, name="kafka-topics", daemon=True).start()
+
+    def _ensure_topics(self) -> None:
+        settings: dict[str, Any] = {"bootstrap.servers": self._config.bootstrap_servers, "logger": log}
+        admin = AdminClient(settings)
+        new = [NewTopic(t, num_partitions=self._config.partitions, replication_factor=1) for t in self._topics.values()]
+        try:
+            futures = admin.create_topics(new, request_timeout=TOPIC_CREATE_TIMEOUT_S)
+        except KafkaException as e:
+            log.warning("could not create the life-cycle topics: %s", e)
+            return
+        for topic, future in futures.items():
+            try:
+                future.result(timeout=TOPIC_CREATE_TIMEOUT_S)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    log.warning("could not create topic %s: %s", topic, e)
+            except Exception as e:
+                log.warning("could not create topic %s: %s", topic, e)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(POLL_INTERVAL_S)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            log.warning("life-cycle event to %s lost: %s", message.topic(), error)
+
+    def emit(self, event: LifecycleEvent) -> None:
+        try:
+            self._producer.produce(
+                self._topics[event.kind],
+                key=event.task_id.encode(),
+                value=to_proto(event).SerializeToString(),
+                on_delivery=self._delivered,
+            )
+            self.produced += 1
+        except BufferError:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "Kafka buffer full (%d events): %d life-cycle events dropped so far",
+                    self._config.buffer_messages,
+                    self.dropped,
+                )
+        except KafkaException as e:
+            self.dropped += 1
+            log.error("life-cycle event dropped: %s", e)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to ``timeout`` seconds, then stop. Idempotent."""
+        if self._stop.is_set():
+            return
+        left = self._producer.flush(timeout)
+        if left:
+            log.warning("%d life-cycle events were not delivered before shutdown", left)
+        self._stop.set()
+        self._poller.join(POLL_INTERVAL_S * 5)

@@ -1,0 +1,243 @@
+"""MySQL / MariaDB adapter (pymysql). The only module that imports pymysql.
+
+Concurrency model (one choice for every process): pymysql is blocking, so it
+never runs on the event loop. Writes go through a :class:`GroupCommitter`,
+one thread with its own connection that runs every pending unit of work of
+the moment in one transaction and commits once (group commit), then resolves
+each caller's future. Reads use :meth:`MySQL.read` on a small thread pool,
+one connection per thread.
+
+pymysql's exceptions stop here: they become :class:`Unavailable` (server
+unreachable, lost connection — retried with backoff where it is safe) or
+propagate as the domain errors a unit of work raises itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pymysql
+import pymysql.cursors
+
+from gridmesh.config import MySQLConfig
+from gridmesh.core.errors import AlreadyExists, GridmeshError, Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Cursor = pymysql.cursors.Cursor
+Work = Callable[[Cursor], Any]
+
+CONNECT_TIMEOUT_S = 5
+MAX_RETRIES = 5
+RETRY_BASE_DELAY_S = 0.2
+MAX_GROUP = 2000
+"""Units of work committed together at most."""
+READ_THREADS = 4
+
+# Errors after which the connection is unusable and the work may be retried.
+_CONNECTION_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError)
+
+
+class MySQL:
+    """Connections to one database of one MySQL server."""
+
+    def __init__(self, config: MySQLConfig, database: str) -> None:
+        self._config = config
+        self.database = database
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"mysql-read-{database}")
+
+    def connect(self, database: str | None = None) -> pymysql.Connection[Cursor]:
+        try:
+            return pymysql.connect(
+                host=self._config.host,
+                port=self._config.port,
+                user=self._config.user,
+                password=self._config.password,
+                database=database,
+                autocommit=False,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                charset="utf8mb4",
+            )
+        except _CONNECTION_ERRORS as e:
+            raise Unavailable(
+                f"MySQL at {self._config.host}:{self._config.port} is unreachable or refused the login: {e}"
+            ) from None
+
+    def ensure_schema(self, migrations: Sequence[str]) -> None:
+        """Create the database if needed and apply the migrations not applied
+        yet, in order (statement i is schema version i + 1)."""
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4")
+            cur.execute(f"USE `{self.database}`")
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL PRIMARY KEY)")
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            row = cur.fetchone()
+            current = int(row[0]) if row else 0
+            for version, statement in enumerate(migrations, start=1):
+                if version <= current:
+                    continue
+                log.info("migrating %s to schema version %d", self.database, version)
+                cur.execute(statement)
+                cur.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+            conn.commit()
+
+    def drop_database(self) -> None:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{self.database}`")
+
+    # -- reads --------------------------------------------------------------
+
+    def _reader_conn(self) -> pymysql.Connection[Cursor]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.connect(self.database)
+        return conn
+
+    def read_sync(self, work: Callable[[Cursor], T]) -> T:
+        """Run ``work`` in a fresh read transaction on this thread's connection."""
+        for attempt in range(MAX_RETRIES):
+            try:
+                conn = self._reader_conn()
+                conn.rollback()  # a fresh snapshot
+                with conn.cursor() as cur:
+                    return work(cur)
+            except _CONNECTION_ERRORS as e:
+                self._local.conn = None
+                _backoff(attempt, e)
+        raise Unavailable(f"MySQL database {self.database} is unreachable")
+
+    async def read(self, work: Callable[[Cursor], T]) -> T:
+        """:meth:`read_sync` on the reader pool, awaited from the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, work)
+
+    def close(self) -> None:
+        self._readers.shutdown(wait=False, cancel_futures=True)
+
+
+def _backoff(attempt: int, error: BaseException) -> None:
+    delay = RETRY_BASE_DELAY_S * 2**attempt
+    log.warning("MySQL error (%s); retry %d/%d in %.1f s", error, attempt + 1, MAX_RETRIES, delay)
+    time.sleep(delay)
+
+
+class GroupCommitter:
+    """One writer thread; every unit of work submitted while the previous
+    commit ran is committed together in the next transaction.
+
+    A unit of work is a function of a cursor. It must be idempotent against a
+    retry of the whole group after a lost connection (use upserts, or check
+    before insert). A unit that raises a :class:`GridmeshError` (a duplicate
+    key becomes :class:`AlreadyExists`) fails alone: the group is rolled back
+    and the other units are committed one by one.
+    """
+
+    def __init__(self, db: MySQL) -> None:
+        self._db = db
+        self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"mysql-commit-{db.database}", daemon=True)
+        self._conn: pymysql.Connection[Cursor] | None = None
+        self._closed = False
+        self.commits = 0
+        self.units = 0
+        self._thread.start()
+
+    def submit(self, work: Work) -> Future[Any]:
+        if self._closed:
+            raise Unavailable("the MySQL writer is shut down")
+        future: Future[Any] = Future()
+        self._queue.put((work, future))
+        return future
+
+    async def run(self, work: Work) -> Any:
+        """Submit ``work`` and wait until it is committed (its result) or failed."""
+        return await asyncio.wrap_future(self.submit(work))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                group.append(nxt)
+            self._commit(group)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _commit(self, group: list[tuple[Work, Future[Any]]]) -> None:
+        outcomes = self._transaction(group)
+        if outcomes is not None and all(ok for ok, _ in outcomes):
+            self._resolve(group, outcomes)
+            return
+        if outcomes is not None and len(group) > 1:
+            # A unit failed and the group was rolled back: commit the others
+            # alone so that one bad unit fails only its own caller.
+            for item in group:
+                self._commit([item])
+            return
+        if outcomes is None:
+            outcomes = [(False, Unavailable(f"MySQL database {self._db.database} is unreachable; nothing was saved"))]
+        self._resolve(group, outcomes)
+
+    def _transaction(self, group: list[tuple[Work, Future[Any]]]) -> list[tuple[bool, Any]] | None:
+        """Run the group in one transaction: commit if every unit succeeded,
+        else roll back. None when MySQL stayed unreachable."""
+        for attempt in range(MAX_RETRIES):
+            try:
+                if self._conn is None:
+                    self._conn = self._db.connect(self._db.database)
+                outcomes: list[tuple[bool, Any]] = []
+                with self._conn.cursor() as cur:
+                    for work, _ in group:
+                        try:
+                            outcomes.append((True, work(cur)))
+                        except pymysql.err.IntegrityError as e:
+                            outcomes.append((False, AlreadyExists(f"already stored: {e.args[-1]}")))
+                        except GridmeshError as e:
+                            outcomes.append((False, e))
+                if all(ok for ok, _ in outcomes):
+                    self._conn.commit()
+                    self.commits += 1
+                    self.units += len(group)
+                else:
+                    self._conn.rollback()
+                return outcomes
+            except (*_CONNECTION_ERRORS, Unavailable) as e:
+                self._conn = None
+                _backoff(attempt, e)
+        return None
+
+    @staticmethod
+    def _resolve(group: list[tuple[Work, Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:
+        if len(outcomes) == 1 and len(group) > 1:
+            outcomes = outcomes * len(group)
+        for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)

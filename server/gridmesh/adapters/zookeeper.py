@@ -1,0 +1,209 @@
+"""ZooKeeper adapter (kazoo). The only module that imports kazoo.
+
+kazoo runs its own threads; callbacks it makes (watches, state changes,
+election) run on those threads, never on the event loop: callers that need
+the loop hand results over with ``loop.call_soon_threadsafe``. kazoo's
+exceptions stop here and become gridmesh errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.election import Election
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from gridmesh.config import ZooKeeperConfig
+from gridmesh.core.errors import NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 10.0
+
+
+class ZooKeeper:
+    """A kazoo session rooted at ``root`` (e.g. ``/<namespace>/gridmesh``);
+    every path below is relative to it."""
+
+    def __init__(self, config: ZooKeeperConfig, root: str) -> None:
+        self._config = config
+        self.root = root.rstrip("/")
+        self._client = KazooClient(hosts=config.hosts, timeout=config.session_timeout_s)
+        self._ephemerals: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._client.add_listener(self._on_state)
+        self.on_session_lost: list[Callable[[], None]] = []
+        """Called (on a kazoo thread) when the session expired: every
+        ephemeral node and leadership of this session is gone."""
+
+    def path(self, relative: str) -> str:
+        return f"{self.root}/{relative.strip('/')}" if relative.strip("/") else self.root
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        try:
+            self._client.start(timeout=timeout)
+        except (KazooTimeoutError, KazooException) as e:
+            self._client.stop()
+            raise Unavailable(f"ZooKeeper at {self._config.hosts} is unreachable: {e}") from None
+        self._client.ensure_path(self.root)
+
+    def stop(self) -> None:
+        """Close the session (its ephemeral nodes vanish at once). Idempotent."""
+        try:
+            self._client.stop()
+            self._client.close()
+        except KazooException:
+            log.warning("ZooKeeper did not close cleanly", exc_info=True)
+
+    # -- state ------------------------------------------------------------
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            log.warning("ZooKeeper session lost")
+            for callback in self.on_session_lost:
+                callback()
+        elif state == KazooState.SUSPENDED:
+            log.warning("ZooKeeper connection suspended")
+        elif state == KazooState.CONNECTED and self._ephemerals:
+            # After a lost session our ephemeral nodes are gone: put them back.
+            threading.Thread(target=self._restore_ephemerals, daemon=True).start()
+
+    def _restore_ephemerals(self) -> None:
+        with self._lock:
+            items = list(self._ephemerals.items())
+        for path, data in items:
+            try:
+                self._client.create(path, data, ephemeral=True, makepath=True)
+                log.info("re-created ephemeral node %s", path)
+            except NodeExistsError:
+                pass
+            except KazooException:
+                log.warning("could not re-create ephemeral node %s", path, exc_info=True)
+
+    # -- nodes ------------------------------------------------------------
+
+    def register_ephemeral(self, relative: str, data: bytes) -> str:
+        """Create an ephemeral node (re-created after a session loss)."""
+        path = self.path(relative)
+        try:
+            with contextlib.suppress(NoNodeError):
+                self._client.delete(path)  # a leftover of our previous session
+            self._client.create(path, data, ephemeral=True, makepath=True)
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot create {path}: {e}") from None
+        with self._lock:
+            self._ephemerals[path] = data
+        return path
+
+    def unregister_ephemeral(self, relative: str) -> None:
+        path = self.path(relative)
+        with self._lock:
+            self._ephemerals.pop(path, None)
+        try:
+            self._client.delete(path)
+        except NoNodeError:
+            pass
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot delete {path}: {e}") from None
+
+    def ensure(self, relative: str, data: bytes = b"") -> None:
+        """Create a persistent node (and its parents) if missing."""
+        path = self.path(relative)
+        try:
+            self._client.create(path, data, makepath=True)
+        except NodeExistsError:
+            pass
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot create {path}: {e}") from None
+
+    def delete(self, relative: str, *, prune_empty_parents_up_to: str | None = None) -> None:
+        """Delete a node; NotFound if it does not exist. Optionally remove the
+        parents it leaves empty, up to (not including) the given ancestor."""
+        path = self.path(relative)
+        try:
+            self._client.delete(path)
+        except NoNodeError:
+            raise NotFound(f"{path} does not exist") from None
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot delete {path}: {e}") from None
+        if prune_empty_parents_up_to is not None:
+            stop = self.path(prune_empty_parents_up_to)
+            parent = path.rsplit("/", 1)[0]
+            while parent.startswith(stop + "/"):
+                try:
+                    self._client.delete(parent)
+                except (NotEmptyError, NoNodeError):
+                    break
+                parent = parent.rsplit("/", 1)[0]
+
+    def exists(self, relative: str) -> bool:
+        try:
+            return self._client.exists(self.path(relative)) is not None
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: {e}") from None
+
+    def children(self, relative: str) -> list[str]:
+        try:
+            return sorted(self._client.get_children(self.path(relative)))
+        except NoNodeError:
+            return []
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: {e}") from None
+
+    def get(self, relative: str) -> bytes:
+        try:
+            data, _ = self._client.get(self.path(relative))
+        except NoNodeError:
+            raise NotFound(f"{self.path(relative)} does not exist") from None
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: {e}") from None
+        return bytes(data)
+
+    def watch_children(self, relative: str, callback: Callable[[list[str]], None]) -> None:
+        """Call ``callback(children)`` now and on every change (kazoo thread)."""
+        self.ensure(relative)
+        ChildrenWatch(self._client, self.path(relative), callback)
+
+    def watch_data(self, relative: str, callback: Callable[[bytes | None], None]) -> None:
+        def on_change(data: bytes | None, stat: object) -> None:
+            callback(data)
+
+        DataWatch(self._client, self.path(relative), on_change)
+
+    # -- leader election ----------------------------------------------------
+
+    def election(self, relative: str, identifier: str) -> LeaderElection:
+        return LeaderElection(Election(self._client, self.path(relative), identifier))
+
+
+class LeaderElection:
+    """kazoo's election recipe, run on its own thread.
+
+    :meth:`run` blocks the calling thread until elected, then calls
+    ``lead()`` which must block for as long as this process leads; when it
+    returns, leadership is given up.
+    """
+
+    def __init__(self, election: Election) -> None:
+        self._election = election
+
+    def run(self, lead: Callable[[], None]) -> None:
+        try:
+            self._election.run(lead)
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper election failed: {e}") from None
+
+    def cancel(self) -> None:
+        self._election.cancel()
+
+    def contenders(self) -> list[str]:
+        try:
+            return [str(c) for c in self._election.contenders()]
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: {e}") from None

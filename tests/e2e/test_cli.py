@@ -1,0 +1,92 @@
+"""SPEC §4 / issue 3: `gridmesh up` starts the mesh (twice is harmless),
+`status` shows every component, `down` stops exactly what `up` started, and
+a wrong config value stops `up` with one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from gridmesh.cli import backing, mesh, procs
+from gridmesh.config import load_config
+from tests.conftest import mesh_env
+
+GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
+
+
+def still_running(record: dict) -> bool:
+    """The recorded process exists and is not a zombie (nothing reaps orphans on some machines)."""
+    try:
+        process = psutil.Process(record["pid"])
+        return process.create_time() == record["create_time"] and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def gridmesh(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRIDMESH, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_wrong_config_value_stops_up_with_one_line_naming_the_key(tmp_path):
+    env = mesh_env(tmp_path, GRIDMESH_STOREKEEPER_PORT="not-a-port")
+    result = gridmesh(env, "up")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gridmesh: config key 'storekeeper.port' (GRIDMESH_STOREKEEPER_PORT) must be an integer, got 'not-a-port'"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_config_key_stops_up(tmp_path):
+    env = mesh_env(tmp_path, GRIDMESH_ENVOY_PROT="8080")
+    result = gridmesh(env, "up")
+    assert result.returncode == 2
+    assert "unknown config key 'envoy.prot'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_up_twice_is_harmless_and_status_shows_every_component_healthy(mesh_config, mesh_environment):
+    before = {name: procs.alive(name, mesh.run_dir(mesh_config)) for name in procs.recorded(mesh.run_dir(mesh_config))}
+    again = gridmesh(mesh_environment, "up", "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert "already running" in again.stdout
+    after = {name: procs.alive(name, mesh.run_dir(mesh_config)) for name in procs.recorded(mesh.run_dir(mesh_config))}
+    assert after == before
+
+    status = gridmesh(mesh_environment, "status")
+    assert status.returncode == 0, status.stdout
+    lines = status.stdout.splitlines()
+    for component in (
+        "mysql",
+        "rabbitmq",
+        "zookeeper",
+        "kafka",
+        "scheduler",
+        "storekeeper",
+        "eventmanager",
+        "worker-1",
+        "envoy",
+    ):
+        assert any(line.startswith(component) and line.endswith("healthy") for line in lines), status.stdout
+
+
+def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
+    env = mesh_env(tmp_path)
+    config = load_config(env)
+    up = gridmesh(env, "up", "--workers", "2")
+    assert up.returncode == 0, up.stdout + up.stderr
+    runs = mesh.run_dir(config)
+    started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
+    assert set(started) == {"scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "envoy"}
+    records = [json.loads((runs / f"{name}.json").read_text()) for name in started]
+
+    down = gridmesh(env, "down")
+    assert down.returncode == 0, down.stderr
+    assert not [record["argv"] for record in records if still_running(record)]
+    assert procs.recorded(runs) == []
+    # The backing services it found running are left alone.
+    assert all(service.probe() for service in backing.backing_services(config))

@@ -1,0 +1,240 @@
+"""Backing services for ``gridmesh up/down/status`` (SPEC §1, §4), against real servers.
+
+ZooKeeper and the Tansu broker are started on free ports under a temporary
+state directory and stopped again. The machine's MariaDB (127.0.0.1:3306)
+and RabbitMQ (127.0.0.1:5672) are only probed: they must be reported as
+external and never recorded, started or stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kazoo.client import KazooClient
+
+from gridmesh.cli import backing, procs
+from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.errors import Unavailable
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+CLIENT_TIMEOUT_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on the port and a server could bind it again."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return False
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> MeshConfig:
+    return load_config(
+        {
+            "GRIDMESH_STATE_DIR": str(tmp_path / "state"),
+            "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{_free_port()}",
+            "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+        }
+    )
+
+
+@pytest.fixture
+def run_dir(config: MeshConfig) -> Iterator[Path]:
+    run = config.state_path / "run"
+    yield run
+    for name in reversed(procs.recorded(run)):  # never leave a process behind
+        procs.stop(name, run, timeout=5.0)
+
+
+@pytest.fixture
+def log_dir(config: MeshConfig) -> Path:
+    return config.state_path / "log"
+
+
+def _start(svc: backing.BackingService, config: MeshConfig, run_dir: Path, log_dir: Path) -> int:
+    pid = procs.start(svc.spec(config), run_dir, log_dir)
+    procs.wait_until(svc.probe, svc.start_timeout_s, svc.name, procs.log_path(svc.name, log_dir))
+    return pid
+
+
+def _produce_and_consume_one(bootstrap: str) -> tuple[bytes | None, bytes | None]:
+    topic = f"gridmesh.test.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=CLIENT_TIMEOUT_S).values():
+        future.result(timeout=CLIENT_TIMEOUT_S)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(topic, key=b"task-1", value=b"pending", partition=0)
+    assert producer.flush(CLIENT_TIMEOUT_S) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])  # no group join: fast
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None:
+                assert msg.error() is None, msg.error()
+                return msg.key(), msg.value()
+        raise AssertionError(f"no message on {topic} within {CLIENT_TIMEOUT_S}s")
+    finally:
+        consumer.close()
+
+
+def _create_and_read_znode(hosts: str) -> bytes:
+    zk = KazooClient(hosts=hosts, timeout=CLIENT_TIMEOUT_S)
+    zk.start(timeout=CLIENT_TIMEOUT_S)
+    try:
+        zk.create("/gridmesh/test/node", b"hello", makepath=True)
+        data, _ = zk.get("/gridmesh/test/node")
+        return bytes(data)
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def test_zookeeper_started_from_its_spec_serves_clients_and_stops_cleanly(
+    config: MeshConfig, run_dir: Path, log_dir: Path
+) -> None:
+    zk = backing.ZooKeeper.from_config(config, backing.AptInstaller())
+    assert not zk.probe()
+
+    pid = _start(zk, config, run_dir, log_dir)
+
+    assert zk.probe()
+    assert _create_and_read_znode(config.zookeeper.hosts) == b"hello"
+    assert (config.state_path / "data" / "zookeeper" / "data" / "version-2").is_dir()
+    assert "binding to port" in procs.log_path("zookeeper", log_dir).read_text()  # it logs
+    assert procs.stop("zookeeper", run_dir, zk.stop_timeout_s)
+    assert _gone(pid)
+    assert _port_free(zk.port)
+    assert not zk.probe()
+
+
+def test_tansu_started_from_its_spec_carries_a_message_and_stops_cleanly(
+    config: MeshConfig, run_dir: Path, log_dir: Path
+) -> None:
+    kafka = backing.Kafka.from_config(config)
+    assert not kafka.probe()
+
+    pid = _start(kafka, config, run_dir, log_dir)
+
+    assert kafka.probe()
+    assert _produce_and_consume_one(config.kafka.bootstrap_servers) == (b"task-1", b"pending")
+    assert procs.stop("kafka", run_dir, kafka.stop_timeout_s)
+    assert _gone(pid)
+    assert _port_free(kafka.port)
+    assert not kafka.probe()
+
+
+def test_ensure_backing_uses_running_services_and_starts_and_records_only_the_missing_ones(
+    config: MeshConfig, run_dir: Path, log_dir: Path
+) -> None:
+    # Given the machine's MariaDB and RabbitMQ, and nothing on the ZooKeeper and Kafka ports
+    steps: list[tuple[str, str]] = []
+
+    # When
+    how = backing.ensure_backing(config, run_dir, log_dir, lambda name, msg: steps.append((name, msg)))
+
+    # Then
+    assert how == {
+        "mysql": backing.HOW_EXTERNAL,
+        "rabbitmq": backing.HOW_EXTERNAL,
+        "zookeeper": backing.HOW_STARTED,
+        "kafka": backing.HOW_STARTED,
+    }
+    assert procs.recorded(run_dir) == ["zookeeper", "kafka"]
+    assert {name for name, _ in steps} == {"mysql", "rabbitmq", "zookeeper", "kafka"}
+    assert all(svc.probe() for svc in backing.backing_services(config))
+    pids = {name: procs.alive(name, run_dir) for name in ("zookeeper", "kafka")}
+
+    # A second run changes nothing
+    again = backing.ensure_backing(config, run_dir, log_dir, lambda name, msg: None)
+    assert again["zookeeper"] == again["kafka"] == backing.HOW_RUNNING
+    assert {name: procs.alive(name, run_dir) for name in ("zookeeper", "kafka")} == pids
+
+    # And stopping stops exactly what was started
+    assert backing.stop_backing(config, run_dir, lambda name, msg: None) == ["kafka", "zookeeper"]
+    assert procs.recorded(run_dir) == []
+    assert all(pid is not None and _gone(pid) for pid in pids.values())
+    zk_port = backing.ZooKeeper.from_config(config, backing.AptInstaller()).port
+    assert _port_free(zk_port) and _port_free(backing.Kafka.from_config(config).port)
+    machine = backing.backing_services(config)[:2]
+    assert [svc.name for svc in machine] == ["mysql", "rabbitmq"]
+    assert all(svc.probe() for svc in machine)
+
+
+def test_the_machines_mariadb_and_rabbitmq_answer_their_probes() -> None:
+    services = backing.backing_services(load_config({}))
+    mysql, rabbitmq = services[0], services[1]
+
+    assert (mysql.name, mysql.address, mysql.check()) == ("mysql", "127.0.0.1:3306", None)
+    assert (rabbitmq.name, rabbitmq.address, rabbitmq.check()) == ("rabbitmq", "127.0.0.1:5672", None)
+
+
+def test_probes_of_absent_services_fail_quickly_with_a_reason() -> None:
+    ports = {name: _free_port() for name in ("mysql", "rabbitmq", "zookeeper", "kafka")}
+    config = load_config(
+        {
+            "GRIDMESH_MYSQL_PORT": str(ports["mysql"]),
+            "GRIDMESH_RABBITMQ_PORT": str(ports["rabbitmq"]),
+            "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{ports['zookeeper']}",
+            "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports['kafka']}",
+        }
+    )
+    for svc in backing.backing_services(config):
+        started = time.monotonic()
+        reason = svc.check()
+        assert reason and str(ports[svc.name]) in reason
+        assert time.monotonic() - started < backing.PROBE_TIMEOUT_S
+
+
+def test_a_port_held_by_something_else_is_reported_not_fought_over(
+    config: MeshConfig, run_dir: Path, log_dir: Path
+) -> None:
+    # Given a plain TCP listener where ZooKeeper should be
+    zk = backing.ZooKeeper.from_config(config, backing.AptInstaller())
+    with socket.socket() as squatter:
+        squatter.bind((zk.host, zk.port))
+        squatter.listen()
+        # When / Then
+        with pytest.raises(Unavailable, match="in use, but the zookeeper probe fails"):
+            backing.ensure_backing(config, run_dir, log_dir, lambda name, msg: None, services=[zk])
+    assert procs.recorded(run_dir) == []
+
+
+def test_mariadb_and_rabbitmq_would_start_with_the_packages_defaults(config: MeshConfig) -> None:
+    # Only the specs: the machine's servers are never started or stopped here.
+    apt = backing.AptInstaller()
+    rabbit = backing.RabbitMQ.from_config(config, apt).spec(config)
+    assert rabbit.argv == ["/usr/lib/rabbitmq/bin/rabbitmq-server"]
+    assert rabbit.user == "rabbitmq" and rabbit.cwd == rabbit.env["HOME"] == "/var/lib/rabbitmq"  # type: ignore[index]
+    mysql = backing.MySQL.from_config(config, apt).spec(config)
+    assert mysql.argv == ["/usr/sbin/mariadbd", "--user=mysql", "--bind-address=127.0.0.1", "--port=3306"]
