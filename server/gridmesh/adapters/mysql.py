@@ -220,6 +220,12 @@ class GroupCommitter:
                             outcomes.append((False, AlreadyExists(f"already stored: {e.args[-1]}")))
                         except GridmeshError as e:
                             outcomes.append((False, e))
+                        except _CONNECTION_ERRORS:
+                            raise
+                        except Exception as e:
+                            # A bug in the unit (bad SQL, a value the column refuses):
+                            # it fails alone; the writer thread must not die with it.
+                            outcomes.append((False, e))
                 if all(ok for ok, _ in outcomes):
                     self._conn.commit()
                     self.commits += 1

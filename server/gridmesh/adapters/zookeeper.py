@@ -16,6 +16,7 @@ from collections.abc import Callable
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
@@ -62,6 +63,20 @@ class ZooKeeper:
             log.warning("ZooKeeper did not close cleanly", exc_info=True)
 
     # -- state ------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """The session is connected (not suspended, not lost)."""
+        return bool(self._client.connected)
+
+    def add_connection_listener(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(connected)`` (on a kazoo thread) whenever the
+        session connects, is suspended or is lost."""
+
+        def listener(state: str) -> None:
+            callback(state == KazooState.CONNECTED)
+
+        self._client.add_listener(listener)
 
     def _on_state(self, state: str) -> None:
         if state == KazooState.LOST:
@@ -176,10 +191,90 @@ class ZooKeeper:
 
         DataWatch(self._client, self.path(relative), on_change)
 
+    def read_tree(self, relative: str) -> dict[str, bytes]:
+        """``{path below relative: data}`` of every node under ``relative``
+        (empty if it does not exist), read straight from ZooKeeper."""
+        root = self.path(relative)
+        nodes: dict[str, bytes] = {}
+        stack = [root]
+        try:
+            while stack:
+                parent = stack.pop()
+                try:
+                    children = self._client.get_children(parent)
+                except NoNodeError:
+                    continue  # deleted while we walked
+                for child in children:
+                    path = f"{parent}/{child}"
+                    try:
+                        data, _ = self._client.get(path)
+                    except NoNodeError:
+                        continue
+                    nodes[path[len(root) + 1 :]] = bytes(data or b"")
+                    stack.append(path)
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot read {root}: {e}") from None
+        return nodes
+
+    def watch_tree(self, relative: str, callback: Callable[[dict[str, bytes]], None]) -> TreeWatch:
+        """Call ``callback(nodes)`` with ``{path below relative: data}`` of
+        every node under ``relative`` once the subtree is loaded, and again
+        after every change (on a kazoo thread, one call at a time). The watch
+        outlives connection losses: the subtree is re-read on reconnection."""
+        root = self.path(relative)
+        cache = TreeCache(self._client, root)
+        initialized = False
+
+        def snapshot() -> dict[str, bytes]:
+            nodes: dict[str, bytes] = {}
+            stack = [root]
+            while stack:
+                parent = stack.pop()
+                for child in cache.get_children(parent, default=frozenset()):
+                    path = f"{parent}/{child}"
+                    node = cache.get_data(path)
+                    nodes[path[len(root) + 1 :]] = bytes(node.data or b"") if node is not None else b""
+                    stack.append(path)
+            return nodes
+
+        def on_event(event: TreeEvent) -> None:
+            nonlocal initialized
+            if event.event_type == TreeEvent.INITIALIZED:
+                initialized = True
+            elif event.event_type not in (TreeEvent.NODE_ADDED, TreeEvent.NODE_UPDATED, TreeEvent.NODE_REMOVED):
+                return
+            if initialized:
+                callback(snapshot())
+
+        def on_fault(error: Exception) -> None:
+            log.warning("ZooKeeper watch of %s failed: %s", root, error, exc_info=error)
+
+        cache.listen(on_event)
+        cache.listen_fault(on_fault)
+        try:
+            cache.start()
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot watch {root}: {e}") from None
+        return TreeWatch(cache)
+
     # -- leader election ----------------------------------------------------
 
     def election(self, relative: str, identifier: str) -> LeaderElection:
         return LeaderElection(Election(self._client, self.path(relative), identifier))
+
+
+class TreeWatch:
+    """A running :meth:`ZooKeeper.watch_tree`."""
+
+    def __init__(self, cache: TreeCache) -> None:
+        self._cache = cache
+
+    def close(self) -> None:
+        """Stop watching. Idempotent."""
+        try:
+            self._cache.close()
+        except KazooException:
+            log.warning("ZooKeeper tree watch did not close cleanly", exc_info=True)
 
 
 class LeaderElection:

@@ -120,7 +120,8 @@ def check_content_type(value: str) -> str:
         return DEFAULT_CONTENT_TYPE
     if len(value) > MAX_CONTENT_TYPE_CHARS or not _CONTENT_TYPE_RE.match(value):
         raise InvalidArgument(
-            f"content_type {value[:80]!r} is not a media type such as 'application/json' or 'text/plain; charset=utf-8'",
+            f"content_type {value[:80]!r} is not a media type "
+            "such as 'application/json' or 'text/plain; charset=utf-8'",
             field="content_type",
         )
     return value

@@ -85,11 +85,18 @@ def build_grpc_server(
     return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))
 
 
-async def serve_until_signal(host: GrpcHost, *, grace_s: float = 10.0, ready: ShutdownStep | None = None) -> None:
-    """Start ``host``, mark it SERVING, wait for SIGTERM/SIGINT, then shut
-    down in order. Idempotent against repeated signals."""
+async def serve_until_signal(
+    host: GrpcHost,
+    *,
+    grace_s: float = 10.0,
+    ready: ShutdownStep | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start ``host``, mark it SERVING (or run ``ready``), wait for
+    SIGTERM/SIGINT (or ``stop``), then shut down in order. Idempotent against
+    repeated signals."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await host.server.start()

@@ -1,32 +1,189 @@
-"""Composition root of the Scheduler process."""
+"""Composition root of the Scheduler process.
+
+Threads: the gRPC server and :class:`SchedulerCore` run on the asyncio loop;
+MySQL runs on the store's writer thread and reader pool, kazoo on its own
+threads (the election blocks one of them), confluent-kafka on its delivery
+thread. Results cross back to the loop with ``call_soon_threadsafe``.
+
+High availability: every Scheduler joins a ZooKeeper election. The leader
+loads the durable state from MySQL and serves (health SERVING); a standby
+answers NOT_SERVING (so Envoy routes to the leader) and UNAVAILABLE.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import socket
 import sys
+import threading
 
+from gridmesh.adapters.kafka import KafkaLifecycleLog
+from gridmesh.adapters.mysql import MySQL
+from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.lifecycle import LifecycleLog
+from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
-from gridmesh.scheduler.servicer import SchedulerServicer
+from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
+from gridmesh.scheduler.store import MySQLTaskStore
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
 
-SERVICES = (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,)
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
+    scheduler_pb2.DESCRIPTOR.services_by_name["WorkQueue"].full_name,
+)
+ELECTION_PATH = "scheduler/election"
 
 
-def build_server(config: MeshConfig, registry: TaskTypeRegistry) -> GrpcHost:
-    servicer = SchedulerServicer(registry)
+def settings_of(config: MeshConfig) -> SchedulerSettings:
+    s = config.scheduler
+    return SchedulerSettings(
+        lease_ttl_s=s.lease_ttl_s,
+        heartbeat_interval_s=s.heartbeat_interval_s,
+        default_max_attempts=s.default_max_attempts,
+        max_params_bytes=s.max_params_bytes,
+    )
+
+
+def build_server(config: MeshConfig, holder: CoreHolder, registry: TaskTypeRegistry) -> GrpcHost:
+    scheduler = SchedulerServicer(holder, registry)
+    work_queue = WorkQueueServicer(holder)
     return build_grpc_server(
         f"{config.scheduler.host}:{config.scheduler.port}",
-        [lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)],
+        [
+            lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(scheduler, server),
+            lambda server: scheduler_pb2_grpc.add_WorkQueueServicer_to_server(work_queue, server),
+        ],
         SERVICES,
     )
 
 
+class Leadership:
+    """Runs the ZooKeeper election on its own thread and switches this
+    process between leading (a loaded core, SERVING) and standing by."""
+
+    def __init__(
+        self,
+        *,
+        host: GrpcHost,
+        holder: CoreHolder,
+        store: TaskStore,
+        lifecycle: LifecycleLog,
+        registry: TaskTypeRegistry,
+        settings: SchedulerSettings,
+        zk: ZooKeeper,
+        identifier: str,
+        stop: asyncio.Event,
+    ) -> None:
+        self._host, self._holder, self._store = host, holder, store
+        self._lifecycle, self._registry, self._settings = lifecycle, registry, settings
+        self._zk, self._identifier, self._stop = zk, identifier, stop
+        self._loop = asyncio.get_running_loop()
+        self._stepdown = threading.Event()
+        self._quit = threading.Event()
+        self._election = zk.election(ELECTION_PATH, identifier)
+        self._thread = threading.Thread(target=self._campaign, name="scheduler-election", daemon=True)
+        self._expiry: asyncio.Task[None] | None = None
+        zk.on_session_lost.append(self._stepdown.set)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _campaign(self) -> None:
+        while not self._quit.is_set():
+            self._stepdown.clear()
+            try:
+                self._election.run(self._lead)
+            except Exception:
+                log.exception("leader election failed; retrying")
+                self._quit.wait(1.0)
+
+    def _lead(self) -> None:
+        """Runs on the election thread while this process leads."""
+        future = asyncio.run_coroutine_threadsafe(self._take_over(), self._loop)
+        try:
+            future.result()
+        except Exception:
+            log.exception("could not take over as leader; stopping")
+            self._loop.call_soon_threadsafe(self._stop.set)
+            return
+        while not (self._stepdown.is_set() or self._quit.is_set()):
+            self._stepdown.wait(0.5)
+        asyncio.run_coroutine_threadsafe(self._step_down(), self._loop).result()
+
+    async def _take_over(self) -> None:
+        core = SchedulerCore(self._store, self._lifecycle, self._registry, self._settings)
+        core.on_fatal = lambda error: self._stop.set()
+        active = await core.load()
+        self._holder.core = core
+        self._expiry = asyncio.create_task(self._expire_leases(core))
+        await self._host.set_serving(True)
+        log.info("leading as %s with %d active tasks", self._identifier, active)
+
+    async def _step_down(self) -> None:
+        log.warning("no longer the leader")
+        await self._host.set_serving(False)
+        core, self._holder.core = self._holder.core, None
+        if core is not None:
+            core.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    async def _expire_leases(self, core: SchedulerCore) -> None:
+        interval = min(1.0, self._settings.lease_ttl_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            core.expire_leases()
+
+    async def close(self) -> None:
+        self._quit.set()
+        self._stepdown.set()
+        self._election.cancel()
+        if self._holder.core is not None:
+            await self._step_down()
+
+
 async def serve(config: MeshConfig) -> None:
-    host = build_server(config, default_registry())
-    await serve_until_signal(host)
+    registry = default_registry()
+    store = MySQLTaskStore(MySQL(config.mysql, config.database("scheduler")))
+    await asyncio.to_thread(store.setup)
+    lifecycle = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    zk = ZooKeeper(config.zookeeper, config.zk_root)
+    await asyncio.to_thread(zk.start)
+
+    holder = CoreHolder()
+    host = build_server(config, holder, registry)
+    stop = asyncio.Event()
+    identifier = f"{socket.gethostname()}:{host.port}:{os.getpid()}"
+    leadership = Leadership(
+        host=host,
+        holder=holder,
+        store=store,
+        lifecycle=lifecycle,
+        registry=registry,
+        settings=settings_of(config),
+        zk=zk,
+        identifier=identifier,
+        stop=stop,
+    )
+
+    async def ready() -> None:
+        await host.set_serving(False)  # a standby until elected
+        leadership.start()
+
+    async def close_adapters() -> None:
+        await asyncio.to_thread(store.close)
+        await asyncio.to_thread(lifecycle.close)
+        await asyncio.to_thread(zk.stop)
+
+    host.stop_taking_work.append(leadership.close)
+    host.close_adapters.append(close_adapters)
+    await serve_until_signal(host, ready=ready, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> None:

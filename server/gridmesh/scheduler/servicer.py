@@ -1,17 +1,158 @@
-"""The client-facing Scheduler servicer: converts protobuf ↔ core and delegates."""
+"""The Scheduler's servicers: ``gridmesh.v1.Scheduler`` for clients and
+``gridmesh.v1.WorkQueue`` for workers. They convert protobuf ↔ core and
+delegate; every rule lives in :class:`~gridmesh.core.scheduler.SchedulerCore`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+
 from grpc import aio
 
+from gridmesh.core.errors import InvalidArgument, NotLeader, ResourceExhausted
+from gridmesh.core.scheduler import (
+    Assignment,
+    Crash,
+    Failure,
+    Outcome,
+    SchedulerCore,
+    SubmitRequest,
+    Success,
+    Watcher,
+    WorkerState,
+)
+from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
-from gridmesh.grpc_support.convert import dict_to_struct
-from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
+from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
+from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+
+
+def task_to_proto(task: Task) -> common_pb2.Task:
+    return common_pb2.Task(
+        task_id=task.task_id,
+        task_type=task.task_type,
+        params=dict_to_struct(task.params),
+        result_dir=task.result_dir,
+        state=int(task.state),  # type: ignore[arg-type]
+        priority=int(task.priority),  # type: ignore[arg-type]
+        attempt=task.attempt,
+        max_attempts=task.max_attempts,
+        worker_id=task.worker_id,
+        result_path=task.result_path,
+        result_size_bytes=task.result_size_bytes,
+        result_sha256=task.result_sha256,
+        error=task.error,
+        idempotency_key=task.idempotency_key,
+        created_at=to_timestamp(task.created_at),
+        started_at=to_timestamp(task.started_at),
+        finished_at=to_timestamp(task.finished_at),
+    )
+
+
+def _event(task: Task, at: datetime) -> common_pb2.TaskEvent:
+    return common_pb2.TaskEvent(task=task_to_proto(task), occurred_at=to_timestamp(at))
+
+
+def _enum(cls: type[Priority] | type[TaskState], value: int, field: str) -> Priority | TaskState:
+    try:
+        return cls(value)
+    except ValueError:
+        names = ", ".join(m.name for m in cls if m.value)
+        raise InvalidArgument(f"{field} {value} is not one of {names}", field=field) from None
+
+
+class CoreHolder:
+    """The core while this Scheduler leads; None while it stands by."""
+
+    def __init__(self) -> None:
+        self.core: SchedulerCore | None = None
+
+    def get(self) -> SchedulerCore:
+        if self.core is None:
+            raise NotLeader("this Scheduler is a standby; the leader serves requests (retry through the edge)")
+        return self.core
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, registry: TaskTypeRegistry) -> None:
+    def __init__(self, holder: CoreHolder, registry: TaskTypeRegistry) -> None:
+        self._holder = holder
         self._registry = registry
+
+    async def SubmitTask(
+        self, request: scheduler_pb2.SubmitTaskRequest, context: aio.ServicerContext
+    ) -> common_pb2.Task:
+        task = await self._holder.get().submit(
+            SubmitRequest(
+                task_type=request.task_type,
+                params=struct_to_dict(request.params),
+                result_dir=request.result_dir,
+                priority=Priority(_enum(Priority, request.priority, "priority")),
+                idempotency_key=request.idempotency_key,
+                max_attempts=request.max_attempts,
+            )
+        )
+        return task_to_proto(task)
+
+    async def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: aio.ServicerContext) -> common_pb2.Task:
+        return task_to_proto(await self._holder.get().get(request.task_id))
+
+    async def ListTasks(
+        self, request: scheduler_pb2.ListTasksRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.ListTasksResponse:
+        tasks, token = await self._holder.get().list_tasks(
+            TaskState(_enum(TaskState, request.state, "state")),
+            request.task_type,
+            request.page_size,
+            request.page_token,
+        )
+        return scheduler_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
+
+    async def CancelTask(
+        self, request: scheduler_pb2.CancelTaskRequest, context: aio.ServicerContext
+    ) -> common_pb2.Task:
+        return task_to_proto(await self._holder.get().cancel(request.task_id))
+
+    async def WatchTask(
+        self, request: scheduler_pb2.WatchTaskRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEvent]:
+        core = self._holder.get()
+        watcher = core.watch([request.task_id] if request.task_id else [], terminal_only=False)
+        try:
+            if not request.task_id:
+                raise InvalidArgument("task_id is required", field="task_id")
+            current = await core.get(request.task_id)
+            yield _event(current, current.finished_at or current.started_at or current.created_at)
+            if current.state.terminal:
+                return
+            async for task, at in _drain(watcher, after=current.revision):
+                yield _event(task, at)
+                if task.state.terminal:
+                    return
+        finally:
+            core.unwatch(watcher)
+
+    async def WatchTasks(
+        self, request: scheduler_pb2.WatchTasksRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.TaskEvent]:
+        core = self._holder.get()
+        watcher = core.watch(request.task_ids, request.terminal_only)
+        try:
+            latest: dict[str, int] = {}
+            # Tasks named explicitly: their current state first, as WatchTask does.
+            for task_id in dict.fromkeys(request.task_ids):
+                current = await core.get(task_id)
+                latest[current.task_id] = current.revision
+                if current.state.terminal or not request.terminal_only:
+                    yield _event(current, current.finished_at or current.started_at or current.created_at)
+            async for task, at in _drain(watcher, after=0):
+                if task.revision <= latest.get(task.task_id, 0):
+                    continue
+                yield _event(task, at)
+        finally:
+            core.unwatch(watcher)
 
     async def ListTaskTypes(
         self, request: scheduler_pb2.ListTaskTypesRequest, context: aio.ServicerContext
@@ -24,3 +165,132 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 for t in self._registry
             ]
         )
+
+    async def ListWorkers(
+        self, request: scheduler_pb2.ListWorkersRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.ListWorkersResponse:
+        return scheduler_pb2.ListWorkersResponse(
+            workers=[
+                scheduler_pb2.WorkerInfo(
+                    worker_id=w.worker_id,
+                    address=w.address,
+                    slots=w.slots,
+                    busy_slots=w.busy_slots,
+                    state=int(w.state),  # type: ignore[arg-type]
+                    task_types=list(w.task_types),
+                    last_heartbeat=to_timestamp(w.last_heartbeat),
+                    registered_at=to_timestamp(w.registered_at),
+                )
+                for w in self._holder.get().workers()
+            ]
+        )
+
+
+async def _drain(watcher: Watcher, after: int) -> AsyncIterator[tuple[Task, datetime]]:
+    """Committed changes seen by ``watcher`` newer than revision ``after``."""
+    while True:
+        item = await watcher.queue.get()
+        if item is None:
+            raise NotLeader("this Scheduler stepped down; watch again through the edge")
+        if watcher.overflowed:
+            raise ResourceExhausted("this watch fell too far behind and was closed; watch again")
+        task, at = item
+        if task.revision > after:
+            yield task, at
+
+
+class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
+    def __init__(self, holder: CoreHolder) -> None:
+        self._holder = holder
+
+    async def RegisterWorker(
+        self, request: scheduler_pb2.RegisterWorkerRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.RegisterWorkerResponse:
+        core = self._holder.get()
+        core.register_worker(request.worker_id, request.address, request.slots, request.task_types)
+        return scheduler_pb2.RegisterWorkerResponse(
+            lease_ttl_ms=int(core.lease_ttl_s * 1000), heartbeat_interval_ms=int(core.heartbeat_interval_s * 1000)
+        )
+
+    async def PullTasks(
+        self, request_iterator: AsyncIterator[scheduler_pb2.PullTasksRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[scheduler_pb2.PullTasksResponse]:
+        core = self._holder.get()
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if not first.worker_id:
+            raise InvalidArgument("the first PullTasksRequest must name worker_id", field="worker_id")
+        link = core.open_link(first.worker_id)
+
+        async def read_credit() -> None:
+            core.grant_credit(link, first.credit)
+            async for message in request_iterator:
+                core.grant_credit(link, message.credit)
+
+        reader = asyncio.create_task(read_credit())
+        try:
+            while True:
+                getter = asyncio.ensure_future(link.outbox.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    reader.result()  # re-raise what ended the worker's side
+                    return
+                item = getter.result()
+                if item is None:  # the link was closed: this Scheduler stepped down
+                    return
+                if isinstance(item, Assignment):
+                    yield scheduler_pb2.PullTasksResponse(
+                        assignment=scheduler_pb2.TaskAssignment(
+                            task=task_to_proto(item.task),
+                            fencing_token=item.fencing_token,
+                            lease_expires_at=to_timestamp(item.lease_expires_at),
+                        )
+                    )
+                else:
+                    yield scheduler_pb2.PullTasksResponse(
+                        cancel=scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token)
+                    )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            core.close_link(link)
+
+    async def Heartbeat(
+        self, request: scheduler_pb2.HeartbeatRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.HeartbeatResponse:
+        result = self._holder.get().heartbeat(
+            request.worker_id,
+            [(lease.task_id, lease.fencing_token) for lease in request.leases],
+            WorkerState(request.state) if request.state in WorkerState._value2member_map_ else WorkerState.ACTIVE,
+        )
+        return scheduler_pb2.HeartbeatResponse(
+            lost=[scheduler_pb2.LeaseRef(task_id=t, fencing_token=f) for t, f in result.lost],
+            lease_expires_at=to_timestamp(result.lease_expires_at),
+            reregister=result.reregister,
+        )
+
+    async def ReportTask(
+        self, request: scheduler_pb2.ReportTaskRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.ReportTaskResponse:
+        kind = request.WhichOneof("outcome")
+        outcome: Outcome
+        if kind == "success":
+            s = request.success
+            outcome = Success(s.result_path, s.result_size_bytes, s.result_sha256)
+        elif kind == "failure":
+            outcome = Failure(request.failure.error)
+        elif kind in ("crash", "stopped"):
+            outcome = Crash(request.crash.reason if kind == "crash" else "the worker stopped the task")
+        else:
+            raise InvalidArgument("outcome is required: success, failure, crash or stopped", field="outcome")
+        task = await self._holder.get().report(request.worker_id, request.task_id, request.fencing_token, outcome)
+        return scheduler_pb2.ReportTaskResponse(task=task_to_proto(task))
+
+    async def DeregisterWorker(
+        self, request: scheduler_pb2.DeregisterWorkerRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.DeregisterWorkerResponse:
+        self._holder.get().deregister(request.worker_id)
+        return scheduler_pb2.DeregisterWorkerResponse()

@@ -1,4 +1,7 @@
-"""Composition root of the StoreKeeper process."""
+"""Composition root of the StoreKeeper process: a file store under the
+storage root and a MySQL result index wired into the result service, served
+over gRPC. Shutdown (after the server stopped): file operations under way
+finish, then the index commits what is queued and closes."""
 
 from __future__ import annotations
 
@@ -6,20 +9,39 @@ import asyncio
 import os
 import sys
 
+from gridmesh.adapters.filestore import FileStore
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
+from gridmesh.storekeeper.index import ResultIndex
+from gridmesh.storekeeper.mysql_index import MySQLResultIndex
+from gridmesh.storekeeper.service import ResultService
+from gridmesh.storekeeper.servicer import StoreKeeperServicer
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
 
 SERVICES = (storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"].full_name,)
 
+MESSAGE_OVERHEAD_BYTES = 1024 * 1024
+"""Room for the other fields of a StoreResult request above the content limit."""
 
-def build_server(config: MeshConfig) -> GrpcHost:
-    servicer = storekeeper_pb2_grpc.StoreKeeperServicer()
-    return build_grpc_server(
+
+def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> GrpcHost:
+    """The StoreKeeper, bound but not started. Without ``index``, opens the
+    MySQL index of ``config.database("storekeeper")`` (creating or migrating
+    its schema: this blocks, once, before anything is served)."""
+    if index is None:
+        index = MySQLResultIndex.open(config.mysql, config.database("storekeeper"))
+    service = ResultService(FileStore(config.storage_root), index, max_result_bytes=config.storekeeper.max_result_bytes)
+    servicer = StoreKeeperServicer(service)
+    host = build_grpc_server(
         f"{config.storekeeper.host}:{config.storekeeper.port}",
         [lambda server: storekeeper_pb2_grpc.add_StoreKeeperServicer_to_server(servicer, server)],
         SERVICES,
+        # Let results up to the configured limit in; the service answers
+        # larger ones itself, naming the limit.
+        options=[("grpc.max_receive_message_length", config.storekeeper.max_result_bytes + MESSAGE_OVERHEAD_BYTES)],
     )
+    host.close_adapters += [service.close, index.close]
+    return host
 
 
 async def serve(config: MeshConfig) -> None:

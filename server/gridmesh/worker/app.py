@@ -1,37 +1,83 @@
-"""Composition root of a worker node."""
+"""Composition root of a worker node (``gridmesh worker start``).
+
+The node's gRPC server (``gridmesh.v1.Worker``) and :class:`WorkerNode` run
+on the asyncio loop; task processes are children of a forkserver; kazoo
+(membership) and confluent-kafka (life-cycle events) use their own threads.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import socket
 import sys
 
 from grpc import aio
 
+from gridmesh.adapters.kafka import KafkaLifecycleLog
+from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.tasktypes import default_registry
+from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from gridmesh.worker.node import NodeSettings, WorkerNode
+from gridmesh.worker.pool import ProcessPool
+
+log = logging.getLogger(__name__)
 
 SERVICES = (worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name,)
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, worker_id: str, slots: int) -> None:
-        self._worker_id = worker_id
-        self._slots = slots
+    def __init__(self, node: WorkerNode, drained: asyncio.Event) -> None:
+        self._node = node
+        self._drained = drained
+
+    def _status(self) -> worker_pb2.WorkerStatus:
+        node, c = self._node, self._node.counters
+        return worker_pb2.WorkerStatus(
+            worker_id=node.settings.worker_id,
+            address=node.settings.address,
+            slots=node.settings.slots,
+            busy_slots=len(node.running),
+            state=scheduler_pb2.DRAINING if node.draining else scheduler_pb2.ACTIVE,
+            running=[
+                worker_pb2.RunningTask(
+                    task_id=r.task_id,
+                    task_type=r.task_type,
+                    pid=r.slot.pid,
+                    attempt=r.attempt,
+                    started_at=to_timestamp(r.started_at),
+                    priority=r.priority,  # type: ignore[arg-type]
+                )
+                for r in list(node.running.values())
+            ],
+            counters=worker_pb2.WorkerCounters(
+                pulled=c.pulled, succeeded=c.succeeded, failed=c.failed, crashed=c.crashed, lost_leases=c.lost_leases
+            ),
+        )
 
     async def GetWorkerStatus(
         self, request: worker_pb2.GetWorkerStatusRequest, context: aio.ServicerContext
     ) -> worker_pb2.WorkerStatus:
-        return worker_pb2.WorkerStatus(
-            worker_id=self._worker_id, slots=self._slots, busy_slots=0, state=scheduler_pb2.ACTIVE
-        )
+        return self._status()
+
+    async def DrainWorker(
+        self, request: worker_pb2.DrainWorkerRequest, context: aio.ServicerContext
+    ) -> worker_pb2.WorkerStatus:
+        if not self._node.draining:
+            drain = asyncio.create_task(self._node.drain())
+            drain.add_done_callback(lambda _: self._drained.set())
+            await asyncio.sleep(0)  # let the drain mark the node DRAINING
+        return self._status()
 
 
-def build_server(config: MeshConfig, port: int, slots: int) -> GrpcHost:
-    servicer = WorkerServicer(f"{socket.gethostname()}:{port}", slots)
+def build_server(config: MeshConfig, port: int, node: WorkerNode, drained: asyncio.Event) -> GrpcHost:
+    servicer = WorkerServicer(node, drained)
     return build_grpc_server(
         f"{config.worker.host}:{port}",
         [lambda server: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)],
@@ -40,7 +86,43 @@ def build_server(config: MeshConfig, port: int, slots: int) -> GrpcHost:
 
 
 async def serve(config: MeshConfig, port: int, slots: int) -> None:
-    await serve_until_signal(build_server(config, port, slots))
+    worker_id = f"{socket.gethostname()}-{port}"
+    address = f"{config.worker.host}:{port}"
+    registry = default_registry()
+    pool = await asyncio.to_thread(ProcessPool, slots)
+    lifecycle = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    node = WorkerNode(
+        NodeSettings(
+            worker_id=worker_id,
+            address=address,
+            slots=slots,
+            task_types=registry.names(),
+            scheduler_address=f"{config.scheduler.host}:{config.scheduler.port}",
+            storekeeper_address=f"{config.storekeeper.host}:{config.storekeeper.port}",
+        ),
+        pool,
+        lifecycle,
+    )
+    zk = ZooKeeper(config.zookeeper, config.zk_root)
+    stop = asyncio.Event()
+    host = build_server(config, port, node, stop)
+
+    async def ready() -> None:
+        await asyncio.to_thread(zk.start)
+        membership = json.dumps({"address": address, "slots": slots, "pid": os.getpid()}).encode()
+        await asyncio.to_thread(zk.register_ephemeral, f"workers/{worker_id}", membership)
+        await node.start()
+        await host.set_serving(True)
+
+    async def close_adapters() -> None:
+        await node.close()
+        await asyncio.to_thread(pool.close)
+        await asyncio.to_thread(lifecycle.close)
+        await asyncio.to_thread(zk.stop)
+
+    host.stop_taking_work.append(node.drain)
+    host.close_adapters.append(close_adapters)
+    await serve_until_signal(host, ready=ready, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(config: MeshConfig, port: int | None, slots: int | None) -> None:
-    """Run a worker node in the foreground until SIGTERM/SIGINT."""
+    """Run a worker node in the foreground until SIGTERM/SIGINT or a drain."""
     configure_logging(config.log_level)
     port = config.worker.base_port if port is None else port
     slots = config.worker.slots if slots is None else slots

@@ -1,0 +1,722 @@
+"""The Scheduler's domain: accepting tasks, dispatching them to pulling
+workers under leases, retrying, and publishing every committed change.
+
+Runs on one asyncio event loop; every method that mutates state is called on
+that loop, so a check and the change it guards are atomic. State changes are
+applied in memory first and handed to the :class:`TaskStore` in order; a
+change is *published* (readers, watchers, the life-cycle log) only once the
+store has committed it. The store commits in the order it was given changes,
+so memory and database never diverge; if the store fails for good,
+:attr:`on_fatal` is called and the process must stop (a standby takes over
+from the database).
+
+Leases: each dispatched task carries a fencing token (a number that only
+grows). A worker renews the leases of what it runs with heartbeats; a lease
+not renewed for ``lease_ttl_s`` expires and the task is retried. A report or
+heartbeat naming a token that is no longer current is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import itertools
+import logging
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
+from gridmesh.core.names import check_result_dir, check_uuid
+from gridmesh.core.tasks import DispatchQueue, Priority, Task, TaskState
+from gridmesh.core.tasktypes import TaskTypeRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS_LIMIT = 20
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+WATCH_QUEUE_LIMIT = 100_000
+TERMINAL_TASKS_KEPT = 50_000
+"""Finished tasks kept in memory for reads; older ones are read from the store."""
+
+
+# -- ports --------------------------------------------------------------------
+
+
+class TaskStore(Protocol):
+    """Durable task state. Changes are committed in the order they are given."""
+
+    async def insert(self, task: Task) -> None:
+        """Commit a new task; :class:`AlreadyExists` if its idempotency key is taken."""
+
+    def save(self, task: Task) -> asyncio.Future[None]:
+        """Queue the new state of ``task`` now; the future is done once committed."""
+
+    async def load_active(self) -> list[Task]:
+        """Every QUEUED and RUNNING task, in dispatch order."""
+
+    async def counters(self) -> tuple[int, int]:
+        """The highest ``seq`` and fencing token ever stored."""
+
+    async def get(self, task_id: str) -> Task | None: ...
+
+    async def find_by_idempotency_key(self, key: str) -> Task | None: ...
+
+    async def list_tasks(self, state: TaskState, task_type: str, limit: int, before_seq: int | None) -> list[Task]:
+        """Tasks newest first, optionally filtered, with ``seq < before_seq``."""
+
+
+# -- values exchanged with the servicers ------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    lease_ttl_s: float = 10.0
+    heartbeat_interval_s: float = 2.0
+    default_max_attempts: int = 3
+    max_params_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    task_type: str
+    params: dict[str, object]
+    result_dir: str
+    priority: Priority = Priority.UNSPECIFIED
+    idempotency_key: str = ""
+    max_attempts: int = 0
+
+
+class WorkerState(enum.IntEnum):
+    UNSPECIFIED = 0
+    ACTIVE = 1
+    DRAINING = 2
+    OFFLINE = 3
+
+
+@dataclass(frozen=True)
+class Assignment:
+    task: Task
+    fencing_token: int
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CancelNotice:
+    task_id: str
+    fencing_token: int
+
+
+@dataclass(frozen=True)
+class Success:
+    result_path: str
+    result_size_bytes: int
+    result_sha256: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: str
+
+
+@dataclass(frozen=True)
+class Crash:
+    reason: str
+
+
+Outcome = Success | Failure | Crash
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    lost: list[tuple[str, int]]
+    lease_expires_at: datetime
+    reregister: bool = False
+
+
+class WorkerLink:
+    """The open pull stream of one worker: its credit and what to send it."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self.credit = 0
+        self.outbox: asyncio.Queue[Assignment | CancelNotice | None] = asyncio.Queue()
+        """What to send the worker; None ends the stream."""
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbox.put_nowait(None)
+
+
+@dataclass
+class WorkerRecord:
+    worker_id: str
+    address: str
+    slots: int
+    task_types: tuple[str, ...]
+    registered_at: datetime
+    last_heartbeat: datetime
+    state: WorkerState = WorkerState.ACTIVE
+    link: WorkerLink | None = None
+    leases: set[str] = field(default_factory=set)
+
+    @property
+    def busy_slots(self) -> int:
+        return len(self.leases)
+
+
+@dataclass
+class _Lease:
+    worker_id: str
+    token: int
+    expires_at: float  # monotonic
+
+
+class Watcher:
+    """One WatchTask/WatchTasks stream: committed task snapshots, in order."""
+
+    def __init__(self, task_ids: frozenset[str] | None, terminal_only: bool) -> None:
+        self.task_ids = task_ids
+        self.terminal_only = terminal_only
+        self.queue: asyncio.Queue[tuple[Task, datetime] | None] = asyncio.Queue()
+        """Committed snapshots; None ends the watch (the Scheduler stepped down)."""
+        self.overflowed = False
+
+    def wants(self, task: Task) -> bool:
+        if self.task_ids is not None and task.task_id not in self.task_ids:
+            return False
+        return task.state.terminal or not self.terminal_only
+
+    def offer(self, task: Task, at: datetime) -> None:
+        if self.queue.qsize() >= WATCH_QUEUE_LIMIT:
+            self.overflowed = True
+            return
+        self.queue.put_nowait((task, at))
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+
+# -- the core -------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SchedulerCore:
+    def __init__(
+        self,
+        store: TaskStore,
+        lifecycle: LifecycleLog,
+        registry: TaskTypeRegistry,
+        settings: SchedulerSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self._store = store
+        self._lifecycle = lifecycle
+        self._registry = registry
+        self._settings = settings
+        self._clock = clock
+        self._now = now
+        self._tasks: dict[str, Task] = {}
+        """Live state of every task in memory (all active, recent finished)."""
+        self._views: dict[str, Task] = {}
+        """The last committed snapshot of each task in ``_tasks``."""
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._queue = DispatchQueue()
+        self._leases: dict[str, _Lease] = {}
+        self._workers: dict[str, WorkerRecord] = {}
+        self._ready: deque[str] = deque()  # worker ids that may have credit, round-robin
+        self._watchers: set[Watcher] = set()
+        self._keys: dict[str, str] = {}  # idempotency key -> task id, for tasks in memory
+        self._pending_keys: dict[str, asyncio.Future[Task]] = {}
+        self._seq = 0
+        self._token = 0
+        self._revisions = itertools.count(1)
+        self._failed: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] = lambda e: None
+        """Called once if the store fails for good: the process must stop."""
+
+    # -- start -----------------------------------------------------------------
+
+    async def load(self) -> int:
+        """Take over the durable state: every QUEUED task is queued again in
+        order and every RUNNING task keeps its lease for one more TTL, so its
+        worker can renew it. Returns the number of active tasks."""
+        self._seq, self._token = await self._store.counters()
+        expires = self._clock() + self._settings.lease_ttl_s
+        for task in await self._store.load_active():
+            self._remember(task)
+            self._views[task.task_id] = task.snapshot()
+            if task.state is TaskState.QUEUED:
+                self._queue.push(task)
+            else:
+                self._leases[task.task_id] = _Lease(task.worker_id, task.fencing_token, expires)
+        return len(self._tasks)
+
+    # -- clients -----------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self._failed is not None:
+            raise Unavailable("the Scheduler lost its database and is stopping; retry against the new leader")
+
+    async def submit(self, request: SubmitRequest) -> Task:
+        """Validate, commit and queue a task; return it QUEUED. The same
+        idempotency key always returns the same task."""
+        self._check_alive()
+        self._registry.validate(request.task_type, request.params, self._settings.max_params_bytes)
+        result_dir = check_result_dir(request.result_dir)
+        max_attempts = request.max_attempts or self._settings.default_max_attempts
+        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise InvalidArgument(
+                f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {request.max_attempts}",
+                field="max_attempts",
+            )
+        key = request.idempotency_key
+        if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+            raise InvalidArgument(
+                f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}",
+                field="idempotency_key",
+            )
+        if key:
+            existing = await self._existing_for_key(key)
+            if existing is not None:
+                return existing
+            pending: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+            self._pending_keys[key] = pending
+        try:
+            task = await self._insert(request, result_dir, max_attempts)
+        except AlreadyExists:
+            # Another Scheduler (before a failover) stored the key meanwhile.
+            existing = await self._store.find_by_idempotency_key(key)
+            if existing is None:
+                raise
+            task = existing
+        except BaseException as e:
+            if key:
+                self._pending_keys.pop(key).set_exception(e)
+            raise
+        if key:
+            self._pending_keys.pop(key).set_result(task)
+        return task
+
+    async def _existing_for_key(self, key: str) -> Task | None:
+        if key in self._pending_keys:
+            return await asyncio.shield(self._pending_keys[key])
+        if key in self._keys:
+            return self._views[self._keys[key]].snapshot()
+        return await self._store.find_by_idempotency_key(key)
+
+    async def _insert(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
+        self._seq += 1
+        priority = request.priority.effective()
+        task = Task(
+            task_id=str(uuid.uuid4()),
+            task_type=request.task_type,
+            params=dict(request.params),
+            result_dir=result_dir,
+            state=TaskState.QUEUED,
+            priority=priority,
+            attempt=1,
+            max_attempts=max_attempts,
+            created_at=self._now(),
+            seq=self._seq,
+            dispatch_priority=priority,
+            idempotency_key=request.idempotency_key,
+        )
+        await self._store.insert(task.snapshot())
+        task.revision = next(self._revisions)
+        self._remember(task)
+        self._publish(task.snapshot(), self._event(LifecycleKind.PENDING, task))
+        accepted = task.snapshot()
+        self._queue.push(task)
+        self._dispatch()
+        return accepted
+
+    async def get(self, task_id: str) -> Task:
+        """The last committed state of a task."""
+        task_id = check_uuid(task_id, "task_id")
+        view = self._views.get(task_id)
+        if view is not None:
+            return view.snapshot()
+        stored = await self._store.get(task_id)
+        if stored is None:
+            raise NotFound(f"task {task_id} does not exist")
+        return stored
+
+    async def list_tasks(
+        self, state: TaskState, task_type: str, page_size: int, page_token: str
+    ) -> tuple[list[Task], str]:
+        """Tasks newest first, filtered; returns the page and the next page's token."""
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative", field="page_size")
+        if task_type and task_type not in self._registry:
+            self._registry.get(task_type)  # raises with the known types
+        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        before = _decode_page_token(page_token) if page_token else None
+        tasks = await self._store.list_tasks(state, task_type, limit + 1, before)
+        if len(tasks) > limit:
+            return tasks[:limit], _encode_page_token(tasks[limit - 1].seq)
+        return tasks, ""
+
+    async def cancel(self, task_id: str) -> Task:
+        """A QUEUED task is cancelled at once; a RUNNING one loses its lease
+        and its worker is told to stop it."""
+        self._check_alive()
+        task_id = check_uuid(task_id, "task_id")
+        task = self._tasks.get(task_id)
+        if task is None:
+            stored = await self._store.get(task_id)
+            if stored is None:
+                raise NotFound(f"task {task_id} does not exist")
+            task = stored
+        if task.state.terminal:
+            raise FailedPrecondition(
+                f"task {task_id} is already {task.state.name}; only QUEUED or RUNNING tasks can be cancelled"
+            )
+        if task.state is TaskState.QUEUED:
+            self._queue.discard(task_id)
+        else:
+            worker_id, token = task.worker_id, task.fencing_token
+            self._release_lease(task)
+            worker = self._workers.get(worker_id)
+            if worker is not None and worker.link is not None:
+                worker.link.outbox.put_nowait(CancelNotice(task_id, token))
+        task.state = TaskState.CANCELLED
+        task.error = "cancelled by a client"
+        task.finished_at = self._now()
+        await self._commit(task, None)
+        return task.snapshot()
+
+    # -- watching --------------------------------------------------------------
+
+    def watch(self, task_ids: Iterable[str], terminal_only: bool) -> Watcher:
+        ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)
+        watcher = Watcher(ids or None, terminal_only)
+        self._watchers.add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+
+    # -- workers ------------------------------------------------------------
+
+    def register_worker(self, worker_id: str, address: str, slots: int, task_types: Iterable[str]) -> None:
+        if not worker_id:
+            raise InvalidArgument("worker_id is required", field="worker_id")
+        if slots < 1:
+            raise InvalidArgument(f"slots must be at least 1, got {slots}", field="slots")
+        now = self._now()
+        existing = self._workers.get(worker_id)
+        if existing is not None:
+            existing.address, existing.slots, existing.task_types = address, slots, tuple(task_types)
+            existing.state, existing.last_heartbeat = WorkerState.ACTIVE, now
+            return
+        record = WorkerRecord(worker_id, address, slots, tuple(task_types), now, now)
+        # Leases this worker held before a failover stay its own.
+        record.leases = {tid for tid, lease in self._leases.items() if lease.worker_id == worker_id}
+        self._workers[worker_id] = record
+        log.info("worker %s joined (%s, %d slots)", worker_id, address, slots)
+
+    def _worker(self, worker_id: str) -> WorkerRecord:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            raise FailedPrecondition(f"worker {worker_id!r} is not registered; call RegisterWorker first")
+        return worker
+
+    def open_link(self, worker_id: str) -> WorkerLink:
+        """A worker opened its pull stream (replacing any older one)."""
+        worker = self._worker(worker_id)
+        if worker.link is not None:
+            worker.link.close()
+        worker.link = WorkerLink(worker_id)
+        return worker.link
+
+    def close_link(self, link: WorkerLink) -> None:
+        link.close()
+        worker = self._workers.get(link.worker_id)
+        if worker is not None and worker.link is link:
+            worker.link = None
+
+    def grant_credit(self, link: WorkerLink, credit: int) -> None:
+        if credit < 0:
+            raise InvalidArgument("credit must not be negative", field="credit")
+        worker = self._workers.get(link.worker_id)
+        if link.closed or worker is None or worker.state is not WorkerState.ACTIVE:
+            return
+        # Credit is the worker's count of free slots; it can never exceed its slots.
+        link.credit = min(link.credit + credit, worker.slots)
+        self._ready.append(link.worker_id)
+        self._dispatch()
+
+    def heartbeat(
+        self, worker_id: str, leases: Iterable[tuple[str, int]], state: WorkerState = WorkerState.ACTIVE
+    ) -> HeartbeatResult:
+        expires = self._clock() + self._settings.lease_ttl_s
+        expires_wall = self._now() + timedelta(seconds=self._settings.lease_ttl_s)
+        worker = self._workers.get(worker_id)
+        lost: list[tuple[str, int]] = []
+        for task_id, token in leases:
+            lease = self._leases.get(task_id)
+            if lease is not None and lease.token == token and lease.worker_id == worker_id:
+                lease.expires_at = expires
+            else:
+                lost.append((task_id, token))
+        if worker is None:
+            return HeartbeatResult(lost, expires_wall, reregister=True)
+        worker.last_heartbeat = self._now()
+        if state is WorkerState.DRAINING and worker.state is WorkerState.ACTIVE:
+            log.info("worker %s is draining", worker_id)
+        worker.state = state if state is not WorkerState.UNSPECIFIED else WorkerState.ACTIVE
+        return HeartbeatResult(lost, expires_wall)
+
+    def deregister(self, worker_id: str) -> None:
+        """The worker left cleanly: the tasks it still holds are retried now."""
+        worker = self._workers.pop(worker_id, None)
+        if worker is None:
+            return
+        if worker.link is not None:
+            worker.link.close()
+        for task_id in list(worker.leases):
+            task = self._tasks[task_id]
+            self._commit_nowait(task, self._retry_or_fail(task, f"worker {worker_id} left"))
+        log.info("worker %s left", worker_id)
+        self._dispatch()
+
+    def workers(self) -> list[WorkerRecord]:
+        offline_after = timedelta(seconds=self._settings.lease_ttl_s)
+        now = self._now()
+        result = []
+        for worker in sorted(self._workers.values(), key=lambda w: w.worker_id):
+            if worker.state is not WorkerState.DRAINING and now - worker.last_heartbeat > offline_after:
+                worker.state = WorkerState.OFFLINE
+            result.append(worker)
+        return result
+
+    async def report(self, worker_id: str, task_id: str, token: int, outcome: Outcome) -> Task:
+        """End a leased task. Refused (and nothing changes) unless
+        ``token`` is the task's current lease held by ``worker_id``."""
+        self._check_alive()
+        task_id = check_uuid(task_id, "task_id")
+        task = self._tasks.get(task_id)
+        if task is None or task.state is not TaskState.RUNNING or task.fencing_token != token:
+            state = task.state.name if task is not None else "unknown"
+            raise FailedPrecondition(
+                f"lease {token} of task {task_id} is no longer current (the task is {state}); report ignored"
+            )
+        if task.worker_id != worker_id:
+            raise FailedPrecondition(f"task {task_id} is leased to {task.worker_id}, not {worker_id}; report ignored")
+        if isinstance(outcome, Success):
+            self._release_lease(task)
+            task.state = TaskState.SUCCEEDED
+            task.result_path = outcome.result_path
+            task.result_size_bytes = outcome.result_size_bytes
+            task.result_sha256 = outcome.result_sha256
+            task.finished_at = self._now()
+            event = self._event(LifecycleKind.COMPLETED, task)
+        elif isinstance(outcome, Failure):
+            self._release_lease(task)
+            task.state = TaskState.FAILED
+            task.error = outcome.error or "the task raised an error"
+            task.finished_at = self._now()
+            event = self._event(LifecycleKind.FAILED, task)
+        else:
+            event = self._retry_or_fail(task, outcome.reason)
+        done = self._commit(task, event)
+        self._dispatch()
+        await done
+        return task.snapshot()
+
+    def expire_leases(self) -> int:
+        """Retry every task whose lease expired; returns how many."""
+        now = self._clock()
+        expired = [task_id for task_id, lease in self._leases.items() if lease.expires_at <= now]
+        for task_id in expired:
+            task = self._tasks[task_id]
+            reason = f"lease expired: worker {task.worker_id} stopped renewing it"
+            log.warning("task %s: %s", task_id, reason)
+            self._commit_nowait(task, self._retry_or_fail(task, reason))
+        if expired:
+            self._dispatch()
+        return len(expired)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _remember(self, task: Task) -> None:
+        self._tasks[task.task_id] = task
+        if task.idempotency_key:
+            self._keys[task.idempotency_key] = task.task_id
+
+    def _release_lease(self, task: Task) -> None:
+        lease = self._leases.pop(task.task_id, None)
+        if lease is not None:
+            worker = self._workers.get(lease.worker_id)
+            if worker is not None:
+                worker.leases.discard(task.task_id)
+
+    def _retry_or_fail(self, task: Task, reason: str) -> LifecycleEvent:
+        """The task's process or node died: queue it again at HIGH priority
+        (silently) or, after max_attempts, fail it."""
+        self._release_lease(task)
+        if task.attempt < task.max_attempts:
+            retried = self._event(LifecycleKind.RETRIED, task, error=reason)
+            task.attempt += 1
+            task.state = TaskState.QUEUED
+            task.dispatch_priority = Priority.HIGH
+            task.worker_id = ""
+            task.fencing_token = 0
+            task.started_at = None
+            self._queue.push(task)
+            return retried
+        task.state = TaskState.FAILED
+        task.error = f"the task's process died in each of its {task.attempt} attempts; last: {reason}"
+        task.finished_at = self._now()
+        return self._event(LifecycleKind.FAILED, task)
+
+    def _dispatch(self) -> None:
+        """Hand queued tasks to workers with credit, round-robin."""
+        while self._queue and self._ready:
+            worker = self._workers.get(self._ready[0])
+            link = worker.link if worker is not None else None
+            if worker is None or link is None or link.closed or link.credit <= 0:
+                self._ready.popleft()
+                continue
+            task_id = self._queue.pop()
+            if task_id is None:
+                break
+            task = self._tasks[task_id]
+            self._token += 1
+            expires = self._clock() + self._settings.lease_ttl_s
+            task.state = TaskState.RUNNING
+            task.worker_id = worker.worker_id
+            task.fencing_token = self._token
+            task.started_at = self._now()
+            self._leases[task_id] = _Lease(worker.worker_id, self._token, expires)
+            worker.leases.add(task_id)
+            link.credit -= 1
+            link.outbox.put_nowait(
+                Assignment(
+                    task.snapshot(), self._token, task.started_at + timedelta(seconds=self._settings.lease_ttl_s)
+                )
+            )
+            self._commit_nowait(task, None)
+            self._ready.rotate(-1)
+
+    def _event(self, kind: LifecycleKind, task: Task, error: str = "") -> LifecycleEvent:
+        return LifecycleEvent(
+            kind=kind,
+            task_id=task.task_id,
+            task_type=task.task_type,
+            worker_id=task.worker_id,
+            attempt=task.attempt,
+            priority=int(task.priority),
+            occurred_at=self._now(),
+            error=error or task.error,
+        )
+
+    def _commit(self, task: Task, event: LifecycleEvent | None) -> asyncio.Future[None]:
+        """Hand the task's current state to the store; publish it once committed."""
+        task.revision = next(self._revisions)
+        snapshot = task.snapshot()
+        saved = self._store.save(snapshot)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def committed(future: asyncio.Future[None]) -> None:
+            error = future.exception()
+            if error is not None:
+                self._fail(error)
+                done.set_exception(Unavailable(f"the change to task {task.task_id} could not be saved: {error}"))
+                return
+            self._publish(snapshot, event)
+            done.set_result(None)
+
+        saved.add_done_callback(committed)
+        return done
+
+    def _commit_nowait(self, task: Task, event: LifecycleEvent | None) -> None:
+        self._commit(task, event).add_done_callback(_consume_exception)
+
+    def _publish(self, snapshot: Task, event: LifecycleEvent | None) -> None:
+        at = self._now()
+        if snapshot.task_id in self._tasks:
+            self._views[snapshot.task_id] = snapshot
+        if snapshot.state.terminal:
+            self._forget_when_old(snapshot.task_id)
+        for watcher in self._watchers:
+            if watcher.wants(snapshot):
+                watcher.offer(snapshot, at)
+        if event is not None:
+            self._lifecycle.emit(event)
+
+    def _forget_when_old(self, task_id: str) -> None:
+        self._finished[task_id] = None
+        while len(self._finished) > TERMINAL_TASKS_KEPT:
+            old, _ = self._finished.popitem(last=False)
+            task = self._tasks.pop(old, None)
+            self._views.pop(old, None)
+            if task is not None and task.idempotency_key:
+                self._keys.pop(task.idempotency_key, None)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._failed is None:
+            self._failed = error
+            log.critical("the task store failed for good (%s); the Scheduler must stop", error)
+            self.on_fatal(error)
+
+    def close(self) -> None:
+        """This Scheduler stops leading: end every worker stream and watch."""
+        self._failed = self._failed or Unavailable("this Scheduler stepped down")
+        for worker in self._workers.values():
+            if worker.link is not None:
+                worker.link.close()
+        for watcher in self._watchers:
+            watcher.close()
+
+    # -- introspection (tests, status) ---------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def lease_ttl_s(self) -> float:
+        return self._settings.lease_ttl_s
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self._settings.heartbeat_interval_s
+
+
+def _consume_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+
+
+def _decode_page_token(token: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+        prefix, _, value = text.partition(":")
+        if prefix != "seq":
+            raise ValueError(text)
+        return int(value)
+    except ValueError:
+        raise InvalidArgument(
+            "page_token is malformed; pass the next_page_token of a previous page", field="page_token"
+        ) from None

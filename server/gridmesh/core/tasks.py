@@ -1,0 +1,113 @@
+"""Tasks, their states and priorities, and the dispatch queue.
+
+Enum values equal the protobuf enum numbers of ``gridmesh.v1`` so the
+servicers convert by value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class TaskState(enum.IntEnum):
+    UNSPECIFIED = 0
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+
+
+class Priority(enum.IntEnum):
+    UNSPECIFIED = 0
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+
+    def effective(self) -> Priority:
+        """UNSPECIFIED means NORMAL."""
+        return Priority.NORMAL if self is Priority.UNSPECIFIED else self
+
+
+@dataclass
+class Task:
+    """A task as the Scheduler keeps it. Mutated only by :class:`SchedulerCore`
+    on the event loop; readers get copies (:meth:`snapshot`)."""
+
+    task_id: str
+    task_type: str
+    params: dict[str, Any]
+    result_dir: str
+    state: TaskState
+    priority: Priority
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    seq: int
+    """Submission order; FIFO within a dispatch priority."""
+    dispatch_priority: Priority
+    """The priority the queue orders by: the submitted one, HIGH after a silent retry."""
+    idempotency_key: str = ""
+    worker_id: str = ""
+    fencing_token: int = 0
+    """Names the current lease; 0 when the task is not leased."""
+    result_path: str = ""
+    result_size_bytes: int = 0
+    result_sha256: str = ""
+    error: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    revision: int = 0
+    """Order of committed changes in this Scheduler process (0 = read from the store)."""
+
+    def snapshot(self) -> Task:
+        return dataclasses.replace(self)
+
+
+class DispatchQueue:
+    """QUEUED tasks in dispatch order: HIGH before NORMAL before LOW, FIFO
+    within a level. Removal is lazy: :meth:`discard` forgets the task and
+    :meth:`pop` skips entries that are no longer current."""
+
+    def __init__(self) -> None:
+        self._levels: dict[Priority, deque[tuple[str, int]]] = {
+            p: deque() for p in (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+        }
+        self._current: dict[str, int] = {}
+        self._pushes = 0
+
+    def push(self, task: Task) -> None:
+        """Append ``task`` at the end of its level (no-op if already queued)."""
+        if task.task_id in self._current:
+            return
+        self._pushes += 1
+        self._current[task.task_id] = self._pushes
+        self._levels[task.dispatch_priority.effective()].append((task.task_id, self._pushes))
+
+    def discard(self, task_id: str) -> None:
+        self._current.pop(task_id, None)
+
+    def pop(self) -> str | None:
+        """The next task to dispatch, removed from the queue; None if empty."""
+        for level in self._levels.values():
+            while level:
+                task_id, push = level.popleft()
+                if self._current.get(task_id) == push:
+                    del self._current[task_id]
+                    return task_id
+        return None
+
+    def __len__(self) -> int:
+        return len(self._current)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._current

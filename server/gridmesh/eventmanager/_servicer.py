@@ -1,0 +1,170 @@
+"""The EventManager servicer: converts protobuf ↔ the service and delegates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from google.protobuf import empty_pb2
+from grpc import aio
+
+from gridmesh.adapters.rabbitmq import Consumer, Message
+from gridmesh.core.errors import GridmeshError, InvalidArgument
+from gridmesh.core.replication import Subscription
+from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_event
+from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.grpc_support.errors import status_code
+from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _End:
+    """The Consume stream is over: ``error`` None = cleanly."""
+
+    error: GridmeshError | None
+
+
+class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
+    def __init__(self, service: EventManager) -> None:
+        self._service = service
+
+    def _subscription(self, subscription: Subscription) -> eventmanager_pb2.Subscription:
+        key = subscription.key
+        return eventmanager_pb2.Subscription(
+            subscriber=key.subscriber,
+            publisher=key.publisher,
+            entity_type=key.entity_type,
+            queue=self._service.topology.queue(key.subscriber),
+            created_at=to_timestamp(subscription.created_at),
+        )
+
+    async def Subscribe(
+        self, request: eventmanager_pb2.SubscribeRequest, context: aio.ServicerContext
+    ) -> eventmanager_pb2.Subscription:
+        subscription = await self._service.subscribe(
+            request.publisher, request.entity_type, request.subscriber, snapshot=request.snapshot
+        )
+        return self._subscription(subscription)
+
+    async def Unsubscribe(
+        self, request: eventmanager_pb2.UnsubscribeRequest, context: aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._service.unsubscribe(request.publisher, request.entity_type, request.subscriber)
+        return empty_pb2.Empty()
+
+    async def ListSubscriptions(
+        self, request: eventmanager_pb2.ListSubscriptionsRequest, context: aio.ServicerContext
+    ) -> eventmanager_pb2.ListSubscriptionsResponse:
+        found = await self._service.list_subscriptions(publisher=request.publisher, subscriber=request.subscriber)
+        return eventmanager_pb2.ListSubscriptionsResponse(subscriptions=[self._subscription(s) for s in found])
+
+    async def Publish(
+        self, request: common_pb2.EntityEvent, context: aio.ServicerContext
+    ) -> eventmanager_pb2.PublishResponse:
+        outcome = await self._service.publish(request)
+        return eventmanager_pb2.PublishResponse(event_id=outcome.event_id, routed_to=outcome.routed_to)
+
+    async def PublishBatch(
+        self, request: eventmanager_pb2.PublishBatchRequest, context: aio.ServicerContext
+    ) -> eventmanager_pb2.PublishBatchResponse:
+        outcomes = await self._service.publish_batch(request.events)
+        return eventmanager_pb2.PublishBatchResponse(results=[_result(o) for o in outcomes])
+
+    async def Consume(
+        self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[eventmanager_pb2.Delivery]:
+        start = await _first(request_iterator)
+        inbox: asyncio.Queue[Message | _End] = asyncio.Queue()
+        consumer = await self._service.consume(
+            start.subscriber,
+            start.prefetch,
+            on_message=inbox.put_nowait,
+            on_closed=lambda error: inbox.put_nowait(_End(error)),
+        )
+        settling = asyncio.create_task(_settle(request_iterator, consumer, inbox))
+        try:
+            while True:
+                item = await inbox.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                event = decode_event(item)
+                if event is None:
+                    consumer.nack(item.delivery_tag, requeue=False)
+                    continue
+                yield eventmanager_pb2.Delivery(
+                    delivery_id=item.delivery_tag,
+                    redelivered=item.redelivered,
+                    event=event,
+                    delivery_count=item.delivery_count,
+                )
+        finally:
+            settling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await settling
+            # Whatever is still unacknowledged goes back to the queue.
+            await consumer.close()
+
+    async def GetQueueStats(
+        self, request: eventmanager_pb2.GetQueueStatsRequest, context: aio.ServicerContext
+    ) -> eventmanager_pb2.QueueStats:
+        stats = await self._service.queue_stats(request.subscriber)
+        return eventmanager_pb2.QueueStats(
+            subscriber=stats.subscriber,
+            queue=stats.queue,
+            messages=stats.messages,
+            consumers=stats.consumers,
+            dead_letters=stats.dead_letters,
+        )
+
+    async def ListDeadLetters(
+        self, request: eventmanager_pb2.ListDeadLettersRequest, context: aio.ServicerContext
+    ) -> eventmanager_pb2.ListDeadLettersResponse:
+        events = await self._service.dead_letters(request.subscriber, request.max)
+        return eventmanager_pb2.ListDeadLettersResponse(events=events)
+
+
+def _result(outcome: PublishOutcome) -> eventmanager_pb2.PublishResult:
+    if outcome.error is None:
+        return eventmanager_pb2.PublishResult(event_id=outcome.event_id, routed_to=outcome.routed_to)
+    code = status_code(outcome.error)
+    return eventmanager_pb2.PublishResult(event_id=outcome.event_id, code=code.value[0], error=outcome.error.message)
+
+
+async def _first(requests: AsyncIterator[eventmanager_pb2.ConsumeRequest]) -> eventmanager_pb2.ConsumeStart:
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        raise InvalidArgument("the stream ended before its first message, ConsumeStart", field="start") from None
+    if first.WhichOneof("kind") != "start":
+        raise InvalidArgument("the first message of a Consume stream must be ConsumeStart", field="start")
+    return first.start
+
+
+async def _settle(
+    requests: AsyncIterator[eventmanager_pb2.ConsumeRequest], consumer: Consumer, inbox: asyncio.Queue[Message | _End]
+) -> None:
+    """Apply the client's acks and nacks; end the stream when the client
+    stops sending or sends something wrong."""
+    try:
+        async for request in requests:
+            kind = request.WhichOneof("kind")
+            if kind == "ack":
+                consumer.ack(request.ack.delivery_id)
+            elif kind == "nack":
+                consumer.nack(request.nack.delivery_id, requeue=request.nack.requeue)
+            else:
+                raise InvalidArgument("ConsumeStart may only be the first message of a stream", field="start")
+    except GridmeshError as e:
+        inbox.put_nowait(_End(e))
+    except Exception as e:  # the client went away: the RPC is ending anyway
+        log.debug("Consume request stream ended: %r", e)
+        inbox.put_nowait(_End(None))
+    else:
+        inbox.put_nowait(_End(None))

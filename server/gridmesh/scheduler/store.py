@@ -1,0 +1,268 @@
+"""The Scheduler's :class:`~gridmesh.core.scheduler.TaskStore` on MySQL.
+
+One table per concern: ``tasks`` holds every task's current state, indexed
+for dispatch order (state, dispatch priority, seq) and for listing. Writes go
+through the group committer (many changes, one commit); reads use the reader
+pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL
+from gridmesh.core.errors import AlreadyExists, Unavailable
+from gridmesh.core.scheduler import TaskStore
+from gridmesh.core.tasks import Priority, Task, TaskState
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tasks (
+      task_id CHAR(36) NOT NULL PRIMARY KEY,
+      seq BIGINT NOT NULL,
+      task_type VARCHAR(64) NOT NULL,
+      params LONGTEXT NOT NULL,
+      result_dir VARCHAR(255) NOT NULL,
+      state TINYINT NOT NULL,
+      priority TINYINT NOT NULL,
+      dispatch_priority TINYINT NOT NULL,
+      attempt INT NOT NULL,
+      max_attempts INT NOT NULL,
+      worker_id VARCHAR(255) NOT NULL DEFAULT '',
+      fencing_token BIGINT NOT NULL DEFAULT 0,
+      result_path VARCHAR(512) NOT NULL DEFAULT '',
+      result_size_bytes BIGINT NOT NULL DEFAULT 0,
+      result_sha256 CHAR(64) NOT NULL DEFAULT '',
+      error TEXT NOT NULL,
+      idempotency_key VARCHAR(255) NULL,
+      created_at DATETIME(6) NOT NULL,
+      started_at DATETIME(6) NULL,
+      finished_at DATETIME(6) NULL,
+      UNIQUE KEY uq_tasks_idempotency_key (idempotency_key),
+      UNIQUE KEY uq_tasks_seq (seq),
+      KEY ix_tasks_dispatch (state, dispatch_priority, seq),
+      KEY ix_tasks_type (task_type, state, seq)
+    ) ENGINE=InnoDB
+    """,
+]
+
+_COLUMNS = (
+    "task_id, seq, task_type, params, result_dir, state, priority, dispatch_priority, attempt, max_attempts,"
+    " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
+    " created_at, started_at, finished_at"
+)
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+_UPDATE = (
+    "UPDATE tasks SET state=%s, dispatch_priority=%s, attempt=%s, worker_id=%s, fencing_token=%s,"
+    " result_path=%s, result_size_bytes=%s, result_sha256=%s, error=%s, started_at=%s, finished_at=%s"
+    " WHERE task_id=%s"
+)
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC).replace(tzinfo=None) if value is not None else None
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def _row(task: Task) -> tuple[Any, ...]:
+    return (
+        task.task_id,
+        task.seq,
+        task.task_type,
+        json.dumps(task.params, separators=(",", ":")),
+        task.result_dir,
+        int(task.state),
+        int(task.priority),
+        int(task.dispatch_priority),
+        task.attempt,
+        task.max_attempts,
+        task.worker_id,
+        task.fencing_token,
+        task.result_path,
+        task.result_size_bytes,
+        task.result_sha256,
+        task.error,
+        task.idempotency_key or None,
+        _naive(task.created_at),
+        _naive(task.started_at),
+        _naive(task.finished_at),
+    )
+
+
+def _task(row: tuple[Any, ...]) -> Task:
+    return Task(
+        task_id=row[0],
+        seq=row[1],
+        task_type=row[2],
+        params=json.loads(row[3]),
+        result_dir=row[4],
+        state=TaskState(row[5]),
+        priority=Priority(row[6]),
+        dispatch_priority=Priority(row[7]),
+        attempt=row[8],
+        max_attempts=row[9],
+        worker_id=row[10],
+        fencing_token=row[11],
+        result_path=row[12],
+        result_size_bytes=row[13],
+        result_sha256=row[14],
+        error=row[15],
+        idempotency_key=row[16] or "",
+        created_at=_aware(row[17]) or datetime.now(UTC),
+        started_at=_aware(row[18]),
+        finished_at=_aware(row[19]),
+    )
+
+
+class MySQLTaskStore(TaskStore):
+    def __init__(self, db: MySQL) -> None:
+        self._db = db
+        self._writer = GroupCommitter(db)
+
+    def setup(self) -> None:
+        """Create or migrate the schema (blocking; call before serving)."""
+        self._db.ensure_schema(MIGRATIONS)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._db.close()
+
+    async def insert(self, task: Task) -> None:
+        row = _row(task)
+
+        def work(cur: Cursor) -> None:
+            cur.execute(_INSERT, row)
+
+        await self._writer.run(work)
+
+    def save(self, task: Task) -> asyncio.Future[None]:
+        args = (
+            int(task.state),
+            int(task.dispatch_priority),
+            task.attempt,
+            task.worker_id,
+            task.fencing_token,
+            task.result_path,
+            task.result_size_bytes,
+            task.result_sha256,
+            task.error,
+            _naive(task.started_at),
+            _naive(task.finished_at),
+            task.task_id,
+        )
+
+        def work(cur: Cursor) -> None:
+            cur.execute(_UPDATE, args)
+
+        return asyncio.wrap_future(self._writer.submit(work))
+
+    async def load_active(self) -> list[Task]:
+        def work(cur: Cursor) -> list[Task]:
+            cur.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE state IN (%s, %s) ORDER BY dispatch_priority DESC, seq",
+                (int(TaskState.QUEUED), int(TaskState.RUNNING)),
+            )
+            return [_task(r) for r in cur.fetchall()]
+
+        return await self._db.read(work)
+
+    async def counters(self) -> tuple[int, int]:
+        def work(cur: Cursor) -> tuple[int, int]:
+            cur.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(fencing_token), 0) FROM tasks")
+            row = cur.fetchone()
+            return (int(row[0]), int(row[1])) if row else (0, 0)
+
+        return await self._db.read(work)
+
+    async def get(self, task_id: str) -> Task | None:
+        def work(cur: Cursor) -> Task | None:
+            cur.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id=%s", (task_id,))
+            row = cur.fetchone()
+            return _task(row) if row else None
+
+        return await self._db.read(work)
+
+    async def find_by_idempotency_key(self, key: str) -> Task | None:
+        def work(cur: Cursor) -> Task | None:
+            cur.execute(f"SELECT {_COLUMNS} FROM tasks WHERE idempotency_key=%s", (key,))
+            row = cur.fetchone()
+            return _task(row) if row else None
+
+        return await self._db.read(work)
+
+    async def list_tasks(self, state: TaskState, task_type: str, limit: int, before_seq: int | None) -> list[Task]:
+        clauses: list[str] = []
+        args: list[object] = []
+        if state is not TaskState.UNSPECIFIED:
+            clauses.append("state=%s")
+            args.append(int(state))
+        if task_type:
+            clauses.append("task_type=%s")
+            args.append(task_type)
+        if before_seq is not None:
+            clauses.append("seq<%s")
+            args.append(before_seq)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+        def work(cur: Cursor) -> list[Task]:
+            cur.execute(f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT %s", (*args, limit))
+            return [_task(r) for r in cur.fetchall()]
+
+        return await self._db.read(work)
+
+
+class MemoryTaskStore(TaskStore):
+    """The same contract in memory (unit tests). ``fail_saves`` makes every
+    later save fail, as a lost database would."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Task] = {}
+        self.saves = 0
+        self.fail_saves = False
+
+    async def insert(self, task: Task) -> None:
+        if task.idempotency_key and any(t.idempotency_key == task.idempotency_key for t in self.rows.values()):
+            raise AlreadyExists(f"idempotency key {task.idempotency_key!r} is taken")
+        self.rows[task.task_id] = task.snapshot()
+
+    def save(self, task: Task) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail_saves:
+            future.set_exception(Unavailable("the database is gone"))
+        else:
+            self.rows[task.task_id] = task.snapshot()
+            self.saves += 1
+            future.set_result(None)
+        return future
+
+    async def load_active(self) -> list[Task]:
+        active = [t.snapshot() for t in self.rows.values() if t.state in (TaskState.QUEUED, TaskState.RUNNING)]
+        return sorted(active, key=lambda t: (-t.dispatch_priority, t.seq))
+
+    async def counters(self) -> tuple[int, int]:
+        return max((t.seq for t in self.rows.values()), default=0), max(
+            (t.fencing_token for t in self.rows.values()), default=0
+        )
+
+    async def get(self, task_id: str) -> Task | None:
+        task = self.rows.get(task_id)
+        return task.snapshot() if task else None
+
+    async def find_by_idempotency_key(self, key: str) -> Task | None:
+        return next((t.snapshot() for t in self.rows.values() if t.idempotency_key == key), None)
+
+    async def list_tasks(self, state: TaskState, task_type: str, limit: int, before_seq: int | None) -> list[Task]:
+        tasks = [
+            t.snapshot()
+            for t in sorted(self.rows.values(), key=lambda t: -t.seq)
+            if (state is TaskState.UNSPECIFIED or t.state is state)
+            and (not task_type or t.task_type == task_type)
+            and (before_seq is None or t.seq < before_seq)
+        ]
+        return tasks[:limit]

@@ -1,0 +1,191 @@
+"""The StoreKeeper's logic: store a result durably, then index it; find,
+stream and list stored results. No gRPC here; the servicer converts.
+
+A store is made durable in this order: the file (atomic, fsync'ed, see
+:class:`~gridmesh.adapters.filestore.FileStore`), then its index entry
+(committed). A store that fails half-way leaves at most a complete file
+without an entry, which the caller's retry overwrites. Stores of the same
+task are serialised in this process, so the indexed size and digest are
+always those of the file on disk; one StoreKeeper process owns a storage
+root.
+
+File I/O runs on this service's own small thread pool, never on the event
+loop; reading a result holds one chunk in memory at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import ParamSpec, TypeVar
+
+from gridmesh.adapters.filestore import FileStore
+from gridmesh.core.errors import FailedPrecondition, NotFound
+from gridmesh.core.results import (
+    CHUNK_BYTES,
+    ResultPage,
+    StoredResult,
+    check_list_query,
+    check_store_request,
+    check_task_id,
+    page_of,
+    result_filename,
+)
+from gridmesh.storekeeper.index import ResultIndex
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+IO_THREADS = 8
+"""File operations of this process running at once, at most."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ResultService:
+    """Stores and serves task results (SPEC §2 StoreKeeper, §3)."""
+
+    def __init__(
+        self,
+        files: FileStore,
+        index: ResultIndex,
+        *,
+        max_result_bytes: int,
+        clock: Callable[[], datetime] = utc_now,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        self._files = files
+        self._index = index
+        self._max_result_bytes = max_result_bytes
+        self._clock = clock
+        self._chunk_bytes = chunk_bytes
+        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="storekeeper-io")
+        self._locks = _KeyedLocks()
+
+    async def store(self, task_id: str, result_dir: str, content: bytes, content_type: str = "") -> StoredResult:
+        """Write ``<root>/<result_dir>/<task_id>.json`` atomically and durably,
+        then index it; storing the same task again replaces both.
+
+        Raises :class:`InvalidArgument` for a bad id, directory or content
+        type, :class:`ResourceExhausted` above ``max_result_bytes``,
+        :class:`FailedPrecondition` if the task's result is already stored in
+        another directory; nothing is written then.
+        """
+        request = check_store_request(task_id, result_dir, content, content_type, max_bytes=self._max_result_bytes)
+        async with self._locks.hold(request.task_id):
+            existing = await self._index.get(request.task_id)
+            if existing is not None and existing.result_dir != request.result_dir:
+                raise FailedPrecondition(
+                    f"the result of task {request.task_id} is stored in result_dir {existing.result_dir!r}; "
+                    f"a task keeps one result directory, so it cannot be stored in {request.result_dir!r}",
+                    field="result_dir",
+                )
+            path, size, sha256 = await self._run(
+                self._files.write_atomic, request.result_dir, result_filename(request.task_id), request.content
+            )
+            result = StoredResult(
+                task_id=request.task_id,
+                result_dir=request.result_dir,
+                path=path,
+                size_bytes=size,
+                sha256=sha256,
+                content_type=request.content_type,
+                stored_at=self._clock(),
+            )
+            await self._index.put(result)
+        log.debug("stored %s (%d bytes, sha256 %s)", path, size, sha256)
+        return result
+
+    async def info(self, task_id: str) -> StoredResult:
+        """The index entry of the task's result; :class:`NotFound` if none."""
+        task_id = check_task_id(task_id)
+        found = await self._index.get(task_id)
+        if found is None:
+            raise NotFound(f"no result stored for task {task_id}", field="task_id")
+        return found
+
+    async def read(self, task_id: str) -> tuple[StoredResult, AsyncGenerator[bytes, None]]:
+        """The entry and the stored bytes, in chunks of at most ``chunk_bytes``
+        (one in memory at a time). Errors (unknown task, file gone) are raised
+        here, before the first chunk; ``aclose()`` the chunks to stop early."""
+        result = await self.info(task_id)
+        try:
+            chunks = await self._run(self._files.open_chunks, result.path, self._chunk_bytes)
+        except NotFound:
+            raise NotFound(
+                f"the result of task {result.task_id} was stored at {result.path} but the file is no longer there",
+                field="task_id",
+            ) from None
+        return result, self._stream(chunks)
+
+    async def list(self, result_dir: str = "", page_size: int = 0, page_token: str = "") -> ResultPage:
+        """One page of stored results ordered by directory, then oldest
+        first; only ``result_dir``'s if given."""
+        query = check_list_query(result_dir, page_size, page_token)
+        rows = await self._index.list(query.result_dir, query.after, query.page_size + 1)
+        return page_of(rows, query)
+
+    async def close(self) -> None:
+        """Let file operations under way finish; refuse new ones. Idempotent.
+        (The index is the caller's to close.)"""
+        await asyncio.to_thread(self._io.shutdown, wait=True, cancel_futures=True)
+
+    # -- helpers ------------------------------------------------------------
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.wrap_future(self._io.submit(fn, *args, **kwargs))
+
+    async def _stream(self, chunks: Generator[bytes, None, None]) -> AsyncGenerator[bytes, None]:
+        pending: Future[bytes | None] | None = None
+        try:
+            while True:
+                pending = self._io.submit(next, chunks, None)
+                chunk = await asyncio.wrap_future(pending)
+                pending = None
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            # Abandoned mid-read (client gone): the generator may still be
+            # running on its thread, so close it (and its file) once it is done.
+            if pending is None:
+                chunks.close()
+            else:
+                pending.add_done_callback(lambda _: chunks.close())
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+__all__ = ["IO_THREADS", "ResultService", "utc_now"]

@@ -1,0 +1,327 @@
+"""A worker node: registers with the Scheduler, pulls work with credit equal
+to its free slots, runs each task in one process of its pool, stores the
+result through the StoreKeeper and only then reports success.
+
+Concurrency: everything here runs on the asyncio loop except
+:meth:`Slot.run`, which blocks one thread of a small executor per slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import grpc
+from grpc import aio
+
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
+from gridmesh.grpc_support.convert import struct_to_dict, to_timestamp
+from gridmesh.grpc_support.server import channel_options
+from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
+from gridmesh.worker.pool import ProcessPool, Slot
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+REPORT_ATTEMPTS = 8
+RPC_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RunningTask:
+    task_id: str
+    task_type: str
+    attempt: int
+    priority: int
+    fencing_token: int
+    result_dir: str
+    started_at: datetime
+    slot: Slot
+    cancelled: bool = False
+
+
+@dataclass
+class Counters:
+    pulled: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    crashed: int = 0
+    lost_leases: int = 0
+
+
+@dataclass
+class NodeSettings:
+    worker_id: str
+    address: str
+    slots: int
+    task_types: list[str]
+    scheduler_address: str
+    storekeeper_address: str
+    heartbeat_interval_s: float = 2.0
+    counters: Counters = field(default_factory=Counters)
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt))
+
+
+class WorkerNode:
+    def __init__(self, settings: NodeSettings, pool: ProcessPool, lifecycle: LifecycleLog) -> None:
+        self.settings = settings
+        self.counters = settings.counters
+        self._pool = pool
+        self._executor = ThreadPoolExecutor(len(pool.slots), thread_name_prefix="task-slot")
+        self._lifecycle = lifecycle
+        self.running: dict[str, RunningTask] = {}
+        self.draining = False
+        self._credit: asyncio.Queue[int] = asyncio.Queue()
+        self._scheduler_channel = aio.insecure_channel(settings.scheduler_address, options=channel_options())
+        self._store_channel = aio.insecure_channel(settings.storekeeper_address, options=channel_options())
+        self._queue = scheduler_pb2_grpc.WorkQueueStub(self._scheduler_channel)
+        self._store = storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._drained = asyncio.Event()
+
+    # -- life -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._register()
+        self._loops = [asyncio.create_task(self._pull_loop()), asyncio.create_task(self._heartbeat_loop())]
+
+    async def _register(self) -> None:
+        s = self.settings
+        request = scheduler_pb2.RegisterWorkerRequest(
+            worker_id=s.worker_id, address=s.address, slots=s.slots, task_types=s.task_types
+        )
+        attempt = 0
+        while True:
+            try:
+                response = await self._queue.RegisterWorker(request, timeout=RPC_TIMEOUT_S)
+                if response.heartbeat_interval_ms:
+                    s.heartbeat_interval_s = response.heartbeat_interval_ms / 1000
+                log.info("registered as %s with the Scheduler at %s", s.worker_id, s.scheduler_address)
+                return
+            except aio.AioRpcError as e:
+                if attempt % 20 == 0:
+                    log.warning("cannot register with the Scheduler (%s); retrying", e.details())
+                await asyncio.sleep(_backoff(attempt))
+                attempt += 1
+
+    async def drain(self) -> None:
+        """Stop pulling, finish what runs, deregister. Idempotent."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d tasks still running", len(self.running))
+        for loop_task in self._loops[:1]:  # the pull loop
+            loop_task.cancel()
+        await self._idle.wait()
+        await self._settle_reports()
+        with contextlib.suppress(aio.AioRpcError):
+            await self._queue.DeregisterWorker(
+                scheduler_pb2.DeregisterWorkerRequest(worker_id=self.settings.worker_id), timeout=RPC_TIMEOUT_S
+            )
+        log.info("drained and deregistered")
+        self._drained.set()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+    async def _settle_reports(self) -> None:
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending)
+
+    async def close(self) -> None:
+        """Stop at once: running tasks are killed (the Scheduler retries them)."""
+        for loop_task in self._loops:
+            loop_task.cancel()
+        for running in list(self.running.values()):
+            running.slot.kill()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self._scheduler_channel.close()
+        await self._store_channel.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- pulling -----------------------------------------------------------------
+
+    async def _credit_stream(self) -> AsyncIterator[scheduler_pb2.PullTasksRequest]:
+        yield scheduler_pb2.PullTasksRequest(worker_id=self.settings.worker_id, credit=self._pool.free)
+        while True:
+            credit = await self._credit.get()
+            yield scheduler_pb2.PullTasksRequest(credit=credit)
+
+    async def _pull_loop(self) -> None:
+        attempt = 0
+        while not self.draining:
+            self._credit = asyncio.Queue()
+            call = self._queue.PullTasks(self._credit_stream())
+            try:
+                async for response in call:
+                    attempt = 0
+                    if response.HasField("assignment"):
+                        self._start(response.assignment)
+                    elif response.HasField("cancel"):
+                        self._cancel(response.cancel.task_id, response.cancel.fencing_token)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    await self._register()  # the Scheduler forgot us (restart or failover)
+                elif attempt % 20 == 0:
+                    log.warning("pull stream broke (%s: %s); reconnecting", e.code().name, e.details())
+            await asyncio.sleep(_backoff(attempt))
+            attempt += 1
+
+    def _start(self, assignment: scheduler_pb2.TaskAssignment) -> None:
+        task = assignment.task
+        slot = self._pool.acquire()
+        running = RunningTask(
+            task_id=task.task_id,
+            task_type=task.task_type,
+            attempt=task.attempt,
+            priority=task.priority,
+            fencing_token=assignment.fencing_token,
+            result_dir=task.result_dir,
+            started_at=datetime.now(UTC),
+            slot=slot,
+        )
+        self.running[task.task_id] = running
+        self._idle.clear()
+        self.counters.pulled += 1
+        job = asyncio.create_task(self._run(running, struct_to_dict(task.params)))
+        self._tasks.add(job)
+        job.add_done_callback(self._tasks.discard)
+
+    def _cancel(self, task_id: str, token: int) -> None:
+        running = self.running.get(task_id)
+        if running is not None and running.fencing_token == token:
+            log.info("task %s cancelled: stopping its process %d", task_id, running.slot.pid)
+            running.cancelled = True
+            running.slot.kill()
+
+    async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
+        self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, running.slot.run, running.task_type, params)
+        finally:
+            self._pool.release(running.slot)
+            del self.running[running.task_id]
+            if not self.running:
+                self._idle.set()
+            if not self.draining:
+                self._credit.put_nowait(1)
+        if running.cancelled or result.kind == "stopped":
+            return  # the Scheduler already ended the task
+        request = scheduler_pb2.ReportTaskRequest(
+            worker_id=self.settings.worker_id,
+            task_id=running.task_id,
+            fencing_token=running.fencing_token,
+            started_at=to_timestamp(running.started_at),
+        )
+        if result.kind == "ok":
+            stored = await self._store_result(running, result.payload)
+            if stored is None:
+                return
+            request.success.CopyFrom(stored)
+            self.counters.succeeded += 1
+        elif result.kind == "error":
+            request.failure.error = result.payload.decode(errors="replace")
+            self.counters.failed += 1
+        else:
+            request.crash.reason = result.payload.decode(errors="replace")
+            self.counters.crashed += 1
+            log.warning("task %s: %s", running.task_id, request.crash.reason)
+        await self._report(request)
+
+    async def _store_result(self, running: RunningTask, content: bytes) -> scheduler_pb2.TaskSuccess | None:
+        request = storekeeper_pb2.StoreResultRequest(
+            task_id=running.task_id, result_dir=running.result_dir, content=content, content_type="application/json"
+        )
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                stored = await self._store.StoreResult(request, timeout=RPC_TIMEOUT_S)
+                return scheduler_pb2.TaskSuccess(
+                    result_path=stored.path, result_size_bytes=stored.size_bytes, result_sha256=stored.sha256
+                )
+            except aio.AioRpcError as e:
+                if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    await self._report(
+                        scheduler_pb2.ReportTaskRequest(
+                            worker_id=self.settings.worker_id,
+                            task_id=running.task_id,
+                            fencing_token=running.fencing_token,
+                            failure=scheduler_pb2.TaskFailure(error=f"the result could not be stored: {e.details()}"),
+                        )
+                    )
+                    return None
+                log.warning("storing the result of %s failed (%s); retrying", running.task_id, e.details())
+                await asyncio.sleep(_backoff(attempt + 3))
+        log.error("giving up storing the result of %s; its lease will expire and it will run again", running.task_id)
+        return None
+
+    async def _report(self, request: scheduler_pb2.ReportTaskRequest) -> None:
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                await self._queue.ReportTask(request, timeout=RPC_TIMEOUT_S)
+                return
+            except aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    self.counters.lost_leases += 1
+                    log.warning("report on task %s refused: %s", request.task_id, e.details())
+                    return
+                await asyncio.sleep(_backoff(attempt + 3))
+        log.error("giving up reporting task %s; its lease will expire and it will run again", request.task_id)
+
+    # -- heartbeats ---------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            with contextlib.suppress(aio.AioRpcError):
+                await self._heartbeat()
+            await asyncio.sleep(max(0.0, self.settings.heartbeat_interval_s - (time.monotonic() - started)))
+
+    async def _heartbeat(self) -> None:
+        request = scheduler_pb2.HeartbeatRequest(
+            worker_id=self.settings.worker_id,
+            leases=[
+                scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in self.running.values()
+            ],
+            busy_slots=len(self.running),
+            state=scheduler_pb2.DRAINING if self.draining else scheduler_pb2.ACTIVE,
+        )
+        response = await self._queue.Heartbeat(request, timeout=RPC_TIMEOUT_S)
+        for lost in response.lost:
+            running = self.running.get(lost.task_id)
+            if running is not None and running.fencing_token == lost.fencing_token:
+                log.warning("lease of task %s was lost: stopping it", lost.task_id)
+                self.counters.lost_leases += 1
+                running.cancelled = True
+                running.slot.kill()
+        if response.reregister and not self.draining:
+            await self._register()
+
+    def _event(self, kind: LifecycleKind, running: RunningTask) -> LifecycleEvent:
+        return LifecycleEvent(
+            kind=kind,
+            task_id=running.task_id,
+            task_type=running.task_type,
+            worker_id=self.settings.worker_id,
+            attempt=running.attempt,
+            priority=running.priority,
+            occurred_at=datetime.now(UTC),
+        )

@@ -1,0 +1,152 @@
+"""A pool of task processes: each task runs in exactly one OS process.
+
+Each :class:`Slot` owns one long-lived child process (started from a
+forkserver, so the node's gRPC threads are never forked) and talks to it over
+a pipe. :meth:`Slot.run` blocks its calling thread until the child answers or
+dies: a dead child (crash, ``kill -9``, OOM) is seen at once as EOF on the
+pipe, reported as a crash, and replaced by a fresh process for the next task.
+A crash therefore kills one task only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_PRELOAD = ["gridmesh.core.builtin_tasks", "gridmesh.core.tasktypes", "json"]
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    kind: str
+    """``ok`` (payload = the result as JSON bytes), ``error`` (payload = the
+    error text), ``crash`` (the process died; payload = why) or ``stopped``
+    (killed on purpose by :meth:`Slot.kill`)."""
+    payload: bytes
+    pid: int
+
+
+def _child_main(conn: multiprocessing.connection.Connection) -> None:
+    """The task process: run (task_type, params) requests until the pipe closes."""
+    from gridmesh.core.tasktypes import default_registry
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when tasks stop
+    registry = default_registry()
+    while True:
+        try:
+            task_type, params = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            result = registry.lookup(task_type).run(params)
+            conn.send(("ok", json.dumps(result, separators=(",", ":")).encode()))
+        except Exception as e:
+            conn.send(("error", f"{type(e).__name__}: {e}".encode()))
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "the task process died"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the task process was killed by {name}"
+    return f"the task process exited with status {code}"
+
+
+class Slot:
+    """One task process and its pipe. Not thread-safe: one task at a time."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._process: Any = None
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._spawn()
+
+    def _spawn(self) -> None:
+        parent, child = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=_child_main, args=(child,), name=f"gridmesh-task-{self.index}", daemon=True)
+        process.start()
+        child.close()
+        with self._lock:
+            self._process, self._conn = process, parent
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid) if self._process is not None else 0
+
+    def run(self, task_type: str, params: dict[str, Any]) -> SlotResult:
+        """Run one task in this slot's process; blocks until it ends."""
+        if self._process is None or not self._process.is_alive():
+            self._spawn()
+        conn, pid = self._conn, self.pid
+        assert conn is not None
+        self._stopping = False
+        try:
+            conn.send((task_type, params))
+            kind, payload = conn.recv()
+            return SlotResult(kind, payload, pid)
+        except (EOFError, OSError, BrokenPipeError):
+            self._process.join(5)
+            why = _describe_exit(self._process.exitcode)
+            stopped = self._stopping
+            self._spawn()
+            return SlotResult("stopped" if stopped else "crash", f"{why} (pid {pid})".encode(), pid)
+
+    def kill(self) -> None:
+        """Stop the running task now (its process is replaced)."""
+        self._stopping = True
+        with self._lock:
+            process = self._process
+        if process is not None and process.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        with self._lock:
+            process, conn = self._process, self._conn
+            self._process = self._conn = None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(2)
+            if process.is_alive():
+                process.kill()
+                process.join(2)
+
+
+class ProcessPool:
+    def __init__(self, slots: int) -> None:
+        _CONTEXT.set_forkserver_preload(_PRELOAD)
+        self.slots = [Slot(i) for i in range(slots)]
+        self._free = list(reversed(self.slots))
+
+    def acquire(self) -> Slot:
+        """A free slot; the caller must :meth:`release` it."""
+        return self._free.pop()
+
+    def release(self, slot: Slot) -> None:
+        self._free.append(slot)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.close()

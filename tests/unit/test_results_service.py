@@ -1,0 +1,238 @@
+"""The StoreKeeper's logic (SPEC §2 StoreKeeper, §3) on a real file store and
+an in-memory index: store durably then index, read back in chunks, list in
+pages, refuse bad input without touching anything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import os
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gridmesh.adapters.filestore import FileStore
+from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from gridmesh.storekeeper.index import InMemoryResultIndex
+from gridmesh.storekeeper.service import ResultService
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _clock() -> Callable[[], datetime]:
+    ticks = itertools.count()
+    return lambda: T0 + timedelta(milliseconds=next(ticks))
+
+
+def _task() -> str:
+    return str(uuid.uuid4())
+
+
+class Harness:
+    def __init__(self, root: Path, **kwargs) -> None:
+        self.root = root
+        self.index = InMemoryResultIndex()
+        self.service = ResultService(
+            FileStore(root), self.index, max_result_bytes=kwargs.pop("max_result_bytes", 1024), clock=_clock(), **kwargs
+        )
+
+    def files(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+
+    async def read_all(self, task_id: str) -> tuple[str, list[bytes]]:
+        stored, chunks = await self.service.read(task_id)
+        return stored.content_type, [c async for c in chunks]
+
+
+def run(root: Path, scenario, **kwargs):
+    async def main():
+        harness = Harness(root, **kwargs)
+        try:
+            return await scenario(harness)
+        finally:
+            await harness.service.close()
+
+    return asyncio.run(main())
+
+
+def test_a_stored_result_is_the_file_result_dir_task_id_json_and_its_index_entry(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        stored = await h.service.store(task, "reports/2026", b'{"n": 1}')
+        assert stored.path == f"reports/2026/{task}.json"
+        assert (h.root / stored.path).read_bytes() == b'{"n": 1}'
+        assert stored.size_bytes == 8
+        assert stored.sha256 == hashlib.sha256(b'{"n": 1}').hexdigest()
+        assert stored.content_type == "application/json"
+        assert await h.service.info(task) == stored == h.index.entries[task]
+        assert await h.read_all(task) == ("application/json", [b'{"n": 1}'])
+
+    run(tmp_path, scenario)
+
+
+def test_get_result_streams_in_chunks_of_at_most_chunk_bytes(tmp_path):
+    task, content = _task(), os.urandom(10)
+
+    async def scenario(h: Harness):
+        await h.service.store(task, "d", content, "application/octet-stream")
+        content_type, chunks = await h.read_all(task)
+        assert content_type == "application/octet-stream"
+        assert [len(c) for c in chunks] == [4, 4, 2]
+        assert b"".join(chunks) == content
+
+    run(tmp_path, scenario, chunk_bytes=4)
+
+
+def test_storing_the_same_task_again_overwrites_it_idempotently(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        first = await h.service.store(task, "d", b"one")
+        again = await h.service.store(task, "d", b"one")
+        assert (again.path, again.sha256) == (first.path, first.sha256)
+        changed = await h.service.store(task, "d", b"two!")
+        assert changed.sha256 == hashlib.sha256(b"two!").hexdigest()
+        assert await h.service.info(task) == changed
+        assert h.files() == [f"d/{task}.json"]
+        assert len(h.index.entries) == 1
+
+    run(tmp_path, scenario)
+
+
+def test_concurrent_stores_of_one_task_leave_the_index_matching_the_file(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        await asyncio.gather(*(h.service.store(task, "d", str(i).encode() * 50) for i in range(20)))
+        stored = await h.service.info(task)
+        on_disk = (h.root / stored.path).read_bytes()
+        assert stored.sha256 == hashlib.sha256(on_disk).hexdigest()
+        assert stored.size_bytes == len(on_disk)
+        assert len(h.service._locks) == 0  # no lock left behind
+
+    run(tmp_path, scenario)
+
+
+def test_a_task_keeps_one_result_dir(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        await h.service.store(task, "first", b"x")
+        with pytest.raises(FailedPrecondition) as e:
+            await h.service.store(task, "second", b"y")
+        assert "'first'" in e.value.message
+        assert h.files() == [f"first/{task}.json"]
+        assert (await h.service.info(task)).result_dir == "first"
+
+    run(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("task_id", "result_dir", "content", "content_type", "error", "field"),
+    [
+        ("nope", "d", b"x", "", InvalidArgument, "task_id"),
+        (None, "../d", b"x", "", InvalidArgument, "result_dir"),
+        (None, "/abs", b"x", "", InvalidArgument, "result_dir"),
+        (None, "", b"x", "", InvalidArgument, "result_dir"),
+        (None, "d", b"x", "text", InvalidArgument, "content_type"),
+        (None, "d", b"x" * 1025, "", ResourceExhausted, "content"),
+    ],
+)
+def test_a_refused_store_writes_no_file_and_no_index_entry(
+    tmp_path, task_id, result_dir, content, content_type, error, field
+):
+    async def scenario(h: Harness):
+        with pytest.raises(error) as e:
+            await h.service.store(task_id or _task(), result_dir, content, content_type)
+        assert e.value.field == field
+        assert h.files() == []
+        assert h.index.entries == {}
+
+    run(tmp_path, scenario)
+
+
+def test_an_unknown_task_has_no_result(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        for call in (h.service.info, h.service.read):
+            with pytest.raises(NotFound) as e:
+                await call(task)
+            assert e.value.message == f"no result stored for task {task}"
+        with pytest.raises(InvalidArgument):
+            await h.service.info("not-a-uuid")
+
+    run(tmp_path, scenario)
+
+
+def test_a_result_whose_file_vanished_is_not_found_and_says_so(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        stored = await h.service.store(task, "d", b"x")
+        (h.root / stored.path).unlink()
+        with pytest.raises(NotFound) as e:
+            await h.service.read(task)
+        assert "no longer there" in e.value.message
+
+    run(tmp_path, scenario)
+
+
+def _open_fds_on(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # fds close while we look
+            count += os.readlink(fd) == str(path)
+    return count
+
+
+def test_a_stream_abandoned_half_way_closes_its_file(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        stored = await h.service.store(task, "d", b"x" * 100)
+        _, chunks = await h.service.read(task)
+        assert await anext(chunks) == b"xxxx"
+        assert _open_fds_on(h.root / stored.path) == 1
+        await chunks.aclose()
+        assert _open_fds_on(h.root / stored.path) == 0
+
+    run(tmp_path, scenario, chunk_bytes=4)
+
+
+def test_list_results_pages_through_one_directory_or_all_oldest_first(tmp_path):
+    async def scenario(h: Harness):
+        in_a = [(await h.service.store(_task(), "a", b"x")).task_id for _ in range(5)]
+        in_b = [(await h.service.store(_task(), "b", b"x")).task_id for _ in range(2)]
+
+        async def collect(result_dir: str, page_size: int) -> tuple[list[str], int]:
+            ids, token, pages = [], "", 0
+            while True:
+                page = await h.service.list(result_dir, page_size, token)
+                ids += [r.task_id for r in page.results]
+                pages += 1
+                token = page.next_page_token
+                if not token:
+                    return ids, pages
+
+        assert await collect("a", 2) == (in_a, 3)
+        assert await collect("b", 0) == (in_b, 1)
+        assert await collect("", 3) == (in_a + in_b, 3)
+        assert await collect("nothing/here", 3) == ([], 1)
+
+        first = await h.service.list("a", 2)
+        with pytest.raises(InvalidArgument):
+            await h.service.list("b", 2, first.next_page_token)
+        with pytest.raises(InvalidArgument):
+            await h.service.list("a", 2, "garbage")
+
+    run(tmp_path, scenario)

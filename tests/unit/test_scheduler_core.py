@@ -1,0 +1,292 @@
+"""SPEC §3 "Tasks": dispatch order, pull credit, leases and fencing, silent
+retries, idempotency, cancel — the Scheduler's rules on an in-memory store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
+from gridmesh.core.scheduler import (
+    Assignment,
+    CancelNotice,
+    Crash,
+    Failure,
+    SchedulerCore,
+    SchedulerSettings,
+    SubmitRequest,
+    Success,
+)
+from gridmesh.core.tasks import Priority, TaskState
+from gridmesh.core.tasktypes import default_registry
+from gridmesh.scheduler.store import MemoryTaskStore
+
+REGISTRY = default_registry(load_plugins=False)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.store = MemoryTaskStore()
+        self.log = MemoryLifecycleLog()
+        self.clock = Clock()
+        self.core = SchedulerCore(
+            self.store, self.log, REGISTRY, SchedulerSettings(lease_ttl_s=ttl, default_max_attempts=3), clock=self.clock
+        )
+
+    async def submit(self, task_type: str = "noop", **kw: Any) -> str:
+        params = kw.pop("params", {})
+        task = await self.core.submit(SubmitRequest(task_type, params, kw.pop("result_dir", "out"), **kw))
+        return task.task_id
+
+    def worker(self, worker_id: str = "w1", slots: int = 2):
+        self.core.register_worker(worker_id, f"{worker_id}:1", slots, REGISTRY.names())
+        return self.core.open_link(worker_id)
+
+    @staticmethod
+    def assignments(link) -> list[Assignment]:
+        items = []
+        while not link.outbox.empty():
+            items.append(link.outbox.get_nowait())
+        return items
+
+
+def run(test: Callable[[Harness], Awaitable[None]], **kw: Any) -> None:
+    asyncio.run(test(Harness(**kw)))
+
+
+def test_submit_answers_queued_with_a_uuid_and_logs_pending():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit("echo", params={"a": 1})
+        task = await h.core.get(task_id)
+        assert task.state is TaskState.QUEUED and task.attempt == 1 and task.priority is Priority.NORMAL
+        assert [e.kind for e in h.log.events] == [LifecycleKind.PENDING]
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (SubmitRequest("nope", {}, "out"), "task_type"),
+        (SubmitRequest("sleep", {"ms": -5}, "out"), "params.ms"),
+        (SubmitRequest("noop", {}, "/abs"), "result_dir"),
+        (SubmitRequest("noop", {}, "a/../b"), "result_dir"),
+        (SubmitRequest("noop", {}, "out", max_attempts=99), "max_attempts"),
+        (SubmitRequest("echo", {"x": "y" * 2_000_000}, "out"), "params"),
+    ],
+)
+def test_bad_submits_are_refused_naming_the_field_and_nothing_is_queued(request_, field):
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidArgument) as info:
+            await h.core.submit(request_)
+        assert info.value.field == field
+        assert h.store.rows == {} and h.core.queued == 0 and h.log.events == []
+
+    run(body)
+
+
+def test_dispatch_order_is_high_normal_low_fifo_within_a_level():
+    async def body(h: Harness) -> None:
+        low = await h.submit(priority=Priority.LOW)
+        normal1 = await h.submit()
+        high1 = await h.submit(priority=Priority.HIGH)
+        normal2 = await h.submit(priority=Priority.NORMAL)
+        high2 = await h.submit(priority=Priority.HIGH)
+        link = h.worker(slots=5)
+        h.core.grant_credit(link, 5)
+        order = [a.task.task_id for a in h.assignments(link)]
+        assert order == [high1, high2, normal1, normal2, low]
+
+    run(body)
+
+
+def test_a_worker_never_gets_more_tasks_than_its_credit():
+    async def body(h: Harness) -> None:
+        for _ in range(5):
+            await h.submit()
+        link = h.worker(slots=2)
+        h.core.grant_credit(link, 1)
+        assert len(h.assignments(link)) == 1
+        h.core.grant_credit(link, 10)  # more than its slots: capped at 2
+        assert len(h.assignments(link)) == 2
+        assert h.core.queued == 2
+
+    run(body)
+
+
+def test_same_idempotency_key_returns_the_same_task():
+    async def body(h: Harness) -> None:
+        first, second = await asyncio.gather(h.submit(idempotency_key="order-7"), h.submit(idempotency_key="order-7"))
+        third = await h.submit(idempotency_key="order-7")
+        assert first == second == third
+        assert len(h.store.rows) == 1
+
+    run(body)
+
+
+def test_success_is_published_only_after_the_store_committed_it():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        link = h.worker()
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        watcher = h.core.watch([task_id], terminal_only=True)
+        done = await h.core.report("w1", task_id, assignment.fencing_token, Success("out/x.json", 4, "ab" * 32))
+        assert done.state is TaskState.SUCCEEDED
+        assert h.store.rows[task_id].state is TaskState.SUCCEEDED
+        task, _ = watcher.queue.get_nowait()
+        assert task.state is TaskState.SUCCEEDED and task.result_path == "out/x.json"
+        assert [e.kind for e in h.log.events] == [LifecycleKind.PENDING, LifecycleKind.COMPLETED]
+
+    run(body)
+
+
+def test_a_task_that_raises_ends_failed_with_the_error():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        link = h.worker()
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        done = await h.core.report("w1", task_id, assignment.fencing_token, Failure("ValueError: bad input"))
+        assert done.state is TaskState.FAILED and done.error == "ValueError: bad input"
+        assert h.log.events[-1].kind is LifecycleKind.FAILED
+
+    run(body)
+
+
+def test_a_crashed_task_is_retried_silently_at_high_priority_then_fails_after_max_attempts():
+    async def body(h: Harness) -> None:
+        normal = await h.submit()
+        crashing = await h.submit(max_attempts=2)
+        link = h.worker(slots=1)
+        watcher = h.core.watch([], terminal_only=True)
+        h.core.grant_credit(link, 1)
+        (first,) = h.assignments(link)
+        assert first.task.task_id == normal
+        await h.core.report("w1", normal, first.fencing_token, Success("out/a.json", 1, "0" * 64))
+        h.core.grant_credit(link, 1)
+        (second,) = h.assignments(link)
+        retried = await h.core.report("w1", crashing, second.fencing_token, Crash("killed by SIGKILL"))
+        assert retried.state is TaskState.QUEUED and retried.attempt == 2
+        assert retried.dispatch_priority is Priority.HIGH
+        h.core.grant_credit(link, 1)
+        (third,) = h.assignments(link)
+        assert third.task.task_id == crashing and third.task.attempt == 2
+        assert third.fencing_token > second.fencing_token
+        failed = await h.core.report("w1", crashing, third.fencing_token, Crash("killed by SIGKILL"))
+        assert failed.state is TaskState.FAILED and "2 attempts" in failed.error
+        terminal = []
+        while not watcher.queue.empty():
+            item = watcher.queue.get_nowait()
+            assert item is not None
+            terminal.append((item[0].task_id, item[0].state))
+        # No failure notice for the silent retry: only the final one.
+        assert terminal == [(normal, TaskState.SUCCEEDED), (crashing, TaskState.FAILED)]
+        kinds = [e.kind for e in h.log.events if e.task_id == crashing]
+        assert kinds == [LifecycleKind.PENDING, LifecycleKind.RETRIED, LifecycleKind.FAILED]
+
+    run(body)
+
+
+def test_expired_leases_requeue_and_late_reports_are_refused_changing_nothing():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        link = h.worker("w1")
+        h.core.grant_credit(link, 1)
+        (old,) = h.assignments(link)
+        h.clock.now += 5
+        assert h.core.heartbeat("w1", [(task_id, old.fencing_token)]).lost == []
+        h.clock.now += 9  # renewed at +5: not expired yet at +14
+        assert h.core.expire_leases() == 0
+        h.clock.now += 2
+        assert h.core.expire_leases() == 1
+        await asyncio.sleep(0)  # let the commit be published
+        requeued = await h.core.get(task_id)
+        assert requeued.state is TaskState.QUEUED and requeued.attempt == 2
+        other = h.worker("w2")
+        h.core.grant_credit(other, 1)
+        (new,) = h.assignments(other)
+        before = h.store.rows[task_id].snapshot()
+        with pytest.raises(FailedPrecondition, match="no longer current"):
+            await h.core.report("w1", task_id, old.fencing_token, Success("out/x.json", 1, "0" * 64))
+        assert h.store.rows[task_id] == before
+        assert h.core.heartbeat("w1", [(task_id, old.fencing_token)]).lost == [(task_id, old.fencing_token)]
+        done = await h.core.report("w2", task_id, new.fencing_token, Success("out/x.json", 1, "0" * 64))
+        assert done.state is TaskState.SUCCEEDED
+
+    run(body)
+
+
+def test_cancel_queued_at_once_running_tells_its_worker_and_finished_is_refused():
+    async def body(h: Harness) -> None:
+        queued = await h.submit()
+        running = await h.submit(priority=Priority.HIGH)
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        assert assignment.task.task_id == running
+        assert (await h.core.cancel(queued)).state is TaskState.CANCELLED
+        assert h.core.queued == 0
+        assert (await h.core.cancel(running)).state is TaskState.CANCELLED
+        (notice,) = h.assignments(link)
+        assert notice == CancelNotice(running, assignment.fencing_token)
+        with pytest.raises(FailedPrecondition, match="already CANCELLED"):
+            await h.core.cancel(running)
+        with pytest.raises(FailedPrecondition):
+            await h.core.report("w1", running, assignment.fencing_token, Success("p", 1, "0" * 64))
+        with pytest.raises(NotFound):
+            await h.core.cancel("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+        with pytest.raises(InvalidArgument, match="not a UUID"):
+            await h.core.get("nope")
+
+    run(body)
+
+
+def test_a_new_leader_takes_over_queued_and_running_tasks_from_the_store():
+    async def body(h: Harness) -> None:
+        queued = await h.submit()
+        running = await h.submit(priority=Priority.HIGH)
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        successor = SchedulerCore(h.store, h.log, REGISTRY, SchedulerSettings(lease_ttl_s=10), clock=h.clock)
+        assert await successor.load() == 2
+        # The worker keeps its lease and can report to the new leader.
+        successor.register_worker("w1", "w1:1", 1, REGISTRY.names())
+        done = await successor.report("w1", running, assignment.fencing_token, Success("p", 1, "0" * 64))
+        assert done.state is TaskState.SUCCEEDED
+        new_link = successor.open_link("w1")
+        successor.grant_credit(new_link, 1)
+        (next_,) = Harness.assignments(new_link)
+        assert next_.task.task_id == queued and next_.fencing_token > assignment.fencing_token
+
+    run(body)
+
+
+def test_a_lost_database_stops_the_scheduler():
+    async def body(h: Harness) -> None:
+        fatal: list[BaseException] = []
+        h.core.on_fatal = fatal.append
+        task_id = await h.submit()
+        link = h.worker()
+        h.store.fail_saves = True
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        await asyncio.sleep(0)
+        assert fatal
+        with pytest.raises(Unavailable):
+            await h.core.report("w1", task_id, assignment.fencing_token, Success("p", 1, "0" * 64))
+
+    run(body)
