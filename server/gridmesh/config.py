@@ -80,6 +80,9 @@ class SchedulerConfig:
     """Address the Scheduler listens on."""
     port: int = 50051
     """Scheduler gRPC port (0 = any free port)."""
+    standby_port: int = 0
+    """Port of a standby Scheduler that ``gridmesh up`` also starts (0 = none).
+    Leader election through ZooKeeper picks which of the two serves."""
     lease_ttl_s: float = 10.0
     """A worker that has not renewed a lease for this long loses it."""
     heartbeat_interval_s: float = 2.0
@@ -154,6 +157,13 @@ class MeshConfig:
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
 
     # -- derived names, all under the namespace ---------------------------
+
+    @property
+    def scheduler_addresses(self) -> list[str]:
+        """The leader and, if configured, the standby Scheduler."""
+        s = self.scheduler
+        ports = [s.port, s.standby_port] if s.standby_port else [s.port]
+        return [f"{s.host}:{p}" for p in ports]
 
     @property
     def state_path(self) -> Path:

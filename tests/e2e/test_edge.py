@@ -4,11 +4,6 @@ HTTP/JSON (curl), with gRPC statuses mapped to HTTP codes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,23 +11,9 @@ import pytest
 from gridmesh.cli import mesh, procs
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
+from tests.helpers import grpcurl, http
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
-
-
-def http(edge: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://{edge}{path}", data=body, method=method)
-    request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_task_types_are_listed_over_http_json_with_their_schemas(edge):

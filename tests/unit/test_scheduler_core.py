@@ -4,7 +4,7 @@ retries, idempotency, cancel — the Scheduler's rules on an in-memory store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -62,7 +62,7 @@ class Harness:
         return items
 
 
-def run(test: Callable[[Harness], Awaitable[None]], **kw: Any) -> None:
+def run(test: Callable[[Harness], Coroutine[Any, Any, None]], **kw: Any) -> None:
     asyncio.run(test(Harness(**kw)))
 
 
@@ -146,7 +146,9 @@ def test_success_is_published_only_after_the_store_committed_it():
         done = await h.core.report("w1", task_id, assignment.fencing_token, Success("out/x.json", 4, "ab" * 32))
         assert done.state is TaskState.SUCCEEDED
         assert h.store.rows[task_id].state is TaskState.SUCCEEDED
-        task, _ = watcher.queue.get_nowait()
+        item = watcher.queue.get_nowait()
+        assert item is not None
+        task, _ = item
         assert task.state is TaskState.SUCCEEDED and task.result_path == "out/x.json"
         assert [e.kind for e in h.log.events] == [LifecycleKind.PENDING, LifecycleKind.COMPLETED]
 

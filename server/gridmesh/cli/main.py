@@ -47,7 +47,7 @@ def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
     header = ("component", "address", "pid", "health")
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0 if all(r[3] == "healthy" for r in rows) else 1
+    return 0 if all(r[3] in ("healthy", "standby") for r in rows) else 1
 
 
 def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:

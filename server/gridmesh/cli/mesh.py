@@ -82,6 +82,21 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
             "gridmesh.v1.EventManager",
         ),
     ]
+    if config.scheduler.standby_port:
+        result.insert(
+            1,
+            Component(
+                "scheduler-standby",
+                config.scheduler.host,
+                config.scheduler.standby_port,
+                _python_module(
+                    "scheduler-standby",
+                    "gridmesh.scheduler",
+                    {**env, "GRIDMESH_SCHEDULER_PORT": str(config.scheduler.standby_port)},
+                ),
+                "gridmesh.v1.Scheduler",
+            ),
+        )
     for i in range(workers):
         port = config.worker.base_port + i
         result.append(
@@ -106,10 +121,19 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
     return result
 
 
-def component_healthy(config: MeshConfig, component: Component) -> bool:
+def component_health(config: MeshConfig, component: Component) -> str:
+    """``healthy``, ``standby`` (a Scheduler waiting to lead) or what is wrong."""
     if component.name == "envoy":
-        return envoy_ready(config) and grpc_health(component.address, "gridmesh.v1.Scheduler") == "SERVING"
-    return grpc_health(component.address, component.health_service) == "SERVING"
+        edge = grpc_health(component.address, "gridmesh.v1.Scheduler") if envoy_ready(config) else "DOWN"
+        return "healthy" if edge == "SERVING" else edge
+    health = grpc_health(component.address, component.health_service)
+    if health == "NOT_SERVING" and component.name.startswith("scheduler"):
+        return "standby"
+    return "healthy" if health == "SERVING" else health
+
+
+def component_healthy(config: MeshConfig, component: Component) -> bool:
+    return component_health(config, component) in ("healthy", "standby")
 
 
 def envoy_ready(config: MeshConfig) -> bool:
@@ -200,10 +224,6 @@ def status(config: MeshConfig, workers_hint: int = 0) -> list[tuple[str, str, st
     workers = max(workers_hint, sum(1 for n in recorded if n.startswith("worker-")))
     for component in components(config, workers, os.environ):
         pid = procs.alive(component.name, runs)
-        if component.name == "envoy":
-            health = "healthy" if component_healthy(config, component) else "DOWN"
-        else:
-            health = grpc_health(component.address, component.health_service)
-            health = "healthy" if health == "SERVING" else health
+        health = component_health(config, component)
         rows.append((component.name, component.address, str(pid) if pid else "-", health))
     return rows

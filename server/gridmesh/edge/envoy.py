@@ -29,7 +29,7 @@ def descriptor_set_path() -> Path:
     return Path(str(resources.files("gridmesh.v1") / "gridmesh.pb"))
 
 
-def _cluster(name: str, host: str, port: int, health_service: str | None) -> dict[str, Any]:
+def _cluster(name: str, host: str, ports: list[int], health_service: str | None) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -44,7 +44,12 @@ def _cluster(name: str, host: str, port: int, health_service: str | None) -> dic
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                        for port in ports
+                    ]
+                }
             ],
         },
     }
@@ -93,6 +98,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     }
     routes = [
         _route("/gridmesh.v1.Scheduler/", "scheduler"),
+        _route("/gridmesh.v1.WorkQueue/", "scheduler"),
         _route("/gridmesh.v1.StoreKeeper/", "storekeeper"),
         _route("/gridmesh.v1.EventManager/", "eventmanager"),
         _route("/grpc.health.v1.Health/", "scheduler"),
@@ -130,9 +136,17 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 }
             ],
             "clusters": [
-                _cluster("scheduler", config.scheduler.host, config.scheduler.port, "gridmesh.v1.Scheduler"),
-                _cluster("storekeeper", config.storekeeper.host, config.storekeeper.port, None),
-                _cluster("eventmanager", config.eventmanager.host, config.eventmanager.port, None),
+                _cluster(
+                    "scheduler",
+                    config.scheduler.host,
+                    [
+                        config.scheduler.port,
+                        *([config.scheduler.standby_port] if config.scheduler.standby_port else []),
+                    ],
+                    "gridmesh.v1.Scheduler",
+                ),
+                _cluster("storekeeper", config.storekeeper.host, [config.storekeeper.port], None),
+                _cluster("eventmanager", config.eventmanager.host, [config.eventmanager.port], None),
             ],
         },
     }

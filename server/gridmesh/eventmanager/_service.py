@@ -114,6 +114,7 @@ class EventManager:
         self._state_listeners: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
+        self._closed = False
         self._rebuild_task: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------
@@ -162,6 +163,9 @@ class EventManager:
 
     async def close(self) -> None:
         """Stop watching, close RabbitMQ then ZooKeeper. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._started = False
         if self._rebuild_task is not None:
             self._rebuild_task.cancel()

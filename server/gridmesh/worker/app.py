@@ -97,7 +97,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
             address=address,
             slots=slots,
             task_types=registry.names(),
-            scheduler_address=f"{config.scheduler.host}:{config.scheduler.port}",
+            scheduler_addresses=config.scheduler_addresses,
             storekeeper_address=f"{config.storekeeper.host}:{config.storekeeper.port}",
         ),
         pool,

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 REPORT_ATTEMPTS = 8
+REPORT_DEADLINE_S = 120.0
+"""How long a finished task's report is retried (a Scheduler failover takes a ZooKeeper session timeout)."""
 RPC_TIMEOUT_S = 10.0
 
 
@@ -62,7 +64,8 @@ class NodeSettings:
     address: str
     slots: int
     task_types: list[str]
-    scheduler_address: str
+    scheduler_addresses: list[str]
+    """The Scheduler and its standby; the node follows whichever leads."""
     storekeeper_address: str
     heartbeat_interval_s: float = 2.0
     counters: Counters = field(default_factory=Counters)
@@ -82,9 +85,10 @@ class WorkerNode:
         self.running: dict[str, RunningTask] = {}
         self.draining = False
         self._credit: asyncio.Queue[int] = asyncio.Queue()
-        self._scheduler_channel = aio.insecure_channel(settings.scheduler_address, options=channel_options())
+        self._schedulers = [aio.insecure_channel(a, options=channel_options()) for a in settings.scheduler_addresses]
+        self._current = 0
+        self._queue = scheduler_pb2_grpc.WorkQueueStub(self._schedulers[0])
         self._store_channel = aio.insecure_channel(settings.storekeeper_address, options=channel_options())
-        self._queue = scheduler_pb2_grpc.WorkQueueStub(self._scheduler_channel)
         self._store = storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -93,6 +97,12 @@ class WorkerNode:
         self._drained = asyncio.Event()
 
     # -- life -----------------------------------------------------------------
+
+    def _next_scheduler(self) -> None:
+        """The current Scheduler is down or a standby: try the next one."""
+        if len(self._schedulers) > 1:
+            self._current = (self._current + 1) % len(self._schedulers)
+            self._queue = scheduler_pb2_grpc.WorkQueueStub(self._schedulers[self._current])
 
     async def start(self) -> None:
         await self._register()
@@ -109,9 +119,10 @@ class WorkerNode:
                 response = await self._queue.RegisterWorker(request, timeout=RPC_TIMEOUT_S)
                 if response.heartbeat_interval_ms:
                     s.heartbeat_interval_s = response.heartbeat_interval_ms / 1000
-                log.info("registered as %s with the Scheduler at %s", s.worker_id, s.scheduler_address)
+                log.info("registered as %s with the Scheduler at %s", s.worker_id, s.scheduler_addresses[self._current])
                 return
             except aio.AioRpcError as e:
+                self._next_scheduler()
                 if attempt % 20 == 0:
                     log.warning("cannot register with the Scheduler (%s); retrying", e.details())
                 await asyncio.sleep(_backoff(attempt))
@@ -150,7 +161,8 @@ class WorkerNode:
             running.slot.kill()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        await self._scheduler_channel.close()
+        for channel in self._schedulers:
+            await channel.close()
         await self._store_channel.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -180,7 +192,9 @@ class WorkerNode:
             except aio.AioRpcError as e:
                 if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     await self._register()  # the Scheduler forgot us (restart or failover)
-                elif attempt % 20 == 0:
+                    continue
+                self._next_scheduler()
+                if attempt % 20 == 0:
                     log.warning("pull stream broke (%s: %s); reconnecting", e.code().name, e.details())
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
@@ -274,7 +288,9 @@ class WorkerNode:
         return None
 
     async def _report(self, request: scheduler_pb2.ReportTaskRequest) -> None:
-        for attempt in range(REPORT_ATTEMPTS):
+        deadline = time.monotonic() + REPORT_DEADLINE_S
+        attempt = 0
+        while time.monotonic() < deadline:
             try:
                 await self._queue.ReportTask(request, timeout=RPC_TIMEOUT_S)
                 return
@@ -283,7 +299,10 @@ class WorkerNode:
                     self.counters.lost_leases += 1
                     log.warning("report on task %s refused: %s", request.task_id, e.details())
                     return
-                await asyncio.sleep(_backoff(attempt + 3))
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._next_scheduler()
+                await asyncio.sleep(_backoff(attempt + 2))
+                attempt += 1
         log.error("giving up reporting task %s; its lease will expire and it will run again", request.task_id)
 
     # -- heartbeats ---------------------------------------------------------------

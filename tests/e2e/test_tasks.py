@@ -1,0 +1,187 @@
+"""SPEC §2/§3 "Tasks" through Envoy only (HTTP/JSON and gRPC), on a real mesh:
+submit, watch over NDJSON, download the stored result, list, cancel, and every
+bad input refused with a clear status that changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+
+import grpc
+import pytest
+
+from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.helpers import grpcurl, http, http_json, ndjson, wait_for
+
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def submit(edge: str, task_type: str, params: dict, result_dir: str = "e2e", **extra) -> dict:
+    status, body = http_json(
+        edge, "POST", "/v1/tasks", {"task_type": task_type, "params": params, "result_dir": result_dir, **extra}
+    )
+    assert status == 200, body
+    return body
+
+
+def test_word_count_over_http_is_watched_to_succeeded_and_its_result_downloads_with_its_sha256(edge, mesh_config):
+    task = submit(edge, "word_count", {"text": "the cat and the hat"})
+    assert task["state"] == "QUEUED"
+    uuid.UUID(task["task_id"])
+
+    events = list(ndjson(edge, f"/v1/tasks/{task['task_id']}:watch"))
+    states = [e["task"]["state"] for e in events]
+    assert states[-1] == "SUCCEEDED"
+    assert set(states) <= {"QUEUED", "RUNNING", "SUCCEEDED"}
+    done = events[-1]["task"]
+    assert done["result_path"] == f"e2e/{task['task_id']}.json"
+
+    status, body = http(edge, "GET", f"/v1/results/{task['task_id']}")
+    assert status == 200
+    assert json.loads(body)["counts"] == {"the": 2, "cat": 1, "and": 1, "hat": 1}
+    assert hashlib.sha256(body).hexdigest() == done["result_sha256"]
+    assert len(body) == int(done["result_size_bytes"])
+    # Stored at <storage root>/<result_dir>/<task_id>.json before SUCCEEDED was sent.
+    on_disk = mesh_config.storage_root / "e2e" / f"{task['task_id']}.json"
+    assert on_disk.read_bytes() == body
+
+    status, info = http_json(edge, "GET", f"/v1/results/{task['task_id']}/info")
+    assert status == 200 and info["sha256"] == done["result_sha256"]
+
+
+def test_a_watcher_that_connects_late_gets_the_current_state_first(edge):
+    task = submit(edge, "noop", {})
+    wait_for(
+        "the task to finish", lambda: http_json(edge, "GET", f"/v1/tasks/{task['task_id']}")[1]["state"] == "SUCCEEDED"
+    )
+    events = list(ndjson(edge, f"/v1/tasks/{task['task_id']}:watch"))
+    assert [e["task"]["state"] for e in events] == ["SUCCEEDED"]
+
+
+def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_filters(edge):
+    with grpc.insecure_channel(edge) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        ids = [submit(edge, "sleep", {"ms": 50})["task_id"] for _ in range(3)]
+        seen: dict[str, str] = {}
+        for event in stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_ids=ids, terminal_only=True), timeout=60):
+            assert event.task.state in (3, 4, 5)
+            seen[event.task.task_id] = common_pb2.TaskState.Name(event.task.state)
+            if len(seen) == len(ids):
+                break
+        assert seen == dict.fromkeys(ids, "SUCCEEDED")
+
+
+def test_each_builtin_type_runs_and_returns_its_result(edge):
+    cases = {
+        "noop": ({}, None),
+        "echo": ({"a": [1, "b"]}, {"a": [1, "b"]}),
+        "sleep": ({"ms": 10}, {"slept_ms": 10}),
+        "burn": ({"units": 1}, None),
+        "primes": ({"n": 1000}, {"n": 1000, "count": 168}),
+    }
+    ids = {name: submit(edge, name, params)["task_id"] for name, (params, _) in cases.items()}
+    for name, task_id in ids.items():
+        final = list(ndjson(edge, f"/v1/tasks/{task_id}:watch"))[-1]["task"]
+        assert final["state"] == "SUCCEEDED", final
+        _, body = http(edge, "GET", f"/v1/results/{task_id}")
+        expected = cases[name][1]
+        if expected is not None:
+            assert json.loads(body) == expected
+
+
+def test_the_same_idempotency_key_returns_the_same_task(edge):
+    key = f"order-{uuid.uuid4()}"
+    first = submit(edge, "noop", {}, idempotency_key=key)
+    second = submit(edge, "noop", {}, idempotency_key=key)
+    assert first["task_id"] == second["task_id"]
+
+
+def test_list_tasks_filters_by_type_and_pages(edge):
+    ids = {submit(edge, "echo", {"page": i}, result_dir="paging")["task_id"] for i in range(5)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        status, page = http_json(edge, "GET", f"/v1/tasks?task_type=echo&page_size=2&page_token={token}")
+        assert status == 200, page
+        assert all(t["task_type"] == "echo" for t in page["tasks"])
+        assert len(page["tasks"]) <= 2
+        seen += [t["task_id"] for t in page["tasks"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert ids <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+def test_worker_status_shows_running_tasks_with_their_os_pid_and_cancel_stops_them(edge, mesh_config):
+    task = submit(edge, "sleep", {"ms": 60_000})
+    worker_address = f"{mesh_config.worker.host}:{mesh_config.worker.base_port}"
+    with grpc.insecure_channel(worker_address) as channel:
+        stub = worker_pb2_grpc.WorkerStub(channel)
+
+        def running():
+            status = stub.GetWorkerStatus(worker_pb2.GetWorkerStatusRequest(), timeout=5)
+            return next((r for r in status.running if r.task_id == task["task_id"]), None)
+
+        entry = wait_for("the sleep task to run", running)
+        assert entry.pid > 0 and entry.task_type == "sleep"
+        status, cancelled = http_json(edge, "POST", f"/v1/tasks/{task['task_id']}:cancel", {})
+        assert status == 200 and cancelled["state"] == "CANCELLED"
+        wait_for("the task process to be stopped", lambda: running() is None)
+    status, again = http_json(edge, "POST", f"/v1/tasks/{task['task_id']}:cancel", {})
+    assert status == 400 and "already CANCELLED" in again["message"]
+
+
+def test_workers_are_listed_with_slots_and_state(edge):
+    status, body = http_json(edge, "GET", "/v1/workers")
+    assert status == 200
+    (worker,) = body["workers"]
+    assert worker["state"] == "ACTIVE" and worker["slots"] >= 1
+    assert set(worker["task_types"]) >= {"noop", "word_count"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"task_type": "nope", "params": {}, "result_dir": "x"}, "task_type"),
+        ({"task_type": "sleep", "params": {"ms": "ten"}, "result_dir": "x"}, "params.ms"),
+        ({"task_type": "sleep", "params": {}, "result_dir": "x"}, "params"),
+        ({"task_type": "sleep", "params": {"ms": -1}, "result_dir": "x"}, "params.ms"),
+        ({"task_type": "primes", "params": {"n": 10**12}, "result_dir": "x"}, "params.n"),
+        ({"task_type": "noop", "params": {}, "result_dir": "/etc"}, "result_dir"),
+        ({"task_type": "noop", "params": {}, "result_dir": "a/../../b"}, "result_dir"),
+        ({"task_type": "noop", "params": {}, "result_dir": "a b;rm"}, "result_dir"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x" * 300}, "result_dir"),
+        ({"task_type": "echo", "params": {"blob": "x" * 1_100_000}, "result_dir": "x"}, "params"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "max_attempts": 1000}, "max_attempts"),
+    ],
+)
+def test_bad_submits_get_400_naming_the_field_and_queue_nothing(edge, body, field):
+    _, before = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    status, error = http_json(edge, "POST", "/v1/tasks", body)
+    assert status == 400, error
+    assert error["code"] == 3  # INVALID_ARGUMENT
+    assert field in error["message"]
+    _, after = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    assert [t["task_id"] for t in after["tasks"]] == [t["task_id"] for t in before["tasks"]]
+
+
+def test_unknown_task_id_is_404_and_a_malformed_one_400(edge):
+    status, error = http_json(edge, "GET", f"/v1/tasks/{uuid.uuid4()}")
+    assert status == 404 and "does not exist" in error["message"]
+    status, error = http_json(edge, "GET", "/v1/tasks/not-a-uuid")
+    assert status == 400 and "task_id" in error["message"]
+    status, error = http_json(edge, "GET", f"/v1/results/{uuid.uuid4()}")
+    assert status == 404
+
+
+def test_grpcurl_submits_through_the_edge(edge):
+    result = grpcurl(
+        "-d",
+        '{"task_type":"echo","params":{"k":"v"},"result_dir":"grpcurl"}',
+        edge,
+        "gridmesh.v1.Scheduler/SubmitTask",
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["state"] == "QUEUED"

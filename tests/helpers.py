@@ -1,0 +1,61 @@
+"""Small helpers shared by the end-to-end tests: HTTP/JSON through the edge,
+grpcurl, and waiting on a condition with a deadline (never a fixed sleep)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+T = TypeVar("T")
+
+
+def http(edge: str, method: str, path: str, body: bytes | dict[str, Any] | None = None) -> tuple[int, bytes]:
+    """(status, body) of one HTTP call to the edge; a dict body is sent as JSON."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(f"http://{edge}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def http_json(edge: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    status, raw = http(edge, method, path, body)
+    try:
+        return status, json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
+
+
+def ndjson(edge: str, path: str, timeout: float = 60) -> Iterator[dict[str, Any]]:
+    """The objects of a newline-delimited JSON stream, as they arrive."""
+    with urllib.request.urlopen(f"http://{edge}{path}", timeout=timeout) as response:
+        for line in response:
+            if line.strip():
+                yield json.loads(line)
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
