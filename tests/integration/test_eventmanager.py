@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import shutil
@@ -20,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.errors import Unavailable
 from gridmesh.core.replication import Topology
 from gridmesh.eventmanager import EventManagerProcess, build_server
 from gridmesh.grpc_support.convert import dict_to_struct
@@ -177,7 +180,7 @@ async def eventually(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool],
         await asyncio.sleep(0.05)
 
 
-def event(publisher: str, entity_type: str, entity_id: str = "c-1", **overrides: Any) -> common_pb2.EntityEvent:
+def event(publisher: str, entity_type: str, entity_id: str = "c-1", /, **overrides: Any) -> common_pb2.EntityEvent:
     fields: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
         "publisher": publisher,
@@ -206,7 +209,7 @@ async def expect_error(code: grpc.StatusCode, call: Awaitable[Any], *mentions: s
 
 
 async def receive(call: Any, count: int) -> list[EM.Delivery]:
-    deliveries = []
+    deliveries: list[EM.Delivery] = []
     for _ in range(count):
         delivery = await asyncio.wait_for(call.read(), WAIT_S)
         assert delivery is not aio.EOF, f"the stream ended after {len(deliveries)} of {count} deliveries"
@@ -281,11 +284,34 @@ def test_a_restarted_eventmanager_rebuilds_queues_and_bindings_from_zookeeper(co
     asyncio.run(scenario())
 
 
+def test_routed_to_comes_from_the_broker_not_only_the_map(config: MeshConfig) -> None:
+    async def scenario() -> None:
+        subscriber, publisher = names("orders"), names("customers")
+        async with eventmanager(config) as (process, stub):
+            await stub.Subscribe(
+                EM.SubscribeRequest(subscriber=subscriber, publisher=publisher, entity_type="customer")
+            )
+            # Someone deletes the queue behind the EventManager's back: the map
+            # still names the subscriber, but RabbitMQ returns the event.
+            mq = RabbitMQ(config.rabbitmq)
+            await mq.start()
+            await mq.delete_queue(process.service.topology.queue(subscriber))
+            await mq.close()
+            assert list((await stub.Publish(event(publisher, "customer"))).routed_to) == []
+            # Subscribing again (idempotent) repairs it.
+            await stub.Subscribe(
+                EM.SubscribeRequest(subscriber=subscriber, publisher=publisher, entity_type="customer")
+            )
+            assert list((await stub.Publish(event(publisher, "customer"))).routed_to) == [subscriber]
+
+    asyncio.run(scenario())
+
+
 def test_unsubscribe_stops_routing_and_keeps_the_queue(config: MeshConfig) -> None:
     async def scenario() -> None:
         subscriber, publisher = names("orders"), names("customers")
         async with eventmanager(config) as (_, stub):
-            key = {"subscriber": subscriber, "publisher": publisher, "entity_type": "customer"}
+            key: dict[str, Any] = {"subscriber": subscriber, "publisher": publisher, "entity_type": "customer"}
             await stub.Subscribe(EM.SubscribeRequest(**key))
             assert list((await stub.Publish(event(publisher, "customer"))).routed_to) == [subscriber]
             await stub.Unsubscribe(EM.UnsubscribeRequest(**key))
@@ -332,7 +358,7 @@ def test_publish_returns_routed_to_after_confirm_and_the_event_lands_in_each_sub
                 await ack(call, delivery)
                 await call.done_writing()
                 assert await call.read() is aio.EOF
-                assert await eventually(lambda s=subscriber: depth(stub, s), lambda n: n == 0, "drained") == 0
+                await eventually(partial(depth, stub, subscriber), lambda n: n == 0, "drained")
 
             # Nobody subscribes to this type: reported, not an error.
             unroutable = await stub.Publish(event(publisher, "invoice"))
@@ -486,7 +512,7 @@ def test_a_poison_event_goes_to_the_dead_letter_queue_after_bounded_deliveries(c
 def test_health_is_serving_only_once_zookeeper_and_rabbitmq_are_connected(config: MeshConfig) -> None:
     async def scenario() -> None:
         process = build_server(config)
-        await process.host.server.start()  # listening, adapters not connected yet
+        await process.listen()  # answering, adapters not connected yet
         channel = aio.insecure_channel(f"127.0.0.1:{process.port}")
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest(service="gridmesh.v1.EventManager")
@@ -497,11 +523,84 @@ def test_health_is_serving_only_once_zookeeper_and_rabbitmq_are_connected(config
             )
             await process.ready()
             await eventually(
-                lambda: health.Check(check), lambda r: r.status == health_pb2.HealthCheckResponse.SERVING, "serving"
+                partial(health.Check, check), lambda r: r.status == health_pb2.HealthCheckResponse.SERVING, "serving"
             )
         finally:
             await channel.close()
             await process.stop(grace_s=1)
+
+    asyncio.run(scenario())
+
+
+def test_an_eventmanager_without_rabbitmq_never_serves_and_gives_up_with_unavailable(config: MeshConfig) -> None:
+    dead_port = _free_port()
+    broken = dataclasses.replace(config, rabbitmq=dataclasses.replace(config.rabbitmq, port=dead_port))
+
+    async def scenario() -> None:
+        process = build_server(broken)
+        await process.listen()
+        channel = aio.insecure_channel(f"127.0.0.1:{process.port}")
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="gridmesh.v1.EventManager")
+        try:
+            starting = asyncio.create_task(process.ready())
+            while not starting.done():
+                assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await asyncio.wait([starting], timeout=0.2)
+            with pytest.raises(Unavailable, match=f"{dead_port}"):
+                starting.result()
+            assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        finally:
+            await channel.close()
+            await process.stop(grace_s=1)
+
+    asyncio.run(scenario())
+
+
+def _close_rabbitmq_connections(connection_name: str) -> int:
+    """Have the broker close our connections (RabbitMQ itself keeps running)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"connection_name","{connection_name}"' in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh test"], timeout=60, check=True)
+    return len(pids)
+
+
+def test_a_lost_rabbitmq_connection_ends_consumers_and_comes_back(config: MeshConfig) -> None:
+    async def scenario() -> None:
+        subscriber, publisher = names("orders"), names("customers")
+        async with eventmanager(config) as (process, stub):
+            await stub.Subscribe(
+                EM.SubscribeRequest(subscriber=subscriber, publisher=publisher, entity_type="customer")
+            )
+            states: list[bool] = []
+            process.service.add_state_listener(lambda: states.append(process.service.healthy))
+            call = await start_consuming(stub, subscriber)
+            await eventually(
+                partial(stub.GetQueueStats, EM.GetQueueStatsRequest(subscriber=subscriber)),
+                lambda s: s.consumers == 1,
+                "consuming",
+            )
+            name = config.prefixed("gridmesh-eventmanager", "-")
+            assert await asyncio.to_thread(_close_rabbitmq_connections, name) == 1
+
+            with pytest.raises(aio.AioRpcError) as ended:
+                await asyncio.wait_for(call.read(), WAIT_S)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+            # Not serving while disconnected, serving again once reconnected.
+            await eventually(lambda: asyncio.sleep(0, list(states)), lambda s: False in s and s[-1], "reconnected")
+            sent = event(publisher, "customer")
+            assert list((await stub.Publish(sent)).routed_to) == [subscriber]
+            call = await start_consuming(stub, subscriber)
+            (delivery,) = await receive(call, 1)
+            assert delivery.event.event_id == sent.event_id
+            call.cancel()
 
     asyncio.run(scenario())
 
@@ -535,7 +634,7 @@ def test_shutdown_ends_consume_streams_and_their_deliveries_are_redelivered(conf
 # -- bad input (issue 6): each is refused with a clear status and changes nothing --
 
 
-BAD_EVENTS = [
+BAD_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("missing event_id", {"event_id": ""}, "event_id"),
     ("event_id not a UUID", {"event_id": "42"}, "event_id"),
     ("bad publisher name", {"publisher": "Customers!"}, "publisher"),
@@ -579,7 +678,7 @@ def test_bad_subscriptions_are_refused_and_change_nothing(config: MeshConfig) ->
     async def scenario() -> None:
         subscriber, publisher = names("orders"), names("customers")
         async with eventmanager(config) as (_, stub):
-            good = {"subscriber": subscriber, "publisher": publisher, "entity_type": "customer"}
+            good: dict[str, Any] = {"subscriber": subscriber, "publisher": publisher, "entity_type": "customer"}
             for field, value in [
                 ("subscriber", ""),
                 ("subscriber", "Orders"),

@@ -3,6 +3,7 @@ routing keys and queue names under the namespace, what makes an
 EntityEvent acceptable (issue 6's bad-input list), and version fencing."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ from gridmesh.core.replication import (
 from gridmesh.v1 import common_pb2
 
 EVENT_ID = "6F9619FF-8B86-D011-B42D-00CF4FC964FF"
-GOOD = {
+GOOD: dict[str, Any] = {
     "event_id": EVENT_ID,
     "publisher": "customers",
     "entity_type": "customer",

@@ -182,7 +182,7 @@ def test_a_crashed_task_is_retried_silently_at_high_priority_then_fails_after_ma
         (second,) = h.assignments(link)
         retried = await h.core.report("w1", crashing, second.fencing_token, Crash("killed by SIGKILL"))
         assert retried.state is TaskState.QUEUED and retried.attempt == 2
-        assert retried.dispatch_priority is Priority.HIGH
+        assert retried.priority is Priority.HIGH
         h.core.grant_credit(link, 1)
         (third,) = h.assignments(link)
         assert third.task.task_id == crashing and third.task.attempt == 2

@@ -41,6 +41,7 @@ RETRY_BASE_DELAY_S = 0.2
 MAX_GROUP = 2000
 """Units of work committed together at most."""
 READ_THREADS = 4
+MIGRATION_LOCK_TIMEOUT_S = 60
 
 # Errors after which the connection is unusable and the work may be retried.
 _CONNECTION_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError)
@@ -76,6 +77,8 @@ class MySQL:
         """Create the database if needed and apply the migrations not applied
         yet, in order (statement i is schema version i + 1)."""
         with self.connect() as conn, conn.cursor() as cur:
+            # Two processes of one service (a Scheduler and its standby) may start together.
+            cur.execute("SELECT GET_LOCK(%s, %s)", (f"gridmesh-migrate-{self.database}", MIGRATION_LOCK_TIMEOUT_S))
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}` CHARACTER SET utf8mb4")
             cur.execute(f"USE `{self.database}`")
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL PRIMARY KEY)")

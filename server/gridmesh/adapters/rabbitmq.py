@@ -60,6 +60,9 @@ OPERATION_TIMEOUT_S = 10.0
 """Longest wait for the broker's reply to a declare, bind, get or close."""
 HEARTBEAT_S = 20
 """AMQP heartbeat: a dead peer is noticed within about two of these."""
+ACK_FLUSH_DELAY_S = 0.002
+"""Longest a consumer holds back acks to send them together (sooner if half
+its prefetch window waits for them)."""
 
 PERSISTENT = 2  # AMQP delivery mode
 CONTENT_TYPE = "application/x-protobuf"
@@ -97,7 +100,8 @@ def _error(reason: BaseException | None, what: str) -> GridmeshError:
             return NotFound(f"{what}: {reason.reply_text}")
         if reason.reply_code in _REFUSED:
             return FailedPrecondition(f"{what}: RabbitMQ refused: {reason.reply_text}")
-    return Unavailable(f"{what}: RabbitMQ is unavailable ({reason or 'connection closed'}); retry later")
+    detail = (str(reason) or repr(reason)) if reason is not None else "connection closed"
+    return Unavailable(f"{what}: RabbitMQ is unavailable ({detail}); retry later")
 
 
 class _Channel:
@@ -243,19 +247,28 @@ class Consumer:
     ``on_closed(error)`` once when the consumer ends: None after
     :meth:`close`, else why (queue deleted, connection lost). Messages not
     acknowledged when it ends go back to the queue and are redelivered.
+
+    Acks are coalesced: those made within :data:`ACK_FLUSH_DELAY_S` (or
+    until half the prefetch window waits for them) go out together, as one
+    cumulative ``basic.ack`` (``multiple``) for every tag below the oldest
+    still-unsettled delivery, and one frame per other tag.
     """
 
     def __init__(
         self,
         queue: str,
+        prefetch: int,
         on_message: Callable[[Message], None],
         on_closed: Callable[[GridmeshError | None], None],
     ) -> None:
         self.queue = queue
+        self._ack_batch = max(prefetch // 2, 1)
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._on_message = on_message
         self._on_closed = on_closed
         self._channel: _Channel | None = None
         self._outstanding: set[int] = set()
+        self._to_ack: list[int] = []
         self._last_tag = 0
         self._active = False  # consuming started; on_closed is due once it ends
         self._ended = False
@@ -303,17 +316,44 @@ class Consumer:
         """Acknowledge: the message is done and leaves the queue. Acking
         twice is harmless; an id never delivered is InvalidArgument."""
         if self._settle(delivery_tag):
-            self._send(lambda ch: ch.basic_ack(delivery_tag))
+            self._require_open()
+            self._to_ack.append(delivery_tag)
+            if len(self._to_ack) >= self._ack_batch or not self._outstanding:
+                self._flush_acks()  # the broker waits for these before it delivers more
+            elif self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(ACK_FLUSH_DELAY_S, self._flush_acks)
 
     def nack(self, delivery_tag: int, *, requeue: bool) -> None:
         """Give the message back: ``requeue`` = deliver it again (counts
         against the queue's delivery limit), else dead-letter it."""
         if self._settle(delivery_tag):
+            self._flush_acks()
             self._send(lambda ch: ch.basic_nack(delivery_tag, requeue=requeue))
 
-    def _send(self, action: Callable[[Channel], None]) -> None:
+    def _flush_acks(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        tags, self._to_ack = sorted(self._to_ack), []
+        if not tags or self._channel is None or not self._channel.is_open:
+            return  # a closed channel's deliveries are redelivered anyway
+        oldest_unsettled = min(self._outstanding, default=self._last_tag + 1)
+        cumulative = [t for t in tags if t < oldest_unsettled]
+        try:
+            if cumulative:
+                self._channel.pika.basic_ack(cumulative[-1], multiple=True)
+            for tag in tags[len(cumulative) :]:
+                self._channel.pika.basic_ack(tag)
+        except AMQPError:
+            log.warning("could not acknowledge %d deliveries of %s; they will be redelivered", len(tags), self.queue)
+
+    def _require_open(self) -> None:
         if self._channel is None or not self._channel.is_open:
             raise Unavailable(f"the consumer of {self.queue} is closed; its unacknowledged messages are redelivered")
+
+    def _send(self, action: Callable[[Channel], None]) -> None:
+        self._require_open()
+        assert self._channel is not None
         try:
             action(self._channel.pika)
         except AMQPError as e:
@@ -326,6 +366,7 @@ class Consumer:
     async def close(self, error: GridmeshError | None = None) -> None:
         """Stop consuming; unacknowledged messages return to the queue.
         ``on_closed`` gets ``error`` (None = closed on purpose). Idempotent."""
+        self._flush_acks()
         self._end(error)
         if self._channel is not None:
             await self._channel.close()
@@ -343,6 +384,7 @@ class RabbitMQ:
         self._listeners: list[Callable[[bool], None]] = []
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._established = False  # the current connection was fully set up (losing it means reconnecting)
         self._where = f"{config.host}:{config.port}"
 
     # -- connection ---------------------------------------------------------
@@ -429,6 +471,7 @@ class RabbitMQ:
             with contextlib.suppress(AMQPError):
                 connection.close()
             raise
+        self._established = True
         log.info("connected to RabbitMQ at %s", self._where)
         self._notify(True)
 
@@ -445,8 +488,9 @@ class RabbitMQ:
 
     def _on_publisher_closed(self, error: GridmeshError | None) -> None:
         publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.fail_all(error or Unavailable("the RabbitMQ publisher channel was closed; publish again"))
+        if publisher is None:
+            return  # closed while being set up: the code setting it up gets the error
+        publisher.fail_all(error or Unavailable("the RabbitMQ publisher channel was closed; publish again"))
         if self._closing or self._connection is None or not self._connection.is_open:
             return  # the connection handler takes over
         log.warning("RabbitMQ closed the publisher channel (%s); re-opening it", error)
@@ -457,14 +501,15 @@ class RabbitMQ:
         if connection is not self._connection:
             return
         self._connection = None
+        was_established, self._established = self._established, False
         if self._publisher is not None:
             self._publisher.fail_all(_error(reason, "publish"))
             self._publisher = None
         for consumer in list(self._consumers):
             consumer._end(_error(reason, f"consume {consumer.queue}"))
         self._consumers.clear()
-        if self._closing:
-            return
+        if self._closing or not was_established:
+            return  # closing on purpose, or lost while connecting: the connecting code retries
         level = logging.WARNING if isinstance(reason, ConnectionClosedByBroker) else logging.ERROR
         log.log(level, "lost the RabbitMQ connection to %s: %s; reconnecting", self._where, reason)
         self._notify(False)
@@ -691,7 +736,7 @@ class RabbitMQ:
         """Start consuming ``queue`` with at most ``prefetch`` unacknowledged
         deliveries in flight (see :class:`Consumer`). NotFound if the queue
         does not exist."""
-        consumer = Consumer(queue, on_message, on_closed)
+        consumer = Consumer(queue, prefetch, on_message, on_closed)
 
         def channel_closed(error: GridmeshError | None) -> None:
             self._consumers.discard(consumer)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
-from gridmesh.cli import mesh
+from google.protobuf import message
+
+from gridmesh.cli import mesh, tasks
+from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.errors import ConfigError, GridmeshError
+from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 
 Command = Callable[[MeshConfig, argparse.Namespace], int]
 
@@ -57,6 +63,200 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- task commands: each talks to the edge through a TaskClient ----------------------
+
+
+def _client(config: MeshConfig) -> TaskClient:
+    return TaskClient(f"{config.envoy.host}:{config.envoy.port}")
+
+
+def _emit(args: argparse.Namespace, msg: message.Message, text: str) -> None:
+    print(tasks.json_line(msg) if args.json else text, flush=True)
+
+
+def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
+    params = tasks.parse_params(args.params)
+    with _client(config) as client:
+        task = client.submit(
+            args.task_type,
+            params,
+            args.result_dir,
+            priority=args.priority,
+            idempotency_key=args.idempotency_key,
+            max_attempts=args.max_attempts,
+        )
+        _emit(args, task, tasks.submitted_line(task))
+        if not args.wait:
+            return 0
+        final = client.wait(task.task_id, timeout=args.timeout)
+        _emit(args, final, tasks.outcome_block(final))
+        return tasks.outcome_exit_code(final)
+
+
+def cmd_get(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        task = client.get(args.task_id)
+    _emit(args, task, tasks.task_block(task))
+    return 0
+
+
+def cmd_cancel(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        task = client.cancel(args.task_id)
+    _emit(args, task, tasks.submitted_line(task))
+    return 0
+
+
+def cmd_watch(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        events = client.watch(args.task_id) if args.task_id else client.watch_all(terminal_only=args.terminal_only)
+        last = None
+        with contextlib.closing(events):
+            for event in events:
+                last = event.task
+                if args.terminal_only and not is_terminal(event.task.state):
+                    continue
+                _emit(args, event, tasks.event_line(event))
+    return tasks.outcome_exit_code(last) if last is not None else 0
+
+
+def cmd_result(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        if args.info:
+            info = client.result_info(args.task_id)
+            _emit(args, info, tasks.result_info_block(info))
+        elif args.output and args.output != "-":
+            try:
+                download = client.result_to(args.task_id, args.output)
+            except OSError as e:
+                raise GridmeshError(f"cannot write {args.output}: {e.strerror or e}") from None
+            summary = {"task_id": args.task_id, "path": str(download.path)}
+            summary |= {"size_bytes": download.size_bytes, "sha256": download.sha256}
+            if args.json:
+                print(tasks.json_object(summary), flush=True)
+            else:
+                print(f"wrote {download.size_bytes} bytes to {download.path} (sha256 {download.sha256})", flush=True)
+        else:
+            out = sys.stdout.buffer
+            for chunk in client.iter_result(args.task_id):
+                out.write(chunk)
+            out.flush()
+    return 0
+
+
+def cmd_tasks(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        listed = client.list(state=args.state, task_type=args.type, page_size=min(args.limit, 100))
+        found = list(itertools.islice(listed, args.limit))
+    if args.json:
+        for task in found:
+            print(tasks.json_line(task))
+    else:
+        print(tasks.tasks_table(found))
+    return 0
+
+
+def cmd_task_types(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        types = client.task_types()
+    if args.json:
+        for info in types:
+            print(tasks.json_line(info))
+    else:
+        print(tasks.task_types_table(types))
+    return 0
+
+
+def cmd_workers(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        workers = client.workers()
+    if args.json:
+        for worker in workers:
+            print(tasks.json_line(worker))
+    else:
+        print(tasks.workers_table(workers, datetime.now(UTC)))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="one JSON object per line (proto field names) instead of text"
+    )
+    states = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
+
+    p = sub.add_parser(
+        "submit",
+        parents=[as_json],
+        help="submit a task",
+        description="Submit a task and print its id and state. With --wait, follow it to the end and print "
+        "how it ended (exit 0 if it SUCCEEDED, 1 if it FAILED or was CANCELLED); "
+        "with --json that is a second line, the final task.",
+    )
+    p.add_argument("task_type", metavar="TYPE", help="task type (see 'gridmesh task-types')")
+    p.add_argument("--params", default="{}", metavar="JSON", help="params as a JSON object (default {})")
+    p.add_argument("--result-dir", required=True, metavar="DIR", help="relative directory for the result")
+    p.add_argument("--priority", type=str.upper, choices=["LOW", "NORMAL", "HIGH"], default="NORMAL")
+    p.add_argument("--idempotency-key", default="", metavar="KEY", help="submitting KEY again answers the same task")
+    p.add_argument("--max-attempts", type=_positive_int, default=0, metavar="N", help="default: the Scheduler's")
+    p.add_argument("--wait", action="store_true", help="wait until the task has ended")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("get", parents=[as_json], help="show a task")
+    p.add_argument("task_id", metavar="ID")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser(
+        "watch",
+        parents=[as_json],
+        help="follow a task, or every task",
+        description="One line per task event. With ID, ends when the task has ended (exit 0 if it SUCCEEDED, "
+        "else 1); without, follows every task until Ctrl-C.",
+    )
+    p.add_argument("task_id", metavar="ID", nargs="?", default="")
+    p.add_argument("--terminal-only", action="store_true", help="only SUCCEEDED, FAILED and CANCELLED events")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser(
+        "result",
+        parents=[as_json],
+        help="fetch a task's result",
+        description="Write a task's stored result to stdout or, with -o, to FILE (--json then describes the "
+        "file written). --info shows where and what the result is instead.",
+    )
+    p.add_argument("task_id", metavar="ID")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (replaced only once complete)")
+    p.add_argument("--info", action="store_true", help="show path, size, sha256 and content type")
+    p.set_defaults(func=cmd_result)
+
+    p = sub.add_parser("cancel", parents=[as_json], help="cancel a queued or running task")
+    p.add_argument("task_id", metavar="ID")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("tasks", parents=[as_json], help="list tasks, newest first")
+    p.add_argument("--state", type=str.upper, choices=states, help="only tasks in this state")
+    p.add_argument("--type", metavar="TYPE", help="only tasks of this type")
+    p.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N tasks (default 50)")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("task-types", parents=[as_json], help="the task types the mesh runs")
+    p.set_defaults(func=cmd_task_types)
+
+    p = sub.add_parser("workers", parents=[as_json], help="the worker nodes and their slots")
+    p.set_defaults(func=cmd_workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridmesh", description="A gRPC mesh for compute tasks and replication.")
     parser.add_argument("--config", help="TOML config file (default: $GRIDMESH_CONFIG)")
@@ -78,20 +278,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--slots", type=int, default=None)
     p.set_defaults(func=cmd_worker_start)
+
+    _add_task_commands(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Runs one command and exits with its code; ``env`` defaults to ``os.environ``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(os.environ, args.config)
+        config = load_config(os.environ if env is None else env, args.config)
         if getattr(args, "workers", 1) < 0:
             raise ConfigError("--workers must be 0 or more")
         code = args.func(config, args)
     except GridmeshError as e:
         print(f"gridmesh: {e.message}", file=sys.stderr)
-        code = 2 if isinstance(e, ConfigError) else 1
+        code = 2 if isinstance(e, ConfigError | InvalidArgument) else 1
+    except TaskError as e:
+        print(tasks.error_line(e), file=sys.stderr)
+        code = tasks.error_exit_code(e)
+    except BrokenPipeError:
+        # The reader went away (e.g. `gridmesh watch | head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
     except KeyboardInterrupt:
         code = 130
     sys.exit(code)

@@ -334,7 +334,6 @@ class SchedulerCore:
             max_attempts=max_attempts,
             created_at=self._now(),
             seq=self._seq,
-            dispatch_priority=priority,
             idempotency_key=request.idempotency_key,
         )
         await self._store.insert(task.snapshot())
@@ -575,7 +574,7 @@ class SchedulerCore:
             retried = self._event(LifecycleKind.RETRIED, task, error=reason)
             task.attempt += 1
             task.state = TaskState.QUEUED
-            task.dispatch_priority = Priority.HIGH
+            task.priority = Priority.HIGH
             task.worker_id = ""
             task.fencing_token = 0
             task.started_at = None

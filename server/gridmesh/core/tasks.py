@@ -49,13 +49,12 @@ class Task:
     result_dir: str
     state: TaskState
     priority: Priority
+    """Dispatch priority: the submitted one (never UNSPECIFIED), HIGH after a silent retry."""
     attempt: int
     max_attempts: int
     created_at: datetime
     seq: int
     """Submission order; FIFO within a dispatch priority."""
-    dispatch_priority: Priority
-    """The priority the queue orders by: the submitted one, HIGH after a silent retry."""
     idempotency_key: str = ""
     worker_id: str = ""
     fencing_token: int = 0
@@ -91,7 +90,7 @@ class DispatchQueue:
             return
         self._pushes += 1
         self._current[task.task_id] = self._pushes
-        self._levels[task.dispatch_priority.effective()].append((task.task_id, self._pushes))
+        self._levels[task.priority.effective()].append((task.task_id, self._pushes))
 
     def discard(self, task_id: str) -> None:
         self._current.pop(task_id, None)

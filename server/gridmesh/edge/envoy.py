@@ -72,7 +72,30 @@ def _cluster(name: str, host: str, ports: list[int], health_service: str | None)
 
 def _route(prefix: str, cluster: str) -> dict[str, Any]:
     # timeout 0: watch streams and Consume stay open as long as the client wants.
-    return {"match": {"prefix": prefix}, "route": {"cluster": cluster, "timeout": "0s"}}
+    # Retries only where the backend surely did nothing: it could not be
+    # reached, refused the stream, or answered UNAVAILABLE (e.g. a standby
+    # Scheduler) — so during a fail-over calls reach the new leader.
+    return {
+        "match": {"prefix": prefix},
+        "route": {
+            "cluster": cluster,
+            "timeout": "0s",
+            "retry_policy": {
+                "retry_on": "connect-failure,refused-stream,unavailable",
+                "num_retries": 2,
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                            ".PreviousHostsPredicate"
+                        },
+                    }
+                ],
+                "host_selection_retry_max_attempts": 3,
+            },
+        },
+    }
 
 
 def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> dict[str, Any]:

@@ -420,13 +420,16 @@ class EventManager:
         return events
 
 
-def decode_event(message: Message) -> common_pb2.EntityEvent | None:
-    """The EntityEvent a message carries, or None (logged) if it is not one."""
+def decode_event(message: Message, into: common_pb2.EntityEvent | None = None) -> common_pb2.EntityEvent | None:
+    """The EntityEvent a message carries (parsed into ``into`` if given), or
+    None (logged) if it is not one."""
+    event = into if into is not None else common_pb2.EntityEvent()
     try:
-        return common_pb2.EntityEvent.FromString(message.body)
+        event.ParseFromString(message.body)
     except Exception:  # protobuf's DecodeError, or anything a foreign body makes it raise
         log.error("message %r is not an EntityEvent; dead-lettering it", message.message_id)
         return None
+    return event
 
 
 __all__ = ["EventManager", "PublishOutcome", "QueueStats", "decode_event"]

@@ -94,16 +94,13 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
                     if item.error is not None:
                         raise item.error
                     return
-                event = decode_event(item)
-                if event is None:
+                delivery = eventmanager_pb2.Delivery(
+                    delivery_id=item.delivery_tag, redelivered=item.redelivered, delivery_count=item.delivery_count
+                )
+                if not decode_event(item, into=delivery.event):
                     consumer.nack(item.delivery_tag, requeue=False)
                     continue
-                yield eventmanager_pb2.Delivery(
-                    delivery_id=item.delivery_tag,
-                    redelivered=item.redelivered,
-                    event=event,
-                    delivery_count=item.delivery_count,
-                )
+                yield delivery
         finally:
             settling.cancel()
             with contextlib.suppress(asyncio.CancelledError):

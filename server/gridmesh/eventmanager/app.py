@@ -81,9 +81,15 @@ class EventManagerProcess:
                 await self._health_task
             self._health_task = None
 
-    async def start(self) -> None:
-        """Start serving (for tests and embedding; :func:`serve` runs until a signal)."""
+    async def listen(self) -> None:
+        """Answer on the port: health NOT_SERVING and every call UNAVAILABLE
+        until :meth:`ready`."""
+        await self.host.set_serving(False)
         await self.host.server.start()
+
+    async def start(self) -> None:
+        """Listen and connect (for tests and embedding; :func:`serve` runs until a signal)."""
+        await self.listen()
         await self.ready()
 
     async def stop(self, grace_s: float = 5.0) -> None:
@@ -112,6 +118,7 @@ def build_server(config: MeshConfig) -> EventManagerProcess:
 
 async def serve(config: MeshConfig) -> None:
     process = build_server(config)
+    await process.host.set_serving(False)  # until ready() connected the adapters
     try:
         await serve_until_signal(process.host, ready=process.ready)
     except GridmeshError:
@@ -122,6 +129,9 @@ async def serve(config: MeshConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = load_config(os.environ)
     configure_logging(config.log_level)
+    # The RabbitMQ adapter reports connection trouble itself, once per
+    # attempt; pika's own ERROR lines about the same failure are noise.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         asyncio.run(serve(config))
     except GridmeshError as e:

@@ -28,7 +28,6 @@ MIGRATIONS = [
       result_dir VARCHAR(255) NOT NULL,
       state TINYINT NOT NULL,
       priority TINYINT NOT NULL,
-      dispatch_priority TINYINT NOT NULL,
       attempt INT NOT NULL,
       max_attempts INT NOT NULL,
       worker_id VARCHAR(255) NOT NULL DEFAULT '',
@@ -43,20 +42,20 @@ MIGRATIONS = [
       finished_at DATETIME(6) NULL,
       UNIQUE KEY uq_tasks_idempotency_key (idempotency_key),
       UNIQUE KEY uq_tasks_seq (seq),
-      KEY ix_tasks_dispatch (state, dispatch_priority, seq),
+      KEY ix_tasks_dispatch (state, priority, seq),
       KEY ix_tasks_type (task_type, state, seq)
     ) ENGINE=InnoDB
     """,
 ]
 
 _COLUMNS = (
-    "task_id, seq, task_type, params, result_dir, state, priority, dispatch_priority, attempt, max_attempts,"
+    "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
     " created_at, started_at, finished_at"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 19)})"
 _UPDATE = (
-    "UPDATE tasks SET state=%s, dispatch_priority=%s, attempt=%s, worker_id=%s, fencing_token=%s,"
+    "UPDATE tasks SET state=%s, priority=%s, attempt=%s, worker_id=%s, fencing_token=%s,"
     " result_path=%s, result_size_bytes=%s, result_sha256=%s, error=%s, started_at=%s, finished_at=%s"
     " WHERE task_id=%s"
 )
@@ -79,7 +78,6 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.result_dir,
         int(task.state),
         int(task.priority),
-        int(task.dispatch_priority),
         task.attempt,
         task.max_attempts,
         task.worker_id,
@@ -104,19 +102,18 @@ def _task(row: tuple[Any, ...]) -> Task:
         result_dir=row[4],
         state=TaskState(row[5]),
         priority=Priority(row[6]),
-        dispatch_priority=Priority(row[7]),
-        attempt=row[8],
-        max_attempts=row[9],
-        worker_id=row[10],
-        fencing_token=row[11],
-        result_path=row[12],
-        result_size_bytes=row[13],
-        result_sha256=row[14],
-        error=row[15],
-        idempotency_key=row[16] or "",
-        created_at=_aware(row[17]) or datetime.now(UTC),
-        started_at=_aware(row[18]),
-        finished_at=_aware(row[19]),
+        attempt=row[7],
+        max_attempts=row[8],
+        worker_id=row[9],
+        fencing_token=row[10],
+        result_path=row[11],
+        result_size_bytes=row[12],
+        result_sha256=row[13],
+        error=row[14],
+        idempotency_key=row[15] or "",
+        created_at=_aware(row[16]) or datetime.now(UTC),
+        started_at=_aware(row[17]),
+        finished_at=_aware(row[18]),
     )
 
 
@@ -144,7 +141,7 @@ class MySQLTaskStore(TaskStore):
     def save(self, task: Task) -> asyncio.Future[None]:
         args = (
             int(task.state),
-            int(task.dispatch_priority),
+            int(task.priority),
             task.attempt,
             task.worker_id,
             task.fencing_token,
@@ -165,7 +162,7 @@ class MySQLTaskStore(TaskStore):
     async def load_active(self) -> list[Task]:
         def work(cur: Cursor) -> list[Task]:
             cur.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE state IN (%s, %s) ORDER BY dispatch_priority DESC, seq",
+                f"SELECT {_COLUMNS} FROM tasks WHERE state IN (%s, %s) ORDER BY priority DESC, seq",
                 (int(TaskState.QUEUED), int(TaskState.RUNNING)),
             )
             return [_task(r) for r in cur.fetchall()]
@@ -243,7 +240,7 @@ class MemoryTaskStore(TaskStore):
 
     async def load_active(self) -> list[Task]:
         active = [t.snapshot() for t in self.rows.values() if t.state in (TaskState.QUEUED, TaskState.RUNNING)]
-        return sorted(active, key=lambda t: (-t.dispatch_priority, t.seq))
+        return sorted(active, key=lambda t: (-t.priority, t.seq))
 
     async def counters(self) -> tuple[int, int]:
         return max((t.seq for t in self.rows.values()), default=0), max(

@@ -30,6 +30,9 @@ from gridmesh.worker.pool import ProcessPool
 log = logging.getLogger(__name__)
 
 SERVICES = (worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name,)
+SHUTDOWN_DRAIN_S = 8.0
+"""On SIGTERM, running tasks get this long to finish; the rest are stopped
+(and retried elsewhere by the Scheduler)."""
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -120,7 +123,13 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
         await asyncio.to_thread(lifecycle.close)
         await asyncio.to_thread(zk.stop)
 
-    host.stop_taking_work.append(node.drain)
+    async def drain() -> None:
+        try:
+            await asyncio.wait_for(node.drain(), SHUTDOWN_DRAIN_S)
+        except TimeoutError:
+            log.warning("tasks still running after %.0f s; stopping them", SHUTDOWN_DRAIN_S)
+
+    host.stop_taking_work.append(drain)
     host.close_adapters.append(close_adapters)
     await serve_until_signal(host, ready=ready, stop=stop)
 

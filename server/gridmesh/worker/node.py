@@ -34,6 +34,7 @@ REPORT_ATTEMPTS = 8
 REPORT_DEADLINE_S = 120.0
 """How long a finished task's report is retried (a Scheduler failover takes a ZooKeeper session timeout)."""
 RPC_TIMEOUT_S = 10.0
+DEREGISTER_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -47,6 +48,8 @@ class RunningTask:
     started_at: datetime
     slot: Slot
     cancelled: bool = False
+    renewed_at: float = field(default_factory=time.monotonic)
+    """When a heartbeat last renewed this task's lease (monotonic)."""
 
 
 @dataclass
@@ -94,6 +97,7 @@ class WorkerNode:
         self._loops: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._lease_ttl_s = 10.0
         self._drained = asyncio.Event()
 
     # -- life -----------------------------------------------------------------
@@ -119,6 +123,8 @@ class WorkerNode:
                 response = await self._queue.RegisterWorker(request, timeout=RPC_TIMEOUT_S)
                 if response.heartbeat_interval_ms:
                     s.heartbeat_interval_s = response.heartbeat_interval_ms / 1000
+                if response.lease_ttl_ms:
+                    self._lease_ttl_s = response.lease_ttl_ms / 1000
                 log.info("registered as %s with the Scheduler at %s", s.worker_id, s.scheduler_addresses[self._current])
                 return
             except aio.AioRpcError as e:
@@ -140,7 +146,7 @@ class WorkerNode:
         await self._settle_reports()
         with contextlib.suppress(aio.AioRpcError):
             await self._queue.DeregisterWorker(
-                scheduler_pb2.DeregisterWorkerRequest(worker_id=self.settings.worker_id), timeout=RPC_TIMEOUT_S
+                scheduler_pb2.DeregisterWorkerRequest(worker_id=self.settings.worker_id), timeout=DEREGISTER_TIMEOUT_S
             )
         log.info("drained and deregistered")
         self._drained.set()
@@ -246,6 +252,10 @@ class WorkerNode:
             fencing_token=running.fencing_token,
             started_at=to_timestamp(running.started_at),
         )
+        if not await self._still_leased(running):
+            self.counters.lost_leases += 1
+            log.warning("task %s finished after its lease was lost; result dropped", running.task_id)
+            return
         if result.kind == "ok":
             stored = await self._store_result(running, result.payload)
             if stored is None:
@@ -260,6 +270,22 @@ class WorkerNode:
             self.counters.crashed += 1
             log.warning("task %s: %s", running.task_id, request.crash.reason)
         await self._report(request)
+
+    async def _still_leased(self, running: RunningTask) -> bool:
+        """Whether the lease may still be ours. Asked only when no heartbeat
+        got through for half a TTL (e.g. the node was stopped or cut off), so
+        a result whose lease expired is neither stored nor reported."""
+        if time.monotonic() - running.renewed_at < self._lease_ttl_s / 2:
+            return True
+        lease = scheduler_pb2.LeaseRef(task_id=running.task_id, fencing_token=running.fencing_token)
+        try:
+            response = await self._queue.Heartbeat(
+                scheduler_pb2.HeartbeatRequest(worker_id=self.settings.worker_id, leases=[lease]),
+                timeout=RPC_TIMEOUT_S,
+            )
+        except aio.AioRpcError:
+            return True  # cannot tell: the report will be refused if the lease is gone
+        return not any(lost.task_id == running.task_id for lost in response.lost)
 
     async def _store_result(self, running: RunningTask, content: bytes) -> scheduler_pb2.TaskSuccess | None:
         request = storekeeper_pb2.StoreResultRequest(
@@ -315,22 +341,26 @@ class WorkerNode:
             await asyncio.sleep(max(0.0, self.settings.heartbeat_interval_s - (time.monotonic() - started)))
 
     async def _heartbeat(self) -> None:
+        renewing = list(self.running.values())
         request = scheduler_pb2.HeartbeatRequest(
             worker_id=self.settings.worker_id,
-            leases=[
-                scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in self.running.values()
-            ],
+            leases=[scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in renewing],
             busy_slots=len(self.running),
             state=scheduler_pb2.DRAINING if self.draining else scheduler_pb2.ACTIVE,
         )
+        sent = time.monotonic()
         response = await self._queue.Heartbeat(request, timeout=RPC_TIMEOUT_S)
+        lost_ids = {lost.task_id for lost in response.lost}
+        for running in renewing:
+            if running.task_id not in lost_ids:
+                running.renewed_at = sent
         for lost in response.lost:
-            running = self.running.get(lost.task_id)
-            if running is not None and running.fencing_token == lost.fencing_token:
+            holder = self.running.get(lost.task_id)
+            if holder is not None and holder.fencing_token == lost.fencing_token:
                 log.warning("lease of task %s was lost: stopping it", lost.task_id)
                 self.counters.lost_leases += 1
-                running.cancelled = True
-                running.slot.kill()
+                holder.cancelled = True
+                holder.slot.kill()
         if response.reregister and not self.draining:
             await self._register()
 

@@ -1,0 +1,331 @@
+"""Submit, follow and fetch tasks: a thin, typed client of the ``Scheduler``
+and ``StoreKeeper`` services (SPEC §2), normally reached through the edge.
+
+One :class:`TaskClient` wraps one gRPC channel (sync ``grpcio``). Every
+method is one RPC (``list`` pages through several) and answers the
+generated protobuf messages unchanged, so what a caller reads is exactly
+the contract of ``protos/gridmesh/v1``. Every gRPC failure surfaces as a
+:class:`TaskError` carrying the status code's name and the server's
+message; the original :class:`grpc.RpcError` is its ``__cause__``.
+
+    with TaskClient() as client:                 # the edge, 127.0.0.1:8080
+        task = client.submit("word_count", {"text": "a b a"}, "demo")
+        done = client.wait(task.task_id, timeout=60)
+        data = client.result(done.task_id)
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from gridmesh.v1 import (
+    common_pb2,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+    storekeeper_pb2,
+    storekeeper_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "127.0.0.1:8080"
+"""The edge (Envoy) of a mesh started by ``gridmesh up`` with default settings."""
+
+DEFAULT_RPC_TIMEOUT_S = 30.0
+"""Deadline of each unary RPC unless the constructor says otherwise."""
+
+WAIT_RETRIES = 5
+"""How many times :meth:`TaskClient.wait` watches again after the watch broke
+off (``UNAVAILABLE``, e.g. a Scheduler failover) before giving up."""
+WAIT_BACKOFF_S = 0.2
+"""Pause before the first re-watch; doubled each time up to :data:`WAIT_BACKOFF_MAX_S`."""
+WAIT_BACKOFF_MAX_S = 3.0
+
+TERMINAL_STATES: frozenset[int] = frozenset({common_pb2.SUCCEEDED, common_pb2.FAILED, common_pb2.CANCELLED})
+"""Task states after which a task never changes again."""
+
+
+class TaskError(Exception):
+    """A call to the mesh failed.
+
+    ``code_name`` is the gRPC status code's name (``"NOT_FOUND"``,
+    ``"INVALID_ARGUMENT"``, ``"UNAVAILABLE"``, ``"DEADLINE_EXCEEDED"``, ...)
+    and ``message`` the server's explanation, shown to users as it is.
+    When the error came from gRPC, the :class:`grpc.RpcError` is the
+    exception's ``__cause__``.
+    """
+
+    def __init__(self, code_name: str, message: str) -> None:
+        super().__init__(f"{code_name}: {message}")
+        self.code_name = code_name
+        self.message = message
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> TaskError:
+        """The code and details of a failed call (``UNKNOWN`` if it has none)."""
+        code = error.code() if isinstance(error, grpc.Call) else None
+        details = error.details() if isinstance(error, grpc.Call) else None
+        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        return cls(name, details or str(error) or name)
+
+
+@dataclass(frozen=True)
+class Download:
+    """What :meth:`TaskClient.result_to` wrote."""
+
+    path: Path
+    """The file written."""
+    size_bytes: int
+    """Bytes written."""
+    sha256: str
+    """Hex SHA-256 of the bytes written (compare with ``Task.result_sha256``)."""
+
+
+def is_terminal(state: int) -> bool:
+    """True for ``SUCCEEDED``, ``FAILED`` and ``CANCELLED``."""
+    return state in TERMINAL_STATES
+
+
+class TaskClient:
+    """Client of the task API of one mesh.
+
+    ``target`` is ``host:port`` of the edge (or of a Scheduler and
+    StoreKeeper served on one address). Pass ``channel`` to reuse a channel
+    you own (``target`` is then ignored and :meth:`close` leaves it open).
+    ``rpc_timeout_s`` is the deadline of each unary call (``None`` = none);
+    streams (:meth:`watch`, :meth:`watch_all`, results) have no deadline.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.Channel | None = None,
+        rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
+    ) -> None:
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._timeout = rpc_timeout_s
+        self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
+        self._storekeeper = storekeeper_pb2_grpc.StoreKeeperStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel if this client opened it. Idempotent."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> TaskClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- tasks ----------------------------------------------------------------
+
+    def submit(
+        self,
+        task_type: str,
+        params: Mapping[str, Any],
+        result_dir: str,
+        *,
+        priority: str | int = "NORMAL",
+        idempotency_key: str = "",
+        max_attempts: int = 0,
+    ) -> common_pb2.Task:
+        """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
+
+        ``params`` must be JSON-like (dicts, lists, str, numbers, bools,
+        None). ``priority`` is ``"LOW"``, ``"NORMAL"`` or ``"HIGH"`` (or
+        the ``Priority`` enum value). Submitting the same non-empty
+        ``idempotency_key`` again answers the task it created the first
+        time. ``max_attempts`` 0 means the Scheduler's default. An unknown
+        type, params that do not fit it or an unsafe ``result_dir`` raise
+        :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
+        raises :class:`ValueError` before anything is sent.
+        """
+        struct = struct_pb2.Struct()
+        struct.update(dict(params))
+        request = scheduler_pb2.SubmitTaskRequest(
+            task_type=task_type,
+            params=struct,
+            result_dir=result_dir,
+            priority=_enum_value(common_pb2.Priority, priority, "priority"),  # type: ignore[arg-type]
+            idempotency_key=idempotency_key,
+            max_attempts=max_attempts,
+        )
+        return self._unary(self._scheduler.SubmitTask, request)
+
+    def get(self, task_id: str) -> common_pb2.Task:
+        """The task as it is now (``NOT_FOUND`` if there is no such task)."""
+        return self._unary(self._scheduler.GetTask, scheduler_pb2.GetTaskRequest(task_id=task_id))
+
+    def list(
+        self, state: str | int | None = None, task_type: str | None = None, page_size: int = 100
+    ) -> Iterator[common_pb2.Task]:
+        """Every task, newest first, optionally of one ``state`` (name or
+        enum value) and ``task_type``. Fetches pages of ``page_size`` lazily,
+        as the iteration goes."""
+        request = scheduler_pb2.ListTasksRequest(
+            state=_enum_value(common_pb2.TaskState, state or 0, "state"),  # type: ignore[arg-type]
+            task_type=task_type or "",
+            page_size=page_size,
+        )
+        while True:
+            page: scheduler_pb2.ListTasksResponse = self._unary(self._scheduler.ListTasks, request)
+            yield from page.tasks
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def cancel(self, task_id: str) -> common_pb2.Task:
+        """Cancels a ``QUEUED`` or ``RUNNING`` task; answers the task after the
+        change. A finished task raises ``FAILED_PRECONDITION``."""
+        return self._unary(self._scheduler.CancelTask, scheduler_pb2.CancelTaskRequest(task_id=task_id))
+
+    def watch(self, task_id: str) -> Generator[common_pb2.TaskEvent, None, None]:
+        """The task's current state, then every change; ends after a terminal
+        state. Closing the iterator early cancels the stream."""
+        return _stream(self._scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id)))
+
+    def watch_all(
+        self, task_ids: Iterable[str] = (), terminal_only: bool = False
+    ) -> Generator[common_pb2.TaskEvent, None, None]:
+        """Changes of the given tasks (none given = every task), only terminal
+        ones if ``terminal_only``. Named tasks' current states come first.
+        Never ends by itself: stop iterating (or ``close()`` it) to end it."""
+        request = scheduler_pb2.WatchTasksRequest(task_ids=builtins.list(task_ids), terminal_only=terminal_only)
+        return _stream(self._scheduler.WatchTasks(request))
+
+    def wait(self, task_id: str, timeout: float | None = None) -> common_pb2.Task:
+        """Blocks until the task is ``SUCCEEDED``, ``FAILED`` or ``CANCELLED``
+        and answers it then (a failed task is answered, not raised).
+
+        After ``timeout`` seconds raises :class:`TaskError`
+        ``DEADLINE_EXCEEDED``. A watch that breaks off (``UNAVAILABLE``, e.g.
+        while a standby Scheduler takes over) is opened again, at most
+        :data:`WAIT_RETRIES` times, backing off between tries.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        retries = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TaskError("DEADLINE_EXCEEDED", f"task {task_id} did not finish within {timeout} s")
+            call = self._scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id), timeout=remaining)
+            try:
+                with contextlib.closing(_stream(call)) as events:
+                    for event in events:
+                        if is_terminal(event.task.state):
+                            return event.task
+                broken = TaskError("UNAVAILABLE", f"the watch of task {task_id} ended before the task did")
+            except TaskError as e:
+                if e.code_name == "DEADLINE_EXCEEDED" and remaining is not None:
+                    raise TaskError("DEADLINE_EXCEEDED", f"task {task_id} did not finish within {timeout} s") from e
+                if e.code_name != "UNAVAILABLE":
+                    raise
+                broken = e
+            retries += 1
+            if retries > WAIT_RETRIES:
+                raise broken
+            pause = min(WAIT_BACKOFF_S * 2 ** (retries - 1), WAIT_BACKOFF_MAX_S)
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            log.warning("watching task %s again in %.1f s (%d/%d): %s", task_id, pause, retries, WAIT_RETRIES, broken)
+            time.sleep(pause)
+
+    # -- results ----------------------------------------------------------------
+
+    def iter_result(self, task_id: str) -> Iterator[bytes]:
+        """The stored result of a ``SUCCEEDED`` task, chunk by chunk as the
+        StoreKeeper streams it (``NOT_FOUND`` if nothing is stored)."""
+        for body in _stream(self._storekeeper.GetResult(storekeeper_pb2.GetResultRequest(task_id=task_id))):
+            if body.data:
+                yield body.data
+
+    def result(self, task_id: str) -> bytes:
+        """The whole stored result in memory; see :meth:`result_to` for big ones."""
+        return b"".join(self.iter_result(task_id))
+
+    def result_to(self, task_id: str, path: str | os.PathLike[str]) -> Download:
+        """Streams the stored result into the file ``path`` in bounded memory.
+
+        The bytes go to a temporary file next to ``path`` that replaces it
+        only once complete, so a failed download never leaves a partial or
+        clobbered file. Answers the size and SHA-256 of what was written.
+        """
+        target = Path(path)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with partial.open("xb") as f:
+                for chunk in self.iter_result(task_id):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            partial.replace(target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            raise
+        return Download(path=target, size_bytes=size, sha256=digest.hexdigest())
+
+    def result_info(self, task_id: str) -> storekeeper_pb2.ResultInfo:
+        """Where the result is stored, its size, SHA-256 and content type."""
+        return self._unary(self._storekeeper.GetResultInfo, storekeeper_pb2.GetResultInfoRequest(task_id=task_id))
+
+    # -- the mesh ---------------------------------------------------------------
+
+    def task_types(self) -> builtins.list[scheduler_pb2.TaskTypeInfo]:
+        """The task types the mesh runs, with a JSON Schema of their params."""
+        response = self._unary(self._scheduler.ListTaskTypes, scheduler_pb2.ListTaskTypesRequest())
+        return builtins.list(response.task_types)
+
+    def workers(self) -> builtins.list[scheduler_pb2.WorkerInfo]:
+        """The worker nodes the Scheduler knows, with their slots and state."""
+        response = self._unary(self._scheduler.ListWorkers, scheduler_pb2.ListWorkersRequest())
+        return builtins.list(response.workers)
+
+    def _unary(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise TaskError.from_rpc_error(e) from e
+
+
+def _stream(call: Any) -> Generator[Any, None, None]:
+    """The messages of a server stream; gRPC errors become :class:`TaskError`
+    and closing the iterator early cancels the call."""
+    try:
+        yield from call
+    except grpc.RpcError as e:
+        raise TaskError.from_rpc_error(e) from e
+    finally:
+        call.cancel()
+
+
+def _enum_value(enum: Any, value: str | int, field: str) -> int:
+    """The number of an enum value given by name (any case) or number."""
+    try:
+        if isinstance(value, str):
+            return int(enum.Value(value.upper()))
+        enum.Name(value)
+        return int(value)
+    except ValueError:
+        names = ", ".join(v.name for v in enum.DESCRIPTOR.values if v.number)
+        raise ValueError(f"{field} {value!r} is not one of {names}") from None

@@ -1,0 +1,268 @@
+"""SPEC §3 "Nothing accepted is lost": faults made by really killing or
+stopping processes of a real mesh — a task process, a whole worker node
+(kill -9 and SIGSTOP), the leading Scheduler, the Kafka broker.
+
+This module runs its own mesh: two worker nodes, a standby Scheduler, its
+own Kafka-protocol broker, and short leases (2 s) so expiries come quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from gridmesh.cli import backing, mesh, procs
+from gridmesh.config import MeshConfig, load_config
+from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.conftest import free_port, mesh_env
+from tests.helpers import http_json, wait_for
+
+SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
+
+
+def _two_free_ports() -> int:
+    while True:
+        base = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", base + 1))
+            except OSError:
+                continue
+            return base
+
+
+@dataclass
+class FaultMesh:
+    config: MeshConfig
+    env: dict[str, str]
+    edge: str
+
+    @property
+    def runs(self):
+        return mesh.run_dir(self.config)
+
+    def component(self, name: str) -> mesh.Component:
+        return next(c for c in mesh.components(self.config, 2, self.env) if c.name == name)
+
+    def pid(self, name: str) -> int:
+        pid = procs.alive(name, self.runs)
+        assert pid, f"{name} is not running"
+        return pid
+
+    def restart(self, name: str) -> None:
+        """Start ``name`` again if it is down and wait until it is healthy."""
+        component = self.component(name)
+        procs.stop(name, self.runs)
+        procs.start(component.spec, self.runs, mesh.log_dir(self.config))
+        procs.wait_until(lambda: mesh.component_healthy(self.config, component), 30, name)
+
+    def worker_status(self, name: str) -> worker_pb2.WorkerStatus:
+        with grpc.insecure_channel(self.component(name).address) as channel:
+            return worker_pb2_grpc.WorkerStub(channel).GetWorkerStatus(worker_pb2.GetWorkerStatusRequest(), timeout=5)
+
+    def leader(self) -> str | None:
+        for name in ("scheduler", "scheduler-standby"):
+            if grpc_health(self.component(name).address, "gridmesh.v1.Scheduler") == "SERVING":
+                return name
+        return None
+
+
+@pytest.fixture(scope="module")
+def fault_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultMesh]:
+    env = mesh_env(
+        tmp_path_factory.mktemp("faults"),
+        GRIDMESH_SCHEDULER_STANDBY_PORT=str(free_port()),
+        GRIDMESH_SCHEDULER_LEASE_TTL_S="2",
+        GRIDMESH_SCHEDULER_HEARTBEAT_INTERVAL_S="0.4",
+        GRIDMESH_ZOOKEEPER_SESSION_TIMEOUT_S="4",
+        GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        GRIDMESH_WORKER_BASE_PORT=str(_two_free_ports()),
+        GRIDMESH_WORKER_SLOTS="2",
+    )
+    config = load_config(env)
+    runs, logs = mesh.run_dir(config), mesh.log_dir(config)
+    runs.mkdir(parents=True)
+    logs.mkdir(parents=True)
+    try:
+        # A broker of our own, so that stopping it disturbs no other test.
+        kafka = backing.Kafka.from_config(config)
+        procs.start(kafka.spec(config), runs, logs)
+        procs.wait_until(kafka.probe, 30, "kafka")
+        mesh.up(config, workers=2, env=env, progress=lambda *_: None)
+        yield FaultMesh(config, env, f"{config.envoy.host}:{config.envoy.port}")
+    finally:
+        mesh.down(config, lambda *_: None)
+
+
+def submit(fm: FaultMesh, task_type: str, params: dict, **extra) -> str:
+    status, body = http_json(
+        fm.edge, "POST", "/v1/tasks", {"task_type": task_type, "params": params, "result_dir": "faults", **extra}
+    )
+    assert status == 200, body
+    return str(body["task_id"])
+
+
+def get(fm: FaultMesh, task_id: str) -> dict:
+    status, body = http_json(fm.edge, "GET", f"/v1/tasks/{task_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+def wait_terminal(fm: FaultMesh, task_id: str, timeout: float = 60) -> dict:
+    def ended() -> dict | None:
+        status, task = http_json(fm.edge, "GET", f"/v1/tasks/{task_id}")
+        # A 503 is fine while a Scheduler fails over; keep asking.
+        return task if status == 200 and task["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+    return wait_for(f"task {task_id} to end", ended, timeout)
+
+
+def running_on(fm: FaultMesh, task_id: str) -> tuple[str, worker_pb2.RunningTask] | None:
+    for name in ("worker-1", "worker-2"):
+        for running in fm.worker_status(name).running:
+            if running.task_id == task_id:
+                return name, running
+    return None
+
+
+class TerminalWatch:
+    """Collects every terminal notice the Scheduler sends for some tasks."""
+
+    def __init__(self, fm: FaultMesh, task_ids: list[str]) -> None:
+        self.channel = grpc.insecure_channel(fm.edge)
+        stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
+        self.call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_ids=task_ids, terminal_only=True))
+
+    def take(self, count: int) -> list[common_pb2.TaskEvent]:
+        events = []
+        for event in self.call:
+            events.append(event)
+            if len(events) == count:
+                break
+        return events
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+def test_kill_9_of_a_task_process_retries_it_silently_at_high_priority_and_it_succeeds(fault_mesh):
+    fm = fault_mesh
+    task_id = submit(fm, "sleep", {"ms": 1500})
+    watch = TerminalWatch(fm, [task_id])
+    try:
+        _, running = wait_for("the task to run", lambda: running_on(fm, task_id))
+        os.kill(running.pid, signal.SIGKILL)
+        (notice,) = watch.take(1)
+    finally:
+        watch.close()
+    # The only terminal notice is the success of the second attempt: no failure notice.
+    assert notice.task.state == SUCCEEDED
+    final = get(fm, task_id)
+    assert final["attempt"] == 2 and final["priority"] == "HIGH"
+
+
+def test_a_task_whose_process_always_dies_fails_after_max_attempts(fault_mesh):
+    fm = fault_mesh
+    task_id = submit(fm, "sleep", {"ms": 60_000}, max_attempts=2)
+    killed: set[int] = set()
+    for attempt in (1, 2):
+
+        def attempt_runs(n: int = attempt) -> tuple[str, worker_pb2.RunningTask] | None:
+            found = running_on(fm, task_id)
+            return found if found and found[1].pid not in killed and found[1].attempt == n else None
+
+        _, running = wait_for(f"attempt {attempt} to run", attempt_runs)
+        killed.add(running.pid)
+        os.kill(running.pid, signal.SIGKILL)
+    final = wait_terminal(fm, task_id)
+    assert final["state"] == "FAILED"
+    assert "each of its 2 attempts" in final["error"] and "SIGKILL" in final["error"]
+
+
+def test_kill_9_of_a_whole_worker_node_reruns_its_tasks_elsewhere_after_lease_expiry(fault_mesh):
+    fm = fault_mesh
+    ids = [submit(fm, "sleep", {"ms": 1500}) for _ in range(4)]
+    victim = wait_for("tasks on worker-1", lambda: [t for t in ids if (r := running_on(fm, t)) and r[0] == "worker-1"])
+    os.killpg(fm.pid("worker-1"), signal.SIGKILL)
+    try:
+        finals = {t: wait_terminal(fm, t) for t in ids}
+        assert all(f["state"] == "SUCCEEDED" for f in finals.values()), finals
+        for task_id in victim:
+            assert finals[task_id]["attempt"] == 2
+            assert finals[task_id]["worker_id"].endswith(str(fm.config.worker.base_port + 1))
+    finally:
+        fm.restart("worker-1")
+
+
+def test_a_node_stopped_past_its_leases_has_its_late_reports_refused_and_results_stored_once(fault_mesh):
+    fm = fault_mesh
+    ids = [submit(fm, "sleep", {"ms": 800}) for _ in range(4)]
+    victim = wait_for("tasks on worker-2", lambda: [t for t in ids if (r := running_on(fm, t)) and r[0] == "worker-2"])
+    before = fm.worker_status("worker-2").counters
+    os.killpg(fm.pid("worker-2"), signal.SIGSTOP)
+    try:
+        finals = {t: wait_terminal(fm, t) for t in ids}
+        stored = {t: http_json(fm.edge, "GET", f"/v1/results/{t}/info")[1] for t in victim}
+    finally:
+        os.killpg(fm.pid("worker-2"), signal.SIGCONT)
+    assert all(f["state"] == "SUCCEEDED" for f in finals.values())
+    assert all(finals[t]["attempt"] == 2 for t in victim)
+    # Once awake, the old holder learns its leases are gone and drops its results.
+    wait_for(
+        "worker-2 to notice its lost leases",
+        lambda: fm.worker_status("worker-2").counters.lost_leases >= before.lost_leases + len(victim),
+    )
+    after = fm.worker_status("worker-2").counters
+    assert after.succeeded == before.succeeded
+    for task_id in victim:
+        assert get(fm, task_id) == finals[task_id]
+        assert http_json(fm.edge, "GET", f"/v1/results/{task_id}/info")[1] == stored[task_id]
+
+
+def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accepted_task_completes(fault_mesh):
+    fm = fault_mesh
+    leader = wait_for("a leader", fm.leader)
+    ids = [submit(fm, "sleep", {"ms": 300}) for _ in range(12)]
+    os.killpg(fm.pid(leader), signal.SIGKILL)
+    try:
+        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
+        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
+        wait_for("the edge to follow it", lambda: http_json(fm.edge, "GET", "/v1/workers")[0] == 200)
+        ids += [submit(fm, "noop", {}) for _ in range(3)]
+        finals = {t: wait_terminal(fm, t, timeout=90) for t in ids}
+        assert all(f["state"] == "SUCCEEDED" for f in finals.values()), finals
+    finally:
+        fm.restart(leader)
+
+
+def test_a_scheduler_restart_with_tasks_queued_and_running_loses_none(fault_mesh):
+    fm = fault_mesh
+    ids = [submit(fm, "sleep", {"ms": 400}) for _ in range(10)]
+    leader = wait_for("a leader", fm.leader)
+    procs.stop(leader, fm.runs)  # SIGTERM: a clean restart
+    try:
+        finals = {t: wait_terminal(fm, t, timeout=90) for t in ids}
+        assert all(f["state"] == "SUCCEEDED" for f in finals.values()), finals
+    finally:
+        fm.restart(leader)
+
+
+def test_tasks_complete_while_the_kafka_broker_is_down(fault_mesh):
+    fm = fault_mesh
+    assert procs.stop("kafka", fm.runs)
+    try:
+        ids = [submit(fm, "noop", {}) for _ in range(5)]
+        finals = [wait_terminal(fm, t) for t in ids]
+        assert all(f["state"] == "SUCCEEDED" for f in finals)
+    finally:
+        kafka = backing.Kafka.from_config(fm.config)
+        procs.start(kafka.spec(fm.config), fm.runs, mesh.log_dir(fm.config))
+        procs.wait_until(kafka.probe, 30, "kafka")
