@@ -99,6 +99,7 @@ async def serve_until_signal(
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await host.set_serving(False)  # known to health checks from the first moment
     await host.server.start()
     if ready is not None:
         await ready()
