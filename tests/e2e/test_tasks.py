@@ -73,7 +73,7 @@ def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_f
 
 
 def test_each_builtin_type_runs_and_returns_its_result(edge):
-    cases = {
+    cases: dict[str, tuple[dict[str, object], object]] = {
         "noop": ({}, None),
         "echo": ({"a": [1, "b"]}, {"a": [1, "b"]}),
         "sleep": ({"ms": 10}, {"slept_ms": 10}),

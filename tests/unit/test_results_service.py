@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from gridmesh.core.errors import InvalidArgument, NotFound, ResourceExhausted
 from gridmesh.storekeeper.index import InMemoryResultIndex
 from gridmesh.storekeeper.service import ResultService
 
@@ -117,20 +117,6 @@ def test_concurrent_stores_of_one_task_leave_the_index_matching_the_file(tmp_pat
         assert stored.sha256 == hashlib.sha256(on_disk).hexdigest()
         assert stored.size_bytes == len(on_disk)
         assert len(h.service._locks) == 0  # no lock left behind
-
-    run(tmp_path, scenario)
-
-
-def test_a_task_keeps_one_result_dir(tmp_path):
-    task = _task()
-
-    async def scenario(h: Harness):
-        await h.service.store(task, "first", b"x")
-        with pytest.raises(FailedPrecondition) as e:
-            await h.service.store(task, "second", b"y")
-        assert "'first'" in e.value.message
-        assert h.files() == [f"first/{task}.json"]
-        assert (await h.service.info(task)).result_dir == "first"
 
     run(tmp_path, scenario)
 

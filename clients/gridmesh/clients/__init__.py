@@ -4,3 +4,23 @@ transactional outbox for publishers and the replica applier for subscribers."""
 from gridmesh.clients.tasks import DEFAULT_TARGET, TERMINAL_STATES, Download, TaskClient, TaskError, is_terminal
 
 __all__ = ["DEFAULT_TARGET", "TERMINAL_STATES", "Download", "TaskClient", "TaskError", "is_terminal"]
+
+# Event-driven replication: EventManager client, transactional outbox, replica applier.
+from gridmesh.clients.events import EventClient, EventError, EventStream, Operation, new_event, payload_dict
+from gridmesh.clients.outbox import Outbox, OutboxEntry, OutboxRelay
+from gridmesh.clients.replica import ApplierStats, ReplicaApplier, ReplicaTable
+
+__all__ += [
+    "ApplierStats",
+    "EventClient",
+    "EventError",
+    "EventStream",
+    "Operation",
+    "Outbox",
+    "OutboxEntry",
+    "OutboxRelay",
+    "ReplicaApplier",
+    "ReplicaTable",
+    "new_event",
+    "payload_dict",
+]

@@ -95,18 +95,22 @@ class PublishBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[PublishResult, _Mapping]]] = ...) -> None: ...
 
 class ConsumeStart(_message.Message):
-    __slots__ = ("subscriber", "prefetch")
+    __slots__ = ("subscriber", "prefetch", "max_batch")
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     subscriber: str
     prefetch: int
-    def __init__(self, subscriber: _Optional[str] = ..., prefetch: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, subscriber: _Optional[str] = ..., prefetch: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("delivery_id",)
+    __slots__ = ("delivery_id", "multiple")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLE_FIELD_NUMBER: _ClassVar[int]
     delivery_id: int
-    def __init__(self, delivery_id: _Optional[int] = ...) -> None: ...
+    multiple: bool
+    def __init__(self, delivery_id: _Optional[int] = ..., multiple: _Optional[bool] = ...) -> None: ...
 
 class Nack(_message.Message):
     __slots__ = ("delivery_id", "requeue")
@@ -137,6 +141,12 @@ class Delivery(_message.Message):
     event: _common_pb2.EntityEvent
     delivery_count: int
     def __init__(self, delivery_id: _Optional[int] = ..., redelivered: _Optional[bool] = ..., event: _Optional[_Union[_common_pb2.EntityEvent, _Mapping]] = ..., delivery_count: _Optional[int] = ...) -> None: ...
+
+class DeliveryBatch(_message.Message):
+    __slots__ = ("deliveries",)
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    deliveries: _containers.RepeatedCompositeFieldContainer[Delivery]
+    def __init__(self, deliveries: _Optional[_Iterable[_Union[Delivery, _Mapping]]] = ...) -> None: ...
 
 class GetQueueStatsRequest(_message.Message):
     __slots__ = ("subscriber",)

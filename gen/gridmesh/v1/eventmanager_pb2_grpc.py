@@ -66,6 +66,11 @@ class EventManagerStub:
                 request_serializer=gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_eventmanager__pb2.Delivery.FromString,
                 _registered_method=True)
+        self.ConsumeBatches = channel.stream_stream(
+                '/gridmesh.v1.EventManager/ConsumeBatches',
+                request_serializer=gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_eventmanager__pb2.DeliveryBatch.FromString,
+                _registered_method=True)
         self.GetQueueStats = channel.unary_unary(
                 '/gridmesh.v1.EventManager/GetQueueStats',
                 request_serializer=gridmesh_dot_v1_dot_eventmanager__pb2.GetQueueStatsRequest.SerializeToString,
@@ -119,6 +124,15 @@ class EventManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConsumeBatches(self, request_iterator, context):
+        """Consume, with the deliveries sent in batches: each DeliveryBatch holds
+        what was ready (at most ConsumeStart.max_batch). Same requests; one
+        Ack with multiple = true settles a whole batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetQueueStats(self, request, context):
         """Depth, consumers and dead letters of one subscriber's queue.
         """
@@ -165,6 +179,11 @@ def add_EventManagerServicer_to_server(servicer, server):
                     servicer.Consume,
                     request_deserializer=gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_eventmanager__pb2.Delivery.SerializeToString,
+            ),
+            'ConsumeBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.ConsumeBatches,
+                    request_deserializer=gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_eventmanager__pb2.DeliveryBatch.SerializeToString,
             ),
             'GetQueueStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueueStats,
@@ -339,6 +358,33 @@ class EventManager:
             '/gridmesh.v1.EventManager/Consume',
             gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.SerializeToString,
             gridmesh_dot_v1_dot_eventmanager__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsumeBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gridmesh.v1.EventManager/ConsumeBatches',
+            gridmesh_dot_v1_dot_eventmanager__pb2.ConsumeRequest.SerializeToString,
+            gridmesh_dot_v1_dot_eventmanager__pb2.DeliveryBatch.FromString,
             options,
             channel_credentials,
             insecure,

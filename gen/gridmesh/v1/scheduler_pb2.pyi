@@ -221,12 +221,14 @@ class RegisterWorkerResponse(_message.Message):
     def __init__(self, lease_ttl_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PullTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "credit")
+    __slots__ = ("worker_id", "credit", "reports")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     credit: int
-    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ...) -> None: ...
+    reports: _containers.RepeatedCompositeFieldContainer[ReportTaskRequest]
+    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("task", "fencing_token", "lease_expires_at")
@@ -239,12 +241,26 @@ class TaskAssignment(_message.Message):
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PullTasksResponse(_message.Message):
-    __slots__ = ("assignment", "cancel")
-    ASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
-    CANCEL_FIELD_NUMBER: _ClassVar[int]
-    assignment: TaskAssignment
-    cancel: LeaseRef
-    def __init__(self, assignment: _Optional[_Union[TaskAssignment, _Mapping]] = ..., cancel: _Optional[_Union[LeaseRef, _Mapping]] = ...) -> None: ...
+    __slots__ = ("assignments", "cancels", "report_results")
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    CANCELS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
+    cancels: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    report_results: _containers.RepeatedCompositeFieldContainer[ReportResult]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., report_results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
+
+class ReportResult(_message.Message):
+    __slots__ = ("task_id", "fencing_token", "code", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    fencing_token: int
+    code: int
+    message: str
+    def __init__(self, task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class LeaseRef(_message.Message):
     __slots__ = ("task_id", "fencing_token")

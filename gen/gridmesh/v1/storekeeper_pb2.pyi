@@ -33,6 +33,18 @@ class StoreResultResponse(_message.Message):
     sha256: str
     def __init__(self, path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
+class StoreResultsResponse(_message.Message):
+    __slots__ = ("task_id", "stored", "code", "error")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    stored: StoreResultResponse
+    code: int
+    error: str
+    def __init__(self, task_id: _Optional[str] = ..., stored: _Optional[_Union[StoreResultResponse, _Mapping]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
 class GetResultRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class StoreKeeperStub:
                 request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultResponse.FromString,
                 _registered_method=True)
+        self.StoreResults = channel.stream_stream(
+                '/gridmesh.v1.StoreKeeper/StoreResults',
+                request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
+                _registered_method=True)
         self.GetResult = channel.unary_stream(
                 '/gridmesh.v1.StoreKeeper/GetResult',
                 request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.GetResultRequest.SerializeToString,
@@ -62,6 +67,14 @@ class StoreKeeperServicer:
 
     def StoreResult(self, request, context):
         """Writes <root>/<result_dir>/<task_id>.json atomically (fsync) before answering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreResults(self, request_iterator, context):
+        """Many StoreResult calls on one stream (what worker nodes use): each
+        answer comes once that result is durable, in any order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +106,11 @@ def add_StoreKeeperServicer_to_server(servicer, server):
                     servicer.StoreResult,
                     request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultResponse.SerializeToString,
+            ),
+            'StoreResults': grpc.stream_stream_rpc_method_handler(
+                    servicer.StoreResults,
+                    request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.SerializeToString,
             ),
             'GetResult': grpc.unary_stream_rpc_method_handler(
                     servicer.GetResult,
@@ -137,6 +155,33 @@ class StoreKeeper:
             '/gridmesh.v1.StoreKeeper/StoreResult',
             gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
             gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreResults(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gridmesh.v1.StoreKeeper/StoreResults',
+            gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
+            gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

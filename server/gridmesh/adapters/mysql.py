@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pymysql
@@ -33,7 +34,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Cursor = pymysql.cursors.Cursor
-Work = Callable[[Cursor], Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One ``INSERT ... VALUES (...)`` (optionally ``ON DUPLICATE KEY UPDATE``)
+    with its values. All rows of one statement in a group are sent as one
+    multi-row statement, at the place of the first of them: one round trip
+    for the lot. So a row may run before units queued ahead of it — use
+    rows where that is harmless (an insert, then upserts of the same row).
+    Rows of one statement keep their order."""
+
+    sql: str
+    args: tuple[Any, ...]
+
+
+Work = Callable[[Cursor], Any] | Row
 
 CONNECT_TIMEOUT_S = 5
 MAX_RETRIES = 5
@@ -214,21 +230,8 @@ class GroupCommitter:
             try:
                 if self._conn is None:
                     self._conn = self._db.connect(self._db.database)
-                outcomes: list[tuple[bool, Any]] = []
                 with self._conn.cursor() as cur:
-                    for work, _ in group:
-                        try:
-                            outcomes.append((True, work(cur)))
-                        except pymysql.err.IntegrityError as e:
-                            outcomes.append((False, AlreadyExists(f"already stored: {e.args[-1]}")))
-                        except GridmeshError as e:
-                            outcomes.append((False, e))
-                        except _CONNECTION_ERRORS:
-                            raise
-                        except Exception as e:
-                            # A bug in the unit (bad SQL, a value the column refuses):
-                            # it fails alone; the writer thread must not die with it.
-                            outcomes.append((False, e))
+                    outcomes = self._apply(cur, [work for work, _ in group])
                 if all(ok for ok, _ in outcomes):
                     self._conn.commit()
                     self.commits += 1
@@ -240,6 +243,56 @@ class GroupCommitter:
                 self._conn = None
                 _backoff(attempt, e)
         return None
+
+    @classmethod
+    def _apply(cls, cur: Cursor, units: list[Work]) -> list[tuple[bool, Any]]:
+        """Run the units; rows of one statement go out as one statement, at the
+        place of the first of them (see :class:`Row`)."""
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(units)
+        rows: dict[str, list[int]] = {}
+        order: list[str | int] = []
+        for i, unit in enumerate(units):
+            if isinstance(unit, Row):
+                if unit.sql not in rows:
+                    rows[unit.sql] = []
+                    order.append(unit.sql)
+                rows[unit.sql].append(i)
+            else:
+                order.append(i)
+        for step in order:
+            if isinstance(step, int):
+                outcomes[step] = cls._unit(cur, units[step])  # type: ignore[arg-type]
+                continue
+            indexes = rows[step]
+            results = cls._rows(cur, [units[i].args for i in indexes], step)  # type: ignore[union-attr]
+            for i, result in zip(indexes, results, strict=True):
+                outcomes[i] = result
+        return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    def _unit(cur: Cursor, work: Callable[[Cursor], Any]) -> tuple[bool, Any]:
+        try:
+            return True, work(cur)
+        except pymysql.err.IntegrityError as e:
+            return False, AlreadyExists(f"already stored: {e.args[-1]}")
+        except GridmeshError as e:
+            return False, e
+        except _CONNECTION_ERRORS:
+            raise
+        except Exception as e:
+            # A bug in the unit (bad SQL, a value the column refuses):
+            # it fails alone; the writer thread must not die with it.
+            return False, e
+
+    @classmethod
+    def _rows(cls, cur: Cursor, rows: list[tuple[Any, ...]], sql: str) -> list[tuple[bool, Any]]:
+        if len(rows) > 1:
+            try:
+                cur.executemany(sql, rows)  # one multi-row statement
+                return [(True, None)] * len(rows)
+            except pymysql.err.IntegrityError:
+                pass  # the statement was rolled back whole: find the row at fault
+        return [cls._unit(cur, lambda c, r=r: c.execute(sql, r)) for r in rows]  # type: ignore[misc]
 
     @staticmethod
     def _resolve(group: list[tuple[Work, Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:

@@ -262,6 +262,8 @@ class Consumer:
         on_closed: Callable[[GridmeshError | None], None],
     ) -> None:
         self.queue = queue
+        self.prefetch = prefetch
+        """Unacknowledged deliveries the broker sends at most."""
         self._ack_batch = max(prefetch // 2, 1)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._on_message = on_message
@@ -312,9 +314,21 @@ class Consumer:
             return False  # settled before: acks and nacks are idempotent
         raise InvalidArgument(f"delivery id {delivery_tag} was not delivered on this stream", field="delivery_id")
 
-    def ack(self, delivery_tag: int) -> None:
+    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         """Acknowledge: the message is done and leaves the queue. Acking
-        twice is harmless; an id never delivered is InvalidArgument."""
+        twice is harmless; an id never delivered is InvalidArgument.
+        ``multiple`` also acknowledges every earlier unsettled delivery."""
+        if multiple:
+            if delivery_tag > self._last_tag:
+                self._settle(delivery_tag)  # raises: never delivered
+            earlier = [t for t in self._outstanding if t <= delivery_tag]
+            if not earlier:
+                return
+            self._require_open()
+            self._outstanding.difference_update(earlier)
+            self._to_ack.extend(earlier)
+            self._flush_acks()
+            return
         if self._settle(delivery_tag):
             self._require_open()
             self._to_ack.append(delivery_tag)

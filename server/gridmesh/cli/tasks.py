@@ -56,8 +56,21 @@ def parse_params(text: str) -> dict[str, Any]:
 def json_line(msg: message.Message) -> str:
     """One message as one line of JSON (proto field names, every field)."""
     return json_object(
-        json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        _integral(
+            json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+        )
     )
+
+
+def _integral(value: Any) -> Any:
+    # Struct numbers are doubles: print {"n": 1000}, not {"n": 1000.0}, as the edge does.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
 
 
 def json_object(value: dict[str, Any]) -> str:
@@ -228,13 +241,17 @@ def tasks_table(tasks: Iterable[common_pb2.Task]) -> str:
 
 def params_summary(schema: dict[str, Any]) -> str:
     """The params a JSON Schema allows, ``name: type`` each, optional ones
-    marked ``?``: ``text: string`` or ``ms?: integer, units?: integer``."""
+    marked ``?``, required ones first: ``text: string``,
+    ``ms?: integer, units?: integer``."""
     properties = schema.get("properties") or {}
     if not properties:
         return NOT_SET
-    required = set(schema.get("required") or ())
+    required = [str(name) for name in schema.get("required") or () if name in properties]
+    # A Struct keeps no key order: required params in the schema's order, then the others by name.
+    names = required + sorted(name for name in properties if name not in required)
     parts = []
-    for name, spec in properties.items():
+    for name in names:
+        spec = properties[name]
         kind = spec.get("type", "any") if isinstance(spec, dict) else "any"
         if isinstance(kind, list):
             kind = "|".join(str(k) for k in kind)

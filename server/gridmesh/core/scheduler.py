@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from gridmesh.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    GridmeshError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.names import check_result_dir, check_uuid
 from gridmesh.core.tasks import DispatchQueue, Priority, Task, TaskState
@@ -116,6 +123,15 @@ class CancelNotice:
 
 
 @dataclass(frozen=True)
+class ReportAck:
+    """The answer to a report made on a worker's pull stream."""
+
+    task_id: str
+    fencing_token: int
+    error: GridmeshError | None = None
+
+
+@dataclass(frozen=True)
 class Success:
     result_path: str
     result_size_bytes: int
@@ -148,7 +164,7 @@ class WorkerLink:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.credit = 0
-        self.outbox: asyncio.Queue[Assignment | CancelNotice | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Assignment | CancelNotice | ReportAck | None] = asyncio.Queue()
         """What to send the worker; None ends the stream."""
         self.closed = False
 
@@ -479,6 +495,8 @@ class SchedulerCore:
         worker.last_heartbeat = self._now()
         if state is WorkerState.DRAINING and worker.state is WorkerState.ACTIVE:
             log.info("worker %s is draining", worker_id)
+            if worker.link is not None:
+                worker.link.credit = 0
         worker.state = state if state is not WorkerState.UNSPECIFIED else WorkerState.ACTIVE
         return HeartbeatResult(lost, expires_wall)
 
@@ -511,6 +529,13 @@ class SchedulerCore:
         self._check_alive()
         task_id = check_uuid(task_id, "task_id")
         task = self._tasks.get(task_id)
+        if (
+            task is not None
+            and task.state in (TaskState.SUCCEEDED, TaskState.FAILED)
+            and task.fencing_token == token
+            and task.worker_id == worker_id
+        ):
+            return self._views.get(task_id, task).snapshot()  # the same report again (a lost answer)
         if task is None or task.state is not TaskState.RUNNING or task.fencing_token != token:
             state = task.state.name if task is not None else "unknown"
             raise FailedPrecondition(

@@ -79,6 +79,29 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[eventmanager_pb2.Delivery]:
         start = await _first(request_iterator)
+        async for batch in self._deliveries(request_iterator, start, max_batch=1):
+            for delivery in batch.deliveries:
+                yield delivery
+
+    async def ConsumeBatches(
+        self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[eventmanager_pb2.DeliveryBatch]:
+        start = await _first(request_iterator)
+        if start.max_batch < 0:
+            raise InvalidArgument(f"max_batch must be 0 or more, got {start.max_batch}", field="max_batch")
+        async for batch in self._deliveries(request_iterator, start, max_batch=start.max_batch):
+            yield batch
+
+    async def _deliveries(
+        self,
+        requests: AsyncIterator[eventmanager_pb2.ConsumeRequest],
+        start: eventmanager_pb2.ConsumeStart,
+        *,
+        max_batch: int,
+    ) -> AsyncIterator[eventmanager_pb2.DeliveryBatch]:
+        """The deliveries of one Consume stream, in batches of what was ready
+        together (at most ``max_batch``; 0 = the prefetch), while the
+        client's acks and nacks are applied alongside."""
         inbox: asyncio.Queue[Message | _End] = asyncio.Queue()
         consumer = await self._service.consume(
             start.subscriber,
@@ -86,21 +109,30 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
             on_message=inbox.put_nowait,
             on_closed=lambda error: inbox.put_nowait(_End(error)),
         )
-        settling = asyncio.create_task(_settle(request_iterator, consumer, inbox))
+        limit = max_batch or consumer.prefetch
+        settling = asyncio.create_task(_settle(requests, consumer, inbox))
         try:
             while True:
+                batch = eventmanager_pb2.DeliveryBatch()
                 item = await inbox.get()
-                if isinstance(item, _End):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                delivery = eventmanager_pb2.Delivery(
-                    delivery_id=item.delivery_tag, redelivered=item.redelivered, delivery_count=item.delivery_count
-                )
-                if not decode_event(item, into=delivery.event):
-                    consumer.nack(item.delivery_tag, requeue=False)
-                    continue
-                yield delivery
+                while True:
+                    if isinstance(item, _End):
+                        if len(batch.deliveries):
+                            yield batch
+                        if item.error is not None:
+                            raise item.error
+                        return
+                    delivery = batch.deliveries.add(
+                        delivery_id=item.delivery_tag, redelivered=item.redelivered, delivery_count=item.delivery_count
+                    )
+                    if not decode_event(item, into=delivery.event):
+                        del batch.deliveries[-1]
+                        consumer.nack(item.delivery_tag, requeue=False)
+                    if len(batch.deliveries) >= limit or inbox.empty():
+                        break
+                    item = inbox.get_nowait()
+                if len(batch.deliveries):
+                    yield batch
         finally:
             settling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -153,7 +185,7 @@ async def _settle(
         async for request in requests:
             kind = request.WhichOneof("kind")
             if kind == "ack":
-                consumer.ack(request.ack.delivery_id)
+                consumer.ack(request.ack.delivery_id, multiple=request.ack.multiple)
             elif kind == "nack":
                 consumer.nack(request.nack.delivery_id, requeue=request.nack.requeue)
             else:

@@ -12,12 +12,14 @@ from datetime import datetime
 
 from grpc import aio
 
-from gridmesh.core.errors import InvalidArgument, NotLeader, ResourceExhausted
+from gridmesh.core.errors import GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import (
     Assignment,
+    CancelNotice,
     Crash,
     Failure,
     Outcome,
+    ReportAck,
     SchedulerCore,
     SubmitRequest,
     Success,
@@ -27,6 +29,7 @@ from gridmesh.core.scheduler import (
 from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
+from gridmesh.grpc_support.errors import status_code
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 
@@ -221,14 +224,31 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
             return
         if not first.worker_id:
             raise InvalidArgument("the first PullTasksRequest must name worker_id", field="worker_id")
-        link = core.open_link(first.worker_id)
+        worker_id = first.worker_id
+        link = core.open_link(worker_id)
+        reports: set[asyncio.Task[None]] = set()
 
-        async def read_credit() -> None:
-            core.grant_credit(link, first.credit)
-            async for message in request_iterator:
+        async def answer(report: scheduler_pb2.ReportTaskRequest) -> None:
+            try:
+                await core.report(worker_id, report.task_id, report.fencing_token, _outcome(report))
+                link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token))
+            except GridmeshError as e:
+                link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token, e))
+
+        def take(message: scheduler_pb2.PullTasksRequest) -> None:
+            for report in message.reports:
+                job = asyncio.create_task(answer(report))
+                reports.add(job)
+                job.add_done_callback(reports.discard)
+            if message.credit:
                 core.grant_credit(link, message.credit)
 
-        reader = asyncio.create_task(read_credit())
+        async def read() -> None:
+            take(first)
+            async for message in request_iterator:
+                take(message)
+
+        reader = asyncio.create_task(read())
         try:
             while True:
                 getter = asyncio.ensure_future(link.outbox.get())
@@ -237,21 +257,13 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
                     getter.cancel()
                     reader.result()  # re-raise what ended the worker's side
                     return
-                item = getter.result()
-                if item is None:  # the link was closed: this Scheduler stepped down
+                items = [getter.result()]
+                while not link.outbox.empty():  # send everything pending in one message
+                    items.append(link.outbox.get_nowait())
+                response = _pull_response(items)
+                if response is None:  # the link was closed: this Scheduler stepped down
                     return
-                if isinstance(item, Assignment):
-                    yield scheduler_pb2.PullTasksResponse(
-                        assignment=scheduler_pb2.TaskAssignment(
-                            task=task_to_proto(item.task),
-                            fencing_token=item.fencing_token,
-                            lease_expires_at=to_timestamp(item.lease_expires_at),
-                        )
-                    )
-                else:
-                    yield scheduler_pb2.PullTasksResponse(
-                        cancel=scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token)
-                    )
+                yield response
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -275,18 +287,8 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
     async def ReportTask(
         self, request: scheduler_pb2.ReportTaskRequest, context: aio.ServicerContext
     ) -> scheduler_pb2.ReportTaskResponse:
-        kind = request.WhichOneof("outcome")
-        outcome: Outcome
-        if kind == "success":
-            s = request.success
-            outcome = Success(s.result_path, s.result_size_bytes, s.result_sha256)
-        elif kind == "failure":
-            outcome = Failure(request.failure.error)
-        elif kind in ("crash", "stopped"):
-            outcome = Crash(request.crash.reason if kind == "crash" else "the worker stopped the task")
-        else:
-            raise InvalidArgument("outcome is required: success, failure, crash or stopped", field="outcome")
-        task = await self._holder.get().report(request.worker_id, request.task_id, request.fencing_token, outcome)
+        core = self._holder.get()
+        task = await core.report(request.worker_id, request.task_id, request.fencing_token, _outcome(request))
         return scheduler_pb2.ReportTaskResponse(task=task_to_proto(task))
 
     async def DeregisterWorker(
@@ -294,3 +296,46 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
     ) -> scheduler_pb2.DeregisterWorkerResponse:
         self._holder.get().deregister(request.worker_id)
         return scheduler_pb2.DeregisterWorkerResponse()
+
+
+def _outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
+    kind = request.WhichOneof("outcome")
+    if kind == "success":
+        s = request.success
+        return Success(s.result_path, s.result_size_bytes, s.result_sha256)
+    if kind == "failure":
+        return Failure(request.failure.error)
+    if kind == "crash":
+        return Crash(request.crash.reason)
+    if kind == "stopped":
+        return Crash("the worker stopped the task")
+    raise InvalidArgument("outcome is required: success, failure, crash or stopped", field="outcome")
+
+
+def _pull_response(items: list[Assignment | CancelNotice | ReportAck | None]) -> scheduler_pb2.PullTasksResponse | None:
+    """One message for what the Scheduler has for the worker; None if the link closed."""
+    response = scheduler_pb2.PullTasksResponse()
+    for item in items:
+        if item is None:
+            return None
+        if isinstance(item, Assignment):
+            response.assignments.append(
+                scheduler_pb2.TaskAssignment(
+                    task=task_to_proto(item.task),
+                    fencing_token=item.fencing_token,
+                    lease_expires_at=to_timestamp(item.lease_expires_at),
+                )
+            )
+        elif isinstance(item, CancelNotice):
+            response.cancels.append(scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token))
+        else:
+            code = status_code(item.error).value[0] if item.error is not None else 0
+            response.report_results.append(
+                scheduler_pb2.ReportResult(
+                    task_id=item.task_id,
+                    fencing_token=item.fencing_token,
+                    code=code,
+                    message=item.error.message if item.error is not None else "",
+                )
+            )
+    return response

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL
+from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
 from gridmesh.core.scheduler import TaskStore
 from gridmesh.core.tasks import Priority, Task, TaskState
@@ -54,11 +54,22 @@ _COLUMNS = (
     " created_at, started_at, finished_at"
 )
 _INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 19)})"
-_UPDATE = (
-    "UPDATE tasks SET state=%s, priority=%s, attempt=%s, worker_id=%s, fencing_token=%s,"
-    " result_path=%s, result_size_bytes=%s, result_sha256=%s, error=%s, started_at=%s, finished_at=%s"
-    " WHERE task_id=%s"
+_MUTABLE = (
+    "state",
+    "priority",
+    "attempt",
+    "worker_id",
+    "fencing_token",
+    "result_path",
+    "result_size_bytes",
+    "result_sha256",
+    "error",
+    "started_at",
+    "finished_at",
 )
+# A save is an upsert of the whole row, so that a group of saves is one
+# multi-row statement (see adapters.mysql.Row).
+_SAVE = _INSERT + " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c}=VALUES({c})" for c in _MUTABLE)
 
 
 def _naive(value: datetime | None) -> datetime | None:
@@ -131,33 +142,10 @@ class MySQLTaskStore(TaskStore):
         self._db.close()
 
     async def insert(self, task: Task) -> None:
-        row = _row(task)
-
-        def work(cur: Cursor) -> None:
-            cur.execute(_INSERT, row)
-
-        await self._writer.run(work)
+        await asyncio.wrap_future(self._writer.submit(Row(_INSERT, _row(task))))
 
     def save(self, task: Task) -> asyncio.Future[None]:
-        args = (
-            int(task.state),
-            int(task.priority),
-            task.attempt,
-            task.worker_id,
-            task.fencing_token,
-            task.result_path,
-            task.result_size_bytes,
-            task.result_sha256,
-            task.error,
-            _naive(task.started_at),
-            _naive(task.finished_at),
-            task.task_id,
-        )
-
-        def work(cur: Cursor) -> None:
-            cur.execute(_UPDATE, args)
-
-        return asyncio.wrap_future(self._writer.submit(work))
+        return asyncio.wrap_future(self._writer.submit(Row(_SAVE, _row(task))))
 
     async def load_active(self) -> list[Task]:
         def work(cur: Cursor) -> list[Task]:

@@ -10,7 +10,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL
+from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.config import MySQLConfig
 from gridmesh.core.results import ResultKey, StoredResult
 
@@ -82,7 +82,7 @@ class MySQLResultIndex:
             result.content_type,
             _naive_utc(result.stored_at),
         )
-        await self._writer.run(lambda cur: cur.execute(_UPSERT, params))
+        await asyncio.wrap_future(self._writer.submit(Row(_UPSERT, params)))
 
     async def list(self, result_dir: str, after: ResultKey | None, limit: int) -> list[StoredResult]:
         where: list[str] = []

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import FailedPrecondition, NotFound
+from gridmesh.core.errors import NotFound
 from gridmesh.core.results import (
     CHUNK_BYTES,
     ResultPage,
@@ -81,13 +81,6 @@ class ResultService:
         """
         request = check_store_request(task_id, result_dir, content, content_type, max_bytes=self._max_result_bytes)
         async with self._locks.hold(request.task_id):
-            existing = await self._index.get(request.task_id)
-            if existing is not None and existing.result_dir != request.result_dir:
-                raise FailedPrecondition(
-                    f"the result of task {request.task_id} is stored in result_dir {existing.result_dir!r}; "
-                    f"a task keeps one result directory, so it cannot be stored in {request.result_dir!r}",
-                    field="result_dir",
-                )
             path, size, sha256 = await self._run(
                 self._files.write_atomic, request.result_dir, result_filename(request.task_id), request.content
             )

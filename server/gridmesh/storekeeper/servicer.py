@@ -4,14 +4,17 @@ status codes by the server's interceptor."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
 from google.api import httpbody_pb2
 from grpc import aio
 
+from gridmesh.core.errors import GridmeshError
 from gridmesh.core.results import StoredResult
 from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.grpc_support.errors import status_code
 from gridmesh.storekeeper.service import ResultService
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
 
@@ -25,6 +28,49 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
     ) -> storekeeper_pb2.StoreResultResponse:
         stored = await self._service.store(request.task_id, request.result_dir, request.content, request.content_type)
         return storekeeper_pb2.StoreResultResponse(path=stored.path, size_bytes=stored.size_bytes, sha256=stored.sha256)
+
+    async def StoreResults(
+        self, request_iterator: AsyncIterator[storekeeper_pb2.StoreResultRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[storekeeper_pb2.StoreResultsResponse]:
+        answers: asyncio.Queue[storekeeper_pb2.StoreResultsResponse | None] = asyncio.Queue()
+        stores: set[asyncio.Task[None]] = set()
+
+        async def store(request: storekeeper_pb2.StoreResultRequest) -> None:
+            try:
+                stored = await self._service.store(
+                    request.task_id, request.result_dir, request.content, request.content_type
+                )
+                answers.put_nowait(
+                    storekeeper_pb2.StoreResultsResponse(
+                        task_id=request.task_id,
+                        stored=storekeeper_pb2.StoreResultResponse(
+                            path=stored.path, size_bytes=stored.size_bytes, sha256=stored.sha256
+                        ),
+                    )
+                )
+            except GridmeshError as e:
+                answers.put_nowait(
+                    storekeeper_pb2.StoreResultsResponse(
+                        task_id=request.task_id, code=status_code(e).value[0], error=e.message
+                    )
+                )
+
+        async def read() -> None:
+            async for request in request_iterator:
+                job = asyncio.create_task(store(request))
+                stores.add(job)
+                job.add_done_callback(stores.discard)
+            if stores:
+                await asyncio.wait(stores)
+            answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            reader.result()
+        finally:
+            reader.cancel()
 
     async def GetResult(
         self, request: storekeeper_pb2.GetResultRequest, context: aio.ServicerContext

@@ -78,6 +78,62 @@ def _backoff(attempt: int) -> float:
     return float(min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt))
 
 
+class ResultUploader:
+    """Stores results through one long-lived StoreResults stream (cheaper
+    than a call per result); answers are matched by task id. When the stream
+    breaks, the stores in flight fail with its error and their callers retry
+    on a new stream (storing a result again is idempotent)."""
+
+    def __init__(self, stub: storekeeper_pb2_grpc.StoreKeeperStub) -> None:
+        self._stub = stub
+        self._answers: dict[str, asyncio.Future[storekeeper_pb2.StoreResultsResponse]] = {}
+        self._requests: asyncio.Queue[storekeeper_pb2.StoreResultRequest] = asyncio.Queue()
+        self._stream: asyncio.Task[None] | None = None
+
+    async def store(self, request: storekeeper_pb2.StoreResultRequest) -> storekeeper_pb2.StoreResultsResponse:
+        answer: asyncio.Future[storekeeper_pb2.StoreResultsResponse] = asyncio.get_running_loop().create_future()
+        self._answers[request.task_id] = answer
+        if self._stream is None or self._stream.done():
+            self._requests = asyncio.Queue()
+            self._stream = asyncio.create_task(self._run(self._requests))
+        self._requests.put_nowait(request)
+        try:
+            return await asyncio.wait_for(answer, RPC_TIMEOUT_S)
+        except TimeoutError:
+            raise aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                "no answer from the StoreKeeper",
+            ) from None
+        finally:
+            self._answers.pop(request.task_id, None)
+
+    async def _run(self, requests: asyncio.Queue[storekeeper_pb2.StoreResultRequest]) -> None:
+        async def outgoing() -> AsyncIterator[storekeeper_pb2.StoreResultRequest]:
+            while True:
+                yield await requests.get()
+
+        call = self._stub.StoreResults(outgoing())
+        try:
+            async for answer in call:
+                waiting = self._answers.get(answer.task_id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(answer)
+            error = aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, aio.Metadata(), aio.Metadata(), "the StoreKeeper ended the stream"
+            )
+        except aio.AioRpcError as e:
+            error = e
+        for waiting in self._answers.values():
+            if not waiting.done():
+                waiting.set_exception(error)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+
+
 class WorkerNode:
     def __init__(self, settings: NodeSettings, pool: ProcessPool, lifecycle: LifecycleLog) -> None:
         self.settings = settings
@@ -87,12 +143,16 @@ class WorkerNode:
         self._lifecycle = lifecycle
         self.running: dict[str, RunningTask] = {}
         self.draining = False
-        self._credit: asyncio.Queue[int] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[tuple[int, scheduler_pb2.ReportTaskRequest | None]] = asyncio.Queue()
+        """(credit, report) to send on the pull stream."""
+        self._unacked: dict[
+            tuple[str, int], tuple[scheduler_pb2.ReportTaskRequest, asyncio.Future[scheduler_pb2.ReportResult]]
+        ] = {}
         self._schedulers = [aio.insecure_channel(a, options=channel_options()) for a in settings.scheduler_addresses]
         self._current = 0
         self._queue = scheduler_pb2_grpc.WorkQueueStub(self._schedulers[0])
         self._store_channel = aio.insecure_channel(settings.storekeeper_address, options=channel_options())
-        self._store = storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel)
+        self._uploader = ResultUploader(storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel))
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -140,8 +200,8 @@ class WorkerNode:
             return
         self.draining = True
         log.info("draining: %d tasks still running", len(self.running))
-        for loop_task in self._loops[:1]:  # the pull loop
-            loop_task.cancel()
+        with contextlib.suppress(aio.AioRpcError):
+            await self._heartbeat()  # the Scheduler stops sending work at once
         await self._idle.wait()
         await self._settle_reports()
         with contextlib.suppress(aio.AioRpcError):
@@ -167,6 +227,7 @@ class WorkerNode:
             running.slot.kill()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        self._uploader.close()
         for channel in self._schedulers:
             await channel.close()
         await self._store_channel.close()
@@ -174,24 +235,40 @@ class WorkerNode:
 
     # -- pulling -----------------------------------------------------------------
 
-    async def _credit_stream(self) -> AsyncIterator[scheduler_pb2.PullTasksRequest]:
-        yield scheduler_pb2.PullTasksRequest(worker_id=self.settings.worker_id, credit=self._pool.free)
+    async def _outgoing_stream(self) -> AsyncIterator[scheduler_pb2.PullTasksRequest]:
+        """What the node tells the Scheduler on the pull stream: credit (free
+        slots) and reports. A new stream starts with every report not yet
+        answered, so none is lost when a stream breaks."""
+        yield scheduler_pb2.PullTasksRequest(
+            worker_id=self.settings.worker_id,
+            credit=0 if self.draining else self._pool.free,
+            reports=[request for request, _ in self._unacked.values()],
+        )
         while True:
-            credit = await self._credit.get()
-            yield scheduler_pb2.PullTasksRequest(credit=credit)
+            items = [await self._outgoing.get()]
+            while not self._outgoing.empty():  # whatever is pending goes in one message
+                items.append(self._outgoing.get_nowait())
+            yield scheduler_pb2.PullTasksRequest(
+                credit=sum(credit for credit, _ in items),
+                reports=[report for _, report in items if report is not None],
+            )
 
     async def _pull_loop(self) -> None:
         attempt = 0
-        while not self.draining:
-            self._credit = asyncio.Queue()
-            call = self._queue.PullTasks(self._credit_stream())
+        while True:
+            self._outgoing = asyncio.Queue()
+            call = self._queue.PullTasks(self._outgoing_stream())
             try:
                 async for response in call:
                     attempt = 0
-                    if response.HasField("assignment"):
-                        self._start(response.assignment)
-                    elif response.HasField("cancel"):
-                        self._cancel(response.cancel.task_id, response.cancel.fencing_token)
+                    for assignment in response.assignments:
+                        self._start(assignment)
+                    for cancel in response.cancels:
+                        self._cancel(cancel.task_id, cancel.fencing_token)
+                    for result in response.report_results:
+                        entry = self._unacked.get((result.task_id, result.fencing_token))
+                        if entry is not None and not entry[1].done():
+                            entry[1].set_result(result)
             except asyncio.CancelledError:
                 call.cancel()
                 raise
@@ -243,7 +320,7 @@ class WorkerNode:
             if not self.running:
                 self._idle.set()
             if not self.draining:
-                self._credit.put_nowait(1)
+                self._outgoing.put_nowait((1, None))
         if running.cancelled or result.kind == "stopped":
             return  # the Scheduler already ended the task
         request = scheduler_pb2.ReportTaskRequest(
@@ -288,47 +365,63 @@ class WorkerNode:
         return not any(lost.task_id == running.task_id for lost in response.lost)
 
     async def _store_result(self, running: RunningTask, content: bytes) -> scheduler_pb2.TaskSuccess | None:
+        """Store the result durably; None if it cannot be (then the task is
+        reported failed, or left to its lease expiry)."""
         request = storekeeper_pb2.StoreResultRequest(
             task_id=running.task_id, result_dir=running.result_dir, content=content, content_type="application/json"
         )
         for attempt in range(REPORT_ATTEMPTS):
             try:
-                stored = await self._store.StoreResult(request, timeout=RPC_TIMEOUT_S)
+                answer = await self._uploader.store(request)
+            except aio.AioRpcError as e:
+                log.warning("storing the result of %s failed (%s); retrying", running.task_id, e.details())
+                await asyncio.sleep(_backoff(attempt + 3))
+                continue
+            if answer.code == grpc.StatusCode.OK.value[0]:
+                stored = answer.stored
                 return scheduler_pb2.TaskSuccess(
                     result_path=stored.path, result_size_bytes=stored.size_bytes, result_sha256=stored.sha256
                 )
-            except aio.AioRpcError as e:
-                if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                    await self._report(
-                        scheduler_pb2.ReportTaskRequest(
-                            worker_id=self.settings.worker_id,
-                            task_id=running.task_id,
-                            fencing_token=running.fencing_token,
-                            failure=scheduler_pb2.TaskFailure(error=f"the result could not be stored: {e.details()}"),
-                        )
+            if answer.code in (grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]):
+                await self._report(
+                    scheduler_pb2.ReportTaskRequest(
+                        worker_id=self.settings.worker_id,
+                        task_id=running.task_id,
+                        fencing_token=running.fencing_token,
+                        failure=scheduler_pb2.TaskFailure(error=f"the result could not be stored: {answer.error}"),
                     )
-                    return None
-                log.warning("storing the result of %s failed (%s); retrying", running.task_id, e.details())
-                await asyncio.sleep(_backoff(attempt + 3))
+                )
+                return None
+            log.warning("storing the result of %s failed (%s); retrying", running.task_id, answer.error)
+            await asyncio.sleep(_backoff(attempt + 3))
         log.error("giving up storing the result of %s; its lease will expire and it will run again", running.task_id)
         return None
 
     async def _report(self, request: scheduler_pb2.ReportTaskRequest) -> None:
+        """Report on the pull stream and wait for the answer; retried (also
+        across reconnects and fail-overs) until answered or the deadline."""
+        key = (request.task_id, request.fencing_token)
         deadline = time.monotonic() + REPORT_DEADLINE_S
         attempt = 0
         while time.monotonic() < deadline:
+            answer: asyncio.Future[scheduler_pb2.ReportResult] = asyncio.get_running_loop().create_future()
+            self._unacked[key] = (request, answer)
+            self._outgoing.put_nowait((0, request))
             try:
-                await self._queue.ReportTask(request, timeout=RPC_TIMEOUT_S)
+                result = await asyncio.wait_for(answer, max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            finally:
+                self._unacked.pop(key, None)
+            if result.code == grpc.StatusCode.OK.value[0]:
                 return
-            except aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                    self.counters.lost_leases += 1
-                    log.warning("report on task %s refused: %s", request.task_id, e.details())
-                    return
-                if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    self._next_scheduler()
-                await asyncio.sleep(_backoff(attempt + 2))
-                attempt += 1
+            if result.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+                self.counters.lost_leases += 1
+                log.warning("report on task %s refused: %s", request.task_id, result.message)
+                return
+            log.warning("report on task %s failed (%s); retrying", request.task_id, result.message)
+            await asyncio.sleep(_backoff(attempt + 2))
+            attempt += 1
         log.error("giving up reporting task %s; its lease will expire and it will run again", request.task_id)
 
     # -- heartbeats ---------------------------------------------------------------

@@ -1,0 +1,314 @@
+"""Publish entity events and consume a subscriber's queue: a thin, typed
+client of the ``EventManager`` service (SPEC §2), normally reached through
+the edge.
+
+One :class:`EventClient` wraps one gRPC channel (sync ``grpcio``). Unary
+methods answer the generated protobuf messages unchanged; every gRPC
+failure surfaces as an :class:`EventError` carrying the status code's name
+and the server's message (the :class:`grpc.RpcError` is its ``__cause__``).
+
+:meth:`EventClient.consume` opens a ``ConsumeBatches`` stream: iterate an
+:class:`EventStream` for deliveries (or :meth:`EventStream.batches` for
+what arrived together) and settle them with :meth:`EventStream.ack` /
+:meth:`EventStream.nack`; one cumulative ack settles a whole batch.
+
+    with EventClient() as events:                        # the edge, 127.0.0.1:8080
+        events.subscribe("orders", "customers", "customer")
+        events.publish(new_event("customers", "customer", "c-1", Operation.CREATE, 1, {"name": "Ada"}))
+        with events.consume("orders") as stream:
+            for delivery in stream:
+                print(delivery.event.entity_id, delivery.event.version)
+                stream.ack(delivery.delivery_id)
+                break
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import queue
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+
+from gridmesh.core.replication import Operation
+from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "127.0.0.1:8080"
+"""The edge (Envoy) of a mesh started by ``gridmesh up`` with default settings."""
+DEFAULT_RPC_TIMEOUT_S = 30.0
+"""Deadline of each unary RPC unless the constructor says otherwise."""
+DEFAULT_PREFETCH = 256
+"""Unacknowledged deliveries in flight on a stream opened by :meth:`EventClient.consume`."""
+PUBLISH_BATCH_LIMIT = 10_000
+"""Most events one PublishBatch call carries (the EventManager's limit)."""
+
+T = TypeVar("T")
+EM = eventmanager_pb2
+
+
+class EventError(Exception):
+    """A call to the EventManager failed.
+
+    ``code_name`` is the gRPC status code's name (``"INVALID_ARGUMENT"``,
+    ``"NOT_FOUND"``, ``"UNAVAILABLE"``, ...) and ``message`` the server's
+    explanation. :attr:`retryable` says whether the same call may succeed
+    later (the server or a backing service was unreachable).
+    """
+
+    RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"})
+
+    def __init__(self, code_name: str, message: str) -> None:
+        super().__init__(f"{code_name}: {message}")
+        self.code_name = code_name
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.code_name in self.RETRYABLE
+
+    @classmethod
+    def from_rpc_error(cls, error: grpc.RpcError) -> EventError:
+        code = error.code() if isinstance(error, grpc.Call) else None
+        details = error.details() if isinstance(error, grpc.Call) else None
+        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        return cls(name, details or str(error) or name)
+
+
+def new_event(
+    publisher: str,
+    entity_type: str,
+    entity_id: str,
+    operation: Operation | int | str,
+    version: int,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> common_pb2.EntityEvent:
+    """An :class:`EntityEvent` with a fresh UUID ``event_id`` (unless given).
+
+    ``operation`` is an :class:`Operation`, its value or its name
+    (``"CREATE"``); ``payload`` is the whole entity after the change (JSON-
+    like values), empty for DELETE.
+    """
+    event = common_pb2.EntityEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        publisher=publisher,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        operation=_operation(operation),  # type: ignore[arg-type]
+        version=version,
+    )
+    if payload:
+        event.payload.update(dict(payload))
+    event.occurred_at.FromDatetime(occurred_at or datetime.now(UTC))
+    return event
+
+
+def _operation(value: Operation | int | str) -> int:
+    if isinstance(value, str):
+        try:
+            return int(Operation[value.upper()])
+        except KeyError:
+            raise ValueError(f"operation {value!r} is not one of CREATE, UPDATE, DELETE") from None
+    return int(Operation(value))
+
+
+def payload_dict(event: common_pb2.EntityEvent) -> dict[str, Any]:
+    """The event's payload as plain Python values (integral numbers as int)."""
+    value: dict[str, Any] = _integral(json_format.MessageToDict(event.payload))
+    return value
+
+
+def _integral(value: Any) -> Any:
+    # Struct carries every number as a double; give integral ones back as int.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+class EventStream:
+    """One open ``ConsumeBatches`` stream of a subscriber (see
+    :meth:`EventClient.consume`). Not thread-safe for iteration; :meth:`ack`,
+    :meth:`nack` and :meth:`close` may be called from any thread.
+
+    Deliveries not acknowledged when the stream ends go back to the queue
+    and are delivered again (``redelivered`` true).
+    """
+
+    def __init__(self, stub: eventmanager_pb2_grpc.EventManagerStub, start: eventmanager_pb2.ConsumeStart) -> None:
+        self.subscriber = start.subscriber
+        self._requests: queue.SimpleQueue[eventmanager_pb2.ConsumeRequest | None] = queue.SimpleQueue()
+        self._requests.put(EM.ConsumeRequest(start=start))
+        self._call = stub.ConsumeBatches(iter(self._requests.get, None))
+        self._closed = False
+
+    def batches(self) -> Iterator[list[eventmanager_pb2.Delivery]]:
+        """Deliveries in the batches the server sent them (what was ready
+        together), until the stream ends: after :meth:`close` quietly, else
+        with :class:`EventError` (e.g. ``UNAVAILABLE`` when the EventManager
+        went away)."""
+        try:
+            for batch in self._call:
+                yield builtins.list(batch.deliveries)
+        except grpc.RpcError as e:
+            if self._closed and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise EventError.from_rpc_error(e) from e
+
+    def __iter__(self) -> Iterator[eventmanager_pb2.Delivery]:
+        for batch in self.batches():
+            yield from batch
+
+    def ack(self, delivery_id: int, *, multiple: bool = False) -> None:
+        """The delivery is done (applied): it leaves the queue. ``multiple``
+        also acknowledges every earlier delivery of this stream."""
+        self._send(EM.ConsumeRequest(ack=EM.Ack(delivery_id=delivery_id, multiple=multiple)))
+
+    def nack(self, delivery_id: int, *, requeue: bool = True) -> None:
+        """Give the delivery back: ``requeue`` delivers it again (it counts
+        towards the dead-letter limit), else it goes to the dead-letter queue."""
+        self._send(EM.ConsumeRequest(nack=EM.Nack(delivery_id=delivery_id, requeue=requeue)))
+
+    def _send(self, request: eventmanager_pb2.ConsumeRequest) -> None:
+        if self._closed:
+            raise EventError("CANCELLED", "the stream is closed; its unacknowledged deliveries are redelivered")
+        self._requests.put(request)
+
+    def close(self) -> None:
+        """End the stream (unacknowledged deliveries are redelivered). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._requests.put(None)
+            self._call.cancel()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class EventClient:
+    """Client of one mesh's EventManager.
+
+    ``target`` is ``host:port`` of the edge or of an EventManager. Pass
+    ``channel`` to reuse a channel you own (``target`` is then ignored and
+    :meth:`close` leaves it open). ``rpc_timeout_s`` is the deadline of each
+    unary call; consume streams have none.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.Channel | None = None,
+        rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
+    ) -> None:
+        self.target = target
+        self._owns_channel = channel is None
+        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._timeout = rpc_timeout_s
+        self._stub = eventmanager_pb2_grpc.EventManagerStub(self._channel)
+
+    def close(self) -> None:
+        """Closes the channel if this client opened it. Idempotent."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> EventClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unary(self, method: Callable[..., T], request: Any) -> T:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as e:
+            raise EventError.from_rpc_error(e) from e
+
+    # -- subscriptions ----------------------------------------------------------
+
+    def subscribe(
+        self, subscriber: str, publisher: str, entity_type: str, *, snapshot: bool = False
+    ) -> eventmanager_pb2.Subscription:
+        """Route ``publisher``'s ``entity_type`` events to ``subscriber``'s
+        queue. Idempotent: subscribing again answers the same subscription."""
+        request = EM.SubscribeRequest(
+            subscriber=subscriber, publisher=publisher, entity_type=entity_type, snapshot=snapshot
+        )
+        return self._unary(self._stub.Subscribe, request)
+
+    def unsubscribe(self, subscriber: str, publisher: str, entity_type: str) -> None:
+        """Stop routing (the queue and what it holds stay); ``NOT_FOUND`` if
+        there is no such subscription."""
+        request = EM.UnsubscribeRequest(subscriber=subscriber, publisher=publisher, entity_type=entity_type)
+        self._unary(self._stub.Unsubscribe, request)
+
+    def list(self, *, publisher: str = "", subscriber: str = "") -> builtins.list[eventmanager_pb2.Subscription]:
+        """Subscriptions, filtered by publisher and/or subscriber (empty = any)."""
+        request = EM.ListSubscriptionsRequest(publisher=publisher, subscriber=subscriber)
+        response: eventmanager_pb2.ListSubscriptionsResponse = self._unary(self._stub.ListSubscriptions, request)
+        return builtins.list(response.subscriptions)
+
+    def queue_stats(self, subscriber: str) -> eventmanager_pb2.QueueStats:
+        """Ready events, consumers and dead letters of ``subscriber``'s queue."""
+        return self._unary(self._stub.GetQueueStats, EM.GetQueueStatsRequest(subscriber=subscriber))
+
+    def dead_letters(self, subscriber: str, max_events: int = 0) -> builtins.list[common_pb2.EntityEvent]:
+        """The oldest events of ``subscriber``'s dead-letter queue (left there)."""
+        request = EM.ListDeadLettersRequest(subscriber=subscriber, max=max_events)
+        response: eventmanager_pb2.ListDeadLettersResponse = self._unary(self._stub.ListDeadLetters, request)
+        return builtins.list(response.events)
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(self, event: common_pb2.EntityEvent) -> eventmanager_pb2.PublishResponse:
+        """Publish one event; answers once RabbitMQ confirmed it durable, with
+        the subscribers it was routed to. A malformed event raises
+        ``INVALID_ARGUMENT`` naming the field."""
+        return self._unary(self._stub.Publish, event)
+
+    def publish_batch(self, events: Sequence[common_pb2.EntityEvent]) -> builtins.list[eventmanager_pb2.PublishResult]:
+        """Publish events in order, :data:`PUBLISH_BATCH_LIMIT` per call; one
+        result per event (``code`` 0 = confirmed, else why not)."""
+        results: builtins.list[eventmanager_pb2.PublishResult] = []
+        for i in range(0, len(events), PUBLISH_BATCH_LIMIT):
+            request = EM.PublishBatchRequest(events=events[i : i + PUBLISH_BATCH_LIMIT])
+            response: eventmanager_pb2.PublishBatchResponse = self._unary(self._stub.PublishBatch, request)
+            results.extend(response.results)
+        return results
+
+    # -- consuming ----------------------------------------------------------------
+
+    def consume(self, subscriber: str, *, prefetch: int = DEFAULT_PREFETCH, max_batch: int = 0) -> EventStream:
+        """Open a stream of ``subscriber``'s deliveries, shared with its other
+        consumers (each event goes to one of them). At most ``prefetch``
+        deliveries are unacknowledged at a time; ``max_batch`` caps a batch
+        (0 = up to ``prefetch``). Errors (``NOT_FOUND`` for a subscriber
+        that never subscribed) surface when the stream is iterated."""
+        start = EM.ConsumeStart(subscriber=subscriber, prefetch=prefetch, max_batch=max_batch)
+        return EventStream(self._stub, start)
+
+
+__all__ = [
+    "DEFAULT_PREFETCH",
+    "EventClient",
+    "EventError",
+    "EventStream",
+    "Operation",
+    "new_event",
+    "payload_dict",
+]
