@@ -244,26 +244,25 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
                 core.grant_credit(link, message.credit)
 
         async def read() -> None:
-            take(first)
-            async for message in request_iterator:
-                take(message)
+            try:
+                take(first)
+                async for message in request_iterator:
+                    take(message)
+            finally:
+                link.close()  # the worker went away: end the sending side too
 
         reader = asyncio.create_task(read())
         try:
             while True:
-                getter = asyncio.ensure_future(link.outbox.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    reader.result()  # re-raise what ended the worker's side
-                    return
-                items = [getter.result()]
+                items = [await link.outbox.get()]
                 while not link.outbox.empty():  # send everything pending in one message
                     items.append(link.outbox.get_nowait())
                 response = _pull_response(items)
-                if response is None:  # the link was closed: this Scheduler stepped down
-                    return
+                if response is None:  # the link was closed (worker gone, or this Scheduler stepped down)
+                    break
                 yield response
+            if reader.done():
+                reader.result()  # re-raise what ended the worker's side, if anything
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

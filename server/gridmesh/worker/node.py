@@ -2,8 +2,8 @@
 to its free slots, runs each task in one process of its pool, stores the
 result through the StoreKeeper and only then reports success.
 
-Concurrency: everything here runs on the asyncio loop except
-:meth:`Slot.run`, which blocks one thread of a small executor per slot.
+Concurrency: everything here runs on the asyncio loop; a task process's
+answer is awaited as its pipe becoming readable (:meth:`Slot.run`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -139,7 +138,6 @@ class WorkerNode:
         self.settings = settings
         self.counters = settings.counters
         self._pool = pool
-        self._executor = ThreadPoolExecutor(len(pool.slots), thread_name_prefix="task-slot")
         self._lifecycle = lifecycle
         self.running: dict[str, RunningTask] = {}
         self.draining = False
@@ -231,7 +229,6 @@ class WorkerNode:
         for channel in self._schedulers:
             await channel.close()
         await self._store_channel.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- pulling -----------------------------------------------------------------
 
@@ -311,9 +308,8 @@ class WorkerNode:
 
     async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
         self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, running.slot.run, running.task_type, params)
+            result = await running.slot.run(running.task_type, params)
         finally:
             self._pool.release(running.slot)
             del self.running[running.task_id]

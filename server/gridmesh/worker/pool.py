@@ -2,14 +2,15 @@
 
 Each :class:`Slot` owns one long-lived child process (started from a
 forkserver, so the node's gRPC threads are never forked) and talks to it over
-a pipe. :meth:`Slot.run` blocks its calling thread until the child answers or
-dies: a dead child (crash, ``kill -9``, OOM) is seen at once as EOF on the
-pipe, reported as a crash, and replaced by a fresh process for the next task.
+a pipe. :meth:`Slot.run` awaits the child's answer or its death: a dead
+child (crash, ``kill -9``, OOM) is seen at once as EOF on the pipe, reported
+as a crash, and replaced by a fresh process for the next task.
 A crash therefore kills one task only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -90,23 +91,41 @@ class Slot:
     def pid(self) -> int:
         return int(self._process.pid) if self._process is not None else 0
 
-    def run(self, task_type: str, params: dict[str, Any]) -> SlotResult:
-        """Run one task in this slot's process; blocks until it ends."""
+    async def run(self, task_type: str, params: dict[str, Any]) -> SlotResult:
+        """Run one task in this slot's process. The answer is awaited as the
+        pipe becoming readable (no thread in between); a dead process is seen
+        at once as EOF on the pipe."""
+        loop = asyncio.get_running_loop()
         if self._process is None or not self._process.is_alive():
-            self._spawn()
+            await loop.run_in_executor(None, self._spawn)
         conn, pid = self._conn, self.pid
         assert conn is not None
         self._stopping = False
         try:
             conn.send((task_type, params))
+            readable: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not readable.done():
+                    readable.set_result(None)
+
+            loop.add_reader(conn.fileno(), wake)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(conn.fileno())
             kind, payload = conn.recv()
             return SlotResult(kind, payload, pid)
-        except (EOFError, OSError, BrokenPipeError):
-            self._process.join(5)
-            why = _describe_exit(self._process.exitcode)
-            stopped = self._stopping
-            self._spawn()
-            return SlotResult("stopped" if stopped else "crash", f"{why} (pid {pid})".encode(), pid)
+        except (EOFError, OSError):
+            return await loop.run_in_executor(None, self._died, pid)
+
+    def _died(self, pid: int) -> SlotResult:
+        """The task process ended while running a task: say why, replace it."""
+        self._process.join(5)
+        why = _describe_exit(self._process.exitcode)
+        stopped = self._stopping
+        self._spawn()
+        return SlotResult("stopped" if stopped else "crash", f"{why} (pid {pid})".encode(), pid)
 
     def kill(self) -> None:
         """Stop the running task now (its process is replaced)."""
