@@ -59,8 +59,34 @@ MAX_GROUP = 2000
 READ_THREADS = 4
 MIGRATION_LOCK_TIMEOUT_S = 60
 
-# Errors after which the connection is unusable and the work may be retried.
 _CONNECTION_ERRORS = (pymysql.err.OperationalError, pymysql.err.InterfaceError, ConnectionError, OSError)
+# OperationalError codes after which the work may be retried: the connection
+# is gone (server gone away, lost connection, killed, shutdown, can't
+# connect) or the transaction was rolled back by a deadlock or lock timeout.
+# Any other OperationalError (e.g. 1054 unknown column) is a bug in the SQL.
+_RETRYABLE_ERRNOS = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2014, 2055, 4031})
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, pymysql.err.OperationalError):
+        return bool(error.args) and error.args[0] in _RETRYABLE_ERRNOS
+    return isinstance(error, _CONNECTION_ERRORS)
+
+
+def _one_row(sql: str, args: tuple[Any, ...]) -> Callable[[Cursor], None]:
+    def work(cur: Cursor) -> None:
+        cur.execute(sql, args)
+
+    return work
+
+
+def _discard(conn: pymysql.Connection[Cursor] | None) -> None:
+    """Close a connection given up on, so the server ends its transaction."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            log.debug("closing a broken MySQL connection failed", exc_info=True)
 
 
 class MySQL:
@@ -122,14 +148,21 @@ class MySQL:
         return conn
 
     def read_sync(self, work: Callable[[Cursor], T]) -> T:
-        """Run ``work`` in a fresh read transaction on this thread's connection."""
+        """Run ``work`` in a read transaction of its own on this thread's connection."""
         for attempt in range(MAX_RETRIES):
             try:
                 conn = self._reader_conn()
-                conn.rollback()  # a fresh snapshot
-                with conn.cursor() as cur:
-                    return work(cur)
+                try:
+                    with conn.cursor() as cur:
+                        return work(cur)
+                finally:
+                    # End the read transaction: an open one would hold metadata
+                    # locks that block migrations and DROP DATABASE elsewhere.
+                    conn.rollback()
             except _CONNECTION_ERRORS as e:
+                if not _retryable(e):
+                    raise
+                _discard(self._local.conn)
                 self._local.conn = None
                 _backoff(attempt, e)
         raise Unavailable(f"MySQL database {self.database} is unreachable")
@@ -240,6 +273,9 @@ class GroupCommitter:
                     self._conn.rollback()
                 return outcomes
             except (*_CONNECTION_ERRORS, Unavailable) as e:
+                if not (isinstance(e, Unavailable) or _retryable(e)):
+                    raise
+                _discard(self._conn)
                 self._conn = None
                 _backoff(attempt, e)
         return None
@@ -277,9 +313,9 @@ class GroupCommitter:
             return False, AlreadyExists(f"already stored: {e.args[-1]}")
         except GridmeshError as e:
             return False, e
-        except _CONNECTION_ERRORS:
-            raise
         except Exception as e:
+            if _retryable(e):
+                raise  # the whole group is retried
             # A bug in the unit (bad SQL, a value the column refuses):
             # it fails alone; the writer thread must not die with it.
             return False, e
@@ -292,7 +328,7 @@ class GroupCommitter:
                 return [(True, None)] * len(rows)
             except pymysql.err.IntegrityError:
                 pass  # the statement was rolled back whole: find the row at fault
-        return [cls._unit(cur, lambda c, r=r: c.execute(sql, r)) for r in rows]  # type: ignore[misc]
+        return [cls._unit(cur, _one_row(sql, r)) for r in rows]
 
     @staticmethod
     def _resolve(group: list[tuple[Work, Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:
