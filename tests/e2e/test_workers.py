@@ -1,0 +1,128 @@
+"""SPEC §3: nodes join and leave at any time (membership in ZooKeeper and
+ListWorkers; DrainWorker finishes what runs, then deregisters), and every
+life-cycle step of a task reaches its Kafka topic."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from kazoo.client import KazooClient
+
+from gridmesh.cli import mesh, procs
+from gridmesh.config import MeshConfig
+from gridmesh.core.lifecycle import LifecycleKind
+from gridmesh.v1 import common_pb2, scheduler_pb2, worker_pb2, worker_pb2_grpc
+from tests.conftest import free_port
+from tests.helpers import http_json, wait_for
+
+
+def submit(edge: str, task_type: str, params: dict) -> str:
+    status, body = http_json(edge, "POST", "/v1/tasks", {"task_type": task_type, "params": params, "result_dir": "w"})
+    assert status == 200, body
+    return str(body["task_id"])
+
+
+def task(edge: str, task_id: str) -> dict:
+    return dict(http_json(edge, "GET", f"/v1/tasks/{task_id}")[1])
+
+
+@pytest.fixture
+def zk(mesh_config: MeshConfig) -> Iterator[KazooClient]:
+    client = KazooClient(hosts=mesh_config.zookeeper.hosts)
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
+def worker_ids_in_zookeeper(zk: KazooClient, config: MeshConfig) -> set[str]:
+    return set(zk.get_children(f"{config.zk_root}/workers"))
+
+
+def listed_workers(edge: str) -> dict[str, dict]:
+    return {w["worker_id"]: w for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]}
+
+
+def test_a_node_joins_and_a_drained_node_finishes_its_task_then_leaves(mesh_config, mesh_environment, edge, zk):
+    port = free_port()
+    name = f"worker-extra-{port}"
+    spec = procs.ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", "gridmesh.worker", "--port", str(port), "--slots", "1"],
+        env=mesh_environment,
+    )
+    runs, logs = mesh.run_dir(mesh_config), mesh.log_dir(mesh_config)
+    procs.start(spec, runs, logs)
+    try:
+        address = f"{mesh_config.worker.host}:{port}"
+        joined = wait_for("the node to join", lambda: [w for w in listed_workers(edge) if w.endswith(f"-{port}")])
+        (worker_id,) = joined
+        assert worker_id in worker_ids_in_zookeeper(zk, mesh_config)
+        assert json.loads(zk.get(f"{mesh_config.zk_root}/workers/{worker_id}")[0])["address"] == address
+
+        ids = [submit(edge, "sleep", {"ms": 700}) for _ in range(6)]
+        channel = grpc.insecure_channel(address)
+        stub = worker_pb2_grpc.WorkerStub(channel)
+        busy = wait_for(
+            "the new node to run a task",
+            lambda: stub.GetWorkerStatus(worker_pb2.GetWorkerStatusRequest(), timeout=5).running,
+        )
+        draining = stub.DrainWorker(worker_pb2.DrainWorkerRequest(), timeout=5)
+        assert draining.state == scheduler_pb2.DRAINING
+        channel.close()
+
+        def succeeded(task_id: str) -> dict | None:
+            final = task(edge, task_id)
+            return final if final["state"] == "SUCCEEDED" else None
+
+        finals = {t: wait_for(f"{t} to succeed", functools.partial(succeeded, t)) for t in ids}
+        ran_here = busy[0].task_id
+        assert finals[ran_here]["worker_id"] == worker_id and finals[ran_here]["attempt"] == 1
+        # After draining, the node deregistered and exited: gone from ZooKeeper and ListWorkers.
+        wait_for("the node to leave", lambda: worker_id not in listed_workers(edge))
+        wait_for("its znode to go", lambda: worker_id not in worker_ids_in_zookeeper(zk, mesh_config))
+        wait_for("its process to exit", lambda: procs.alive(name, runs) is None)
+    finally:
+        procs.stop(name, runs)
+
+
+def test_every_life_cycle_step_reaches_its_kafka_topic(mesh_config, edge):
+    task_id = submit(edge, "echo", {"k": "v"})
+    wait_for("the task to succeed", lambda: task(edge, task_id)["state"] == "SUCCEEDED")
+    consumer = Consumer(
+        {"bootstrap.servers": mesh_config.kafka.bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
+    )
+    try:
+        kinds = (LifecycleKind.PENDING, LifecycleKind.STARTED, LifecycleKind.COMPLETED)
+        topics = {mesh_config.topic(kind.value): kind for kind in kinds}
+        partitions = []
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+            partitions += [TopicPartition(topic, p, 0) for p in metadata.partitions]
+        consumer.assign(partitions)
+        seen: dict[LifecycleKind, common_pb2.TaskLifecycleEvent] = {}
+
+        def poll() -> bool:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None and message.key() == task_id.encode():
+                event = common_pb2.TaskLifecycleEvent.FromString(message.value() or b"")
+                seen[topics[message.topic()]] = event
+            return len(seen) == len(kinds)
+
+        wait_for("the pending, started and completed events", poll, timeout=60, interval=0)
+    finally:
+        consumer.close()
+    assert all(e.task_id == task_id and e.task_type == "echo" and e.attempt == 1 for e in seen.values())
+    assert seen[LifecycleKind.PENDING].event_type == common_pb2.TASK_PENDING
+    assert seen[LifecycleKind.STARTED].worker_id and seen[LifecycleKind.COMPLETED].worker_id
+    assert (
+        seen[LifecycleKind.PENDING].occurred_at.ToDatetime() <= seen[LifecycleKind.COMPLETED].occurred_at.ToDatetime()
+    )
