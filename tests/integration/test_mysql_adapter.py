@@ -5,6 +5,7 @@ alone (STYLE: vendor errors stop in the adapter)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -87,3 +88,18 @@ def test_a_unit_that_fails_fails_alone(db):
     assert isinstance(results[3], Exception)
     assert results[0] is None and results[2] is None and results[4] is None
     assert rows(db) == {1: "a", 2: "b", 3: "c"}
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_writer(db):
+    writer = GroupCommitter(db)
+    blocking = threading.Event()
+    try:
+        first = writer.submit(lambda cur: blocking.wait(10))
+        abandoned = writer.submit(Row(INSERT, (1, "a")))
+        assert abandoned.cancel()  # the caller gave up before the group ran
+        blocking.set()
+        first.result(timeout=30)
+        writer.submit(Row(INSERT, (2, "b"))).result(timeout=30)
+    finally:
+        writer.close()
+    assert rows(db) == {1: "a", 2: "b"}

@@ -292,3 +292,25 @@ def test_a_lost_database_stops_the_scheduler():
             await h.core.report("w1", task_id, assignment.fencing_token, Success("p", 1, "0" * 64))
 
     run(body)
+
+
+def test_a_submit_whose_client_goes_away_is_still_queued_once_stored():
+    async def body(h: Harness) -> None:
+        release = asyncio.Event()
+        store_insert = h.store.insert
+
+        async def slow_insert(task):
+            await release.wait()
+            await store_insert(task)
+
+        h.store.insert = slow_insert  # type: ignore[method-assign]
+        call = asyncio.create_task(h.core.submit(SubmitRequest("noop", {}, "out")))
+        await asyncio.sleep(0)
+        call.cancel()
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert call.cancelled()
+        assert len(h.store.rows) == 1 and h.core.queued == 1
+
+    run(body)

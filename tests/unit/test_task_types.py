@@ -39,7 +39,7 @@ def test_builtin_results(registry, name, params, expected):
 
 
 def test_burn_units_is_the_peers_loop(registry):
-    expected = sum(i * i for i in range(BURN_ITERS_PER_UNIT)) * 2
+    expected = sum(i * i for i in range(BURN_ITERS_PER_UNIT * 2))  # one loop of 2 x 96,000, as the peers run it
     assert burn_units(2) == expected
     assert registry.get("burn").run({"units": 2}) == {"units": 2, "x": expected}
     assert registry.get("burn").run({"ms": 5})["iterations"] > 0

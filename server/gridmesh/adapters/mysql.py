@@ -335,6 +335,8 @@ class GroupCommitter:
         if len(outcomes) == 1 and len(group) > 1:
             outcomes = outcomes * len(group)
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            if future.done():  # the caller cancelled its wait; the work is done all the same
+                continue
             if ok:
                 future.set_result(value)
             else:

@@ -352,6 +352,11 @@ class SchedulerCore:
             seq=self._seq,
             idempotency_key=request.idempotency_key,
         )
+        # Once handed to the store, the task is accepted even if the client
+        # goes away meanwhile: what is committed must also be queued.
+        return await asyncio.shield(self._accept(task))
+
+    async def _accept(self, task: Task) -> Task:
         await self._store.insert(task.snapshot())
         task.revision = next(self._revisions)
         self._remember(task)
