@@ -138,6 +138,47 @@ class EnvoyConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    enabled: bool = False
+    """Run the replication demo (CustomerService and OrderService) with
+    ``gridmesh up`` and route it through Envoy; ``gridmesh up --demo`` sets it."""
+    host: str = "127.0.0.1"
+    """Address the demo services listen on."""
+    customers_port: int = 50091
+    """CustomerService gRPC port."""
+    orders_port: int = 50092
+    """OrderService gRPC port."""
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    enabled: bool = True
+    """Whether ``gridmesh up`` starts the analytics job (Spark Structured
+    Streaming over the life-cycle topics into MySQL)."""
+    window_s: int = 60
+    """Length of the tumbling event-time windows statistics are kept for."""
+    watermark_s: float = 600.0
+    """Allowed lateness: an event that occurred this long before the latest
+    event time seen so far is late (counted apart, not in any window)."""
+    retention_s: float = 86_400.0
+    """How long stored events are kept behind the watermark; a queue wait or
+    run time longer than this is not measured."""
+    trigger_interval_s: float = 2.0
+    """How often a micro-batch is started when there is new data."""
+    max_batch_messages: int = 50_000
+    """Most Kafka records one micro-batch reads."""
+    spark_master: str = "local[1]"
+    """Spark master URL (``local[N]``: N task threads in the job's own JVM;
+    one is plenty for the life-cycle topics and leaves the cores to tasks)."""
+    driver_memory: str = "512m"
+    """Heap of the Spark driver JVM (``spark.driver.memory``)."""
+    checkpoint_dir: str = ""
+    """Spark checkpoint of the streaming query, i.e. the Kafka offsets it has
+    read (empty = <state_dir>/analytics/checkpoint). Deleting it makes the
+    job read the topics again from their beginning (nothing is counted twice)."""
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     namespace: str = ""
     """Prefix for database names, ZooKeeper paths, RabbitMQ names and Kafka
@@ -155,6 +196,8 @@ class MeshConfig:
     storekeeper: StoreKeeperConfig = field(default_factory=StoreKeeperConfig)
     eventmanager: EventManagerConfig = field(default_factory=EventManagerConfig)
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
     # -- derived names, all under the namespace ---------------------------
 
@@ -173,6 +216,16 @@ class MeshConfig:
     def storage_root(self) -> Path:
         root = self.storekeeper.storage_root
         return Path(root).expanduser() if root else self.state_path / "results"
+
+    @property
+    def analytics_dir(self) -> Path:
+        """The analytics job's status file and scratch space."""
+        return self.state_path / "analytics"
+
+    @property
+    def analytics_checkpoint(self) -> Path:
+        root = self.analytics.checkpoint_dir
+        return Path(root).expanduser() if root else self.analytics_dir / "checkpoint"
 
     def prefixed(self, name: str, sep: str = ".") -> str:
         """``name`` under the namespace: ``<namespace><sep><name>``."""

@@ -6,6 +6,7 @@ test_eventmanager_clients.py runs the same against real ones."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gridmesh.clients.events import EventError
-from gridmesh.clients.outbox import Outbox, OutboxEntry, OutboxRelay
+from gridmesh.clients.outbox import Outbox, OutboxEntry, OutboxRelay, SnapshotKey
 from gridmesh.core.replication import Operation
 from gridmesh.v1 import common_pb2, eventmanager_pb2
 from tests.helpers import wait_for
@@ -31,6 +32,7 @@ class FakeStore:
         self.leader = leader
         self.fail_mark_sent = False
         self.closed = False
+        self.snapshots: dict[SnapshotKey, int] = {}
 
     def add(self, entry: OutboxEntry) -> None:
         self.rows[entry.seq] = entry
@@ -53,6 +55,20 @@ class FakeStore:
             self.status[seq] = "parked"
             self.errors[seq] = error
 
+    def latest(self, entity_type: str, after_seq: int, limit: int) -> list[OutboxEntry]:
+        newest: dict[str, OutboxEntry] = {}
+        for seq in sorted(self.rows):
+            entry = self.rows[seq]
+            if entry.entity_type == entity_type and self.status[seq] != "parked":
+                newest[entry.entity_id] = entry
+        return sorted((e for e in newest.values() if e.seq > after_seq), key=lambda e: e.seq)[:limit]
+
+    def snapshot_done(self, key: SnapshotKey) -> bool:
+        return key in self.snapshots
+
+    def mark_snapshot(self, key: SnapshotKey, events: int) -> None:
+        self.snapshots[key] = events
+
     def close(self) -> None:
         self.closed = True
 
@@ -66,6 +82,7 @@ class FakePublisher:
         self.codes: dict[str, int] = {}  # event_id -> status code to answer
         self.down = False
         self.calls = 0
+        self.subscriptions: list[eventmanager_pb2.Subscription] = []
 
     def publish_batch(self, events: Sequence[common_pb2.EntityEvent]) -> list[eventmanager_pb2.PublishResult]:
         self.calls += 1
@@ -78,6 +95,9 @@ class FakePublisher:
                 self.published.append(event)
             results.append(eventmanager_pb2.PublishResult(event_id=event.event_id, code=code, error="refused"))
         return results
+
+    def list(self, *, publisher: str = "", subscriber: str = "") -> builtins.list[eventmanager_pb2.Subscription]:
+        return [s for s in self.subscriptions if s.publisher == publisher]
 
 
 def entry(seq: int, entity_id: str, version: int, operation: Operation = Operation.UPDATE) -> OutboxEntry:
@@ -203,3 +223,43 @@ def test_record_refuses_events_that_cannot_be_published() -> None:
     ]:
         with pytest.raises(Exception, match=message):
             outbox.record(None, *args, version=1)  # type: ignore[arg-type]
+
+
+def test_a_snapshot_subscription_gets_each_entitys_latest_row_once_including_tombstones() -> None:
+    """Subscribe with snapshot=true: the relay publishes the current state of
+    every entity of the type (latest version; a delete as a tombstone),
+    once per subscription, with the original event ids."""
+    history = [*HISTORY, entry(5, "b", 2, Operation.DELETE), entry(6, "c", 1, Operation.CREATE)]
+    store, publisher = FakeStore(history), FakePublisher()
+    r = relay(store, publisher, batch_size=2)
+    r.drain(timeout_s=5)
+    publisher.published.clear()
+    wants = eventmanager_pb2.Subscription(
+        subscriber="late", publisher="customers", entity_type="customer", snapshot=True
+    )
+    wants.created_at.FromSeconds(1_800_000_000)
+    plain = eventmanager_pb2.Subscription(subscriber="plain", publisher="customers", entity_type="customer")
+    publisher.subscriptions = [wants, plain]
+
+    assert r.publish_snapshots() == 3
+    assert [(e.entity_id, e.version, e.operation) for e in publisher.published] == [
+        ("a", 3, common_pb2.UPDATE),
+        ("b", 2, common_pb2.DELETE),
+        ("c", 1, common_pb2.CREATE),
+    ]
+    assert [e.event_id for e in publisher.published] == [history[i].event_id for i in (3, 4, 5)]
+    assert r.publish_snapshots() == 0  # served once
+    assert store.snapshots == {SnapshotKey("late", "customer", 1_800_000_000_000_000): 3}
+
+
+def test_a_snapshot_is_recorded_only_once_all_its_events_were_confirmed() -> None:
+    store, publisher = FakeStore(HISTORY), FakePublisher()
+    publisher.subscriptions = [
+        eventmanager_pb2.Subscription(subscriber="late", publisher="customers", entity_type="customer", snapshot=True)
+    ]
+    publisher.codes[HISTORY[3].event_id] = UNAVAILABLE
+    with pytest.raises(EventError):
+        relay(store, publisher).publish_snapshots()
+    assert store.snapshots == {}
+    publisher.codes.clear()
+    assert relay(store, publisher).publish_snapshots() == 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 import builtins
 import logging
 import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,8 +47,20 @@ DEFAULT_RPC_TIMEOUT_S = 30.0
 """Deadline of each unary RPC unless the constructor says otherwise."""
 DEFAULT_PREFETCH = 256
 """Unacknowledged deliveries in flight on a stream opened by :meth:`EventClient.consume`."""
+CLOSE_TIMEOUT_S = 2.0
+"""Longest :meth:`EventStream.close` waits for the server to end the stream."""
 PUBLISH_BATCH_LIMIT = 10_000
 """Most events one PublishBatch call carries (the EventManager's limit)."""
+
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+"""A restarted EventManager is reached again within about 2 s (gRPC's default
+backoff grows to 2 minutes); keepalives notice a vanished one."""
 
 T = TypeVar("T")
 EM = eventmanager_pb2
@@ -143,29 +156,66 @@ class EventStream:
     :meth:`EventClient.consume`). Not thread-safe for iteration; :meth:`ack`,
     :meth:`nack` and :meth:`close` may be called from any thread.
 
+    A reader thread takes the server's batches off the connection as they
+    come, so while the caller works on one batch the next one fills up:
+    :meth:`batches` hands out everything received since the previous batch
+    (at most ``max_batch`` when the stream was opened with one).
+
     Deliveries not acknowledged when the stream ends go back to the queue
     and are delivered again (``redelivered`` true).
     """
 
     def __init__(self, stub: eventmanager_pb2_grpc.EventManagerStub, start: eventmanager_pb2.ConsumeStart) -> None:
         self.subscriber = start.subscriber
+        self._max_batch = start.max_batch
         self._requests: queue.SimpleQueue[eventmanager_pb2.ConsumeRequest | None] = queue.SimpleQueue()
         self._requests.put(EM.ConsumeRequest(start=start))
         self._call = stub.ConsumeBatches(iter(self._requests.get, None))
+        self._received: queue.SimpleQueue[builtins.list[eventmanager_pb2.Delivery] | grpc.RpcError | None] = (
+            queue.SimpleQueue()
+        )
+        self._reader: threading.Thread | None = None
         self._closed = False
 
-    def batches(self) -> Iterator[list[eventmanager_pb2.Delivery]]:
-        """Deliveries in the batches the server sent them (what was ready
-        together), until the stream ends: after :meth:`close` quietly, else
-        with :class:`EventError` (e.g. ``UNAVAILABLE`` when the EventManager
-        went away)."""
+    def _read(self) -> None:  # the reader thread
         try:
             for batch in self._call:
-                yield builtins.list(batch.deliveries)
+                self._received.put(builtins.list(batch.deliveries))
+            self._received.put(None)
         except grpc.RpcError as e:
-            if self._closed and e.code() == grpc.StatusCode.CANCELLED:
-                return
-            raise EventError.from_rpc_error(e) from e
+            self._received.put(e)
+
+    def batches(self) -> Iterator[builtins.list[eventmanager_pb2.Delivery]]:
+        """Deliveries received together, in delivery order, until the stream
+        ends: after :meth:`close` quietly, else with :class:`EventError`
+        (e.g. ``UNAVAILABLE`` when the EventManager went away)."""
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, name=f"consume-{self.subscriber}", daemon=True)
+            self._reader.start()
+        limit = self._max_batch or None
+        pending: builtins.list[eventmanager_pb2.Delivery] = []
+        end: grpc.RpcError | None = None
+        ended = False
+        while not ended or pending:
+            if not ended and not pending:
+                item = self._received.get()
+                while True:  # everything received by now
+                    if item is None or isinstance(item, grpc.RpcError):
+                        ended, end = True, item
+                        break
+                    pending.extend(item)
+                    if limit is not None and len(pending) >= limit:
+                        break
+                    try:
+                        item = self._received.get_nowait()
+                    except queue.Empty:
+                        break
+            if pending:
+                cut = len(pending) if limit is None else min(limit, len(pending))
+                batch, pending = pending[:cut], pending[cut:]
+                yield batch
+        if end is not None and not (self._closed and end.code() == grpc.StatusCode.CANCELLED):
+            raise EventError.from_rpc_error(end) from end
 
     def __iter__(self) -> Iterator[eventmanager_pb2.Delivery]:
         for batch in self.batches():
@@ -187,10 +237,15 @@ class EventStream:
         self._requests.put(request)
 
     def close(self) -> None:
-        """End the stream (unacknowledged deliveries are redelivered). Idempotent."""
+        """End the stream: the acks and nacks sent so far reach the server
+        first (waiting at most :data:`CLOSE_TIMEOUT_S`), then unacknowledged
+        deliveries go back to the queue. Idempotent."""
         if not self._closed:
             self._closed = True
-            self._requests.put(None)
+            ended = threading.Event()
+            self._call.add_done_callback(lambda _: ended.set())
+            self._requests.put(None)  # half-close: the server settles what it got, then ends
+            ended.wait(CLOSE_TIMEOUT_S)
             self._call.cancel()
 
     def __enter__(self) -> EventStream:
@@ -218,7 +273,7 @@ class EventClient:
     ) -> None:
         self.target = target
         self._owns_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target)
+        self._channel = channel if channel is not None else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._timeout = rpc_timeout_s
         self._stub = eventmanager_pb2_grpc.EventManagerStub(self._channel)
 

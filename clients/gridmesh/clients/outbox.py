@@ -59,7 +59,7 @@ import pymysql.cursors
 
 from gridmesh.clients.events import EventError, Operation, new_event
 from gridmesh.core.names import check_name
-from gridmesh.v1 import common_pb2
+from gridmesh.v1 import common_pb2, eventmanager_pb2
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ Connect = Callable[[], Connection]
 
 OUTBOX_TABLE = "gridmesh_outbox"
 VERSIONS_TABLE = "gridmesh_outbox_versions"
+SNAPSHOTS_TABLE = "gridmesh_outbox_snapshots"
 PENDING, SENT, PARKED = 0, 1, 2
 """Values of ``gridmesh_outbox.status``."""
 
@@ -77,6 +78,8 @@ DEFAULT_BATCH_SIZE = 500
 """Events one relay round publishes at most (one PublishBatch)."""
 DEFAULT_POLL_INTERVAL_S = 0.1
 """How often an idle relay looks for rows committed by other processes."""
+DEFAULT_SNAPSHOT_INTERVAL_S = 1.0
+"""How often a relay asks the EventManager for new subscriptions that want a snapshot."""
 RETRY_BASE_DELAY_S = 0.1
 """First pause after a failed round (EventManager or MySQL unreachable); doubles."""
 RETRY_MAX_DELAY_S = 5.0
@@ -105,6 +108,14 @@ SCHEMA = (
         entity_id VARCHAR(255) NOT NULL,
         version BIGINT NOT NULL,
         PRIMARY KEY (entity_type, entity_id)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS_TABLE} (
+        subscriber VARCHAR(63) NOT NULL,
+        entity_type VARCHAR(63) NOT NULL,
+        subscribed_at BIGINT NOT NULL,
+        events BIGINT NOT NULL,
+        done_at DATETIME(6) NOT NULL,
+        PRIMARY KEY (subscriber, entity_type, subscribed_at)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
 )
 
@@ -263,14 +274,16 @@ class Outbox:
             found = {int(status): int(n) for status, n in cur.fetchall()}
         return {"pending": found.get(PENDING, 0), "sent": found.get(SENT, 0), "parked": found.get(PARKED, 0)}
 
-    def prune(self, older_than_s: float, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` rows sent more than ``older_than_s`` ago;
-        answers how many went. (Versions stay in their own table.)"""
+    def prune(self, older_than_s: float) -> int:
+        """Delete up to ``limit`` rows sent more than ``older_than_s`` ago,
+        except each entity's latest one (snapshots publish it); answers how
+        many went."""
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
             deleted = cur.execute(
-                f"DELETE FROM {OUTBOX_TABLE} WHERE status = %s AND sent_at < NOW(6) - INTERVAL %s MICROSECOND "
-                "ORDER BY seq LIMIT %s",
-                (SENT, int(older_than_s * 1_000_000), limit),
+                f"DELETE o FROM {OUTBOX_TABLE} o JOIN {VERSIONS_TABLE} v "
+                "ON v.entity_type = o.entity_type AND v.entity_id = o.entity_id "
+                "WHERE o.status = %s AND o.version < v.version AND o.sent_at < NOW(6) - INTERVAL %s MICROSECOND",
+                (SENT, int(older_than_s * 1_000_000)),
             )
             conn.commit()
         return int(deleted)
@@ -308,6 +321,15 @@ class OutboxStore(Protocol):
     def park(self, failures: Sequence[tuple[int, str]]) -> None:
         """These rows were refused as malformed: keep them aside with the reason."""
 
+    def latest(self, entity_type: str, after_seq: int, limit: int) -> list[OutboxEntry]:
+        """Each entity's latest row (committed; sent or not), for entities of
+        ``entity_type`` whose latest row comes after ``after_seq``, in
+        sequence order, at most ``limit``."""
+
+    def snapshot_done(self, key: SnapshotKey) -> bool: ...
+
+    def mark_snapshot(self, key: SnapshotKey, events: int) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -316,6 +338,34 @@ class Publisher(Protocol):
 
     def publish_batch(self, events: Sequence[common_pb2.EntityEvent]) -> Sequence[Any]:
         """One result per event, with ``code`` (0 = confirmed) and ``error``."""
+
+    def list(self, *, publisher: str = "", subscriber: str = "") -> Sequence[eventmanager_pb2.Subscription]:
+        """The subscriptions (to find those that asked for a snapshot)."""
+
+
+@dataclass(frozen=True)
+class SnapshotKey:
+    """One subscription's snapshot: done once per subscription (a subscriber
+    that unsubscribes and subscribes again gets a new one)."""
+
+    subscriber: str
+    entity_type: str
+    subscribed_at: int
+    """The subscription's creation time, in microseconds since the epoch."""
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    seq, event_id, entity_type, entity_id, operation, version, payload, occurred_at = row
+    return OutboxEntry(
+        seq=int(seq),
+        event_id=str(event_id),
+        entity_type=str(entity_type),
+        entity_id=str(entity_id),
+        operation=Operation(int(operation)),
+        version=int(version),
+        payload=json.loads(payload),
+        occurred_at=occurred_at.replace(tzinfo=UTC),
+    )
 
 
 class MySQLOutboxStore:
@@ -367,19 +417,7 @@ class MySQLOutboxStore:
                 f"FROM {OUTBOX_TABLE} WHERE status = %s ORDER BY seq LIMIT %s",
                 (PENDING, limit),
             )
-            return [
-                OutboxEntry(
-                    seq=int(seq),
-                    event_id=str(event_id),
-                    entity_type=str(entity_type),
-                    entity_id=str(entity_id),
-                    operation=Operation(int(operation)),
-                    version=int(version),
-                    payload=json.loads(payload),
-                    occurred_at=occurred_at.replace(tzinfo=UTC),
-                )
-                for seq, event_id, entity_type, entity_id, operation, version, payload, occurred_at in cur.fetchall()
-            ]
+            return [_entry(row) for row in cur.fetchall()]
 
         entries: list[OutboxEntry] = self._run(read)
         return entries
@@ -400,6 +438,39 @@ class MySQLOutboxStore:
                     [(error[:2000], seq) for seq, error in failures],
                 )
             )
+
+    def latest(self, entity_type: str, after_seq: int, limit: int) -> list[OutboxEntry]:
+        def read(cur: Cursor) -> list[OutboxEntry]:
+            cur.execute(
+                "SELECT o.seq, o.event_id, o.entity_type, o.entity_id, o.operation, o.version, o.payload, "
+                f"o.occurred_at FROM {OUTBOX_TABLE} o JOIN {VERSIONS_TABLE} v ON v.entity_type = o.entity_type "
+                "AND v.entity_id = o.entity_id AND v.version = o.version "
+                "WHERE o.entity_type = %s AND o.seq > %s AND o.status <> %s ORDER BY o.seq LIMIT %s",
+                (entity_type, after_seq, PARKED, limit),
+            )
+            return [_entry(row) for row in cur.fetchall()]
+
+        entries: list[OutboxEntry] = self._run(read)
+        return entries
+
+    def snapshot_done(self, key: SnapshotKey) -> bool:
+        def read(cur: Cursor) -> bool:
+            cur.execute(
+                f"SELECT 1 FROM {SNAPSHOTS_TABLE} WHERE subscriber = %s AND entity_type = %s AND subscribed_at = %s",
+                (key.subscriber, key.entity_type, key.subscribed_at),
+            )
+            return cur.fetchone() is not None
+
+        return bool(self._run(read))
+
+    def mark_snapshot(self, key: SnapshotKey, events: int) -> None:
+        self._run(
+            lambda cur: cur.execute(
+                f"INSERT IGNORE INTO {SNAPSHOTS_TABLE} (subscriber, entity_type, subscribed_at, events, done_at) "
+                "VALUES (%s, %s, %s, %s, NOW(6))",
+                (key.subscriber, key.entity_type, key.subscribed_at, events),
+            )
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -430,6 +501,16 @@ class OutboxRelay:
     failed round (EventManager or MySQL unreachable) is retried after a
     backed-off pause (:data:`RETRY_BASE_DELAY_S` … :data:`RETRY_MAX_DELAY_S`),
     logged. Usable as a context manager (start … stop).
+
+    Snapshots: every ``snapshot_interval_s`` (None = never) the running
+    relay looks for subscriptions to its publisher made with
+    ``snapshot=true`` and not served yet, and publishes, for every entity of
+    that type, its latest outbox row (a DELETE too, as a tombstone) with its
+    original event id (:meth:`publish_snapshots`). The subscription's queue
+    is bound before the relay sees it, so every later change arrives live:
+    no gap; version fencing makes the overlap harmless. Topic routing gives
+    these events to the publisher's other subscribers too, who skip them as
+    already processed.
     """
 
     def __init__(
@@ -439,6 +520,7 @@ class OutboxRelay:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        snapshot_interval_s: float | None = DEFAULT_SNAPSHOT_INTERVAL_S,
         store: OutboxStore | None = None,
     ) -> None:
         if batch_size < 1:
@@ -448,6 +530,8 @@ class OutboxRelay:
         self._store: OutboxStore = store if store is not None else MySQLOutboxStore(outbox)
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._snapshot_interval_s = snapshot_interval_s
+        self._next_snapshot_check = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -487,6 +571,39 @@ class OutboxRelay:
         if retry:
             log.warning("%d of %d outbox events were not confirmed; publishing them again", retry, len(entries))
         return RelayRound(published=len(sent), parked=len(parked), retry=retry)
+
+    def publish_snapshots(self) -> int:
+        """Serve every snapshot subscription not served yet (see the class
+        doc); answers how many events it published. Raises like
+        :meth:`run_once`; a snapshot is recorded as done only once all of
+        its events were confirmed."""
+        if not self._store.acquire():
+            return 0
+        published = 0
+        for subscription in self._publisher.list(publisher=self.outbox.publisher):
+            if not subscription.snapshot:
+                continue
+            key = SnapshotKey(
+                subscription.subscriber,
+                subscription.entity_type,
+                subscription.created_at.seconds * 1_000_000 + subscription.created_at.nanos // 1000,
+            )
+            if self._store.snapshot_done(key):
+                continue
+            count, after = 0, 0
+            while entries := self._store.latest(key.entity_type, after, self._batch_size):
+                results = self._publisher.publish_batch([e.to_event(self.outbox.publisher) for e in entries])
+                failed = [r for r in results if r.code != 0]
+                if failed or len(results) != len(entries):
+                    raise EventError(
+                        "UNAVAILABLE", f"snapshot for {key.subscriber}: {len(failed)} events not confirmed"
+                    )
+                count += len(entries)
+                after = entries[-1].seq
+            self._store.mark_snapshot(key, count)
+            log.info("published a snapshot of %d %s entities for %s", count, key.entity_type, key.subscriber)
+            published += count
+        return published
 
     def drain(self, timeout_s: float = 30.0) -> int:
         """Run rounds until nothing is pending (or ``timeout_s`` passed, then
@@ -539,6 +656,9 @@ class OutboxRelay:
         while not self._stopping.is_set():
             self._wake.clear()  # a commit from now on wakes the wait below
             try:
+                if self._snapshot_interval_s is not None and time.monotonic() >= self._next_snapshot_check:
+                    self._next_snapshot_check = time.monotonic() + self._snapshot_interval_s
+                    self.publish_snapshots()
                 done = self.run_once()
             except (EventError, *_CONNECTION_ERRORS, pymysql.err.MySQLError) as e:
                 self.rounds_failed += 1
@@ -563,6 +683,7 @@ class OutboxRelay:
 
 __all__ = [
     "OUTBOX_TABLE",
+    "SNAPSHOTS_TABLE",
     "VERSIONS_TABLE",
     "MySQLOutboxStore",
     "Outbox",
@@ -571,4 +692,5 @@ __all__ = [
     "OutboxStore",
     "Publisher",
     "RelayRound",
+    "SnapshotKey",
 ]

@@ -48,6 +48,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import pymysql
@@ -130,6 +131,7 @@ class ReplicaTable:
     the same transaction (e.g. to maintain derived data)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(self.columns))
         check_name(self.publisher, "publisher")
         check_name(self.entity_type, "entity_type")
         _identifier(self.table, "table")
@@ -290,6 +292,7 @@ class MySQLReplicaStore:
         )
         versions = {(str(p), str(t), str(i)): int(v) for p, t, i, v in cur.fetchall()}
         plan = plan_batch(events, processed, versions)
+        now = datetime.now(UTC).replace(tzinfo=None)  # a parameter: executemany then sends one multi-row INSERT
         by_table: dict[tuple[ReplicaTable, ReplicaAction], list[Change]] = {}
         for change in plan.changes.values():
             table = self._tables[change.key[:2]]
@@ -311,10 +314,13 @@ class MySQLReplicaStore:
         if plan.changes:
             cur.executemany(
                 f"INSERT INTO {VERSIONS_TABLE} (publisher, entity_type, entity_id, version, deleted, event_id, "
-                "applied_at) VALUES (%s, %s, %s, %s, %s, %s, NOW(6)) ON DUPLICATE KEY UPDATE "
+                "applied_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE "
                 "version = VALUES(version), deleted = VALUES(deleted), event_id = VALUES(event_id), "
                 "applied_at = VALUES(applied_at)",
-                [(*c.key, c.version, int(c.action is ReplicaAction.DELETE), c.event_id) for c in plan.changes.values()],
+                [
+                    (*c.key, c.version, int(c.action is ReplicaAction.DELETE), c.event_id, now)
+                    for c in plan.changes.values()
+                ],
             )
         for change in plan.changes.values():
             hook = self._tables[change.key[:2]].on_change
@@ -323,8 +329,8 @@ class MySQLReplicaStore:
         fresh = {e.event_id: a for e, a in zip(events, plan.actions, strict=True) if e.event_id not in processed}
         if fresh:
             cur.executemany(
-                f"INSERT IGNORE INTO {PROCESSED_TABLE} (event_id, action, processed_at) VALUES (%s, %s, NOW(6))",
-                [(event_id, action.value) for event_id, action in fresh.items()],
+                f"INSERT IGNORE INTO {PROCESSED_TABLE} (event_id, action, processed_at) VALUES (%s, %s, %s)",
+                [(event_id, action.value, now) for event_id, action in fresh.items()],
             )
         return plan.actions
 
@@ -406,13 +412,14 @@ class ReplicaApplier:
         self.connected = threading.Event()
         """Set while a stream is open (cleared when it broke off)."""
 
-    def install(self, *, subscribe: bool = True) -> None:
+    def install(self, *, subscribe: bool = True, snapshot: bool = False) -> None:
         """Create the bookkeeping tables; with ``subscribe``, subscribe to
-        every table's (publisher, entity_type)."""
+        every table's (publisher, entity_type) — with ``snapshot``, asking
+        for the current state of every entity first (a new replica)."""
         self._mysql.install()
         if subscribe:
             for table in self.tables:
-                self._events.subscribe(self.subscriber, table.publisher, table.entity_type)
+                self._events.subscribe(self.subscriber, table.publisher, table.entity_type, snapshot=snapshot)
 
     def apply(self, stream: Deliveries, batch: Sequence[eventmanager_pb2.Delivery]) -> None:
         """Apply one batch and settle every delivery of it on ``stream``."""

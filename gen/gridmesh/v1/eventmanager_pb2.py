@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gridmesh.v1 import common_pb2 as gridmesh_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egridmesh/v1/eventmanager.proto\x12\x0bgridmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18gridmesh/v1/common.proto\"`\n\x10SubscribeRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x10\n\x08snapshot\x18\x04 \x01(\x08\"\x89\x01\n\x0cSubscription\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x12UnsubscribeRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\"A\n\x18ListSubscriptionsRequest\x12\x11\n\tpublisher\x18\x01 \x01(\t\x12\x12\n\nsubscriber\x18\x02 \x01(\t\"M\n\x19ListSubscriptionsResponse\x12\x30\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x19.gridmesh.v1.Subscription\"6\n\x0fPublishResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trouted_to\x18\x02 \x03(\t\"?\n\x13PublishBatchRequest\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.gridmesh.v1.EntityEvent\"Q\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trouted_to\x18\x02 \x03(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"C\n\x14PublishBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.gridmesh.v1.PublishResult\"G\n\x0c\x43onsumeStart\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08prefetch\x18\x02 \x01(\x05\x12\x11\n\tmax_batch\x18\x03 \x01(\x05\",\n\x03\x41\x63k\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x10\n\x08multiple\x18\x02 \x01(\x08\",\n\x04Nack\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0f\n\x07requeue\x18\x02 \x01(\x08\"\x88\x01\n\x0e\x43onsumeRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.gridmesh.v1.ConsumeStartH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.gridmesh.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.gridmesh.v1.NackH\x00\x42\x06\n\x04kind\"u\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x13\n\x0bredelivered\x18\x02 \x01(\x08\x12\'\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x18.gridmesh.v1.EntityEvent\x12\x16\n\x0e\x64\x65livery_count\x18\x04 \x01(\x05\":\n\rDeliveryBatch\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.gridmesh.v1.Delivery\"*\n\x14GetQueueStatsRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"j\n\nQueueStats\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08messages\x18\x03 \x01(\x03\x12\x11\n\tconsumers\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x03\"9\n\x16ListDeadLettersRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x0b\n\x03max\x18\x02 \x01(\x05\"C\n\x17ListDeadLettersResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.gridmesh.v1.EntityEvent2\xe6\x07\n\x0c\x45ventManager\x12\x63\n\tSubscribe\x12\x1d.gridmesh.v1.SubscribeRequest\x1a\x19.gridmesh.v1.Subscription\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subscriptions:\x01*\x12\x88\x01\n\x0bUnsubscribe\x12\x1f.gridmesh.v1.UnsubscribeRequest\x1a\x16.google.protobuf.Empty\"@\x82\xd3\xe4\x93\x02:*8/v1/subscriptions/{subscriber}/{publisher}/{entity_type}\x12}\n\x11ListSubscriptions\x12%.gridmesh.v1.ListSubscriptionsRequest\x1a&.gridmesh.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12X\n\x07Publish\x12\x18.gridmesh.v1.EntityEvent\x1a\x1c.gridmesh.v1.PublishResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/events:\x01*\x12p\n\x0cPublishBatch\x12 .gridmesh.v1.PublishBatchRequest\x1a!.gridmesh.v1.PublishBatchResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/events:batch:\x01*\x12\x41\n\x07\x43onsume\x12\x1b.gridmesh.v1.ConsumeRequest\x1a\x15.gridmesh.v1.Delivery(\x01\x30\x01\x12M\n\x0e\x43onsumeBatches\x12\x1b.gridmesh.v1.ConsumeRequest\x1a\x1a.gridmesh.v1.DeliveryBatch(\x01\x30\x01\x12w\n\rGetQueueStats\x12!.gridmesh.v1.GetQueueStatsRequest\x1a\x17.gridmesh.v1.QueueStats\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/subscribers/{subscriber}/queue\x12\x8f\x01\n\x0fListDeadLetters\x12#.gridmesh.v1.ListDeadLettersRequest\x1a$.gridmesh.v1.ListDeadLettersResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/subscribers/{subscriber}/dead-lettersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egridmesh/v1/eventmanager.proto\x12\x0bgridmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18gridmesh/v1/common.proto\"`\n\x10SubscribeRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x10\n\x08snapshot\x18\x04 \x01(\x08\"\x9b\x01\n\x0cSubscription\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\r\n\x05queue\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08snapshot\x18\x06 \x01(\x08\"P\n\x12UnsubscribeRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\"A\n\x18ListSubscriptionsRequest\x12\x11\n\tpublisher\x18\x01 \x01(\t\x12\x12\n\nsubscriber\x18\x02 \x01(\t\"M\n\x19ListSubscriptionsResponse\x12\x30\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x19.gridmesh.v1.Subscription\"6\n\x0fPublishResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trouted_to\x18\x02 \x03(\t\"?\n\x13PublishBatchRequest\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.gridmesh.v1.EntityEvent\"Q\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trouted_to\x18\x02 \x03(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"C\n\x14PublishBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.gridmesh.v1.PublishResult\"G\n\x0c\x43onsumeStart\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x10\n\x08prefetch\x18\x02 \x01(\x05\x12\x11\n\tmax_batch\x18\x03 \x01(\x05\",\n\x03\x41\x63k\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x10\n\x08multiple\x18\x02 \x01(\x08\",\n\x04Nack\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x0f\n\x07requeue\x18\x02 \x01(\x08\"\x88\x01\n\x0e\x43onsumeRequest\x12*\n\x05start\x18\x01 \x01(\x0b\x32\x19.gridmesh.v1.ConsumeStartH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.gridmesh.v1.AckH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.gridmesh.v1.NackH\x00\x42\x06\n\x04kind\"u\n\x08\x44\x65livery\x12\x13\n\x0b\x64\x65livery_id\x18\x01 \x01(\x04\x12\x13\n\x0bredelivered\x18\x02 \x01(\x08\x12\'\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x18.gridmesh.v1.EntityEvent\x12\x16\n\x0e\x64\x65livery_count\x18\x04 \x01(\x05\":\n\rDeliveryBatch\x12)\n\ndeliveries\x18\x01 \x03(\x0b\x32\x15.gridmesh.v1.Delivery\"*\n\x14GetQueueStatsRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"j\n\nQueueStats\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08messages\x18\x03 \x01(\x03\x12\x11\n\tconsumers\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x05 \x01(\x03\"9\n\x16ListDeadLettersRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\x12\x0b\n\x03max\x18\x02 \x01(\x05\"C\n\x17ListDeadLettersResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.gridmesh.v1.EntityEvent2\xe6\x07\n\x0c\x45ventManager\x12\x63\n\tSubscribe\x12\x1d.gridmesh.v1.SubscribeRequest\x1a\x19.gridmesh.v1.Subscription\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subscriptions:\x01*\x12\x88\x01\n\x0bUnsubscribe\x12\x1f.gridmesh.v1.UnsubscribeRequest\x1a\x16.google.protobuf.Empty\"@\x82\xd3\xe4\x93\x02:*8/v1/subscriptions/{subscriber}/{publisher}/{entity_type}\x12}\n\x11ListSubscriptions\x12%.gridmesh.v1.ListSubscriptionsRequest\x1a&.gridmesh.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12X\n\x07Publish\x12\x18.gridmesh.v1.EntityEvent\x1a\x1c.gridmesh.v1.PublishResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/events:\x01*\x12p\n\x0cPublishBatch\x12 .gridmesh.v1.PublishBatchRequest\x1a!.gridmesh.v1.PublishBatchResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/events:batch:\x01*\x12\x41\n\x07\x43onsume\x12\x1b.gridmesh.v1.ConsumeRequest\x1a\x15.gridmesh.v1.Delivery(\x01\x30\x01\x12M\n\x0e\x43onsumeBatches\x12\x1b.gridmesh.v1.ConsumeRequest\x1a\x1a.gridmesh.v1.DeliveryBatch(\x01\x30\x01\x12w\n\rGetQueueStats\x12!.gridmesh.v1.GetQueueStatsRequest\x1a\x17.gridmesh.v1.QueueStats\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/subscribers/{subscriber}/queue\x12\x8f\x01\n\x0fListDeadLetters\x12#.gridmesh.v1.ListDeadLettersRequest\x1a$.gridmesh.v1.ListDeadLettersResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/subscribers/{subscriber}/dead-lettersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,41 +52,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIBEREQUEST']._serialized_start=165
   _globals['_SUBSCRIBEREQUEST']._serialized_end=261
   _globals['_SUBSCRIPTION']._serialized_start=264
-  _globals['_SUBSCRIPTION']._serialized_end=401
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=403
-  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=483
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=485
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=550
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=552
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=629
-  _globals['_PUBLISHRESPONSE']._serialized_start=631
-  _globals['_PUBLISHRESPONSE']._serialized_end=685
-  _globals['_PUBLISHBATCHREQUEST']._serialized_start=687
-  _globals['_PUBLISHBATCHREQUEST']._serialized_end=750
-  _globals['_PUBLISHRESULT']._serialized_start=752
-  _globals['_PUBLISHRESULT']._serialized_end=833
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=835
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=902
-  _globals['_CONSUMESTART']._serialized_start=904
-  _globals['_CONSUMESTART']._serialized_end=975
-  _globals['_ACK']._serialized_start=977
-  _globals['_ACK']._serialized_end=1021
-  _globals['_NACK']._serialized_start=1023
-  _globals['_NACK']._serialized_end=1067
-  _globals['_CONSUMEREQUEST']._serialized_start=1070
-  _globals['_CONSUMEREQUEST']._serialized_end=1206
-  _globals['_DELIVERY']._serialized_start=1208
-  _globals['_DELIVERY']._serialized_end=1325
-  _globals['_DELIVERYBATCH']._serialized_start=1327
-  _globals['_DELIVERYBATCH']._serialized_end=1385
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1387
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1429
-  _globals['_QUEUESTATS']._serialized_start=1431
-  _globals['_QUEUESTATS']._serialized_end=1537
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1539
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1596
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1598
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1665
-  _globals['_EVENTMANAGER']._serialized_start=1668
-  _globals['_EVENTMANAGER']._serialized_end=2666
+  _globals['_SUBSCRIPTION']._serialized_end=419
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_start=421
+  _globals['_UNSUBSCRIBEREQUEST']._serialized_end=501
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=503
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=568
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=570
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=647
+  _globals['_PUBLISHRESPONSE']._serialized_start=649
+  _globals['_PUBLISHRESPONSE']._serialized_end=703
+  _globals['_PUBLISHBATCHREQUEST']._serialized_start=705
+  _globals['_PUBLISHBATCHREQUEST']._serialized_end=768
+  _globals['_PUBLISHRESULT']._serialized_start=770
+  _globals['_PUBLISHRESULT']._serialized_end=851
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=853
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=920
+  _globals['_CONSUMESTART']._serialized_start=922
+  _globals['_CONSUMESTART']._serialized_end=993
+  _globals['_ACK']._serialized_start=995
+  _globals['_ACK']._serialized_end=1039
+  _globals['_NACK']._serialized_start=1041
+  _globals['_NACK']._serialized_end=1085
+  _globals['_CONSUMEREQUEST']._serialized_start=1088
+  _globals['_CONSUMEREQUEST']._serialized_end=1224
+  _globals['_DELIVERY']._serialized_start=1226
+  _globals['_DELIVERY']._serialized_end=1343
+  _globals['_DELIVERYBATCH']._serialized_start=1345
+  _globals['_DELIVERYBATCH']._serialized_end=1403
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1405
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1447
+  _globals['_QUEUESTATS']._serialized_start=1449
+  _globals['_QUEUESTATS']._serialized_end=1555
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1557
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1614
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1616
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1683
+  _globals['_EVENTMANAGER']._serialized_start=1686
+  _globals['_EVENTMANAGER']._serialized_end=2684
 # @@protoc_insertion_point(module_scope)

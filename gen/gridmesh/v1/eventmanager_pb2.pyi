@@ -25,18 +25,20 @@ class SubscribeRequest(_message.Message):
     def __init__(self, subscriber: _Optional[str] = ..., publisher: _Optional[str] = ..., entity_type: _Optional[str] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class Subscription(_message.Message):
-    __slots__ = ("subscriber", "publisher", "entity_type", "queue", "created_at")
+    __slots__ = ("subscriber", "publisher", "entity_type", "queue", "created_at", "snapshot")
     SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
     PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     subscriber: str
     publisher: str
     entity_type: str
     queue: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, subscriber: _Optional[str] = ..., publisher: _Optional[str] = ..., entity_type: _Optional[str] = ..., queue: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    snapshot: bool
+    def __init__(self, subscriber: _Optional[str] = ..., publisher: _Optional[str] = ..., entity_type: _Optional[str] = ..., queue: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class UnsubscribeRequest(_message.Message):
     __slots__ = ("subscriber", "publisher", "entity_type")

@@ -147,7 +147,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class StatsWindow(_message.Message):
-    __slots__ = ("window_start", "window_end", "task_type", "pending", "started", "completed", "failed", "retried", "queue_wait_mean_ms", "queue_wait_max_ms", "queue_wait_p50_ms", "queue_wait_p95_ms", "run_time_mean_ms", "run_time_max_ms")
+    __slots__ = ("window_start", "window_end", "task_type", "pending", "started", "completed", "failed", "retried", "queue_wait_mean_ms", "queue_wait_max_ms", "queue_wait_p50_ms", "queue_wait_p95_ms", "run_time_mean_ms", "run_time_max_ms", "queue_wait_count", "run_time_count", "final")
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     WINDOW_END_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +162,9 @@ class StatsWindow(_message.Message):
     QUEUE_WAIT_P95_MS_FIELD_NUMBER: _ClassVar[int]
     RUN_TIME_MEAN_MS_FIELD_NUMBER: _ClassVar[int]
     RUN_TIME_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_WAIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     window_start: _timestamp_pb2.Timestamp
     window_end: _timestamp_pb2.Timestamp
     task_type: str
@@ -176,7 +179,10 @@ class StatsWindow(_message.Message):
     queue_wait_p95_ms: float
     run_time_mean_ms: float
     run_time_max_ms: float
-    def __init__(self, window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_type: _Optional[str] = ..., pending: _Optional[int] = ..., started: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., retried: _Optional[int] = ..., queue_wait_mean_ms: _Optional[float] = ..., queue_wait_max_ms: _Optional[float] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p95_ms: _Optional[float] = ..., run_time_mean_ms: _Optional[float] = ..., run_time_max_ms: _Optional[float] = ...) -> None: ...
+    queue_wait_count: int
+    run_time_count: int
+    final: bool
+    def __init__(self, window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., task_type: _Optional[str] = ..., pending: _Optional[int] = ..., started: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., retried: _Optional[int] = ..., queue_wait_mean_ms: _Optional[float] = ..., queue_wait_max_ms: _Optional[float] = ..., queue_wait_p50_ms: _Optional[float] = ..., queue_wait_p95_ms: _Optional[float] = ..., run_time_mean_ms: _Optional[float] = ..., run_time_max_ms: _Optional[float] = ..., queue_wait_count: _Optional[int] = ..., run_time_count: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
 
 class WorkerStatsWindow(_message.Message):
     __slots__ = ("window_start", "window_end", "worker_id", "completed", "busy_ms")
@@ -193,12 +199,20 @@ class WorkerStatsWindow(_message.Message):
     def __init__(self, window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker_id: _Optional[str] = ..., completed: _Optional[int] = ..., busy_ms: _Optional[float] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("windows", "workers")
+    __slots__ = ("windows", "workers", "last_batch_at", "watermark", "malformed_records", "late_events")
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BATCH_AT_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_FIELD_NUMBER: _ClassVar[int]
+    MALFORMED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    LATE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     windows: _containers.RepeatedCompositeFieldContainer[StatsWindow]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatsWindow]
-    def __init__(self, windows: _Optional[_Iterable[_Union[StatsWindow, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatsWindow, _Mapping]]] = ...) -> None: ...
+    last_batch_at: _timestamp_pb2.Timestamp
+    watermark: _timestamp_pb2.Timestamp
+    malformed_records: int
+    late_events: int
+    def __init__(self, windows: _Optional[_Iterable[_Union[StatsWindow, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatsWindow, _Mapping]]] = ..., last_batch_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., malformed_records: _Optional[int] = ..., late_events: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "address", "slots", "task_types")

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 from google.protobuf import message
 
-from gridmesh.cli import mesh, tasks
+from gridmesh.bench.cli import add_bench_command
+from gridmesh.cli import events, mesh, stats, tasks
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
@@ -29,6 +30,8 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"gridmesh up (state: {config.state_path}, namespace: {config.namespace or '-'})", flush=True)
     env = mesh.child_env(os.environ, args.config)
+    if args.demo:  # the replication demo: CustomerService and OrderService
+        config, env = mesh.with_demo(config, env)
     mesh.up(config, workers=args.workers, env=env, progress=_progress)
     edge = f"{config.envoy.host}:{config.envoy.port}"
     print(f"\nthe mesh is up in {time.perf_counter() - started:.1f} s:")
@@ -37,6 +40,11 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")
     print(f"  storekeeper              {config.storekeeper.host}:{config.storekeeper.port}")
     print(f"  eventmanager             {config.eventmanager.host}:{config.eventmanager.port}")
+    if config.demo.enabled:
+        print(
+            f"  demo                     {config.demo.host}:{config.demo.customers_port} (customers), "
+            f":{config.demo.orders_port} (orders); e.g. curl {edge}/demo/v1/customers"
+        )
     print(f"  logs                     {mesh.log_dir(config)}")
     return 0
 
@@ -264,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start the whole mesh on this machine")
     p.add_argument("--workers", type=int, default=1, help="worker nodes to start (default 1)")
+    p.add_argument("--demo", action="store_true", help="also start the replication demo (Customer/OrderService)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop what 'up' started")
@@ -280,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker_start)
 
     _add_task_commands(sub)
+    events.register(sub)
+    add_bench_command(sub)
+    stats.register(sub)
     return parser
 
 

@@ -9,14 +9,17 @@ directory, and waits for each to be healthy. ``down`` stops exactly what
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.config import CONFIG_FILE_VAR, MeshConfig
 from gridmesh.core.errors import Unavailable
@@ -24,6 +27,8 @@ from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.grpc_support.probe import grpc_health
 
 SERVICE_START_TIMEOUT_S = 30.0
+ANALYTICS_START_TIMEOUT_S = 120.0
+"""Spark's JVM and the first query take a while on a busy machine."""
 ENVOY_START_TIMEOUT_S = 30.0
 
 Progress = Callable[[str, str], None]
@@ -42,7 +47,7 @@ class Component:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{self.host}:{self.port}" if self.port else self.host
 
 
 def run_dir(config: MeshConfig) -> Path:
@@ -108,6 +113,16 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
                 "gridmesh.v1.Worker",
             )
         )
+    if config.demo.enabled:  # the replication demo (gridmesh up --demo)
+        for name, port, service in (
+            ("customers", config.demo.customers_port, "CustomerService"),
+            ("orders", config.demo.orders_port, "OrderService"),
+        ):
+            spec = _python_module(f"demo-{name}", f"gridmesh.demo.{name}", env)
+            result.append(Component(f"demo-{name}", config.demo.host, port, spec, f"gridmesh.demo.v1.{service}"))
+    if config.analytics.enabled:  # no port: its health is its status file
+        spec = _python_module("analytics", "gridmesh.analytics", env)
+        result.append(Component("analytics", config.analytics.spark_master, 0, spec, ""))
     envoy_config = config.state_path / "envoy" / "envoy.yaml"
     result.append(
         Component(
@@ -121,8 +136,16 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
     return result
 
 
+def with_demo(config: MeshConfig, env: Mapping[str, str]) -> tuple[MeshConfig, dict[str, str]]:
+    """``config`` and the children's ``env`` with the replication demo enabled."""
+    demo = dataclasses.replace(config.demo, enabled=True)
+    return dataclasses.replace(config, demo=demo), {**env, "GRIDMESH_DEMO_ENABLED": "true"}
+
+
 def component_health(config: MeshConfig, component: Component) -> str:
     """``healthy``, ``standby`` (a Scheduler waiting to lead) or what is wrong."""
+    if component.name == "analytics":
+        return analytics_health(config)
     if component.name == "envoy":
         edge = grpc_health(component.address, "gridmesh.v1.Scheduler") if envoy_ready(config) else "DOWN"
         return "healthy" if edge == "SERVING" else edge
@@ -130,6 +153,21 @@ def component_health(config: MeshConfig, component: Component) -> str:
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
         return "standby"
     return "healthy" if health == "SERVING" else health
+
+
+def analytics_health(config: MeshConfig) -> str:
+    """The analytics job's health, from its status file (see :mod:`gridmesh.analytics.status`)."""
+    pid = procs.alive("analytics", run_dir(config))
+    status = analytics_status.read_status(analytics_status.status_path(config))
+    if status is not None and status.pid != pid:
+        status = None  # left by an earlier run
+    return analytics_status.health(status, pid is not None, datetime.now(UTC))
+
+
+def analytics_address(config: MeshConfig) -> str:
+    """Where the job runs, its last micro-batch and its lag, for ``gridmesh status``."""
+    status = analytics_status.read_status(analytics_status.status_path(config))
+    return f"{config.analytics.spark_master}: {analytics_status.describe(status)}"
 
 
 def component_healthy(config: MeshConfig, component: Component) -> bool:
@@ -174,7 +212,7 @@ def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Pr
     for component in mesh:
         if procs.alive(component.name, runs):
             progress(component.name, f"already running ({component.address})")
-        elif port_in_use(component.host, component.port):
+        elif component.port and port_in_use(component.host, component.port):
             raise Unavailable(
                 f"{component.name}: port {component.port} is in use by a process gridmesh did not start; "
                 f"stop it or configure another port"
@@ -194,6 +232,7 @@ def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Pr
     for component in mesh:
         if component in to_start:
             timeout = ENVOY_START_TIMEOUT_S if component.name == "envoy" else SERVICE_START_TIMEOUT_S
+            timeout = ANALYTICS_START_TIMEOUT_S if component.name == "analytics" else timeout
             procs.wait_until(
                 lambda c=component: component_healthy(config, c),  # type: ignore[misc]
                 timeout,
@@ -222,8 +261,11 @@ def status(config: MeshConfig, workers_hint: int = 0) -> list[tuple[str, str, st
         rows.append((service.name, service.address, origin, health))
     recorded = set(procs.recorded(runs))
     workers = max(workers_hint, sum(1 for n in recorded if n.startswith("worker-")))
+    if any(n.startswith("demo-") for n in recorded):  # started by `gridmesh up --demo`
+        config = with_demo(config, {})[0]
     for component in components(config, workers, os.environ):
         pid = procs.alive(component.name, runs)
         health = component_health(config, component)
-        rows.append((component.name, component.address, str(pid) if pid else "-", health))
+        address = analytics_address(config) if component.name == "analytics" else component.address
+        rows.append((component.name, address, str(pid) if pid else "-", health))
     return rows

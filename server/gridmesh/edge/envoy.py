@@ -20,6 +20,8 @@ import yaml
 from gridmesh.config import MeshConfig
 
 TRANSCODED_SERVICES = ("gridmesh.v1.Scheduler", "gridmesh.v1.StoreKeeper", "gridmesh.v1.EventManager")
+DEMO_SERVICES = {"gridmesh.demo.v1.CustomerService": "demo-customers", "gridmesh.demo.v1.OrderService": "demo-orders"}
+"""The replication demo's services and their clusters, routed only when ``config.demo.enabled``."""
 HEALTH_CHECK_INTERVAL = "1s"
 CONNECT_TIMEOUT = "1s"
 
@@ -107,7 +109,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
             "proto_descriptor": descriptor,
-            "services": list(TRANSCODED_SERVICES),
+            "services": [*TRANSCODED_SERVICES, *(DEMO_SERVICES if config.demo.enabled else ())],
             "convert_grpc_status": True,
             "print_options": {
                 "add_whitespace": False,
@@ -127,6 +129,8 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         _route("/grpc.health.v1.Health/", "scheduler"),
         _route("/grpc.reflection.", "scheduler"),
     ]
+    if config.demo.enabled:
+        routes[-2:-2] = [_route(f"/{service}/", cluster) for service, cluster in DEMO_SERVICES.items()]
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -170,9 +174,16 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 ),
                 _cluster("storekeeper", config.storekeeper.host, [config.storekeeper.port], None),
                 _cluster("eventmanager", config.eventmanager.host, [config.eventmanager.port], None),
+                *(_demo_clusters(config) if config.demo.enabled else []),
             ],
         },
     }
+
+
+def _demo_clusters(config: MeshConfig) -> list[dict[str, Any]]:
+    demo = config.demo
+    ports = {"demo-customers": demo.customers_port, "demo-orders": demo.orders_port}
+    return [_cluster(name, demo.host, [ports[name]], service) for service, name in DEMO_SERVICES.items()]
 
 
 def render_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> str:

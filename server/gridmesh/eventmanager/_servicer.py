@@ -41,6 +41,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
             entity_type=key.entity_type,
             queue=self._service.topology.queue(key.subscriber),
             created_at=to_timestamp(subscription.created_at),
+            snapshot=subscription.snapshot,
         )
 
     async def Subscribe(

@@ -25,9 +25,11 @@ from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.lifecycle import LifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
+from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
 from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
+from gridmesh.scheduler.stats import MySQLStatsReader
 from gridmesh.scheduler.store import MySQLTaskStore
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -50,8 +52,10 @@ def settings_of(config: MeshConfig) -> SchedulerSettings:
     )
 
 
-def build_server(config: MeshConfig, holder: CoreHolder, registry: TaskTypeRegistry) -> GrpcHost:
-    scheduler = SchedulerServicer(holder, registry)
+def build_server(
+    config: MeshConfig, holder: CoreHolder, registry: TaskTypeRegistry, stats: StatsReader | None = None
+) -> GrpcHost:
+    scheduler = SchedulerServicer(holder, registry, stats)
     work_queue = WorkQueueServicer(holder)
     return build_grpc_server(
         f"{config.scheduler.host}:{config.scheduler.port}",
@@ -152,12 +156,14 @@ async def serve(config: MeshConfig) -> None:
     registry = default_registry()
     store = MySQLTaskStore(MySQL(config.mysql, config.database("scheduler")))
     await asyncio.to_thread(store.setup)
+    stats = MySQLStatsReader(MySQL(config.mysql, config.database("analytics")))
+    await asyncio.to_thread(stats.setup)
     lifecycle = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
     zk = ZooKeeper(config.zookeeper, config.zk_root)
     await asyncio.to_thread(zk.start)
 
     holder = CoreHolder()
-    host = build_server(config, holder, registry)
+    host = build_server(config, holder, registry, stats)
     stop = asyncio.Event()
     identifier = f"{socket.gethostname()}:{host.port}:{os.getpid()}"
     leadership = Leadership(
@@ -178,6 +184,7 @@ async def serve(config: MeshConfig) -> None:
 
     async def close_adapters() -> None:
         await asyncio.to_thread(store.close)
+        await asyncio.to_thread(stats.close)
         await asyncio.to_thread(lifecycle.close)
         await asyncio.to_thread(zk.stop)
 

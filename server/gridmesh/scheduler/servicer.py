@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from grpc import aio
 
-from gridmesh.core.errors import GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
+from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import (
     Assignment,
     CancelNotice,
@@ -26,10 +26,12 @@ from gridmesh.core.scheduler import (
     Watcher,
     WorkerState,
 )
+from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.errors import status_code
+from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 
@@ -80,9 +82,10 @@ class CoreHolder:
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, holder: CoreHolder, registry: TaskTypeRegistry) -> None:
+    def __init__(self, holder: CoreHolder, registry: TaskTypeRegistry, stats: StatsReader | None = None) -> None:
         self._holder = holder
         self._registry = registry
+        self._stats = stats
 
     async def SubmitTask(
         self, request: scheduler_pb2.SubmitTaskRequest, context: aio.ServicerContext
@@ -187,6 +190,15 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 for w in self._holder.get().workers()
             ]
         )
+
+    async def GetStats(
+        self, request: scheduler_pb2.GetStatsRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.GetStatsResponse:
+        # Reads the analytics tables only: a standby Scheduler answers too.
+        if self._stats is None:
+            raise FailedPrecondition("this Scheduler was started without access to the analytics tables")
+        query = query_from_proto(request, datetime.now(UTC))
+        return report_to_proto(await self._stats.read(query))
 
 
 async def _drain(watcher: Watcher, after: int) -> AsyncIterator[tuple[Task, datetime]]:

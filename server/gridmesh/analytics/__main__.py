@@ -1,0 +1,3 @@
+from gridmesh.analytics.app import main
+
+main()

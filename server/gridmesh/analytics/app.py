@@ -1,0 +1,93 @@
+"""Composition root of the analytics job: ``python -m gridmesh.analytics``.
+
+Wires the MySQL sink and the Spark job from the mesh configuration and runs
+until SIGTERM/SIGINT. The Spark driver runs in this process's JVM child
+(local master by default); the Python workers of the Kafka source use this
+interpreter (``PYSPARK_PYTHON``), which pyspark's Python Data Source API
+needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import MutableMapping
+
+from gridmesh.adapters.mysql import MySQL
+from gridmesh.analytics._sink import LifecycleSink, SinkSettings
+from gridmesh.analytics.status import status_path
+from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.errors import GridmeshError
+from gridmesh.core.lifecycle import LifecycleKind
+from gridmesh.grpc_support.server import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def sink_settings(config: MeshConfig) -> SinkSettings:
+    a = config.analytics
+    return SinkSettings(window_s=a.window_s, lateness_s=a.watermark_s, retention_s=a.retention_s)
+
+
+def topics(config: MeshConfig) -> list[str]:
+    """The life-cycle topics of the mesh, as the Scheduler and workers name them."""
+    return [config.topic(kind.value) for kind in LifecycleKind]
+
+
+def prepare_environment(config: MeshConfig, env: MutableMapping[str, str]) -> None:
+    """What pyspark needs in the environment of the JVM it launches."""
+    env.setdefault("PYSPARK_PYTHON", sys.executable)
+    if config.analytics.spark_master.startswith("local"):
+        env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def run(config: MeshConfig, stop: threading.Event) -> int:
+    from gridmesh.analytics._job import AnalyticsJob, JobSettings  # imports pyspark
+
+    a = config.analytics
+    sink = LifecycleSink(MySQL(config.mysql, config.database("analytics")), sink_settings(config))
+    sink.setup()
+    settings = JobSettings(
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        topics=topics(config),
+        checkpoint=config.analytics_checkpoint,
+        scratch=config.analytics_dir,
+        status_path=status_path(config),
+        master=a.spark_master,
+        driver_memory=a.driver_memory,
+        trigger_interval_s=a.trigger_interval_s,
+        max_batch_messages=a.max_batch_messages,
+        app_name=f"gridmesh-analytics-{config.namespace}" if config.namespace else "gridmesh-analytics",
+    )
+    try:
+        return AnalyticsJob(settings, sink).run(stop)
+    finally:
+        sink.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = load_config(os.environ)
+    configure_logging(config.log_level)
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    prepare_environment(config, os.environ)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: stopping the streaming query", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        code = run(config, stop)
+    except GridmeshError as e:
+        log.error("analytics job cannot run: %s", e.message)
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

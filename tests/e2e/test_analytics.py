@@ -1,0 +1,135 @@
+"""SPEC §3 "Life-cycle log and analytics" and §4 (``gridmesh stats``,
+``gridmesh up`` starting the analytics job), tried as a new user would:
+20 ``noop`` tasks through Envoy, then ``GET /v1/stats`` shows their window(s)
+with completed = 20 and plausible wait and run times.
+
+This module runs its own mesh (with its own Kafka-protocol broker) with the
+analytics job enabled and a short trigger interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gridmesh.adapters.mysql import MySQL
+from gridmesh.cli import mesh, procs
+from gridmesh.config import MeshConfig, load_config
+from tests.conftest import free_port, mesh_env
+from tests.helpers import http_json, wait_for
+
+log = logging.getLogger("tests.analytics")
+
+TASKS = 20
+
+
+@pytest.fixture(scope="module")
+def stats_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
+    env = mesh_env(
+        tmp_path_factory.mktemp("stats-mesh"),
+        GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up
+        GRIDMESH_ANALYTICS_ENABLED="true",
+        GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
+    )
+    config = load_config(env)
+    try:
+        mesh.up(config, workers=1, env=env, progress=lambda *_: None)
+        yield config, env, f"{config.envoy.host}:{config.envoy.port}"
+    finally:
+        mesh.down(config, lambda *_: None)
+        MySQL(config.mysql, config.database("analytics")).drop_database()
+
+
+def stats(edge: str, start: datetime, end: datetime, task_type: str = "") -> tuple[int, Any]:
+    query = {"start_time": start.isoformat().replace("+00:00", "Z"), "end_time": end.isoformat().replace("+00:00", "Z")}
+    if task_type:
+        query["task_type"] = task_type
+    return http_json(edge, "GET", "/v1/stats?" + urllib.parse.urlencode(query))
+
+
+def gridmesh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "gridmesh"), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_twenty_noop_tasks_through_the_edge_show_up_in_get_stats_with_plausible_times(stats_mesh):
+    config, _, edge = stats_mesh
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    ids = []
+    for _ in range(TASKS):
+        status, task = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "params": {}, "result_dir": "stats"})
+        assert status == 200, task
+        ids.append(task["task_id"])
+
+    def all_done() -> bool:
+        return all(http_json(edge, "GET", f"/v1/tasks/{t}")[1]["state"] == "SUCCEEDED" for t in ids)
+
+    wait_for("the 20 tasks to succeed", all_done, timeout=60, interval=0.1)
+    done_at = time.monotonic()
+
+    def windows() -> list[dict[str, Any]] | None:
+        status, body = stats(edge, start, datetime.now(UTC) + timedelta(minutes=1), "noop")
+        assert status == 200, body
+        found = body.get("windows", [])
+        return found if sum(int(w.get("completed", 0)) for w in found) == TASKS else None
+
+    found = wait_for("GetStats to show completed = 20", windows, timeout=120, interval=0.1)
+    log.warning("end-to-end delay, last task succeeded -> visible in GetStats: %.2f s", time.monotonic() - done_at)
+    total = {k: sum(int(w.get(k, 0)) for w in found) for k in ("pending", "started", "completed", "failed")}
+    assert total == {"pending": TASKS, "started": TASKS, "completed": TASKS, "failed": 0}
+    for w in found:
+        assert w["task_type"] == "noop"
+        assert int(w["queue_wait_count"]) == int(w["started"]) and int(w["run_time_count"]) == int(w["completed"])
+        assert 0 <= w.get("queue_wait_mean_ms", 0) <= w.get("queue_wait_max_ms", 0) < 30_000
+        assert 0 <= w.get("run_time_mean_ms", 0) <= w.get("run_time_max_ms", 0) < 30_000
+        assert w.get("queue_wait_p50_ms", 0) <= w.get("queue_wait_p95_ms", 0) <= w.get("queue_wait_max_ms", 0)
+        end = datetime.fromisoformat(w["window_end"].replace("Z", "+00:00"))
+        begin = datetime.fromisoformat(w["window_start"].replace("Z", "+00:00"))
+        assert end - begin == timedelta(seconds=config.analytics.window_s)
+
+    status, body = stats(edge, start, datetime.now(UTC) + timedelta(minutes=1))
+    assert status == 200
+    assert sum(int(w.get("completed", 0)) for w in body["workers"]) == TASKS
+    assert "last_batch_at" in body and "watermark" in body
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        (datetime(2026, 3, 1, 12, tzinfo=UTC), datetime(2026, 3, 1, 11, tzinfo=UTC), "must be before"),
+        (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC), "longer than 31 days"),
+        (datetime(1971, 1, 1, tzinfo=UTC), datetime(1971, 1, 2, tzinfo=UTC), "outside the years 2000-2100"),
+    ],
+)
+def test_get_stats_with_an_inverted_or_absurd_range_is_400(stats_mesh, start, end, says):
+    _, _, edge = stats_mesh
+    status, body = stats(edge, start, end)
+    assert status == 400, body
+    assert says in body["message"]
+
+
+def test_gridmesh_stats_prints_a_table_and_status_shows_the_job(stats_mesh):
+    config, env, _ = stats_mesh
+    wait_for("a stored micro-batch", lambda: "micro-batch" in mesh.analytics_address(config) and "ago" in
+             mesh.analytics_address(config))  # fmt: skip
+    table = gridmesh(env, "stats", "--since", "10m", "--type", "noop")
+    assert table.returncode == 0, table.stderr
+    header, first = table.stdout.splitlines()[:2]
+    assert header.split()[:6] == ["window_start", "end", "type", "pending", "started", "completed"]
+    assert " noop " in first
+    assert "analytics job: last micro-batch" in table.stdout
+    bad = gridmesh(env, "stats", "--start", "2026-03-01T12:00:00Z", "--end", "2026-03-01T11:00:00Z")
+    assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
+    status = gridmesh(env, "status")
+    (row,) = [line for line in status.stdout.splitlines() if line.startswith("analytics")]
+    assert row.endswith("healthy") and "last micro-batch" in row and "lag" in row
+    assert procs.alive("analytics", mesh.run_dir(config))
