@@ -1,9 +1,11 @@
 """Session fixtures: real backing services and a real mesh.
 
-The backing services (MariaDB, RabbitMQ, ZooKeeper, the Kafka-protocol broker)
-are used where they already answer and started otherwise, exactly as
-``gridmesh up`` does; what the session started it stops at the end. Each
-test session gets its own namespace, ports and state directory, so it never
+MariaDB and RabbitMQ are the machine's: used where they answer, installed and
+started otherwise, exactly as ``gridmesh up`` does. ZooKeeper and the
+Kafka-protocol broker are the session's own, on free ports, so a test run
+never stops (or depends on) those of a mesh a developer is running, nor of
+another test run. What the session started it stops at the end. Each mesh a
+test starts gets its own namespace, ports and state directory, so it never
 sees another mesh's databases, queues, znodes or topics. A service that
 cannot be started fails the tests; nothing is skipped.
 """
@@ -40,9 +42,15 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
 
 
+_SESSION_BACKING: dict[str, str] = {}
+"""GRIDMESH_* settings naming the session's own ZooKeeper and Kafka broker."""
+
+
 def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
-    """A fresh namespace, free ports and its own state directory."""
+    """A fresh namespace, free ports and its own state directory, on the
+    session's backing services."""
     env = base_env()
+    env.update(_SESSION_BACKING)
     env.update(
         {
             "GRIDMESH_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
@@ -53,6 +61,8 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_WORKER_BASE_PORT": str(free_port()),
             "GRIDMESH_ENVOY_PORT": str(free_port()),
             "GRIDMESH_ENVOY_ADMIN_PORT": str(free_port()),
+            # Spark (~1 GB, ~10 s of CPU to start) only where a test asks for it.
+            "GRIDMESH_ANALYTICS_ENABLED": "false",
         }
     )
     env.update(overrides)
@@ -63,12 +73,17 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
 def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshConfig]:
     """The backing services on their configured addresses, started if missing."""
     state = tmp_path_factory.mktemp("backing")
-    config = load_config({"GRIDMESH_STATE_DIR": str(state)})
+    own = {
+        "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{free_port()}",
+        "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+    }
+    config = load_config({"GRIDMESH_STATE_DIR": str(state), **own})
     runs, logs = mesh.run_dir(config), mesh.log_dir(config)
     runs.mkdir(parents=True)
     logs.mkdir(parents=True)
     try:
         backing.ensure_backing(config, runs, logs, _progress)
+        _SESSION_BACKING.update(own)
         yield config
     finally:
         for name in reversed(procs.recorded(runs)):

@@ -77,9 +77,13 @@ def test_up_twice_is_harmless_and_status_shows_every_component_healthy(mesh_conf
 def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
     env = mesh_env(tmp_path)
     config = load_config(env)
-    up = gridmesh(env, "up", "--workers", "2")
-    assert up.returncode == 0, up.stdout + up.stderr
     runs = mesh.run_dir(config)
+    up = gridmesh(env, "up", "--workers", "2")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+    finally:
+        if up.returncode != 0:
+            mesh.down(config, lambda *_: None)
     started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
     assert set(started) == {"scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "envoy"}
     records = [json.loads((runs / f"{name}.json").read_text()) for name in started]

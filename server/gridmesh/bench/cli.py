@@ -24,7 +24,9 @@ workloads:
   W3  CPU: 200 burn(1) tasks on 2 slots; makespan / ideal
   W4  crash: 200 logged_burn(2) tasks; kill -9 one task process after 50 finished; lost / duplicates / recovery
   E1  edge overhead: GetTask p50/p99 direct gRPC vs Envoy gRPC vs Envoy HTTP/JSON
-  R1, R2  replication throughput and lag: not yet (they come with the replication work)
+  R1  replication throughput: 10,000 entity events (EventClient.publish_batch, 500 per call) to 2 replica
+      applier processes, each writing its own MySQL database; events/s until both hold every last version
+  R2  replication lag: 500 events/s for 20 s (paced); p50/p99 publish -> applied in both replicas
 
 Compare with the peers:  python ../shared/peers/report.py PEERS.jsonl GRIDMESH.jsonl
 """

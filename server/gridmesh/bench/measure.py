@@ -23,10 +23,12 @@ from typing import Any
 
 import grpc
 
+from gridmesh.bench import replication
 from gridmesh.bench import workloads as wl
 from gridmesh.bench.client import BenchClient, BenchError, Completions, submit_request
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.task_types import LOGGED_BURN, ensure_exec_log_dir
+from gridmesh.config import MeshConfig
 from gridmesh.core.builtin_tasks import burn_units
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 
@@ -67,6 +69,11 @@ class RunContext:
     direct: str
     worker_addresses: list[str]
     tally: Tally = field(default_factory=Tally)
+    config: MeshConfig | None = None
+    """The mesh's settings (R1/R2: MySQL and RabbitMQ)."""
+    eventmanager: str = ""
+    """The EventManager as this profile reaches it (the edge, or directly)."""
+    quick: bool = False
 
     def left(self) -> float:
         """Seconds a wait may still take, keeping a margin to wind up and report."""
@@ -421,5 +428,31 @@ async def run_e1(ctx: RunContext) -> tuple[Metrics, str]:
     return metrics, "envoy_json_overhead_p50_ms"
 
 
-RUNNERS = {"W1": run_w1, "W2": run_w2, "W3": run_w3, "W4": run_w4, "E1": run_e1}
+# -- R1 R2 ----------------------------------------------------------------------------------------
+
+
+def _replication_args(ctx: RunContext) -> tuple[MeshConfig, str, float, Callable[[Callable[[], int]], None]]:
+    if ctx.config is None or not ctx.eventmanager:
+        raise BenchError("R1/R2 need the mesh's settings and its EventManager's address")
+
+    def progress(done: Callable[[], int]) -> None:
+        ctx.tally.done_fn = done
+
+    # The appliers must be stopped and everything deleted before the repetition's deadline.
+    return ctx.config, ctx.eventmanager, ctx.deadline - 2 * WIND_UP_S, progress
+
+
+async def run_r1(ctx: RunContext) -> tuple[Metrics, str]:
+    config, target, deadline, progress = _replication_args(ctx)
+    return await asyncio.to_thread(replication.measure_r1, config, target, ctx.n, deadline, progress), "events_per_s"
+
+
+async def run_r2(ctx: RunContext) -> tuple[Metrics, str]:
+    config, target, deadline, progress = _replication_args(ctx)
+    rate = replication.r2_rate(ctx.quick)
+    metrics = await asyncio.to_thread(replication.measure_r2, config, target, ctx.n, rate, deadline, progress)
+    return metrics, "p50_ms"
+
+
+RUNNERS = {"W1": run_w1, "W2": run_w2, "W3": run_w3, "W4": run_w4, "R1": run_r1, "R2": run_r2, "E1": run_e1}
 """The workloads that can be measured, by id."""

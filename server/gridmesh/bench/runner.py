@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gridmesh.bench import machine
+from gridmesh.bench import machine, replication
 from gridmesh.bench.client import IN_FLIGHT, BenchClient, BenchError
 from gridmesh.bench.measure import RUNNERS, RunContext, Tally, burn_unit_ms_today
 from gridmesh.bench.records import append_jsonl, finish_record, new_record, result_line, versions
@@ -39,6 +39,7 @@ SCHEDULER_SERVICE = "gridmesh.v1.Scheduler"
 GATE_MODES = ("case", "rep", "off")
 BUSY_GATE_TIMEOUT_S = 60.0
 """After two gates in a row timed out the machine is persistently busy: wait at most this long."""
+REPLICATION = ("R1", "R2")
 RSS_SCOPE = "bench client + gridmesh services, worker nodes with their task processes, Envoy"
 
 
@@ -76,10 +77,7 @@ class BenchOptions:
             raise InvalidArgument(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
         later = [w for w in self.workloads if not WORKLOADS[w].implemented]
         if later:
-            raise InvalidArgument(
-                f"{', '.join(later)}: not measured yet (they come with the replication work); "
-                f"available: {', '.join(RUNNERS)}"
-            )
+            raise InvalidArgument(f"{', '.join(later)}: not measured yet; available: {', '.join(RUNNERS)}")
         if self.gate not in GATE_MODES:
             raise InvalidArgument(f"gate must be one of {', '.join(GATE_MODES)}")
         if self.reps < 1 or self.w4_reps < 1:
@@ -275,6 +273,8 @@ class Session:
     result_dir: str
     progress: ProgressLine
     records: list[dict[str, Any]] = field(default_factory=list)
+    config: MeshConfig | None = None
+    eventmanager: str = ""
 
 
 async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -> tuple[dict[str, Any], str]:
@@ -288,6 +288,9 @@ async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -
         direct=session.direct,
         worker_addresses=session.worker_addresses,
         tally=tally,
+        config=session.config,
+        eventmanager=session.eventmanager,
+        quick=session.options.quick,
     )
     try:
         return await asyncio.wait_for(RUNNERS[workload.id](ctx), workload.timeout_s)
@@ -306,7 +309,11 @@ def run_rep(
         workload.id,
         session.options.profile,
         rep,
-        conditions={**session.conditions, "n": n},
+        conditions={
+            **session.conditions,
+            "n": n,
+            **(replication.conditions(session.options.quick) if workload.id in REPLICATION else {}),
+        },
         gate=gate,
         load1=machine.load1(),
     )
@@ -416,6 +423,8 @@ def _run(
         versions=versions(),
         result_dir=f"bench/{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         progress=progress,
+        config=config,
+        eventmanager=f"{config.eventmanager.host}:{config.eventmanager.port}" if options.direct else edge,
     )
     busy_gates = 0
 

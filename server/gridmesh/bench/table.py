@@ -110,6 +110,21 @@ COLUMNS: dict[str, list[tuple[str, Cell]]] = {
         ("exactly-once reps", lambda rs: f"{sum(1 for r in rs if r['metrics'].get('exactly_once'))}/{len(rs)}"),
         ("makespan s", med(_metric("makespan_s"), 2)),
     ],
+    "R1": [
+        ("events/s median", med(_metric("events_per_s"))),
+        ("min..max", minmax(_metric("events_per_s"))),
+        ("publish/s", med(_metric("publish_per_s"))),
+        ("elapsed s", med(_metric("elapsed_s"), 2)),
+        ("replicas match", lambda rs: f"{sum(1 for r in rs if r['metrics'].get('replicas_match'))}/{len(rs)}"),
+    ],
+    "R2": [
+        ("p50 ms median", med(_metric("p50_ms"), 2)),
+        ("p50 min..max", minmax(_metric("p50_ms"), 2)),
+        ("p99 ms median", med(_metric("p99_ms"), 2)),
+        ("p99 min..max", minmax(_metric("p99_ms"), 2)),
+        ("rate ev/s", med(_metric("achieved_rate_per_s"))),
+        ("replicas match", lambda rs: f"{sum(1 for r in rs if r['metrics'].get('replicas_match'))}/{len(rs)}"),
+    ],
     "E1": [
         ("direct gRPC p50 / p99 ms", lambda rs: _pair(rs, "direct_grpc")),
         ("Envoy gRPC p50 / p99 ms", lambda rs: _pair(rs, "envoy_grpc")),

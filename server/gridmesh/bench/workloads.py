@@ -22,6 +22,9 @@ SLOTS = 2
 BURN_UNIT_MS = 10.0
 """What one unit of burn took on the reference machine."""
 N_W1, N_W2, N_W3, N_W4, N_E1 = 5000, 500, 200, 200, 2000
+N_R1 = 10_000
+N_R2 = 500 * 20
+"""R2: 500 events/s for 20 s (``--quick``: 100 events/s for 3 s)."""
 IDEAL_W3_S = N_W3 * BURN_UNIT_MS / 1000.0 / SLOTS
 """200 x 10 ms on 2 slots: 1.0 s."""
 W4_UNITS = 2
@@ -69,8 +72,22 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "W4", "crash: N burn(2) tasks, kill -9 one task process after 50 finished", N_W4, 100, "recovery_s", 200
         ),
-        Workload("R1", "replication throughput", 10_000, 1000, "events_per_s", 300, implemented=False),
-        Workload("R2", "replication lag", 10_000, 1000, "p50_ms", 300, implemented=False),
+        Workload(
+            "R1",
+            "replication throughput: N events to 2 replica appliers, until both hold every last version",
+            N_R1,
+            1000,
+            "events_per_s",
+            300,
+        ),
+        Workload(
+            "R2",
+            "replication lag: 500 events/s for 20 s, publish -> applied in both replicas",
+            N_R2,
+            300,
+            "p50_ms",
+            300,
+        ),
         Workload(
             "E1",
             "edge overhead: GetTask direct gRPC vs Envoy gRPC vs Envoy HTTP/JSON",
