@@ -86,7 +86,12 @@ def test_a_replica_matches_only_with_the_last_version_and_payload_of_every_entit
 
 
 def test_the_payload_carries_the_publish_stamp_and_100_bytes():
-    assert rp.payload(("e-000003", 2), 13, 1.5) == {"id": "e-000003", "seq": 13, "data": wl.PAYLOAD, "published_at": 1.5}
+    assert rp.payload(("e-000003", 2), 13, 1.5) == {
+        "id": "e-000003",
+        "seq": 13,
+        "data": wl.PAYLOAD,
+        "published_at": 1.5,
+    }
 
 
 def test_r1_and_r2_are_measured_by_default_and_listed_by_the_command(capsys):
