@@ -21,7 +21,7 @@ import pymysql
 from kazoo.client import KazooClient
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
-from gridmesh.cli import mesh, procs
+from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import EventClient
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.replication import Topology
@@ -184,6 +184,19 @@ def close_rabbitmq_connections(connection_name: str) -> int:
     for pid in pids:
         subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh fault test"], timeout=60, check=True)
     return len(pids)
+
+
+@contextlib.contextmanager
+def rabbitmq_stopped() -> Iterator[None]:
+    """Stop the RabbitMQ application (every connection drops, durable queues
+    stay on disk) and start it again on leaving, waiting until AMQP answers."""
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], timeout=120, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], timeout=180, check=True)
+        rabbit = backing.RabbitMQ.from_config(load_config({}), backing.AptInstaller())
+        wait_for("RabbitMQ to accept connections again", rabbit.probe, timeout=120, interval=0.2)
 
 
 def new_name(prefix: str) -> str:
