@@ -110,6 +110,7 @@ def env(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
         {
             "GRIDMESH_NAMESPACE": namespace,
             "GRIDMESH_STATE_DIR": str(tmp_path_factory.mktemp("clients")),
+            "GRIDMESH_ZOOKEEPER_HOSTS": backing_services.zookeeper.hosts,
             "GRIDMESH_EVENTMANAGER_PORT": "0",
             "GRIDMESH_EVENTMANAGER_MAX_REDELIVERIES": "3",
         }

@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 
 from gridmesh.core.replication import Operation
+from gridmesh.grpc_support.convert import struct_to_dict
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -136,18 +136,7 @@ def _operation(value: Operation | int | str) -> int:
 
 def payload_dict(event: common_pb2.EntityEvent) -> dict[str, Any]:
     """The event's payload as plain Python values (integral numbers as int)."""
-    value: dict[str, Any] = _integral(json_format.MessageToDict(event.payload))
-    return value
-
-
-def _integral(value: Any) -> Any:
-    # Struct carries every number as a double; give integral ones back as int.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
+    value: dict[str, Any] = struct_to_dict(event.payload)
     return value
 
 

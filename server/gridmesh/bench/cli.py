@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from gridmesh.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
+from gridmesh.cli.args import positive_int
 from gridmesh.config import MeshConfig
 from gridmesh.core.errors import InvalidArgument
 
@@ -39,16 +40,6 @@ def _workload(text: str) -> str:
     return name
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` to the ``gridmesh`` subcommands."""
     p = sub.add_parser(
@@ -64,9 +55,9 @@ def add_bench_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="WORKLOAD",
         help=f"workloads to run, in order (default: {' '.join(DEFAULT_WORKLOADS)})",
     )
-    p.add_argument("--reps", type=_positive, default=3, metavar="N", help="repetitions of each workload (default 3)")
+    p.add_argument("--reps", type=positive_int, default=3, metavar="N", help="repetitions of each workload (default 3)")
     p.add_argument(
-        "--w4-reps", type=_positive, default=5, metavar="N", help="repetitions of W4 when --reps > 1 (default 5)"
+        "--w4-reps", type=positive_int, default=5, metavar="N", help="repetitions of W4 when --reps > 1 (default 5)"
     )
     p.add_argument("--out", type=Path, metavar="FILE", help="append every record to FILE (JSON lines)")
     p.add_argument("--direct", action="store_true", help="talk straight to the Scheduler, not through Envoy")

@@ -15,6 +15,7 @@ from google.protobuf import message
 
 from gridmesh.bench.cli import add_bench_command
 from gridmesh.cli import events, mesh, stats, tasks
+from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
@@ -186,16 +187,6 @@ def cmd_workers(config: MeshConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument(
@@ -216,7 +207,7 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--result-dir", required=True, metavar="DIR", help="relative directory for the result")
     p.add_argument("--priority", type=str.upper, choices=["LOW", "NORMAL", "HIGH"], default="NORMAL")
     p.add_argument("--idempotency-key", default="", metavar="KEY", help="submitting KEY again answers the same task")
-    p.add_argument("--max-attempts", type=_positive_int, default=0, metavar="N", help="default: the Scheduler's")
+    p.add_argument("--max-attempts", type=positive_int, default=0, metavar="N", help="default: the Scheduler's")
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")
     p.set_defaults(func=cmd_submit)
@@ -255,7 +246,7 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser("tasks", parents=[as_json], help="list tasks, newest first")
     p.add_argument("--state", type=str.upper, choices=states, help="only tasks in this state")
     p.add_argument("--type", metavar="TYPE", help="only tasks of this type")
-    p.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N tasks (default 50)")
+    p.add_argument("--limit", type=positive_int, default=50, metavar="N", help="at most N tasks (default 50)")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("task-types", parents=[as_json], help="the task types the mesh runs")

@@ -20,7 +20,7 @@ from google.protobuf import json_format, message, timestamp_pb2
 
 from gridmesh.clients import TaskError
 from gridmesh.core.errors import InvalidArgument
-from gridmesh.grpc_support.convert import struct_to_dict
+from gridmesh.grpc_support.convert import integral_numbers, struct_to_dict
 from gridmesh.v1 import common_pb2, scheduler_pb2, storekeeper_pb2
 
 NOT_SET = "-"
@@ -56,21 +56,10 @@ def parse_params(text: str) -> dict[str, Any]:
 def json_line(msg: message.Message) -> str:
     """One message as one line of JSON (proto field names, every field)."""
     return json_object(
-        _integral(
+        integral_numbers(
             json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         )
     )
-
-
-def _integral(value: Any) -> Any:
-    # Struct numbers are doubles: print {"n": 1000}, not {"n": 1000.0}, as the edge does.
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    return value
 
 
 def json_object(value: dict[str, Any]) -> str:

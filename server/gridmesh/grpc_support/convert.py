@@ -8,20 +8,21 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 
-def _integral(value: Any) -> Any:
-    # Struct carries every number as a double; give integral ones back as int
-    # so task functions and JSON Schema see 5, not 5.0.
+def integral_numbers(value: Any) -> Any:
+    """``value`` with integral floats turned into ints, recursively. Struct
+    carries every number as a double; task functions, JSON Schema and people
+    reading JSON should see 5, not 5.0."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
+        return {k: integral_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_integral(v) for v in value]
+        return [integral_numbers(v) for v in value]
     return value
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = _integral(json_format.MessageToDict(struct))
+    result: dict[str, Any] = integral_numbers(json_format.MessageToDict(struct))
     return result
 
 
