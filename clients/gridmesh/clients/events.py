@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from gridmesh.clients._channel import ChannelClient
 from gridmesh.core.replication import Operation
 from gridmesh.grpc_support.convert import struct_to_dict
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
@@ -244,7 +245,7 @@ class EventStream:
         self.close()
 
 
-class EventClient:
+class EventClient(ChannelClient):
     """Client of one mesh's EventManager.
 
     ``target`` is ``host:port`` of the edge or of an EventManager. Pass
@@ -260,22 +261,8 @@ class EventClient:
         channel: grpc.Channel | None = None,
         rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
     ) -> None:
-        self.target = target
-        self._owns_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self._timeout = rpc_timeout_s
+        super().__init__(target, channel, rpc_timeout_s, CHANNEL_OPTIONS)
         self._stub = eventmanager_pb2_grpc.EventManagerStub(self._channel)
-
-    def close(self) -> None:
-        """Closes the channel if this client opened it. Idempotent."""
-        if self._owns_channel:
-            self._channel.close()
-
-    def __enter__(self) -> EventClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _unary(self, method: Callable[..., T], request: Any) -> T:
         try:

@@ -31,6 +31,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2
 
+from gridmesh.clients._channel import ChannelClient
 from gridmesh.v1 import (
     common_pb2,
     scheduler_pb2,
@@ -99,7 +100,7 @@ def is_terminal(state: int) -> bool:
     return state in TERMINAL_STATES
 
 
-class TaskClient:
+class TaskClient(ChannelClient):
     """Client of the task API of one mesh.
 
     ``target`` is ``host:port`` of the edge (or of a Scheduler and
@@ -116,22 +117,9 @@ class TaskClient:
         channel: grpc.Channel | None = None,
         rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
     ) -> None:
-        self._owns_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target)
-        self._timeout = rpc_timeout_s
+        super().__init__(target, channel, rpc_timeout_s)
         self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._storekeeper = storekeeper_pb2_grpc.StoreKeeperStub(self._channel)
-
-    def close(self) -> None:
-        """Closes the channel if this client opened it. Idempotent."""
-        if self._owns_channel:
-            self._channel.close()
-
-    def __enter__(self) -> TaskClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- tasks ----------------------------------------------------------------
 
