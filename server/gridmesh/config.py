@@ -62,6 +62,9 @@ class ZooKeeperConfig:
     """Comma-separated host:port list of the ensemble."""
     session_timeout_s: float = 10.0
     """Session timeout; ephemeral nodes vanish this long after a crash."""
+    request_timeout_s: float = 5.0
+    """Longest wait for one ZooKeeper request (e.g. while it is down) before
+    the call fails with UNAVAILABLE instead of hanging."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,18 @@ class EnvoyConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    enabled: bool = True
+    """Serve the web console; Envoy routes ``/`` of the edge port to it."""
+    host: str = "127.0.0.1"
+    """Address the console's static file server listens on."""
+    port: int = 50080
+    """Port of the console's static file server (reach it through Envoy)."""
+    assets_dir: str = ""
+    """The built console (empty = ``console/dist`` of this checkout, built by ``./dev``)."""
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     enabled: bool = False
     """Run the replication demo (CustomerService and OrderService) with
@@ -196,6 +211,7 @@ class MeshConfig:
     storekeeper: StoreKeeperConfig = field(default_factory=StoreKeeperConfig)
     eventmanager: EventManagerConfig = field(default_factory=EventManagerConfig)
     envoy: EnvoyConfig = field(default_factory=EnvoyConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 

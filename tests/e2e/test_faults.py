@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -83,6 +85,8 @@ def fault_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFa
         GRIDMESH_SCHEDULER_HEARTBEAT_INTERVAL_S="0.4",
         GRIDMESH_ZOOKEEPER_SESSION_TIMEOUT_S="4",
         GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        GRIDMESH_ZOOKEEPER_HOSTS=f"127.0.0.1:{free_port()}",  # its own (started by up): killing it disturbs no one
+        GRIDMESH_ZOOKEEPER_REQUEST_TIMEOUT_S="2",
         GRIDMESH_WORKER_BASE_PORT=str(_two_free_ports()),
         GRIDMESH_WORKER_SLOTS="2",
     )
@@ -266,3 +270,40 @@ def test_tasks_complete_while_the_kafka_broker_is_down(fault_mesh):
         kafka = backing.Kafka.from_config(fm.config)
         procs.start(kafka.spec(fm.config), fm.runs, mesh.log_dir(fm.config))
         procs.wait_until(kafka.probe, 30, "kafka")
+
+
+def test_while_zookeeper_is_down_tasks_and_events_flow_subscribe_is_503_and_all_recovers_after_it(fault_mesh):
+    """kill -9 of ZooKeeper: the leading Scheduler keeps serving (its session
+    is only suspended), events keep being routed by the broker's bindings, and
+    a change of the subscription map answers UNAVAILABLE within the request
+    timeout instead of hanging. Once ZooKeeper is back, everything works."""
+    fm = fault_mesh
+    shop = {"publisher": "zk-shop", "entity_type": "customer"}
+    status, body = http_json(fm.edge, "POST", "/v1/subscriptions", {"subscriber": "zk-billing", **shop})
+    assert status == 200, body
+    event = {"entity_id": "c-1", "operation": "CREATE", "payload": {"name": "Ada"}, **shop}
+
+    os.kill(procs.alive("zookeeper", fm.runs) or 0, signal.SIGKILL)
+    wait_for("ZooKeeper to die", lambda: procs.alive("zookeeper", fm.runs) is None)
+    try:
+        ids = [submit(fm, "noop", {}) for _ in range(5)]
+        assert all(wait_terminal(fm, t)["state"] == "SUCCEEDED" for t in ids)
+        status, body = http_json(fm.edge, "POST", "/v1/events", {**event, "event_id": str(uuid.uuid4()), "version": 1})
+        assert status == 200 and body["routed_to"] == ["zk-billing"], body
+        asked = time.monotonic()
+        status, body = http_json(fm.edge, "POST", "/v1/subscriptions", {"subscriber": "zk-audit", **shop})
+        assert status == 503 and "ZooKeeper" in body["message"], body
+        assert time.monotonic() - asked < 15  # the request timeout is 2 s; Envoy may retry twice
+    finally:
+        backing.ensure_backing(fm.config, fm.runs, mesh.log_dir(fm.config), lambda *_: None)
+
+    def subscribed() -> bool:
+        return http_json(fm.edge, "POST", "/v1/subscriptions", {"subscriber": "zk-audit", **shop})[0] == 200
+
+    wait_for("Subscribe to work again", subscribed, timeout=60)
+    listed = http_json(fm.edge, "GET", "/v1/subscriptions?publisher=zk-shop")[1]["subscriptions"]
+    assert sorted(s["subscriber"] for s in listed) == ["zk-audit", "zk-billing"]
+    status, body = http_json(fm.edge, "POST", "/v1/events", {**event, "event_id": str(uuid.uuid4()), "version": 2})
+    assert status == 200 and sorted(body["routed_to"]) == ["zk-audit", "zk-billing"], body
+    # The Schedulers' sessions expired while ZooKeeper was away: one leads again and tasks run.
+    assert wait_terminal(fm, submit(fm, "noop", {}), timeout=90)["state"] == "SUCCEEDED"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -103,3 +103,51 @@ def test_a_caller_that_stops_waiting_does_not_stop_the_writer(db):
     finally:
         writer.close()
     assert rows(db) == {1: "a", 2: "b"}
+
+
+def test_a_group_of_one_statement_commits_in_one_round_trip_and_a_bad_row_still_fails_alone(db):
+    writer = GroupCommitter(db)
+    blocking = threading.Event()
+    try:
+        first = writer.submit(lambda cur: blocking.wait(10))
+        # Queued while the writer is busy: the next group is one multi-row INSERT.
+        futures = [writer.submit(Row(INSERT, (i, f"v{i}"))) for i in range(50)]
+        duplicate = writer.submit(Row(INSERT, (7, "duplicate")))
+        blocking.set()
+        first.result(timeout=30)
+        for future in futures:
+            assert future.result(timeout=30) is None
+        with pytest.raises(AlreadyExists):
+            duplicate.result(timeout=30)
+        commits = writer.commits
+        writer.submit(Row(UPSERT, (7, "again"))).result(timeout=30)
+        assert writer.commits == commits + 1
+    finally:
+        writer.close()
+    stored = rows(db)
+    assert len(stored) == 50 and stored[7] == "again" and stored[8] == "v8"
+
+
+def test_callers_on_an_event_loop_get_their_commits_in_order(db):
+    writer = GroupCommitter(db)
+
+    async def scenario() -> list[int]:
+        done: list[int] = []
+        futures = [writer.submit_async(Row(INSERT, (i, f"v{i}"))) for i in range(100)]
+
+        def record(i: int) -> Callable[[asyncio.Future[object]], None]:
+            return lambda _: done.append(i)
+
+        for i, future in enumerate(futures):
+            future.add_done_callback(record(i))
+        abandoned = writer.submit_async(Row(INSERT, (100, "x")))
+        abandoned.cancel()  # stops the wait, not the work
+        await asyncio.gather(*futures)
+        await writer.run(Row(INSERT, (101, "y")))
+        return done
+
+    try:
+        assert asyncio.run(scenario()) == list(range(100))
+    finally:
+        writer.close()
+    assert len(rows(db)) == 102

@@ -26,6 +26,12 @@ from gridmesh.v1 import common_pb2
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.2
+LINGER_MS = 50
+"""How long the producer gathers events into one batch. Nothing waits for a
+life-cycle event (the analytics job reads every ``trigger_interval_s``, 2 s
+by default), while every batch costs the producer's threads and the broker a
+request: at W1's rate 50 ms instead of 5 ms took ~0.2 ms of CPU per task off
+the Scheduler, the worker node and the broker together."""
 TOPIC_CREATE_TIMEOUT_S = 10.0
 _EVENT_TYPES = {
     LifecycleKind.PENDING: common_pb2.TASK_PENDING,
@@ -59,7 +65,7 @@ class KafkaLifecycleLog:
             "bootstrap.servers": config.bootstrap_servers,
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 5,
+            "linger.ms": LINGER_MS,
             "queue.buffering.max.messages": config.buffer_messages,
             "message.timeout.ms": 0,  # keep retrying while the broker is away
             "logger": log,

@@ -2,9 +2,10 @@
 
 Concurrency model (one choice for every process): pymysql is blocking, so it
 never runs on the event loop. Writes go through a :class:`GroupCommitter`,
-one thread with its own connection that runs every pending unit of work of
+one thread with its own connections that runs every pending unit of work of
 the moment in one transaction and commits once (group commit), then resolves
-each caller's future. Reads use :meth:`MySQL.read` on a small thread pool,
+each caller's future (callers on an event loop: all of a group's futures in
+one hop to the loop). Reads use :meth:`MySQL.read` on a small thread pool,
 one connection per thread.
 
 pymysql's exceptions stop here: they become :class:`Unavailable` (server
@@ -50,6 +51,8 @@ class Row:
 
 
 Work = Callable[[Cursor], Any] | Row
+Waiter = Future[Any] | asyncio.Future[Any]
+"""Where a unit's outcome goes: see :meth:`GroupCommitter.submit_async`."""
 
 CONNECT_TIMEOUT_S = 5
 MAX_RETRIES = 5
@@ -98,7 +101,7 @@ class MySQL:
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"mysql-read-{database}")
 
-    def connect(self, database: str | None = None) -> pymysql.Connection[Cursor]:
+    def connect(self, database: str | None = None, *, autocommit: bool = False) -> pymysql.Connection[Cursor]:
         try:
             return pymysql.connect(
                 host=self._config.host,
@@ -106,7 +109,7 @@ class MySQL:
                 user=self._config.user,
                 password=self._config.password,
                 database=database,
-                autocommit=False,
+                autocommit=autocommit,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 charset="utf8mb4",
             )
@@ -190,13 +193,21 @@ class GroupCommitter:
     before insert). A unit that raises a :class:`GridmeshError` (a duplicate
     key becomes :class:`AlreadyExists`) fails alone: the group is rolled back
     and the other units are committed one by one.
+
+    A group made only of :class:`Row` s of one statement (the usual case: a
+    service's inserts, or its upserts) is one multi-row statement, which is
+    atomic by itself: it runs on a second connection in autocommit mode and
+    commits in the same round trip, instead of a statement then ``COMMIT``.
+    If the server refuses it, nothing was applied and the group takes the
+    transactional path above to find the row at fault.
     """
 
     def __init__(self, db: MySQL) -> None:
         self._db = db
-        self._queue: queue.SimpleQueue[tuple[Work, Future[Any]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Work, Waiter] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"mysql-commit-{db.database}", daemon=True)
-        self._conn: pymysql.Connection[Cursor] | None = None
+        self._conns: dict[bool, pymysql.Connection[Cursor]] = {}
+        """The writer's connections, by autocommit mode."""
         self._closed = False
         self.commits = 0
         self.units = 0
@@ -209,9 +220,22 @@ class GroupCommitter:
         self._queue.put((work, future))
         return future
 
+    def submit_async(self, work: Work) -> asyncio.Future[Any]:
+        """:meth:`submit` for a caller on an event loop: the future belongs to
+        the running loop. The writer settles all of one loop's futures of a
+        committed group in a single ``call_soon_threadsafe`` — one wake-up of
+        the loop per commit instead of one per unit (``asyncio.wrap_future``
+        would also add a :class:`concurrent.futures.Future` and a chained
+        callback per unit). Cancelling the future stops the wait, not the work."""
+        if self._closed:
+            raise Unavailable("the MySQL writer is shut down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put((work, future))
+        return future
+
     async def run(self, work: Work) -> Any:
         """Submit ``work`` and wait until it is committed (its result) or failed."""
-        return await asyncio.wrap_future(self.submit(work))
+        return await self.submit_async(work)
 
     def close(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop the thread. Idempotent."""
@@ -238,10 +262,10 @@ class GroupCommitter:
                     break
                 group.append(nxt)
             self._commit(group)
-        if self._conn is not None:
-            self._conn.close()
+        for conn in self._conns.values():
+            conn.close()
 
-    def _commit(self, group: list[tuple[Work, Future[Any]]]) -> None:
+    def _commit(self, group: list[tuple[Work, Waiter]]) -> None:
         outcomes = self._transaction(group)
         if outcomes is not None and all(ok for ok, _ in outcomes):
             self._resolve(group, outcomes)
@@ -256,29 +280,55 @@ class GroupCommitter:
             outcomes = [(False, Unavailable(f"MySQL database {self._db.database} is unreachable; nothing was saved"))]
         self._resolve(group, outcomes)
 
-    def _transaction(self, group: list[tuple[Work, Future[Any]]]) -> list[tuple[bool, Any]] | None:
+    def _connection(self, autocommit: bool) -> pymysql.Connection[Cursor]:
+        conn = self._conns.get(autocommit)
+        if conn is None:
+            conn = self._conns[autocommit] = self._db.connect(self._db.database, autocommit=autocommit)
+        return conn
+
+    def _transaction(self, group: list[tuple[Work, Waiter]]) -> list[tuple[bool, Any]] | None:
         """Run the group in one transaction: commit if every unit succeeded,
         else roll back. None when MySQL stayed unreachable."""
+        units = [work for work, _ in group]
+        statement = _single_statement(units)
         for attempt in range(MAX_RETRIES):
             try:
-                if self._conn is None:
-                    self._conn = self._db.connect(self._db.database)
-                with self._conn.cursor() as cur:
-                    outcomes = self._apply(cur, [work for work, _ in group])
+                if statement is not None:
+                    if self._autocommit_statement(*statement):
+                        return [(True, None)] * len(units)
+                    statement = None  # refused whole: find the row at fault in a transaction
+                conn = self._connection(autocommit=False)
+                with conn.cursor() as cur:
+                    outcomes = self._apply(cur, units)
                 if all(ok for ok, _ in outcomes):
-                    self._conn.commit()
+                    conn.commit()
                     self.commits += 1
                     self.units += len(group)
                 else:
-                    self._conn.rollback()
+                    conn.rollback()
                 return outcomes
             except (*_CONNECTION_ERRORS, Unavailable) as e:
                 if not (isinstance(e, Unavailable) or _retryable(e)):
                     raise
-                _discard(self._conn)
-                self._conn = None
+                for conn in self._conns.values():
+                    _discard(conn)
+                self._conns.clear()
                 _backoff(attempt, e)
         return None
+
+    def _autocommit_statement(self, sql: str, rows: list[Row]) -> bool:
+        """Run ``rows`` as one multi-row statement that commits itself. False
+        if the server refused it: a statement is atomic, so nothing was applied."""
+        try:
+            with self._connection(autocommit=True).cursor() as cur:
+                cur.executemany(sql, [row.args for row in rows])
+        except Exception as e:
+            if _retryable(e):
+                raise  # the whole group is retried
+            return False
+        self.commits += 1
+        self.units += len(rows)
+        return True
 
     @classmethod
     def _apply(cls, cur: Cursor, units: list[Work]) -> list[tuple[bool, Any]]:
@@ -331,13 +381,36 @@ class GroupCommitter:
         return [cls._unit(cur, _one_row(sql, r)) for r in rows]
 
     @staticmethod
-    def _resolve(group: list[tuple[Work, Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:
+    def _resolve(group: list[tuple[Work, Waiter]], outcomes: list[tuple[bool, Any]]) -> None:
         if len(outcomes) == 1 and len(group) > 1:
             outcomes = outcomes * len(group)
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-            if future.done():  # the caller cancelled its wait; the work is done all the same
-                continue
-            if ok:
-                future.set_result(value)
+            if isinstance(future, asyncio.Future):
+                on_loops.setdefault(future.get_loop(), []).append((future, ok, value))
             else:
-                future.set_exception(value)
+                _settle([(future, ok, value)])
+        for loop, settled in on_loops.items():
+            try:
+                loop.call_soon_threadsafe(_settle, settled)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                log.debug("%d commits settled after their event loop closed", len(settled))
+
+
+def _single_statement(units: list[Work]) -> tuple[str, list[Row]] | None:
+    """The SQL and the rows if every unit is a :class:`Row` of that one statement."""
+    rows = [unit for unit in units if isinstance(unit, Row)]
+    if len(rows) < len(units) or any(row.sql != rows[0].sql for row in rows):
+        return None
+    return rows[0].sql, rows
+
+
+def _settle(settled: Sequence[tuple[Waiter, bool, Any]]) -> None:
+    """Resolve futures in commit order; asyncio ones on their own loop."""
+    for future, ok, value in settled:
+        if future.done():  # the caller cancelled its wait; the work is done all the same
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)

@@ -4,6 +4,11 @@ kazoo runs its own threads; callbacks it makes (watches, state changes,
 election) run on those threads, never on the event loop: callers that need
 the loop hand results over with ``loop.call_soon_threadsafe``. kazoo's
 exceptions stop here and become gridmesh errors.
+
+kazoo queues a request made while the connection is down until it comes
+back; every request here waits at most ``request_timeout_s`` and then
+raises :class:`Unavailable`, so a caller gets an answer while ZooKeeper is
+down instead of hanging.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
@@ -43,6 +50,15 @@ class ZooKeeper:
         """Called (on a kazoo thread) when the session expired: every
         ephemeral node and leadership of this session is gone."""
 
+    def _wait(self, request: IAsyncResult) -> Any:
+        """The result of a kazoo request, or Unavailable after the request timeout."""
+        try:
+            return request.get(timeout=self._config.request_timeout_s)
+        except KazooTimeoutError:
+            raise Unavailable(
+                f"ZooKeeper at {self._config.hosts} did not answer within {self._config.request_timeout_s:g} s"
+            ) from None
+
     def path(self, relative: str) -> str:
         return f"{self.root}/{relative.strip('/')}" if relative.strip("/") else self.root
 
@@ -52,7 +68,10 @@ class ZooKeeper:
         except (KazooTimeoutError, KazooException) as e:
             self._client.stop()
             raise Unavailable(f"ZooKeeper at {self._config.hosts} is unreachable: {e}") from None
-        self._client.ensure_path(self.root)
+        try:
+            self._wait(self._client.ensure_path_async(self.root))
+        except KazooException as e:
+            raise Unavailable(f"ZooKeeper: cannot create {self.root}: {e}") from None
 
     def stop(self) -> None:
         """Close the session (its ephemeral nodes vanish at once). Idempotent."""
@@ -108,8 +127,8 @@ class ZooKeeper:
         path = self.path(relative)
         try:
             with contextlib.suppress(NoNodeError):
-                self._client.delete(path)  # a leftover of our previous session
-            self._client.create(path, data, ephemeral=True, makepath=True)
+                self._wait(self._client.delete_async(path))  # a leftover of our previous session
+            self._wait(self._client.create_async(path, data, ephemeral=True, makepath=True))
         except KazooException as e:
             raise Unavailable(f"ZooKeeper: cannot create {path}: {e}") from None
         with self._lock:
@@ -121,7 +140,7 @@ class ZooKeeper:
         with self._lock:
             self._ephemerals.pop(path, None)
         try:
-            self._client.delete(path)
+            self._wait(self._client.delete_async(path))
         except NoNodeError:
             pass
         except KazooException as e:
@@ -131,7 +150,7 @@ class ZooKeeper:
         """Create a persistent node (and its parents) if missing."""
         path = self.path(relative)
         try:
-            self._client.create(path, data, makepath=True)
+            self._wait(self._client.create_async(path, data, makepath=True))
         except NodeExistsError:
             pass
         except KazooException as e:
@@ -142,7 +161,7 @@ class ZooKeeper:
         parents it leaves empty, up to (not including) the given ancestor."""
         path = self.path(relative)
         try:
-            self._client.delete(path)
+            self._wait(self._client.delete_async(path))
         except NoNodeError:
             raise NotFound(f"{path} does not exist") from None
         except KazooException as e:
@@ -152,20 +171,22 @@ class ZooKeeper:
             parent = path.rsplit("/", 1)[0]
             while parent.startswith(stop + "/"):
                 try:
-                    self._client.delete(parent)
+                    self._wait(self._client.delete_async(parent))
                 except (NotEmptyError, NoNodeError):
                     break
+                except KazooException:
+                    break  # the node itself is gone; an empty parent left behind is harmless
                 parent = parent.rsplit("/", 1)[0]
 
     def exists(self, relative: str) -> bool:
         try:
-            return self._client.exists(self.path(relative)) is not None
+            return self._wait(self._client.exists_async(self.path(relative))) is not None
         except KazooException as e:
             raise Unavailable(f"ZooKeeper: {e}") from None
 
     def children(self, relative: str) -> list[str]:
         try:
-            return sorted(self._client.get_children(self.path(relative)))
+            return sorted(self._wait(self._client.get_children_async(self.path(relative))))
         except NoNodeError:
             return []
         except KazooException as e:
@@ -173,7 +194,7 @@ class ZooKeeper:
 
     def get(self, relative: str) -> bytes:
         try:
-            data, _ = self._client.get(self.path(relative))
+            data, _ = self._wait(self._client.get_async(self.path(relative)))
         except NoNodeError:
             raise NotFound(f"{self.path(relative)} does not exist") from None
         except KazooException as e:
@@ -201,13 +222,13 @@ class ZooKeeper:
             while stack:
                 parent = stack.pop()
                 try:
-                    children = self._client.get_children(parent)
+                    children = self._wait(self._client.get_children_async(parent))
                 except NoNodeError:
                     continue  # deleted while we walked
                 for child in children:
                     path = f"{parent}/{child}"
                     try:
-                        data, _ = self._client.get(path)
+                        data, _ = self._wait(self._client.get_async(path))
                     except NoNodeError:
                         continue
                     nodes[path[len(root) + 1 :]] = bytes(data or b"")

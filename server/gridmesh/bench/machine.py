@@ -27,9 +27,12 @@ QUIET_PCT = 10.0
 QUIET_WINDOW_S = 3.0
 GATE_TIMEOUT_S = 600.0
 GATE_POLL_S = 5.0
-WORKING_SERVICES = frozenset({"mysql", "rabbitmq", "zookeeper", "kafka"})
+ANALYTICS = "analytics"
+"""The mesh's analytics job (a Spark application reading the life-cycle
+topics): a backing service in the reports, like MySQL or the Kafka broker."""
+WORKING_SERVICES = frozenset({"mysql", "rabbitmq", "zookeeper", "kafka", ANALYTICS})
 """Backing services the mesh itself keeps busy while it works: their CPU is
-not foreign. (A Spark application is: nothing of a bench run uses it.)"""
+not foreign. (Another Spark application is: nothing of a bench run uses it.)"""
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class ProcessMap:
     ``worker-1`` (with its task processes), ``envoy``, ... -> root pids."""
     services: Mapping[str, list[int]] = field(default_factory=dict)
     """Backing services: ``mysql``, ``rabbitmq``, ``zookeeper``, ``kafka``,
-    ``spark`` -> root pids."""
+    ``analytics`` (the mesh's Spark job), ``spark`` (another Spark
+    application) -> root pids."""
     neutral: list[int] = field(default_factory=list)
     """Neither ours nor foreign: the bench's ancestors (a shell, pytest)."""
 

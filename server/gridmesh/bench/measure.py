@@ -265,6 +265,10 @@ class Killer(threading.Thread):
                     self.tail.poll()
                     chosen = [pid for pid in running if self.tail.open_start(pid)]
                     how = "fallback"
+                # The task may have ended while we chose (a slow poll, an RPC,
+                # the GIL): read the log once more, so the kill lands mid-task.
+                self.tail.poll()
+                chosen = [pid for pid in chosen if self.tail.open_start(pid)]
                 if chosen:
                     os.kill(chosen[0], signal.SIGKILL)
                     self.kill = Kill(chosen[0], time.time(), how)

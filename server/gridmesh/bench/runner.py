@@ -40,7 +40,10 @@ GATE_MODES = ("case", "rep", "off")
 BUSY_GATE_TIMEOUT_S = 60.0
 """After two gates in a row timed out the machine is persistently busy: wait at most this long."""
 REPLICATION = ("R1", "R2")
-RSS_SCOPE = "bench client + gridmesh services, worker nodes with their task processes, Envoy"
+RSS_SCOPE = (
+    "bench client + gridmesh services, worker nodes with their task processes, Envoy"
+    " (not the analytics job: its Spark application is reported with the backing services)"
+)
 
 
 @dataclass(frozen=True)
@@ -213,17 +216,21 @@ def mesh_running(
 
 def discover(config: MeshConfig, worker_addresses: list[str]) -> machine.ProcessMap:
     """gridmesh's processes (by the mesh's records, else by listening port),
-    the backing services' and the bench's ancestors."""
+    the backing services' (the analytics job's Spark among them) and the
+    bench's ancestors."""
     runs = mesh.run_dir(config)
     ports = machine.listeners()
     services = backing.backing_services(config)
     backing_names = {s.name for s in services}
     ours: dict[str, list[int]] = {"client": [os.getpid()]}
+    found: dict[str, list[int]] = {}
     for name in procs.recorded(runs):
         pid = procs.alive(name, runs)
-        if pid and name not in backing_names:
+        if pid and name == machine.ANALYTICS:
+            found[name] = [pid]  # the Spark job: reported with the backing services
+        elif pid and name not in backing_names:
             ours[name] = [pid]
-    known = {pid for pids in ours.values() for pid in pids}
+    known = {pid for pids in [*ours.values(), *found.values()] for pid in pids}
     by_port = [
         ("scheduler", config.scheduler.port),
         ("scheduler-standby", config.scheduler.standby_port),
@@ -237,7 +244,6 @@ def discover(config: MeshConfig, worker_addresses: list[str]) -> machine.Process
         if pid and pid not in known:
             ours.setdefault(name, []).append(pid)
             known.add(pid)
-    found: dict[str, list[int]] = {}
     for svc in services:
         pid = procs.alive(svc.name, runs) or ports.get(getattr(svc, "port", 0))
         if pid:

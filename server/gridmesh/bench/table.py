@@ -210,7 +210,7 @@ def render_memory(groups: Mapping[tuple[str, str], list[Record]]) -> list[str]:
     header = ["run", "gridmesh peak RSS MB", "min..max", "largest parts (MB)", *(f"{s} MB" for s in services)]
     return [
         "### Memory: peak RSS of gridmesh's processes (bench client, services, workers with their task "
-        "processes, Envoy) and, apart, of the backing services",
+        "processes, Envoy) and, apart, of the backing services (the analytics job is its Spark application)",
         "",
         _row(header),
         _row("---" for _ in header),

@@ -142,10 +142,10 @@ class MySQLTaskStore(TaskStore):
         self._db.close()
 
     async def insert(self, task: Task) -> None:
-        await asyncio.wrap_future(self._writer.submit(Row(_INSERT, _row(task))))
+        await self._writer.submit_async(Row(_INSERT, _row(task)))
 
     def save(self, task: Task) -> asyncio.Future[None]:
-        return asyncio.wrap_future(self._writer.submit(Row(_SAVE, _row(task))))
+        return self._writer.submit_async(Row(_SAVE, _row(task)))
 
     async def load_active(self) -> list[Task]:
         def work(cur: Cursor) -> list[Task]:

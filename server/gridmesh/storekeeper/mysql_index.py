@@ -82,7 +82,7 @@ class MySQLResultIndex:
             result.content_type,
             _naive_utc(result.stored_at),
         )
-        await asyncio.wrap_future(self._writer.submit(Row(_UPSERT, params)))
+        await self._writer.submit_async(Row(_UPSERT, params))
 
     async def list(self, result_dir: str, after: ResultKey | None, limit: int) -> list[StoredResult]:
         where: list[str] = []
