@@ -17,10 +17,13 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gridmesh.adapters.mysql import MySQL
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import ENV_PREFIX, MeshConfig, load_config
 
@@ -61,12 +64,42 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_WORKER_BASE_PORT": str(free_port()),
             "GRIDMESH_ENVOY_PORT": str(free_port()),
             "GRIDMESH_ENVOY_ADMIN_PORT": str(free_port()),
+            "GRIDMESH_CONSOLE_PORT": str(free_port()),
             # Spark (~1 GB, ~10 s of CPU to start) only where a test asks for it.
             "GRIDMESH_ANALYTICS_ENABLED": "false",
         }
     )
     env.update(overrides)
     return env
+
+
+@dataclass(frozen=True)
+class RunningMesh:
+    config: MeshConfig
+    env: dict[str, str]
+
+    @property
+    def edge(self) -> str:
+        return f"{self.config.envoy.host}:{self.config.envoy.port}"
+
+
+@contextmanager
+def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
+    """A mesh of its own with the analytics job (a short trigger interval) and
+    its own Kafka-protocol broker; its analytics database is dropped after."""
+    env = mesh_env(
+        state_dir,
+        GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up
+        GRIDMESH_ANALYTICS_ENABLED="true",
+        GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
+    )
+    config = load_config(env)
+    try:
+        mesh.up(config, workers=1, env=env, progress=_progress)
+        yield RunningMesh(config, env)
+    finally:
+        mesh.down(config, _progress)
+        MySQL(config.mysql, config.database("analytics")).drop_database()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GEN = ROOT / "gen"
 DESCRIPTOR_SET = Path("gridmesh/v1/gridmesh.pb")
+ERROR_DETAILS = "google/rpc/error_details.proto"
 
 
 def _include_dirs() -> list[str]:
@@ -34,18 +35,14 @@ def generate(out: Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     package_dir = out / "gridmesh" / "v1"
     package_dir.mkdir(parents=True, exist_ok=True)
-    args = ["grpc_tools.protoc"]
-    args += [f"-I{d}" for d in _include_dirs()]
-    args += [
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
-        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
-        "--include_imports",
-        *sources,
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    includes = [f"-I{d}" for d in _include_dirs()]
+    code = ["grpc_tools.protoc", *includes, f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}"]
+    # Envoy's descriptor set also holds google.rpc.BadRequest, the detail that
+    # names the field of an INVALID_ARGUMENT, so the transcoder can print it as JSON.
+    descriptors = ["grpc_tools.protoc", *includes, f"--descriptor_set_out={out / DESCRIPTOR_SET}", "--include_imports"]
+    for args in ([*code, *sources], [*descriptors, *sources, ERROR_DETAILS]):
+        if protoc.main(args) != 0:
+            raise SystemExit("protoc failed")
     (package_dir / "__init__.py").write_text(
         '"""Generated from protos/gridmesh/v1 by tools/genprotos.py. Do not edit."""\n'
     )

@@ -5,7 +5,6 @@ databases, queues, znodes)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -18,14 +17,12 @@ from typing import Any
 
 import grpc
 import pymysql
-from kazoo.client import KazooClient
 
-from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import EventClient
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.replication import Topology
 from gridmesh.demo.v1 import customers_pb2, customers_pb2_grpc, orders_pb2_grpc
+from tests.cleanup import delete_topology, delete_znodes
 from tests.conftest import free_port, mesh_env
 from tests.helpers import wait_for
 
@@ -148,42 +145,8 @@ def cleanup(config: MeshConfig, subscribers: set[str]) -> None:
         cur.execute("SHOW DATABASES LIKE %s", (f"{config.namespace}\\_%",))
         for (name,) in cur.fetchall():
             cur.execute(f"DROP DATABASE `{name}`")
-    asyncio.run(_delete_topology(config, subscribers))
-    zk = KazooClient(hosts=config.zookeeper.hosts)
-    zk.start(timeout=10)
-    try:
-        zk.delete(f"/{config.namespace}", recursive=True)
-    finally:
-        zk.stop()
-        zk.close()
-
-
-async def _delete_topology(config: MeshConfig, subscribers: set[str]) -> None:
-    topology = Topology(prefix=config.prefixed, max_deliveries=1)
-    mq = RabbitMQ(config.rabbitmq)
-    await mq.start()
-    try:
-        for subscriber in sorted(subscribers):
-            await mq.delete_queue(topology.queue(subscriber))
-            await mq.delete_queue(topology.dead_letter_queue(subscriber))
-        await mq.delete_exchange(topology.exchange)
-    finally:
-        await mq.close()
-
-
-def close_rabbitmq_connections(connection_name: str) -> int:
-    """Have the broker close the named connections (RabbitMQ itself keeps running)."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"connection_name","{connection_name}"' in line]
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh fault test"], timeout=60, check=True)
-    return len(pids)
+    delete_topology(config, subscribers)
+    delete_znodes(config)
 
 
 @contextlib.contextmanager

@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from gridmesh.adapters.mysql import MySQL
 from gridmesh.cli import mesh, procs
-from gridmesh.config import MeshConfig, load_config
-from tests.conftest import free_port, mesh_env
+from gridmesh.config import MeshConfig
+from tests.conftest import mesh_with_analytics
 from tests.helpers import http_json, wait_for
 
 log = logging.getLogger("tests.analytics")
@@ -34,19 +33,8 @@ TASKS = 20
 
 @pytest.fixture(scope="module")
 def stats_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ...]]:
-    env = mesh_env(
-        tmp_path_factory.mktemp("stats-mesh"),
-        GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up
-        GRIDMESH_ANALYTICS_ENABLED="true",
-        GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
-    )
-    config = load_config(env)
-    try:
-        mesh.up(config, workers=1, env=env, progress=lambda *_: None)
-        yield config, env, f"{config.envoy.host}:{config.envoy.port}"
-    finally:
-        mesh.down(config, lambda *_: None)
-        MySQL(config.mysql, config.database("analytics")).drop_database()
+    with mesh_with_analytics(tmp_path_factory.mktemp("stats-mesh")) as running:
+        yield running.config, running.env, running.edge
 
 
 def stats(edge: str, start: datetime, end: datetime, task_type: str = "") -> tuple[int, Any]:

@@ -41,6 +41,15 @@ def test_wrong_config_value_stops_up_with_one_line_naming_the_key(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unbuilt_console_stops_up_with_one_line_saying_how_to_build_it(tmp_path):
+    env = mesh_env(tmp_path, GRIDMESH_CONSOLE_ASSETS_DIR=str(tmp_path / "no-dist"))
+    result = gridmesh(env, "up")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "the console is not built" in line and "./dev up" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_config_key_stops_up(tmp_path):
     env = mesh_env(tmp_path, GRIDMESH_ENVOY_PROT="8080")
     result = gridmesh(env, "up")
@@ -69,6 +78,7 @@ def test_up_twice_is_harmless_and_status_shows_every_component_healthy(mesh_conf
         "storekeeper",
         "eventmanager",
         "worker-1",
+        "console",
         "envoy",
     ):
         assert any(line.startswith(component) and line.endswith("healthy") for line in lines), status.stdout
@@ -85,7 +95,11 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
         if up.returncode != 0:
             mesh.down(config, lambda *_: None)
     started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
-    assert set(started) == {"scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "envoy"}
+    assert set(started) == {"scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "envoy"}
+    edge = f"http://{config.envoy.host}:{config.envoy.port}/"
+    assert f"web console              {edge}" in up.stdout
+    opened = gridmesh(env, "console", "--print-url")
+    assert opened.returncode == 0 and opened.stdout.strip() == edge, opened.stderr
     records = [json.loads((runs / f"{name}.json").read_text()) for name in started]
 
     down = gridmesh(env, "down")
@@ -94,3 +108,5 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
     assert procs.recorded(runs) == []
     # The backing services it found running are left alone.
     assert all(service.probe() for service in backing.backing_services(config))
+    gone = gridmesh(env, "console", "--print-url")
+    assert gone.returncode == 1 and "gridmesh up" in gone.stderr

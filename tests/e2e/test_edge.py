@@ -11,7 +11,7 @@ import pytest
 from gridmesh.cli import mesh, procs
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
-from tests.helpers import grpcurl, http
+from tests.helpers import grpcurl, http, http_json
 
 BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
 
@@ -53,6 +53,15 @@ def test_malformed_json_body_is_400_with_a_message(edge):
     status, body = http(edge, "POST", "/v1/tasks", b'{"task_type": ')
     assert status == 400
     assert body  # Envoy says where the JSON broke
+
+
+def test_a_bad_param_is_400_naming_the_field_in_its_details(edge):
+    status, body = http_json(edge, "POST", "/v1/tasks", {"task_type": "word_count", "params": {}, "result_dir": "x"})
+    assert status == 400 and "required" in body["message"], body
+    (detail,) = body["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    (violation,) = detail["field_violations"]
+    assert violation["field"] == "params.text" and violation["description"] == body["message"]
 
 
 def test_unknown_query_parameter_is_400(edge):

@@ -31,7 +31,8 @@ import pytest
 from gridmesh.clients import Operation, Outbox, new_event
 from gridmesh.config import MeshConfig
 from gridmesh.demo.v1 import customers_pb2
-from tests.e2e.replication_support import DemoMesh, close_rabbitmq_connections, demo_mesh, new_name, rabbitmq_stopped
+from tests.cleanup import close_rabbitmq_connections
+from tests.e2e.replication_support import DemoMesh, demo_mesh, new_name, rabbitmq_stopped
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

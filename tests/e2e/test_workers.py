@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Iterator
 
 import grpc
@@ -14,11 +13,10 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from kazoo.client import KazooClient
 
-from gridmesh.cli import mesh, procs
 from gridmesh.config import MeshConfig
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.v1 import common_pb2, scheduler_pb2, worker_pb2, worker_pb2_grpc
-from tests.conftest import free_port
+from tests.e2e.nodes import exited, extra_node, listed_workers
 from tests.helpers import http_json, wait_for
 
 
@@ -30,6 +28,11 @@ def submit(edge: str, task_type: str, params: dict) -> str:
 
 def task(edge: str, task_id: str) -> dict:
     return dict(http_json(edge, "GET", f"/v1/tasks/{task_id}")[1])
+
+
+def succeeded(edge: str, task_id: str) -> dict | None:
+    final = task(edge, task_id)
+    return final if final["state"] == "SUCCEEDED" else None
 
 
 @pytest.fixture
@@ -47,29 +50,14 @@ def worker_ids_in_zookeeper(zk: KazooClient, config: MeshConfig) -> set[str]:
     return set(zk.get_children(f"{config.zk_root}/workers"))
 
 
-def listed_workers(edge: str) -> dict[str, dict]:
-    return {w["worker_id"]: w for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]}
-
-
 def test_a_node_joins_and_a_drained_node_finishes_its_task_then_leaves(mesh_config, mesh_environment, edge, zk):
-    port = free_port()
-    name = f"worker-extra-{port}"
-    spec = procs.ProcessSpec(
-        name=name,
-        argv=[sys.executable, "-m", "gridmesh.worker", "--port", str(port), "--slots", "1"],
-        env=mesh_environment,
-    )
-    runs, logs = mesh.run_dir(mesh_config), mesh.log_dir(mesh_config)
-    procs.start(spec, runs, logs)
-    try:
-        address = f"{mesh_config.worker.host}:{port}"
-        joined = wait_for("the node to join", lambda: [w for w in listed_workers(edge) if w.endswith(f"-{port}")])
-        (worker_id,) = joined
+    with extra_node(mesh_config, mesh_environment, edge) as node:
+        worker_id = node.worker_id
         assert worker_id in worker_ids_in_zookeeper(zk, mesh_config)
-        assert json.loads(zk.get(f"{mesh_config.zk_root}/workers/{worker_id}")[0])["address"] == address
+        assert json.loads(zk.get(f"{mesh_config.zk_root}/workers/{worker_id}")[0])["address"] == node.address
 
         ids = [submit(edge, "sleep", {"ms": 700}) for _ in range(6)]
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(node.address)
         stub = worker_pb2_grpc.WorkerStub(channel)
         busy = wait_for(
             "the new node to run a task",
@@ -79,19 +67,33 @@ def test_a_node_joins_and_a_drained_node_finishes_its_task_then_leaves(mesh_conf
         assert draining.state == scheduler_pb2.DRAINING
         channel.close()
 
-        def succeeded(task_id: str) -> dict | None:
-            final = task(edge, task_id)
-            return final if final["state"] == "SUCCEEDED" else None
-
-        finals = {t: wait_for(f"{t} to succeed", functools.partial(succeeded, t)) for t in ids}
+        finals = {t: wait_for(f"{t} to succeed", functools.partial(succeeded, edge, t)) for t in ids}
         ran_here = busy[0].task_id
         assert finals[ran_here]["worker_id"] == worker_id and finals[ran_here]["attempt"] == 1
         # After draining, the node deregistered and exited: gone from ZooKeeper and ListWorkers.
         wait_for("the node to leave", lambda: worker_id not in listed_workers(edge))
         wait_for("its znode to go", lambda: worker_id not in worker_ids_in_zookeeper(zk, mesh_config))
-        wait_for("its process to exit", lambda: procs.alive(name, runs) is None)
-    finally:
-        procs.stop(name, runs)
+        wait_for("its process to exit", lambda: exited(mesh_config, node))
+
+
+def test_drain_node_through_the_edge_reaches_the_node_over_its_pull_stream(mesh_config, mesh_environment, edge):
+    with extra_node(mesh_config, mesh_environment, edge) as node:
+        ids = [submit(edge, "sleep", {"ms": 700}) for _ in range(4)]
+        running = wait_for("the node to run a task", lambda: listed_workers(edge)[node.worker_id]["running_task_ids"])
+        status, info = http_json(edge, "POST", f"/v1/workers/{node.worker_id}:drain", {})
+        assert status == 200, info
+        assert info["state"] == "DRAINING" and info["worker_id"] == node.worker_id
+        again = http_json(edge, "POST", f"/v1/workers/{node.worker_id}:drain", {})
+        assert again[0] == 200 and again[1]["state"] == "DRAINING"
+        finals = {t: wait_for(f"{t} to succeed", functools.partial(succeeded, edge, t)) for t in ids}
+        assert finals[running[0]]["worker_id"] == node.worker_id and finals[running[0]]["attempt"] == 1
+        wait_for("the node to leave", lambda: node.worker_id not in listed_workers(edge))
+        wait_for("its process to exit", lambda: exited(mesh_config, node))
+
+
+def test_drain_node_of_an_unknown_worker_is_404_naming_it(edge):
+    status, body = http_json(edge, "POST", "/v1/workers/no-such-node:drain", {})
+    assert status == 404 and "no-such-node" in body["message"], body
 
 
 def test_every_life_cycle_step_reaches_its_kafka_topic(mesh_config, edge):

@@ -33,10 +33,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import Unavailable
-from gridmesh.core.replication import Topology
 from gridmesh.eventmanager import EventManagerProcess, build_server
 from gridmesh.grpc_support.convert import dict_to_struct
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
+from tests.cleanup import close_rabbitmq_connections, delete_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -128,20 +128,7 @@ def config(zookeeper_hosts: str, tmp_path_factory: pytest.TempPathFactory) -> It
         }
     )
     yield cfg
-    asyncio.run(_delete_topology(cfg))
-
-
-async def _delete_topology(cfg: MeshConfig) -> None:
-    topology = Topology(prefix=cfg.prefixed, max_deliveries=MAX_DELIVERIES)
-    mq = RabbitMQ(cfg.rabbitmq)
-    await mq.start()
-    try:
-        for subscriber in sorted(_used_subscribers):
-            await mq.delete_queue(topology.queue(subscriber))
-            await mq.delete_queue(topology.dead_letter_queue(subscriber))
-        await mq.delete_exchange(topology.exchange)
-    finally:
-        await mq.close()
+    delete_topology(cfg, _used_subscribers)
 
 
 _counter = itertools.count(1)
@@ -557,21 +544,6 @@ def test_an_eventmanager_without_rabbitmq_never_serves_and_gives_up_with_unavail
     asyncio.run(scenario())
 
 
-def _close_rabbitmq_connections(connection_name: str) -> int:
-    """Have the broker close our connections (RabbitMQ itself keeps running)."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"connection_name","{connection_name}"' in line]
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh test"], timeout=60, check=True)
-    return len(pids)
-
-
 def test_a_lost_rabbitmq_connection_ends_consumers_and_comes_back(config: MeshConfig) -> None:
     async def scenario() -> None:
         subscriber, publisher = names("orders"), names("customers")
@@ -588,7 +560,7 @@ def test_a_lost_rabbitmq_connection_ends_consumers_and_comes_back(config: MeshCo
                 "consuming",
             )
             name = config.prefixed("gridmesh-eventmanager", "-")
-            assert await asyncio.to_thread(_close_rabbitmq_connections, name) == 1
+            assert await asyncio.to_thread(close_rabbitmq_connections, name) == 1
 
             with pytest.raises(aio.AioRpcError) as ended:
                 await asyncio.wait_for(call.read(), WAIT_S)

@@ -22,9 +22,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from kazoo.client import KazooClient
 
-from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.clients import (
     EventClient,
     EventError,
@@ -37,8 +35,8 @@ from gridmesh.clients import (
 )
 from gridmesh.clients.replica import ReplicaAction
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.replication import Topology
 from gridmesh.eventmanager import EventManagerProcess, build_server
+from tests.cleanup import delete_topology, delete_znodes
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -119,30 +117,11 @@ def env(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
     try:
         yield e
     finally:
-        asyncio.run(_delete_topology(config, e.subscribers))
+        delete_topology(config, e.subscribers)
         for name in e.databases:
             with contextlib.closing(e.connect(None)) as conn, conn.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        zk = KazooClient(hosts=config.zookeeper.hosts)
-        zk.start(timeout=10)
-        try:
-            zk.delete(f"/{namespace}", recursive=True)
-        finally:
-            zk.stop()
-            zk.close()
-
-
-async def _delete_topology(config: MeshConfig, subscribers: set[str]) -> None:
-    topology = Topology(prefix=config.prefixed, max_deliveries=3)
-    mq = RabbitMQ(config.rabbitmq)
-    await mq.start()
-    try:
-        for subscriber in sorted(subscribers):
-            await mq.delete_queue(topology.queue(subscriber))
-            await mq.delete_queue(topology.dead_letter_queue(subscriber))
-        await mq.delete_exchange(topology.exchange)
-    finally:
-        await mq.close()
+        delete_znodes(config)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import asyncio
 import grpc
 import pytest
 from google.api import httpbody_pb2
+from google.rpc import error_details_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from gridmesh.core import errors
 from gridmesh.grpc_support.server import build_grpc_server
@@ -71,3 +73,13 @@ def test_unexpected_exception_is_internal_not_unknown():
         assert e.code() == grpc.StatusCode.INTERNAL
         assert "server log" in e.details()
         assert "boom" not in e.details()
+
+
+def test_an_error_about_a_field_names_it_in_a_bad_request_detail():
+    error = errors.InvalidArgument("params.text: 'text' is a required property", field="params.text")
+    unary, stream = asyncio.run(_call(error))
+    for e in (unary, stream):
+        (detail,) = rpc_status.from_call(e).details
+        bad_request = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad_request)
+        assert [(v.field, v.description) for v in bad_request.field_violations] == [("params.text", error.message)]

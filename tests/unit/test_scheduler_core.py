@@ -15,11 +15,13 @@ from gridmesh.core.scheduler import (
     Assignment,
     CancelNotice,
     Crash,
+    DrainNotice,
     Failure,
     SchedulerCore,
     SchedulerSettings,
     SubmitRequest,
     Success,
+    WorkerState,
 )
 from gridmesh.core.tasks import Priority, TaskState
 from gridmesh.core.tasktypes import default_registry
@@ -252,6 +254,34 @@ def test_cancel_queued_at_once_running_tells_its_worker_and_finished_is_refused(
             await h.core.cancel("7c9e6679-7425-40de-944b-e07fc1f90ae7")
         with pytest.raises(InvalidArgument, match="not a UUID"):
             await h.core.get("nope")
+
+    run(body)
+
+
+def test_drain_node_sends_no_more_work_tells_the_node_and_keeps_it_draining_until_it_leaves():
+    async def body(h: Harness) -> None:
+        running = await h.submit()
+        link = h.worker(slots=2)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        await h.submit()
+        worker = h.core.drain_worker("w1")
+        assert worker.state is WorkerState.DRAINING and worker.leases == {running}
+        assert h.assignments(link) == [DrainNotice()]
+        h.core.drain_worker("w1")  # again: changes nothing, no second notice
+        h.core.grant_credit(link, 1)  # credit sent before the node saw the notice
+        h.core.heartbeat("w1", [(running, assignment.fencing_token)], WorkerState.ACTIVE)
+        assert h.assignments(link) == [] and h.core.queued == 1
+        assert [w.state for w in h.core.workers()] == [WorkerState.DRAINING]
+        # The node reconnects before it saw the notice: it is told again.
+        assert h.assignments(h.core.open_link("w1")) == [DrainNotice()]
+        with pytest.raises(NotFound, match="ListWorkers"):
+            h.core.drain_worker("nobody")
+        with pytest.raises(InvalidArgument):
+            h.core.drain_worker("")
+        await h.core.report("w1", running, assignment.fencing_token, Success("p", 1, "0" * 64))
+        h.core.deregister("w1")
+        assert h.core.workers() == [] and h.core.queued == 1
 
     run(body)
 

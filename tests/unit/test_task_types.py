@@ -48,7 +48,7 @@ def test_burn_units_is_the_peers_loop(registry):
 @pytest.mark.parametrize(
     ("name", "params", "field"),
     [
-        ("sleep", {}, "params"),
+        ("sleep", {}, "params.ms"),
         ("sleep", {"ms": -1}, "params.ms"),
         ("sleep", {"ms": "ten"}, "params.ms"),
         ("sleep", {"ms": 1, "extra": 2}, "params"),

@@ -107,7 +107,7 @@ class ListTaskTypesResponse(_message.Message):
     def __init__(self, task_types: _Optional[_Iterable[_Union[TaskTypeInfo, _Mapping]]] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "address", "slots", "busy_slots", "state", "task_types", "last_heartbeat", "registered_at")
+    __slots__ = ("worker_id", "address", "slots", "busy_slots", "state", "task_types", "last_heartbeat", "registered_at", "running_task_ids")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class WorkerInfo(_message.Message):
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     slots: int
@@ -124,11 +125,18 @@ class WorkerInfo(_message.Message):
     task_types: _containers.RepeatedScalarFieldContainer[str]
     last_heartbeat: _timestamp_pb2.Timestamp
     registered_at: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., task_types: _Optional[_Iterable[str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    running_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., state: _Optional[_Union[WorkerState, str]] = ..., task_types: _Optional[_Iterable[str]] = ..., last_heartbeat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)
@@ -255,14 +263,16 @@ class TaskAssignment(_message.Message):
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PullTasksResponse(_message.Message):
-    __slots__ = ("assignments", "cancels", "report_results")
+    __slots__ = ("assignments", "cancels", "report_results", "drain")
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     CANCELS_FIELD_NUMBER: _ClassVar[int]
     REPORT_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     assignments: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
     cancels: _containers.RepeatedCompositeFieldContainer[LeaseRef]
     report_results: _containers.RepeatedCompositeFieldContainer[ReportResult]
-    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., report_results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
+    drain: bool
+    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., report_results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ..., drain: _Optional[bool] = ...) -> None: ...
 
 class ReportResult(_message.Message):
     __slots__ = ("task_id", "fencing_token", "code", "message")

@@ -75,6 +75,11 @@ class SchedulerStub:
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/DrainNode',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.WorkerInfo.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/gridmesh.v1.Scheduler/GetStats',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.GetStatsRequest.SerializeToString,
@@ -136,6 +141,16 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """Asks a node to drain, as the node's own Worker.DrainWorker does: it is
+        sent no more work at once, finishes what it runs and deregisters. The
+        request reaches the node over its pull stream, so this works through the
+        edge without an address per node. Draining a draining node changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """Per-window statistics read from the analytics tables.
         """
@@ -185,6 +200,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.DrainNodeRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.WorkerInfo.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -408,6 +428,33 @@ class Scheduler:
             '/gridmesh.v1.Scheduler/ListWorkers',
             gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersRequest.SerializeToString,
             gridmesh_dot_v1_dot_scheduler__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/DrainNode',
+            gridmesh_dot_v1_dot_scheduler__pb2.DrainNodeRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.WorkerInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ import itertools
 import os
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -36,6 +37,8 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     mesh.up(config, workers=args.workers, env=env, progress=_progress)
     edge = f"{config.envoy.host}:{config.envoy.port}"
     print(f"\nthe mesh is up in {time.perf_counter() - started:.1f} s:")
+    if config.console.enabled:
+        print(f"  web console              {mesh.console_url(config)}   (gridmesh console opens it)")
     print(f"  edge (gRPC + HTTP/JSON)  {edge}        e.g. curl {edge}/v1/task-types")
     print(f"  envoy admin              {config.envoy.host}:{config.envoy.admin_port}")
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")
@@ -63,6 +66,18 @@ def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0 if all(r[3] in ("healthy", "standby") for r in rows) else 1
+
+
+def cmd_console(config: MeshConfig, args: argparse.Namespace) -> int:
+    url = mesh.console_url(config)
+    if not config.console.enabled:
+        raise ConfigError("the console is disabled (console.enabled = false)")
+    if not mesh.http_ok(url):
+        print(f"gridmesh: nothing answers at {url}; start the mesh with: gridmesh up", file=sys.stderr)
+        return 1
+    if args.print_url or not webbrowser.open(url):
+        print(url)
+    return 0
 
 
 def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
@@ -271,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="health of every component")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("console", help="open the web console in a browser")
+    p.add_argument("--print-url", action="store_true", help="only print its URL")
+    p.set_defaults(func=cmd_console)
 
     worker = sub.add_parser("worker", help="worker nodes")
     worker_sub = worker.add_subparsers(dest="worker_command", required=True, metavar="ACTION")

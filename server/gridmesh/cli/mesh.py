@@ -22,6 +22,7 @@ from pathlib import Path
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.config import CONFIG_FILE_VAR, MeshConfig
+from gridmesh.console.app import assets_path, check_assets
 from gridmesh.core.errors import Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.grpc_support.probe import grpc_health
@@ -123,6 +124,9 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
     if config.analytics.enabled:  # no port: its health is its status file
         spec = _python_module("analytics", "gridmesh.analytics", env)
         result.append(Component("analytics", config.analytics.spark_master, 0, spec, ""))
+    if config.console.enabled:  # static files; Envoy routes / to it
+        spec = _python_module("console", "gridmesh.console", env)
+        result.append(Component("console", config.console.host, config.console.port, spec, ""))
     envoy_config = config.state_path / "envoy" / "envoy.yaml"
     result.append(
         Component(
@@ -149,6 +153,8 @@ def component_health(config: MeshConfig, component: Component) -> str:
     if component.name == "envoy":
         edge = grpc_health(component.address, "gridmesh.v1.Scheduler") if envoy_ready(config) else "DOWN"
         return "healthy" if edge == "SERVING" else edge
+    if component.name == "console":
+        return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     health = grpc_health(component.address, component.health_service)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
         return "standby"
@@ -175,12 +181,19 @@ def component_healthy(config: MeshConfig, component: Component) -> bool:
 
 
 def envoy_ready(config: MeshConfig) -> bool:
-    url = f"http://{config.envoy.host}:{config.envoy.admin_port}/ready"
+    return http_ok(f"http://{config.envoy.host}:{config.envoy.admin_port}/ready")
+
+
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def console_url(config: MeshConfig) -> str:
+    return f"http://{config.envoy.host}:{config.envoy.port}/"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -198,6 +211,8 @@ def child_env(env: Mapping[str, str], config_file: str | None) -> dict[str, str]
 
 def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Progress) -> None:
     """Start whatever of the mesh is not running and wait until all is healthy."""
+    if config.console.enabled:
+        check_assets(assets_path(config))  # before anything starts
     runs, logs = run_dir(config), log_dir(config)
     for d in (runs, logs, config.storage_root):
         d.mkdir(parents=True, exist_ok=True)

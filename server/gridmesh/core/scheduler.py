@@ -123,6 +123,11 @@ class CancelNotice:
 
 
 @dataclass(frozen=True)
+class DrainNotice:
+    """Tells a worker to drain: stop pulling, finish what it runs, deregister."""
+
+
+@dataclass(frozen=True)
 class ReportAck:
     """The answer to a report made on a worker's pull stream."""
 
@@ -164,7 +169,7 @@ class WorkerLink:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.credit = 0
-        self.outbox: asyncio.Queue[Assignment | CancelNotice | ReportAck | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[Assignment | CancelNotice | ReportAck | DrainNotice | None] = asyncio.Queue()
         """What to send the worker; None ends the stream."""
         self.closed = False
 
@@ -185,6 +190,8 @@ class WorkerRecord:
     state: WorkerState = WorkerState.ACTIVE
     link: WorkerLink | None = None
     leases: set[str] = field(default_factory=set)
+    drain_requested: bool = False
+    """DrainNode asked this node to drain; it stays DRAINING until it leaves."""
 
     @property
     def busy_slots(self) -> int:
@@ -443,7 +450,8 @@ class SchedulerCore:
         existing = self._workers.get(worker_id)
         if existing is not None:
             existing.address, existing.slots, existing.task_types = address, slots, tuple(task_types)
-            existing.state, existing.last_heartbeat = WorkerState.ACTIVE, now
+            existing.last_heartbeat = now
+            existing.state = WorkerState.DRAINING if existing.drain_requested else WorkerState.ACTIVE
             return
         record = WorkerRecord(worker_id, address, slots, tuple(task_types), now, now)
         # Leases this worker held before a failover stay its own.
@@ -463,6 +471,8 @@ class SchedulerCore:
         if worker.link is not None:
             worker.link.close()
         worker.link = WorkerLink(worker_id)
+        if worker.drain_requested:  # asked while it had no stream: tell it now
+            worker.link.outbox.put_nowait(DrainNotice())
         return worker.link
 
     def close_link(self, link: WorkerLink) -> None:
@@ -502,8 +512,28 @@ class SchedulerCore:
             log.info("worker %s is draining", worker_id)
             if worker.link is not None:
                 worker.link.credit = 0
-        worker.state = state if state is not WorkerState.UNSPECIFIED else WorkerState.ACTIVE
+        if worker.drain_requested or state is WorkerState.DRAINING:
+            worker.state = WorkerState.DRAINING
+        else:
+            worker.state = WorkerState.ACTIVE
         return HeartbeatResult(lost, expires_wall)
+
+    def drain_worker(self, worker_id: str) -> WorkerRecord:
+        """Send ``worker_id`` no more work and ask it, over its pull stream, to
+        drain. Idempotent; the node deregisters once its tasks are done."""
+        if not worker_id:
+            raise InvalidArgument("worker_id is required", field="worker_id")
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            raise NotFound(f"no worker {worker_id!r} is registered; ListWorkers shows the registered ones")
+        if not worker.drain_requested:
+            log.info("draining worker %s on request", worker_id)
+            worker.drain_requested = True
+            worker.state = WorkerState.DRAINING
+            if worker.link is not None:
+                worker.link.credit = 0
+                worker.link.outbox.put_nowait(DrainNotice())
+        return worker
 
     def deregister(self, worker_id: str) -> None:
         """The worker left cleanly: the tasks it still holds are retried now."""

@@ -52,7 +52,11 @@ class TaskType:
         if not errors:
             return
         error = errors[0]
-        where = ".".join(["params", *(str(p) for p in error.absolute_path)])
+        path = [str(p) for p in error.absolute_path]
+        if error.validator == "required" and isinstance(error.instance, Mapping):
+            # Name the missing property itself, so a form can show the message next to it.
+            path += [next(name for name in error.validator_value if name not in error.instance)]
+        where = ".".join(["params", *path])
         hint = self.params_schema.get("description")
         message = f"{where}: {error.message} (task type {self.name!r}"
         message += f": {hint})" if hint else ")"

@@ -6,7 +6,9 @@ One listener serves gRPC and HTTP/JSON on ``config.envoy.port``: the
 descriptor set to gRPC calls (unary JSON, newline-delimited JSON for server
 streams, ``HttpBody`` as raw bytes, gRPC status → HTTP status); gRPC calls
 pass through. Routes send each ``/gridmesh.v1.<Service>/`` prefix to its
-cluster, and health and reflection to the Scheduler.
+cluster, and health and reflection to the Scheduler. A ``/v1/…`` path that no
+RPC maps is a JSON 404; every other path goes to the web console's static
+files (when the console is enabled).
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ DEMO_SERVICES = {"gridmesh.demo.v1.CustomerService": "demo-customers", "gridmesh
 """The replication demo's services and their clusters, routed only when ``config.demo.enabled``."""
 HEALTH_CHECK_INTERVAL = "1s"
 CONNECT_TIMEOUT = "1s"
+
+
+NO_SUCH_API_ROUTE = {
+    "match": {"prefix": "/v1/"},
+    "direct_response": {
+        "status": 404,
+        "body": {"inline_string": '{"code":5,"message":"no API route matches this method and path","details":[]}'},
+    },
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+}
+"""What a ``/v1/`` path no RPC maps gets (rather than the console's 404 page)."""
 
 
 def descriptor_set_path() -> Path:
@@ -131,6 +144,9 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     ]
     if config.demo.enabled:
         routes[-2:-2] = [_route(f"/{service}/", cluster) for service, cluster in DEMO_SERVICES.items()]
+    routes.append(NO_SUCH_API_ROUTE)
+    if config.console.enabled:
+        routes.append({"match": {"prefix": "/"}, "route": {"cluster": "console"}})
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -174,8 +190,23 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 ),
                 _cluster("storekeeper", config.storekeeper.host, [config.storekeeper.port], None),
                 _cluster("eventmanager", config.eventmanager.host, [config.eventmanager.port], None),
+                *([_console_cluster(config)] if config.console.enabled else []),
                 *(_demo_clusters(config) if config.demo.enabled else []),
             ],
+        },
+    }
+
+
+def _console_cluster(config: MeshConfig) -> dict[str, Any]:
+    """The console's static file server: plain HTTP/1.1."""
+    address = {"socket_address": {"address": config.console.host, "port_value": config.console.port}}
+    return {
+        "name": "console",
+        "type": "STATIC",
+        "connect_timeout": CONNECT_TIMEOUT,
+        "load_assignment": {
+            "cluster_name": "console",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
 

@@ -7,6 +7,11 @@ traceback and answered ``INTERNAL`` with a message naming the log, so no bare
 exception reaches a client as ``UNKNOWN``. Envoy's ``grpc_json_transcoder``
 turns these codes into HTTP statuses (INVALID_ARGUMENT 400, NOT_FOUND 404,
 FAILED_PRECONDITION 400, ALREADY_EXISTS 409, UNAVAILABLE 503, ...).
+
+An error about one request field also carries a ``google.rpc.BadRequest``
+field violation in the status details (AIP-193), so a form can show the
+message next to the field it concerns; over HTTP/JSON it arrives as
+``details[].fieldViolations[].field``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
+from grpc_status import rpc_status
 
 from gridmesh.core import errors
 
@@ -42,9 +49,19 @@ def status_code(error: errors.GridmeshError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def status_details(error: errors.GridmeshError) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying the field ``error`` concerns, if it names one."""
+    if error.field is None:
+        return ()
+    detail = status_pb2.Status(code=status_code(error).value[0], message=error.message)
+    violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+    detail.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return tuple(rpc_status.to_status(detail).trailing_metadata)
+
+
 async def _abort(context: aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, errors.GridmeshError):
-        await context.abort(status_code(exc), exc.message)
+        await context.abort(status_code(exc), exc.message, status_details(exc))
     log.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; the server log has the details")
 

@@ -17,6 +17,7 @@ from gridmesh.core.scheduler import (
     Assignment,
     CancelNotice,
     Crash,
+    DrainNotice,
     Failure,
     Outcome,
     ReportAck,
@@ -24,6 +25,7 @@ from gridmesh.core.scheduler import (
     SubmitRequest,
     Success,
     Watcher,
+    WorkerRecord,
     WorkerState,
 )
 from gridmesh.core.stats import StatsReader
@@ -54,6 +56,20 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         created_at=to_timestamp(task.created_at),
         started_at=to_timestamp(task.started_at),
         finished_at=to_timestamp(task.finished_at),
+    )
+
+
+def worker_to_proto(worker: WorkerRecord) -> scheduler_pb2.WorkerInfo:
+    return scheduler_pb2.WorkerInfo(
+        worker_id=worker.worker_id,
+        address=worker.address,
+        slots=worker.slots,
+        busy_slots=worker.busy_slots,
+        state=int(worker.state),  # type: ignore[arg-type]
+        task_types=list(worker.task_types),
+        last_heartbeat=to_timestamp(worker.last_heartbeat),
+        registered_at=to_timestamp(worker.registered_at),
+        running_task_ids=sorted(worker.leases),
     )
 
 
@@ -175,21 +191,12 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def ListWorkers(
         self, request: scheduler_pb2.ListWorkersRequest, context: aio.ServicerContext
     ) -> scheduler_pb2.ListWorkersResponse:
-        return scheduler_pb2.ListWorkersResponse(
-            workers=[
-                scheduler_pb2.WorkerInfo(
-                    worker_id=w.worker_id,
-                    address=w.address,
-                    slots=w.slots,
-                    busy_slots=w.busy_slots,
-                    state=int(w.state),  # type: ignore[arg-type]
-                    task_types=list(w.task_types),
-                    last_heartbeat=to_timestamp(w.last_heartbeat),
-                    registered_at=to_timestamp(w.registered_at),
-                )
-                for w in self._holder.get().workers()
-            ]
-        )
+        return scheduler_pb2.ListWorkersResponse(workers=[worker_to_proto(w) for w in self._holder.get().workers()])
+
+    async def DrainNode(
+        self, request: scheduler_pb2.DrainNodeRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.WorkerInfo:
+        return worker_to_proto(self._holder.get().drain_worker(request.worker_id))
 
     async def GetStats(
         self, request: scheduler_pb2.GetStatsRequest, context: aio.ServicerContext
@@ -323,7 +330,9 @@ def _outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
     raise InvalidArgument("outcome is required: success, failure, crash or stopped", field="outcome")
 
 
-def _pull_response(items: list[Assignment | CancelNotice | ReportAck | None]) -> scheduler_pb2.PullTasksResponse | None:
+def _pull_response(
+    items: list[Assignment | CancelNotice | ReportAck | DrainNotice | None],
+) -> scheduler_pb2.PullTasksResponse | None:
     """One message for what the Scheduler has for the worker; None if the link closed."""
     response = scheduler_pb2.PullTasksResponse()
     for item in items:
@@ -339,6 +348,8 @@ def _pull_response(items: list[Assignment | CancelNotice | ReportAck | None]) ->
             )
         elif isinstance(item, CancelNotice):
             response.cancels.append(scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token))
+        elif isinstance(item, DrainNotice):
+            response.drain = True
         else:
             code = status_code(item.error).value[0] if item.error is not None else 0
             response.report_results.append(

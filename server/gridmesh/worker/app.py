@@ -36,9 +36,8 @@ SHUTDOWN_DRAIN_S = 8.0
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
-    def __init__(self, node: WorkerNode, drained: asyncio.Event) -> None:
+    def __init__(self, node: WorkerNode) -> None:
         self._node = node
-        self._drained = drained
 
     def _status(self) -> worker_pb2.WorkerStatus:
         node, c = self._node, self._node.counters
@@ -73,14 +72,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self, request: worker_pb2.DrainWorkerRequest, context: aio.ServicerContext
     ) -> worker_pb2.WorkerStatus:
         if not self._node.draining:
-            drain = asyncio.create_task(self._node.drain())
-            drain.add_done_callback(lambda _: self._drained.set())
+            self._node.request_drain()
             await asyncio.sleep(0)  # let the drain mark the node DRAINING
         return self._status()
 
 
-def build_server(config: MeshConfig, port: int, node: WorkerNode, drained: asyncio.Event) -> GrpcHost:
-    servicer = WorkerServicer(node, drained)
+def build_server(config: MeshConfig, port: int, node: WorkerNode) -> GrpcHost:
+    servicer = WorkerServicer(node)
     return build_grpc_server(
         f"{config.worker.host}:{port}",
         [lambda server: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)],
@@ -107,8 +105,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
         lifecycle,
     )
     zk = ZooKeeper(config.zookeeper, config.zk_root)
-    stop = asyncio.Event()
-    host = build_server(config, port, node, stop)
+    host = build_server(config, port, node)
 
     async def ready() -> None:
         await asyncio.to_thread(zk.start)
@@ -131,6 +128,9 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
 
     host.stop_taking_work.append(drain)
     host.close_adapters.append(close_adapters)
+    stop = asyncio.Event()
+    drained = asyncio.create_task(node.wait_drained())  # drained on request: the process ends
+    drained.add_done_callback(lambda _: stop.set())
     await serve_until_signal(host, ready=ready, stop=stop)
 
 

@@ -157,6 +157,7 @@ class WorkerNode:
         self._idle.set()
         self._lease_ttl_s = 10.0
         self._drained = asyncio.Event()
+        self._drain_job: asyncio.Task[None] | None = None
 
     # -- life -----------------------------------------------------------------
 
@@ -191,6 +192,12 @@ class WorkerNode:
                     log.warning("cannot register with the Scheduler (%s); retrying", e.details())
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
+
+    def request_drain(self) -> None:
+        """Start draining in the background (Worker.DrainWorker, or the
+        Scheduler's DrainNode arriving on the pull stream)."""
+        if not self.draining and self._drain_job is None:
+            self._drain_job = asyncio.create_task(self.drain())
 
     async def drain(self) -> None:
         """Stop pulling, finish what runs, deregister. Idempotent."""
@@ -266,6 +273,8 @@ class WorkerNode:
                         entry = self._unacked.get((result.task_id, result.fencing_token))
                         if entry is not None and not entry[1].done():
                             entry[1].set_result(result)
+                    if response.drain:
+                        self.request_drain()
             except asyncio.CancelledError:
                 call.cancel()
                 raise

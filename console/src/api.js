@@ -1,0 +1,101 @@
+// The console's only way to the mesh: the public HTTP/JSON API behind Envoy
+// (same origin). Errors come back as ApiError with the gRPC status message
+// and, for a bad field, which field it concerns.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.code;
+    // google.rpc.BadRequest field violations: {"params.text": "params.text: ..."}
+    this.fields = {};
+    for (const detail of body?.details || []) {
+      for (const v of detail.field_violations || []) this.fields[v.field] = v.description;
+    }
+  }
+}
+
+async function parse(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { message: text.trim() };
+  }
+}
+
+export async function api(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, { message: `the mesh did not answer (${e.message})` });
+  }
+  const data = await parse(response);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+export const get = (path) => api("GET", path);
+
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== "" && v != null) q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+// Reads a newline-delimited JSON stream (a gRPC server stream through the
+// transcoder), calling onItem for each object, until it ends or `signal` aborts.
+export async function stream(path, onItem, signal) {
+  const response = await fetch(path, { signal });
+  if (!response.ok) throw new ApiError(response.status, await parse(response));
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let newline;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (line) onItem(JSON.parse(line));
+    }
+  }
+}
+
+// Keeps a stream open: reconnects with backoff when it breaks, calling
+// onState("live" | "reconnecting") and onReconnect() so callers can reload
+// what they may have missed. Returns a function that stops it.
+export function keepStreaming(path, onItem, { onState = () => {}, onReconnect = () => {} } = {}) {
+  const controller = new AbortController();
+  (async () => {
+    let delay = 500;
+    let first = true;
+    while (!controller.signal.aborted) {
+      try {
+        if (!first) onReconnect();
+        first = false;
+        onState("live");
+        await stream(path, (item) => {
+          delay = 500;
+          onItem(item);
+        }, controller.signal);
+      } catch (e) {
+        if (controller.signal.aborted) return;
+      }
+      onState("reconnecting");
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 5000);
+    }
+  })();
+  return () => controller.abort();
+}

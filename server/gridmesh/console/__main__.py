@@ -1,0 +1,3 @@
+from gridmesh.console.app import main
+
+main()

@@ -1,0 +1,59 @@
+"""Leaving the shared backing services as a test found them: a namespace's
+RabbitMQ topology and znodes, and the broker closing our connections on
+purpose (a fault the tests provoke)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterable
+
+from kazoo.client import KazooClient
+
+from gridmesh.adapters.rabbitmq import RabbitMQ
+from gridmesh.config import MeshConfig
+from gridmesh.core.replication import Topology
+
+
+def delete_topology(config: MeshConfig, subscribers: Iterable[str]) -> None:
+    """Delete the namespace's exchange and each subscriber's queue and dead-letter queue."""
+    asyncio.run(_delete_topology(config, sorted(subscribers)))
+
+
+async def _delete_topology(config: MeshConfig, subscribers: list[str]) -> None:
+    topology = Topology(prefix=config.prefixed, max_deliveries=1)  # names only: the limit plays no part
+    mq = RabbitMQ(config.rabbitmq)
+    await mq.start()
+    try:
+        for subscriber in subscribers:
+            await mq.delete_queue(topology.queue(subscriber))
+            await mq.delete_queue(topology.dead_letter_queue(subscriber))
+        await mq.delete_exchange(topology.exchange)
+    finally:
+        await mq.close()
+
+
+def delete_znodes(config: MeshConfig) -> None:
+    """Delete everything under the namespace's ZooKeeper root."""
+    zk = KazooClient(hosts=config.zookeeper.hosts)
+    zk.start(timeout=10)
+    try:
+        zk.delete(f"/{config.namespace}", recursive=True)
+    finally:
+        zk.stop()
+        zk.close()
+
+
+def close_rabbitmq_connections(connection_name: str) -> int:
+    """Have the broker close the named connections (RabbitMQ itself keeps running)."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'"connection_name","{connection_name}"' in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh test"], timeout=60, check=True)
+    return len(pids)

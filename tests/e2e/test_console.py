@@ -1,0 +1,242 @@
+"""Issue 8: the web console, served through Envoy on the edge port and driven
+in headless Chromium (Debian's, through Playwright's Python bindings; no
+browser download) against a real mesh with the analytics job running.
+
+Each test saves a screenshot of the page it drove under
+``test-artifacts/console/`` (or ``$GRIDMESH_TEST_ARTIFACTS/console``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from gridmesh.config import MeshConfig
+from tests.conftest import RunningMesh, mesh_with_analytics
+from tests.e2e.nodes import exited, extra_node, listed_workers
+from tests.helpers import http, http_json, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("GRIDMESH_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "console"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root in a container, without a GPU, on a machine with no outside network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LIVE_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def console_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    """A mesh of its own with the analytics job, so the Statistics page has data."""
+    with mesh_with_analytics(tmp_path_factory.mktemp("console-mesh")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev test installs Debian's chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, console_mesh: RunningMesh) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=f"http://{console_mesh.edge}")
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_the_console_is_served_on_the_edge_port_beside_the_api(console_mesh):
+    edge = console_mesh.edge
+    status, body = http(edge, "GET", "/")
+    assert status == 200 and b'<div id="app">' in body
+    assert http(edge, "GET", "/app.js")[0] == 200
+    assert http(edge, "GET", "/no-such-file.js")[0] == 404
+    status, error = http_json(edge, "GET", "/v1/no-such-route")
+    assert status == 404 and "no API route" in error["message"]
+    assert http_json(edge, "GET", "/v1/task-types")[0] == 200
+
+
+def test_a_word_count_submitted_from_the_form_turns_succeeded_in_the_live_table_without_reloading(page, console_mesh):
+    loads: list[str] = []
+    page.on("load", lambda p: loads.append(p.url))
+    page.goto("/#/tasks")
+    expect(page.get_by_text("● live")).to_be_visible()
+    page.select_option("select[name=task_type]", "word_count")
+    page.fill("textarea[name='params.text']", "to be or not to be")
+    page.fill("input[name=result_dir]", "console-test")
+    page.click("button[type=submit]")
+
+    submitted = page.get_by_role("status")
+    expect(submitted).to_contain_text("Submitted")
+    task_id = submitted.locator("a").inner_text()
+    row = page.locator(f"tr[data-task-id='{task_id}']")
+    expect(row).to_contain_text("SUCCEEDED", timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_contain_text("word_count")
+    assert len(loads) == 1, f"the page was reloaded: {loads}"
+    screenshot(page, "tasks")
+
+    row.locator("a").click()
+    expect(page.locator(".task-page")).to_contain_text("SUCCEEDED")
+    download = page.get_by_role("link", name="Download result")
+    expect(download).to_have_attribute("href", f"/v1/results/{task_id}")
+    expect(page.locator("pre.preview")).to_contain_text('"be": 2')
+    status, stored = http(console_mesh.edge, "GET", f"/v1/results/{task_id}")
+    assert status == 200 and json.loads(stored)["counts"]["be"] == 2
+    screenshot(page, "task")
+
+
+def test_the_task_table_filters_by_type_and_state_and_pages_by_token(page, console_mesh):
+    edge = console_mesh.edge
+    ids = [
+        http_json(edge, "POST", "/v1/tasks", {"task_type": "echo", "result_dir": "paging"})[1]["task_id"]
+        for _ in range(23)
+    ]
+    wait_for(
+        "the echo tasks to end",
+        lambda: all(http_json(edge, "GET", f"/v1/tasks/{t}")[1]["state"] == "SUCCEEDED" for t in ids),
+    )
+    page.goto("/#/tasks")
+    page.select_option("select[name=filter_type]", "echo")
+    rows = page.locator("tr[data-task-id]")
+    expect(rows).to_have_count(20)  # the page size
+    expect(page.locator("tr[data-task-id]", has_text="echo")).to_have_count(20)
+    page.get_by_role("button", name="older →").click()
+    expect(page.get_by_text("page 2")).to_be_visible()
+    expect(rows).to_have_count(3)
+    shown = set(rows.evaluate_all("rows => rows.map(r => r.dataset.taskId)"))
+    assert shown <= set(ids)
+    page.get_by_role("button", name="← newer").click()
+    expect(rows).to_have_count(20)
+    page.select_option("select[name=filter_state]", "FAILED")
+    expect(page.get_by_text("No tasks match these filters.")).to_be_visible()
+
+
+@pytest.mark.parametrize(
+    ("task_type", "fill", "field"),
+    [
+        ("sleep", {"input[name='params.ms']": "-5"}, "params.ms"),
+        ("word_count", {}, "params.text"),
+        ("noop", {"input[name=result_dir]": "../escape"}, "result_dir"),
+    ],
+)
+def test_an_invalid_form_shows_the_api_error_next_to_its_field_and_queues_nothing(
+    page, console_mesh, task_type, fill, field
+):
+    edge = console_mesh.edge
+    before = http_json(edge, "GET", "/v1/tasks?page_size=1000")[1]["tasks"]
+    page.goto("/#/tasks")
+    page.select_option("select[name=task_type]", task_type)
+    for selector, value in fill.items():
+        page.fill(selector, value)
+    page.click("button[type=submit]")
+    error = page.locator(f".field-error[data-field='{field}']")
+    expect(error).to_be_visible()
+    # The very message the API gives for the same request.
+    body: dict[str, Any] = {"task_type": task_type, "params": {}, "result_dir": "console", "priority": "NORMAL"}
+    if field == "params.ms":
+        body["params"] = {"ms": -5}
+    if field == "result_dir":
+        body["result_dir"] = "../escape"
+    status, api_error = http_json(edge, "POST", "/v1/tasks", body)
+    assert status == 400
+    expect(error).to_have_text(api_error["message"])
+    expect(page.locator(f"[name='{field}']")).to_have_attribute("aria-invalid", "true")
+    if field == "params.ms":
+        screenshot(page, "tasks-invalid")
+    assert http_json(edge, "GET", "/v1/tasks?page_size=1000")[1]["tasks"] == before
+
+
+def test_a_worker_is_drained_from_the_workers_page(page, console_mesh):
+    config, env, edge = console_mesh.config, console_mesh.env, console_mesh.edge
+    with extra_node(config, env, edge) as node:
+        page.goto("/#/workers")
+        row = page.locator(f"tr[data-worker-id='{node.worker_id}']")
+        expect(row).to_contain_text("ACTIVE")
+        screenshot(page, "workers")
+        row.get_by_role("button", name="Drain").click()
+        row.get_by_role("button", name=f"Drain {node.worker_id}").click()
+        # It had nothing to run: it drains, deregisters and leaves the table.
+        expect(row).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
+        wait_for("the node to leave", lambda: node.worker_id not in listed_workers(edge))
+        wait_for("its process to exit", lambda: exited(config, node))
+    # The mesh's own node is still there, and ACTIVE.
+    expect(page.locator("tr[data-worker-id]")).to_have_count(1)
+    expect(page.locator("tr[data-worker-id]")).to_contain_text("ACTIVE")
+
+
+def test_the_statistics_page_charts_the_windows_of_get_stats(page, console_mesh):
+    edge = console_mesh.edge
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    noop = {"task_type": "noop", "result_dir": "s"}
+    ids = [http_json(edge, "POST", "/v1/tasks", noop)[1]["task_id"] for _ in range(5)]
+
+    def counted() -> bool:
+        end = datetime.now(UTC) + timedelta(minutes=1)
+        query = f"start_time={start:%Y-%m-%dT%H:%M:%SZ}&end_time={end:%Y-%m-%dT%H:%M:%SZ}&task_type=noop"
+        windows = http_json(edge, "GET", f"/v1/stats?{query}")[1]["windows"]
+        return sum(int(w["completed"]) for w in windows) >= len(ids)
+
+    wait_for("the analytics job to count the tasks", counted, timeout=120)
+    page.goto("/#/stats")
+    page.select_option("select[name=range]", "15m")
+    chart = page.locator("[data-chart='Completed tasks per window, by type']")
+    expect(chart.locator("canvas")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(chart).to_contain_text("noop")  # the legend names the series
+    expect(page.locator("table.windows tbody tr", has_text="noop").first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Analytics last stored a batch .* ago"))).to_be_visible()
+    screenshot(page, "statistics")
+
+
+def test_subscribing_and_unsubscribing_from_the_replication_page(page, console_mesh):
+    edge = console_mesh.edge
+    page.goto("/#/replication")
+    form = page.get_by_role("form", name="subscribe")
+    form.locator("input[name=subscriber]").fill("Not A Name")
+    form.locator("input[name=publisher]").fill("console-shop")
+    form.locator("input[name=entity_type]").fill("customer")
+    form.get_by_role("button", name="Subscribe").click()
+    expect(form.locator(".field-error[data-field='subscriber']")).to_contain_text("subscriber")
+    assert http_json(edge, "GET", "/v1/subscriptions?publisher=console-shop")[1]["subscriptions"] == []
+
+    form.locator("input[name=subscriber]").fill("console-billing")
+    form.get_by_role("button", name="Subscribe").click()
+    expect(form.get_by_role("status")).to_contain_text("console-billing now receives console-shop's customer events")
+    row = page.locator("tr[data-subscription='console-shop/customer/console-billing']")
+    expect(row).to_be_visible()
+    expect(row.locator("td.num").first).to_have_text("0")  # queue depth of the new, empty queue
+    (subscription,) = http_json(edge, "GET", "/v1/subscriptions?publisher=console-shop")[1]["subscriptions"]
+    assert subscription["subscriber"] == "console-billing" and subscription["entity_type"] == "customer"
+    screenshot(page, "replication")
+
+    row.get_by_role("button", name="Unsubscribe").click()
+    expect(row).to_have_count(0)
+    assert http_json(edge, "GET", "/v1/subscriptions?publisher=console-shop")[1]["subscriptions"] == []
