@@ -142,6 +142,15 @@ def test_the_log_tail_reads_only_complete_lines_as_the_file_grows(tmp_path):
     assert tail.open_start(8) == (1, 100.03) and tail.open_start(7) is None
 
 
+def test_the_killer_learns_a_typical_run_time_from_tasks_that_ended_where_they_started(tmp_path):
+    path = tmp_path / "exec.log"
+    tail = ExecLogTail(path)
+    path.write_text("0 start 7 100.0\n0 end 7 100.004\n1 start 8 100.0\n1 end 9 100.5\n2 start 7 100.01\n")
+    tail.poll()
+    assert tail.typical_run_s() == pytest.approx(0.004)  # 1 ended elsewhere, 2 has not ended
+    assert ExecLogTail(tmp_path / "none").typical_run_s() is None
+
+
 def test_log_exec_appends_tag_event_pid_and_time(tmp_path):
     path = tmp_path / "exec.log"
     before = time.time()

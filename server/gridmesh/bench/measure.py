@@ -200,13 +200,14 @@ class Kill:
     at: float
     """``time.time()`` right after the signal was sent."""
     how: str
-    """``fresh`` (its task had started < 8 ms before) or ``fallback``."""
+    """``fresh`` (its task had started < 8 ms and < 0.4 typical run times before) or ``fallback``."""
 
 
 class Killer(threading.Thread):
     """Once ``kill_after`` tasks have ended, kill -9 one task process that the
     Worker service lists as running a ``logged_burn`` task, preferring one
-    whose task started less than 8 ms ago (by the execution log)."""
+    whose task started less than 8 ms ago and early in its run (by the
+    execution log)."""
 
     def __init__(self, log_path: Path, worker_addresses: list[str], kill_after: int, deadline: float) -> None:
         super().__init__(name="w4-killer", daemon=True)
@@ -241,6 +242,10 @@ class Killer(threading.Thread):
             pids |= {r.pid for r in status.running if r.task_type == LOGGED_BURN.name and r.pid}
         return pids
 
+    def _fresh_age_s(self) -> float:
+        typical = self.tail.typical_run_s()
+        return wl.KILL_FRESH_S if typical is None else min(wl.KILL_FRESH_S, wl.KILL_FRESH_FRACTION * typical)
+
     def _hunt(self, stubs: list[worker_pb2_grpc.WorkerStub]) -> None:
         # Task processes are long-lived (one per slot, replaced only after a
         # crash), so the pids the Worker service listed shortly before still
@@ -254,7 +259,7 @@ class Killer(threading.Thread):
             if self.tail.ended >= self._kill_after:
                 now = time.time()
                 reached_at = reached_at or now
-                fresh = self.tail.fresh_starts(now, wl.KILL_FRESH_S)
+                fresh = self.tail.fresh_starts(now, self._fresh_age_s())
                 chosen = [pid for pid in fresh if pid in known]
                 how = "fresh"
                 if fresh and not chosen:

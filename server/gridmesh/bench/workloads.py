@@ -33,7 +33,10 @@ IDEAL_W4_S = N_W4 * W4_UNITS * BURN_UNIT_MS / 1000.0 / SLOTS
 KILL_AFTER_W4 = 50
 """W4 kills a task process once this many tasks have finished."""
 KILL_FRESH_S = 0.008
-"""W4 prefers a task process whose task started less than this long ago."""
+"""W4 prefers a task process whose task started less than this long ago..."""
+KILL_FRESH_FRACTION = 0.4
+"""... and less than this fraction of a typical task's run time ago (a W4
+task runs ~5 ms on a fast machine), so the kill lands mid-task."""
 WARMUP_ROUND_TRIPS = 20
 """No-op round trips before the clock starts (the peers do 20-50)."""
 
@@ -189,6 +192,17 @@ class ExecLogTail:
             for pid, at in ex.starts
             if 0 <= now - at < max_age_s and pid not in {p for p, _ in ex.ends}
         }
+
+    def typical_run_s(self) -> float | None:
+        """Median start-to-end time of the tasks that ended where they started."""
+        runs = sorted(
+            end - start
+            for ex in self.log.values()
+            for pid, start in ex.starts
+            for end_pid, end in ex.ends
+            if end_pid == pid and end >= start
+        )
+        return runs[len(runs) // 2] if runs else None
 
     def open_start(self, pid: int) -> tuple[int, float] | None:
         """(tag, start time) of the task running in ``pid`` (latest start without an end there)."""
