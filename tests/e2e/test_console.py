@@ -136,6 +136,12 @@ def test_the_task_table_filters_by_type_and_state_and_pages_by_token(page, conso
     assert shown <= set(ids)
     page.get_by_role("button", name="← newer").click()
     expect(rows).to_have_count(20)
+    # Live under the type filter (the stream asks the Scheduler for echo tasks only).
+    echo = http_json(edge, "POST", "/v1/tasks", {"task_type": "echo", "result_dir": "paging"})[1]["task_id"]
+    noop = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "result_dir": "paging"})[1]["task_id"]
+    expect(page.locator(f"tr[data-task-id='{echo}']")).to_contain_text("SUCCEEDED")
+    wait_for("the noop task to end", lambda: http_json(edge, "GET", f"/v1/tasks/{noop}")[1]["state"] == "SUCCEEDED")
+    expect(page.locator(f"tr[data-task-id='{noop}']")).to_have_count(0)
     page.select_option("select[name=filter_state]", "FAILED")
     expect(page.get_by_text("No tasks match these filters.")).to_be_visible()
 

@@ -4,8 +4,11 @@ bad input refused with a clear status that changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import queue
+import threading
 import uuid
 
 import grpc
@@ -70,6 +73,39 @@ def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_f
             if len(seen) == len(ids):
                 break
         assert seen == dict.fromkeys(ids, "SUCCEEDED")
+
+
+def test_watch_tasks_of_one_task_type_streams_only_that_types_changes(edge):
+    with grpc.insecure_channel(edge) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_type="primes", terminal_only=True), timeout=60)
+        events: queue.Queue[common_pb2.Task] = queue.Queue()
+
+        def read() -> None:
+            with contextlib.suppress(grpc.RpcError):  # ends with the cancel below
+                for event in call:
+                    events.put(event.task)
+
+        threading.Thread(target=read, daemon=True).start()
+        # The stream only sees what happens after it opened: submit pairs until ours shows up.
+        primes: set[str] = set()
+        others: set[str] = set()
+        seen: list[common_pb2.Task] = []
+        while not primes & {t.task_id for t in seen}:
+            assert len(primes) < 20, "no event of the watched type arrived"
+            others.add(submit(edge, "noop", {})["task_id"])
+            primes.add(submit(edge, "primes", {"n": 100})["task_id"])
+            with contextlib.suppress(queue.Empty):
+                seen.append(events.get(timeout=2))
+        call.cancel()
+    assert {t.task_type for t in seen} == {"primes"}
+    assert not others & {t.task_id for t in seen}
+
+
+def test_watch_tasks_of_an_unknown_task_type_is_400_naming_the_known_types(edge):
+    status, body = http(edge, "GET", "/v1/tasks:watch?task_type=prime")
+    assert status == 400
+    assert "task_type 'prime' is unknown; known types:" in body.decode() and "primes" in body.decode()
 
 
 def test_each_builtin_type_runs_and_returns_its_result(edge):

@@ -123,6 +123,14 @@ def test_malformed_task_command_lines_are_refused_with_exit_2(argv, capsys):
 def test_watch_without_id_follows_every_task():
     args = build_parser().parse_args(["watch", "--terminal-only"])
     assert args.task_id == "" and args.terminal_only
+    assert build_parser().parse_args(["watch", "--type", "primes"]).type == "primes"
+
+
+def test_watch_of_one_task_with_a_type_filter_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["watch", TASK_ID, "--type", "primes"], env={})
+    assert exit_info.value.code == 2
+    assert "--type filters the watch of every task" in capsys.readouterr().err
 
 
 def test_tasks_filters_are_case_insensitive_and_limit_defaults_to_50():

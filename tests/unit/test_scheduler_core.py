@@ -157,6 +157,23 @@ def test_success_is_published_only_after_the_store_committed_it():
     run(body)
 
 
+def test_a_watch_of_one_task_type_gets_only_that_types_changes_and_an_unknown_type_is_refused():
+    async def body(h: Harness) -> None:
+        watcher = h.core.watch([], terminal_only=False, task_type="echo")
+        echo = await h.submit(task_type="echo")
+        await h.submit(task_type="noop")
+        seen = []
+        while not watcher.queue.empty():
+            item = watcher.queue.get_nowait()
+            assert item is not None
+            seen.append((item[0].task_id, item[0].task_type))
+        assert seen == [(echo, "echo")]
+        with pytest.raises(InvalidArgument, match=r"'ech' is unknown; known types: .*echo"):
+            h.core.watch([], terminal_only=False, task_type="ech")
+
+    run(body)
+
+
 def test_a_task_that_raises_ends_failed_with_the_error():
     async def body(h: Harness) -> None:
         task_id = await h.submit()

@@ -189,12 +189,15 @@ class TaskClient(ChannelClient):
         return _stream(self._scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id)))
 
     def watch_all(
-        self, task_ids: Iterable[str] = (), terminal_only: bool = False
+        self, task_ids: Iterable[str] = (), terminal_only: bool = False, task_type: str = ""
     ) -> Generator[common_pb2.TaskEvent, None, None]:
         """Changes of the given tasks (none given = every task), only terminal
-        ones if ``terminal_only``. Named tasks' current states come first.
-        Never ends by itself: stop iterating (or ``close()`` it) to end it."""
-        request = scheduler_pb2.WatchTasksRequest(task_ids=builtins.list(task_ids), terminal_only=terminal_only)
+        ones if ``terminal_only``, only of ``task_type`` if given. Named tasks'
+        current states come first. Never ends by itself: stop iterating (or
+        ``close()`` it) to end it."""
+        request = scheduler_pb2.WatchTasksRequest(
+            task_ids=builtins.list(task_ids), terminal_only=terminal_only, task_type=task_type
+        )
         return _stream(self._scheduler.WatchTasks(request))
 
     def wait(self, task_id: str, timeout: float | None = None) -> common_pb2.Task:

@@ -157,11 +157,12 @@ function TaskTable({ types }) {
   const reload = useRef(load);
   reload.current = load; // the stream's reconnect reloads what is in view now
 
-  // Every committed change of every task; applied to the rows in view.
+  // Every committed change of every task (of the chosen type: the Scheduler
+  // filters by type, the state filter is applied here); applied to the rows in view.
   useEffect(
     () =>
       keepStreaming(
-        "/v1/tasks:watch",
+        `/v1/tasks:watch${query({ task_type: filter.task_type })}`,
         ({ task }) => {
           const { filter: f, firstPage } = view.current;
           setRows((current) => {
@@ -178,7 +179,7 @@ function TaskTable({ types }) {
         },
         { onState: setLive, onReconnect: () => reload.current() },
       ),
-    [],
+    [filter.task_type],
   );
 
   const setFilterKey = (key) => (e) => {

@@ -79,12 +79,14 @@ class WatchTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class WatchTasksRequest(_message.Message):
-    __slots__ = ("task_ids", "terminal_only")
+    __slots__ = ("task_ids", "terminal_only", "task_type")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     terminal_only: bool
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., terminal_only: _Optional[bool] = ...) -> None: ...
+    task_type: str
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., terminal_only: _Optional[bool] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class ListTaskTypesRequest(_message.Message):
     __slots__ = ()

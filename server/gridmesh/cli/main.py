@@ -133,7 +133,11 @@ def cmd_cancel(config: MeshConfig, args: argparse.Namespace) -> int:
 
 def cmd_watch(config: MeshConfig, args: argparse.Namespace) -> int:
     with _client(config) as client:
-        events = client.watch(args.task_id) if args.task_id else client.watch_all(terminal_only=args.terminal_only)
+        events = (
+            client.watch(args.task_id)
+            if args.task_id
+            else client.watch_all(terminal_only=args.terminal_only, task_type=args.type or "")
+        )
         last = None
         with contextlib.closing(events):
             for event in events:
@@ -240,6 +244,7 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("task_id", metavar="ID", nargs="?", default="")
     p.add_argument("--terminal-only", action="store_true", help="only SUCCEEDED, FAILED and CANCELLED events")
+    p.add_argument("--type", metavar="TYPE", help="without ID: only tasks of this type")
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser(
@@ -309,6 +314,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Runs one command and exits with its code; ``env`` defaults to ``os.environ``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is cmd_watch and args.task_id and args.type:
+        parser.error("watch: --type filters the watch of every task; leave it out when naming a task ID")
     try:
         config = load_config(os.environ if env is None else env, args.config)
         if getattr(args, "workers", 1) < 0:

@@ -208,15 +208,18 @@ class _Lease:
 class Watcher:
     """One WatchTask/WatchTasks stream: committed task snapshots, in order."""
 
-    def __init__(self, task_ids: frozenset[str] | None, terminal_only: bool) -> None:
+    def __init__(self, task_ids: frozenset[str] | None, terminal_only: bool, task_type: str = "") -> None:
         self.task_ids = task_ids
         self.terminal_only = terminal_only
+        self.task_type = task_type
         self.queue: asyncio.Queue[tuple[Task, datetime] | None] = asyncio.Queue()
         """Committed snapshots; None ends the watch (the Scheduler stepped down)."""
         self.overflowed = False
 
     def wants(self, task: Task) -> bool:
         if self.task_ids is not None and task.task_id not in self.task_ids:
+            return False
+        if self.task_type and task.task_type != self.task_type:
             return False
         return task.state.terminal or not self.terminal_only
 
@@ -390,14 +393,19 @@ class SchedulerCore:
         """Tasks newest first, filtered; returns the page and the next page's token."""
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative", field="page_size")
-        if task_type and task_type not in self._registry:
-            self._registry.get(task_type)  # raises with the known types
+        self._check_type_filter(task_type)
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         before = _decode_page_token(page_token) if page_token else None
         tasks = await self._store.list_tasks(state, task_type, limit + 1, before)
         if len(tasks) > limit:
             return tasks[:limit], _encode_page_token(tasks[limit - 1].seq)
         return tasks, ""
+
+    def _check_type_filter(self, task_type: str) -> None:
+        """A filter naming a type the registry does not know is refused
+        (a typo would otherwise match nothing, silently)."""
+        if task_type and task_type not in self._registry:
+            self._registry.get(task_type)  # raises with the known types
 
     async def cancel(self, task_id: str) -> Task:
         """A QUEUED task is cancelled at once; a RUNNING one loses its lease
@@ -430,9 +438,10 @@ class SchedulerCore:
 
     # -- watching --------------------------------------------------------------
 
-    def watch(self, task_ids: Iterable[str], terminal_only: bool) -> Watcher:
+    def watch(self, task_ids: Iterable[str], terminal_only: bool, task_type: str = "") -> Watcher:
         ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)
-        watcher = Watcher(ids or None, terminal_only)
+        self._check_type_filter(task_type)
+        watcher = Watcher(ids or None, terminal_only, task_type)
         self._watchers.add(watcher)
         return watcher
 

@@ -160,14 +160,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.WatchTasksRequest, context: aio.ServicerContext
     ) -> AsyncIterator[common_pb2.TaskEvent]:
         core = self._holder.get()
-        watcher = core.watch(request.task_ids, request.terminal_only)
+        watcher = core.watch(request.task_ids, request.terminal_only, request.task_type)
         try:
             latest: dict[str, int] = {}
             # Tasks named explicitly: their current state first, as WatchTask does.
             for task_id in dict.fromkeys(request.task_ids):
                 current = await core.get(task_id)
                 latest[current.task_id] = current.revision
-                if current.state.terminal or not request.terminal_only:
+                if watcher.wants(current):
                     yield _event(current, current.finished_at or current.started_at or current.created_at)
             async for task, at in _drain(watcher, after=0):
                 if task.revision <= latest.get(task.task_id, 0):
