@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,6 +22,12 @@ from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.v1 import common_pb2, scheduler_pb2, worker_pb2, worker_pb2_grpc
 from tests.e2e.nodes import exited, extra_node, listed_workers
 from tests.helpers import http_json, wait_for
+
+GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
+
+
+def gridmesh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRIDMESH, *args], env=env, capture_output=True, text=True, timeout=90)
 
 
 def submit(edge: str, task_type: str, params: dict) -> str:
@@ -94,6 +104,25 @@ def test_drain_node_through_the_edge_reaches_the_node_over_its_pull_stream(mesh_
 def test_drain_node_of_an_unknown_worker_is_404_naming_it(edge):
     status, body = http_json(edge, "POST", "/v1/workers/no-such-node:drain", {})
     assert status == 404 and "no-such-node" in body["message"], body
+
+
+def test_gridmesh_worker_drain_waits_until_the_node_has_left_and_an_unknown_node_fails_naming_it(
+    mesh_config, mesh_environment, edge
+):
+    with extra_node(mesh_config, mesh_environment, edge) as node:
+        ids = [submit(edge, "sleep", {"ms": 300}) for _ in range(4)]
+        wait_for("a task on the node", lambda: listed_workers(edge)[node.worker_id]["running_task_ids"])
+        run = gridmesh(mesh_environment, "worker", "drain", node.worker_id, "--wait", "--timeout", "60")
+        assert run.returncode == 0, run.stderr
+        first, *_, last = run.stdout.splitlines()
+        assert re.fullmatch(rf"{node.worker_id}  DRAINING: finishing [01] running tasks?, then it leaves", first), first
+        assert last == f"{node.worker_id} left"
+        assert node.worker_id not in listed_workers(edge)
+        wait_for("its process to exit", lambda: exited(mesh_config, node))
+        for task_id in ids:
+            wait_for(f"{task_id} to succeed", functools.partial(succeeded, edge, task_id))
+    unknown = gridmesh(mesh_environment, "worker", "drain", "no-such-node")
+    assert unknown.returncode == 1 and "no-such-node" in unknown.stderr and "ListWorkers" in unknown.stderr
 
 
 def test_every_life_cycle_step_reaches_its_kafka_topic(mesh_config, edge):

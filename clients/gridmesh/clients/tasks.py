@@ -292,6 +292,12 @@ class TaskClient(ChannelClient):
         response = self._unary(self._scheduler.ListWorkers, scheduler_pb2.ListWorkersRequest())
         return builtins.list(response.workers)
 
+    def drain_worker(self, worker_id: str) -> scheduler_pb2.WorkerInfo:
+        """Drains a worker node (``Scheduler.DrainNode``): no new work goes to
+        it, it finishes what it runs, then deregisters and exits. Idempotent;
+        an unknown ``worker_id`` raises ``NOT_FOUND``."""
+        return self._unary(self._scheduler.DrainNode, scheduler_pb2.DrainNodeRequest(worker_id=worker_id))
+
     def _unary(self, method: Any, request: Any) -> Any:
         try:
             return method(request, timeout=self._timeout)

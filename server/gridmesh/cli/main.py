@@ -22,6 +22,8 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 
 Command = Callable[[MeshConfig, argparse.Namespace], int]
+DRAIN_POLL_S = 0.2
+"""How often ``gridmesh worker drain --wait`` asks whether the node has left."""
 
 
 def _progress(component: str, what: str) -> None:
@@ -92,6 +94,29 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
 
 def _client(config: MeshConfig) -> TaskClient:
     return TaskClient(f"{config.envoy.host}:{config.envoy.port}")
+
+
+def cmd_worker_drain(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        info = client.drain_worker(args.worker_id)
+        running = len(info.running_task_ids)
+        _emit(
+            args,
+            info,
+            f"{info.worker_id}  {tasks.worker_state_name(info.state)}: finishing {running} running "
+            f"task{'' if running == 1 else 's'}, then it leaves",
+        )
+        if not args.wait:
+            return 0
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        while any(w.worker_id == info.worker_id for w in client.workers()):
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"gridmesh: {info.worker_id} is still draining after {args.timeout:g} s", file=sys.stderr)
+                return 1
+            time.sleep(DRAIN_POLL_S)
+    if not args.json:
+        print(f"{info.worker_id} left", flush=True)
+    return 0
 
 
 def _emit(args: argparse.Namespace, msg: message.Message, text: str) -> None:
@@ -302,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--slots", type=int, default=None)
     p.set_defaults(func=cmd_worker_start)
+    p = worker_sub.add_parser(
+        "drain",
+        help="drain a worker node: it takes no new work, finishes what it runs and leaves",
+        description="Ask the Scheduler to drain node ID (see gridmesh workers): no new task goes to it, it "
+        "finishes the tasks it runs, deregisters and exits. With --wait, return once it has left.",
+    )
+    p.add_argument("worker_id", metavar="ID")
+    p.add_argument("--wait", action="store_true", help="wait until the node has left")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")
+    p.add_argument("--json", action="store_true", help="the node as one JSON object (proto field names)")
+    p.set_defaults(func=cmd_worker_drain)
 
     _add_task_commands(sub)
     events.register(sub)
