@@ -13,7 +13,7 @@ import pytest
 
 from gridmesh.adapters.mysql import GroupCommitter, MySQL, Row
 from gridmesh.config import MySQLConfig
-from gridmesh.core.errors import AlreadyExists
+from gridmesh.core.errors import AlreadyExists, Internal
 
 SCHEMA = ["CREATE TABLE items (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)"]
 INSERT = "INSERT INTO items (id, v) VALUES (%s, %s)"
@@ -85,9 +85,36 @@ def test_a_unit_that_fails_fails_alone(db):
     finally:
         writer.close()
     assert isinstance(results[1], AlreadyExists)
-    assert isinstance(results[3], Exception)
+    assert isinstance(results[3], Internal) and "no_such_column" in str(results[3])
     assert results[0] is None and results[2] is None and results[4] is None
     assert rows(db) == {1: "a", 2: "b", 3: "c"}
+
+
+def test_a_value_the_column_refuses_fails_its_unit_alone_and_the_writer_goes_on(db):
+    writer = GroupCommitter(db)
+    blocking = threading.Event()
+    try:
+        first = writer.submit(lambda cur: blocking.wait(10))
+        # Queued while the writer is busy: one group whose multi-row INSERT MySQL refuses whole.
+        good = [writer.submit(Row(INSERT, (i, f"v{i}"))) for i in range(5)]
+        too_long = writer.submit(Row(INSERT, (9, "x" * 100)))  # v is VARCHAR(20): strict mode refuses it
+        also_good = writer.submit(Row(UPSERT, (1, "w1")))
+        blocking.set()
+        first.result(timeout=30)
+        with pytest.raises(Internal, match="too long"):
+            too_long.result(timeout=30)
+        for future in [*good, also_good]:
+            assert future.result(timeout=30) is None
+        writer.submit(Row(INSERT, (10, "after"))).result(timeout=30)  # the writer thread lives on
+    finally:
+        writer.close()
+    assert rows(db) == {0: "v0", 1: "w1", 2: "v2", 3: "v3", 4: "v4", 10: "after"}
+
+
+def test_a_read_the_server_refuses_raises_internal_not_a_pymysql_error(db):
+    with pytest.raises(Internal, match="no_such_column"):
+        db.read_sync(lambda cur: cur.execute("SELECT no_such_column FROM items"))
+    assert rows(db) == {}  # the reader's connection still works
 
 
 def test_a_caller_that_stops_waiting_does_not_stop_the_writer(db):

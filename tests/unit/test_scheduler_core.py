@@ -12,6 +12,7 @@ import pytest
 from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
 from gridmesh.core.scheduler import (
+    MAX_ERROR_CHARS,
     Assignment,
     CancelNotice,
     Crash,
@@ -22,6 +23,7 @@ from gridmesh.core.scheduler import (
     SubmitRequest,
     Success,
     WorkerState,
+    clip_error,
 )
 from gridmesh.core.tasks import Priority, TaskState
 from gridmesh.core.tasktypes import default_registry
@@ -185,6 +187,30 @@ def test_a_task_that_raises_ends_failed_with_the_error():
         assert h.log.events[-1].kind is LifecycleKind.FAILED
 
     run(body)
+
+
+def test_a_huge_error_is_kept_cut_to_its_start_and_its_end():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        link = h.worker()
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        error = "Traceback (most recent call last):\n" + "  frame\n" * 50_000 + "ValueError: the real cause"
+        done = await h.core.report("w1", task_id, assignment.fencing_token, Failure(error))
+        assert done.state is TaskState.FAILED and len(done.error) <= MAX_ERROR_CHARS
+        assert done.error.startswith("Traceback") and done.error.endswith("ValueError: the real cause")
+        assert "characters cut" in done.error and h.store.rows[task_id].error == done.error
+
+    run(body)
+
+
+def test_clip_error_names_exactly_how_much_it_cut():
+    text = "a" * 10_000 + "b" * 10_000
+    clipped = clip_error(text, limit=1_000)
+    head, rest = clipped.split("\n… (", 1)
+    count, tail = rest.split(" characters cut) …\n")
+    assert len(clipped) <= 1_000 and len(head) + len(tail) + int(count) == len(text)
+    assert clip_error("short") == "short"
 
 
 def test_a_crashed_task_is_retried_silently_at_high_priority_then_fails_after_max_attempts():

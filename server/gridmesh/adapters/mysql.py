@@ -9,8 +9,11 @@ one hop to the loop). Reads use :meth:`MySQL.read` on a small thread pool,
 one connection per thread.
 
 pymysql's exceptions stop here: they become :class:`Unavailable` (server
-unreachable, lost connection — retried with backoff where it is safe) or
-propagate as the domain errors a unit of work raises itself.
+unreachable, lost connection — retried with backoff where it is safe),
+:class:`AlreadyExists` (a duplicate key), :class:`Internal` (anything else
+the server refused: a bug, or a value a column cannot hold; it fails only the
+unit of work at fault) or propagate as the domain errors a unit of work
+raises itself.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pymysql
 import pymysql.cursors
 
 from gridmesh.config import MySQLConfig
-from gridmesh.core.errors import AlreadyExists, GridmeshError, Unavailable
+from gridmesh.core.errors import AlreadyExists, GridmeshError, Internal, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,12 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, pymysql.err.OperationalError):
         return bool(error.args) and error.args[0] in _RETRYABLE_ERRNOS
     return isinstance(error, _CONNECTION_ERRORS)
+
+
+def _refused(error: BaseException) -> Internal:
+    """A non-retryable server error as the domain's :class:`Internal` (logged here)."""
+    log.error("MySQL refused a statement: %r", error)
+    return Internal(f"MySQL refused the statement: {error.args[-1] if error.args else error}")
 
 
 def _one_row(sql: str, args: tuple[Any, ...]) -> Callable[[Cursor], None]:
@@ -162,9 +171,9 @@ class MySQL:
                     # End the read transaction: an open one would hold metadata
                     # locks that block migrations and DROP DATABASE elsewhere.
                     conn.rollback()
-            except _CONNECTION_ERRORS as e:
+            except (pymysql.err.Error, *_CONNECTION_ERRORS) as e:
                 if not _retryable(e):
-                    raise
+                    raise _refused(e) from None
                 _discard(self._local.conn)
                 self._local.conn = None
                 _backoff(attempt, e)
@@ -261,7 +270,11 @@ class GroupCommitter:
                     stopping = True
                     break
                 group.append(nxt)
-            self._commit(group)
+            try:
+                self._commit(group)
+            except Exception as e:  # a bug here must not stop every later commit
+                log.exception("MySQL writer of %s: a group of %d failed", self._db.database, len(group))
+                self._resolve(group, [(False, Internal(f"the write to MySQL failed: {e!r}"))])
         for conn in self._conns.values():
             conn.close()
 
@@ -307,14 +320,18 @@ class GroupCommitter:
                 else:
                     conn.rollback()
                 return outcomes
-            except (*_CONNECTION_ERRORS, Unavailable) as e:
+            except (pymysql.err.Error, *_CONNECTION_ERRORS, Unavailable) as e:
+                self._reset()
                 if not (isinstance(e, Unavailable) or _retryable(e)):
-                    raise
-                for conn in self._conns.values():
-                    _discard(conn)
-                self._conns.clear()
+                    return [(False, _refused(e))] * len(units)
                 _backoff(attempt, e)
         return None
+
+    def _reset(self) -> None:
+        """Drop the writer's connections (new ones are opened on demand)."""
+        for conn in self._conns.values():
+            _discard(conn)
+        self._conns.clear()
 
     def _autocommit_statement(self, sql: str, rows: list[Row]) -> bool:
         """Run ``rows`` as one multi-row statement that commits itself. False
@@ -368,7 +385,7 @@ class GroupCommitter:
                 raise  # the whole group is retried
             # A bug in the unit (bad SQL, a value the column refuses):
             # it fails alone; the writer thread must not die with it.
-            return False, e
+            return False, _refused(e)
 
     @classmethod
     def _rows(cls, cur: Cursor, rows: list[tuple[Any, ...]], sql: str) -> list[tuple[bool, Any]]:
@@ -376,8 +393,11 @@ class GroupCommitter:
             try:
                 cur.executemany(sql, rows)  # one multi-row statement
                 return [(True, None)] * len(rows)
-            except pymysql.err.IntegrityError:
-                pass  # the statement was rolled back whole: find the row at fault
+            except pymysql.err.Error as e:
+                if _retryable(e):
+                    raise  # the whole group is retried
+                # The statement was refused whole (a duplicate key, a value a
+                # column cannot hold): find the row at fault, one at a time.
         return [cls._unit(cur, _one_row(sql, r)) for r in rows]
 
     @staticmethod

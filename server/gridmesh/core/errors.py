@@ -45,6 +45,11 @@ class Unavailable(GridmeshError):
     unreachable; retrying later may succeed."""
 
 
+class Internal(GridmeshError):
+    """A bug, or a value a backing service refused (e.g. MySQL rejecting a
+    column value); retrying unchanged fails again. The log has the details."""
+
+
 class NotLeader(Unavailable):
     """This Scheduler is a standby; the leader serves requests."""
 

@@ -51,6 +51,10 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 WATCH_QUEUE_LIMIT = 100_000
+MAX_ERROR_CHARS = 8_000
+"""A task's error (a worker's report: a message, a traceback) is cut to this
+many characters, keeping its start and, longer, its end (where a traceback
+names the exception)."""
 TERMINAL_TASKS_KEPT = 50_000
 """Finished tasks kept in memory for reads; older ones are read from the store."""
 
@@ -598,11 +602,11 @@ class SchedulerCore:
         elif isinstance(outcome, Failure):
             self._release_lease(task)
             task.state = TaskState.FAILED
-            task.error = outcome.error or "the task raised an error"
+            task.error = clip_error(outcome.error) or "the task raised an error"
             task.finished_at = self._now()
             event = self._event(LifecycleKind.FAILED, task)
         else:
-            event = self._retry_or_fail(task, outcome.reason)
+            event = self._retry_or_fail(task, clip_error(outcome.reason))
         done = self._commit(task, event)
         self._dispatch()
         await done
@@ -766,6 +770,16 @@ class SchedulerCore:
     @property
     def heartbeat_interval_s(self) -> float:
         return self._settings.heartbeat_interval_s
+
+
+def clip_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` if it fits in ``limit`` characters, else its first quarter and
+    its last part around a note of how much was cut."""
+    if len(text) <= limit:
+        return text
+    head = limit // 4
+    tail = limit - head - len(f"\n… ({len(text)} characters cut) …\n")  # the note is at most this long
+    return text[:head] + f"\n… ({len(text) - head - tail} characters cut) …\n" + text[-tail:]
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+import grpc
 from google.api import httpbody_pb2
 from grpc import aio
 
@@ -17,6 +19,8 @@ from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.errors import status_code
 from gridmesh.storekeeper.service import ResultService
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
@@ -52,6 +56,15 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
                 answers.put_nowait(
                     storekeeper_pb2.StoreResultsResponse(
                         task_id=request.task_id, code=status_code(e).value[0], error=e.message
+                    )
+                )
+            except Exception:  # a bug: answer it (the worker retries) rather than leave it waiting
+                log.exception("storing the result of %s failed", request.task_id)
+                answers.put_nowait(
+                    storekeeper_pb2.StoreResultsResponse(
+                        task_id=request.task_id,
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                        error="the StoreKeeper failed to store it (see its log)",
                     )
                 )
 
