@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,13 +41,27 @@ class Clock:
         return self.now
 
 
+class WallClock:
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
 class Harness:
     def __init__(self, ttl: float = 10.0) -> None:
         self.store = MemoryTaskStore()
         self.log = MemoryLifecycleLog()
         self.clock = Clock()
+        self.wall = WallClock()
         self.core = SchedulerCore(
-            self.store, self.log, REGISTRY, SchedulerSettings(lease_ttl_s=ttl, default_max_attempts=3), clock=self.clock
+            self.store,
+            self.log,
+            REGISTRY,
+            SchedulerSettings(lease_ttl_s=ttl, default_max_attempts=3),
+            clock=self.clock,
+            now=self.wall,
         )
 
     async def submit(self, task_type: str = "noop", **kw: Any) -> str:
@@ -211,6 +226,50 @@ def test_clip_error_names_exactly_how_much_it_cut():
     count, tail = rest.split(" characters cut) …\n")
     assert len(clipped) <= 1_000 and len(head) + len(tail) + int(count) == len(text)
     assert clip_error("short") == "short"
+
+
+def test_a_node_listed_offline_still_gets_work_for_the_credit_it_grants_later():
+    async def body(h: Harness) -> None:
+        link = h.worker(slots=1)
+        h.wall.at += timedelta(seconds=30)  # silent for longer than a lease TTL
+        assert [w.state for w in h.core.workers()] == [WorkerState.OFFLINE]
+        task_id = await h.submit()
+        h.core.grant_credit(link, 1)  # e.g. after a long pause, its task ended
+        (assignment,) = h.assignments(link)
+        assert assignment.task.task_id == task_id
+
+    run(body)
+
+
+def test_credit_granted_with_nothing_queued_keeps_one_turn_per_node():
+    async def body(h: Harness) -> None:
+        first, second = h.worker("w1", slots=1), h.worker("w2", slots=1)
+        for _ in range(1000):  # a lightly loaded mesh: credit comes back after every task
+            h.core.grant_credit(first, 1)
+            h.core.grant_credit(second, 1)
+        assert len(h.core._ready) == 2  # not a turn per grant, growing forever
+        ids = [await h.submit() for _ in range(2)]
+        assert [a.task.task_id for a in h.assignments(first) + h.assignments(second)] == ids
+
+    run(body)
+
+
+def test_assignments_a_closed_pull_stream_never_sent_are_queued_again_as_the_same_attempt():
+    async def body(h: Harness) -> None:
+        first, second = await h.submit(), await h.submit()
+        old = h.worker(slots=2)
+        h.core.grant_credit(old, 2)
+        taken = old.outbox.get_nowait()  # taken by the stream's writer, then the stream ended
+        new = h.core.open_link("w1")  # the worker reconnected: the old stream closes
+        h.core.close_link(old, unsent=[taken])
+        for task_id in (first, second):
+            task = await h.core.get(task_id)
+            assert task.state is TaskState.QUEUED and task.attempt == 1 and task.worker_id == ""
+        h.core.grant_credit(new, 2)
+        assert [a.task.task_id for a in h.assignments(new)] == [first, second]  # in their old order
+        assert [e.kind for e in h.log.events] == [LifecycleKind.PENDING] * 2  # no retry, no failure
+
+    run(body)
 
 
 def test_a_crashed_task_is_retried_silently_at_high_priority_then_fails_after_max_attempts():

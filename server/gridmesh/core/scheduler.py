@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -140,6 +140,10 @@ class ReportAck:
     error: GridmeshError | None = None
 
 
+LinkItem = Assignment | CancelNotice | DrainNotice | ReportAck
+"""What the Scheduler sends a worker on its pull stream."""
+
+
 @dataclass(frozen=True)
 class Success:
     result_path: str
@@ -173,7 +177,7 @@ class WorkerLink:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self.credit = 0
-        self.outbox: asyncio.Queue[Assignment | CancelNotice | ReportAck | DrainNotice | None] = asyncio.Queue()
+        self.outbox: asyncio.Queue[LinkItem | None] = asyncio.Queue()
         """What to send the worker; None ends the stream."""
         self.closed = False
 
@@ -488,11 +492,35 @@ class SchedulerCore:
             worker.link.outbox.put_nowait(DrainNotice())
         return worker.link
 
-    def close_link(self, link: WorkerLink) -> None:
+    def close_link(self, link: WorkerLink, unsent: Iterable[LinkItem] = ()) -> None:
+        """The pull stream ended. Assignments it never sent (``unsent``, taken
+        from the outbox but not written, and what is still in the outbox)
+        go back to the head of the queue as the same attempt."""
         link.close()
         worker = self._workers.get(link.worker_id)
         if worker is not None and worker.link is link:
             worker.link = None
+        if self._failed is not None:
+            return  # stepping down: the next leader takes over from the store
+        undelivered = [item for item in unsent if isinstance(item, Assignment)]
+        while not link.outbox.empty():
+            item = link.outbox.get_nowait()
+            if isinstance(item, Assignment):
+                undelivered.append(item)
+        for assignment in reversed(undelivered):
+            task = self._tasks.get(assignment.task.task_id)
+            if task is None or task.state is not TaskState.RUNNING or task.fencing_token != assignment.fencing_token:
+                continue
+            self._release_lease(task)
+            task.state = TaskState.QUEUED
+            task.worker_id = ""
+            task.fencing_token = 0
+            task.started_at = None
+            self._queue.push_front(task)
+            self._commit_nowait(task, None)
+        if undelivered:
+            log.info("%d assignments to %s were never sent: queued again", len(undelivered), link.worker_id)
+            self._dispatch()
 
     def grant_credit(self, link: WorkerLink, credit: int) -> None:
         if credit < 0:
@@ -502,7 +530,8 @@ class SchedulerCore:
             return
         # Credit is the worker's count of free slots; it can never exceed its slots.
         link.credit = min(link.credit + credit, worker.slots)
-        self._ready.append(link.worker_id)
+        if link.worker_id not in self._ready:  # once: it is the round-robin order of nodes
+            self._ready.append(link.worker_id)
         self._dispatch()
 
     def heartbeat(
@@ -562,12 +591,14 @@ class SchedulerCore:
         self._dispatch()
 
     def workers(self) -> list[WorkerRecord]:
+        """Every known node; one silent for a lease TTL is shown OFFLINE (a
+        view only: its record keeps its state, so its next credit counts)."""
         offline_after = timedelta(seconds=self._settings.lease_ttl_s)
         now = self._now()
         result = []
         for worker in sorted(self._workers.values(), key=lambda w: w.worker_id):
             if worker.state is not WorkerState.DRAINING and now - worker.last_heartbeat > offline_after:
-                worker.state = WorkerState.OFFLINE
+                worker = replace(worker, state=WorkerState.OFFLINE)
             result.append(worker)
         return result
 

@@ -92,6 +92,15 @@ class DispatchQueue:
         self._current[task.task_id] = self._pushes
         self._levels[task.priority.effective()].append((task.task_id, self._pushes))
 
+    def push_front(self, task: Task) -> None:
+        """Put ``task`` back at the head of its level (it was taken out but
+        never handed over); no-op if already queued."""
+        if task.task_id in self._current:
+            return
+        self._pushes += 1
+        self._current[task.task_id] = self._pushes
+        self._levels[task.priority.effective()].appendleft((task.task_id, self._pushes))
+
     def discard(self, task_id: str) -> None:
         self._current.pop(task_id, None)
 

@@ -19,6 +19,7 @@ from gridmesh.core.scheduler import (
     Crash,
     DrainNotice,
     Failure,
+    LinkItem,
     Outcome,
     ReportAck,
     SchedulerCore,
@@ -271,22 +272,23 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
                 link.close()  # the worker went away: end the sending side too
 
         reader = asyncio.create_task(read())
+        unsent: list[LinkItem] = []
         try:
             while True:
                 items = [await link.outbox.get()]
                 while not link.outbox.empty():  # send everything pending in one message
                     items.append(link.outbox.get_nowait())
-                response = _pull_response(items)
-                if response is None:  # the link was closed (worker gone, or this Scheduler stepped down)
+                if None in items:  # the link was closed (worker gone, or this Scheduler stepped down)
+                    unsent = [item for item in items if item is not None]
                     break
-                yield response
+                yield _pull_response([item for item in items if item is not None])
             if reader.done():
                 reader.result()  # re-raise what ended the worker's side, if anything
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            core.close_link(link)
+            core.close_link(link, unsent)  # assignments never sent are queued again
 
     async def Heartbeat(
         self, request: scheduler_pb2.HeartbeatRequest, context: aio.ServicerContext
@@ -330,14 +332,10 @@ def _outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
     raise InvalidArgument("outcome is required: success, failure, crash or stopped", field="outcome")
 
 
-def _pull_response(
-    items: list[Assignment | CancelNotice | ReportAck | DrainNotice | None],
-) -> scheduler_pb2.PullTasksResponse | None:
-    """One message for what the Scheduler has for the worker; None if the link closed."""
+def _pull_response(items: list[LinkItem]) -> scheduler_pb2.PullTasksResponse:
+    """One message for what the Scheduler has for the worker."""
     response = scheduler_pb2.PullTasksResponse()
     for item in items:
-        if item is None:
-            return None
         if isinstance(item, Assignment):
             response.assignments.append(
                 scheduler_pb2.TaskAssignment(

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -239,13 +240,13 @@ class WorkerNode:
 
     # -- pulling -----------------------------------------------------------------
 
-    async def _outgoing_stream(self) -> AsyncIterator[scheduler_pb2.PullTasksRequest]:
+    async def _outgoing_stream(self, credit: int) -> AsyncIterator[scheduler_pb2.PullTasksRequest]:
         """What the node tells the Scheduler on the pull stream: credit (free
-        slots) and reports. A new stream starts with every report not yet
-        answered, so none is lost when a stream breaks."""
+        slots) and reports. A new stream starts with ``credit`` and every
+        report not yet answered, so none is lost when a stream breaks."""
         yield scheduler_pb2.PullTasksRequest(
             worker_id=self.settings.worker_id,
-            credit=0 if self.draining else self._pool.free,
+            credit=credit,
             reports=[request for request, _ in self._unacked.values()],
         )
         while True:
@@ -260,8 +261,11 @@ class WorkerNode:
     async def _pull_loop(self) -> None:
         attempt = 0
         while True:
+            # The new stream's credit is the free slots now, counted in the
+            # same step as the queue for later credit is replaced: a task
+            # ending in between must not be counted twice.
             self._outgoing = asyncio.Queue()
-            call = self._queue.PullTasks(self._outgoing_stream())
+            call = self._queue.PullTasks(self._outgoing_stream(0 if self.draining else self._pool.free))
             try:
                 async for response in call:
                     attempt = 0
@@ -285,11 +289,27 @@ class WorkerNode:
                 self._next_scheduler()
                 if attempt % 20 == 0:
                     log.warning("pull stream broke (%s: %s); reconnecting", e.code().name, e.details())
+            except Exception:  # a bug: log it and pull again rather than stop pulling for good
+                call.cancel()
+                log.exception("handling the pull stream failed; reconnecting")
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
 
     def _start(self, assignment: scheduler_pb2.TaskAssignment) -> None:
         task = assignment.task
+        if not self._pool.free:  # more work than free slots (never asked for): hand it back
+            log.error("task %s was assigned with no free slot; handing it back", task.task_id)
+            self._spawn(
+                self._report(
+                    scheduler_pb2.ReportTaskRequest(
+                        worker_id=self.settings.worker_id,
+                        task_id=task.task_id,
+                        fencing_token=assignment.fencing_token,
+                        crash=scheduler_pb2.TaskCrash(reason=f"{self.settings.worker_id} had no free slot for it"),
+                    )
+                )
+            )
+            return
         slot = self._pool.acquire()
         running = RunningTask(
             task_id=task.task_id,
@@ -304,7 +324,11 @@ class WorkerNode:
         self.running[task.task_id] = running
         self._idle.clear()
         self.counters.pulled += 1
-        job = asyncio.create_task(self._run(running, struct_to_dict(task.params)))
+        self._spawn(self._run(running, struct_to_dict(task.params)))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, kept until done (drain and close wait for it)."""
+        job = asyncio.create_task(work)
         self._tasks.add(job)
         job.add_done_callback(self._tasks.discard)
 
@@ -359,12 +383,8 @@ class WorkerNode:
         a result whose lease expired is neither stored nor reported."""
         if time.monotonic() - running.renewed_at < self._lease_ttl_s / 2:
             return True
-        lease = scheduler_pb2.LeaseRef(task_id=running.task_id, fencing_token=running.fencing_token)
         try:
-            response = await self._queue.Heartbeat(
-                scheduler_pb2.HeartbeatRequest(worker_id=self.settings.worker_id, leases=[lease]),
-                timeout=RPC_TIMEOUT_S,
-            )
+            response = await self._queue.Heartbeat(self._heartbeat_request([running]), timeout=RPC_TIMEOUT_S)
         except aio.AioRpcError:
             return True  # cannot tell: the report will be refused if the lease is gone
         return not any(lost.task_id == running.task_id for lost in response.lost)
@@ -440,14 +460,8 @@ class WorkerNode:
 
     async def _heartbeat(self) -> None:
         renewing = list(self.running.values())
-        request = scheduler_pb2.HeartbeatRequest(
-            worker_id=self.settings.worker_id,
-            leases=[scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in renewing],
-            busy_slots=len(self.running),
-            state=scheduler_pb2.DRAINING if self.draining else scheduler_pb2.ACTIVE,
-        )
         sent = time.monotonic()
-        response = await self._queue.Heartbeat(request, timeout=RPC_TIMEOUT_S)
+        response = await self._queue.Heartbeat(self._heartbeat_request(renewing), timeout=RPC_TIMEOUT_S)
         lost_ids = {lost.task_id for lost in response.lost}
         for running in renewing:
             if running.task_id not in lost_ids:
@@ -461,6 +475,16 @@ class WorkerNode:
                 holder.slot.kill()
         if response.reregister and not self.draining:
             await self._register()
+
+    def _heartbeat_request(self, renewing: list[RunningTask]) -> scheduler_pb2.HeartbeatRequest:
+        """Renews ``renewing``'s leases and tells the node's state (a draining
+        node stays DRAINING whichever heartbeat the Scheduler sees)."""
+        return scheduler_pb2.HeartbeatRequest(
+            worker_id=self.settings.worker_id,
+            leases=[scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in renewing],
+            busy_slots=len(self.running),
+            state=scheduler_pb2.DRAINING if self.draining else scheduler_pb2.ACTIVE,
+        )
 
     def _event(self, kind: LifecycleKind, running: RunningTask) -> LifecycleEvent:
         return LifecycleEvent(
