@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
 from gridmesh.core.scheduler import (
     MAX_ERROR_CHARS,
@@ -26,7 +26,7 @@ from gridmesh.core.scheduler import (
     WorkerState,
     clip_error,
 )
-from gridmesh.core.tasks import Priority, TaskState
+from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.scheduler.store import MemoryTaskStore
 
@@ -50,8 +50,8 @@ class WallClock:
 
 
 class Harness:
-    def __init__(self, ttl: float = 10.0) -> None:
-        self.store = MemoryTaskStore()
+    def __init__(self, ttl: float = 10.0, store: MemoryTaskStore | None = None) -> None:
+        self.store = store or MemoryTaskStore()
         self.log = MemoryLifecycleLog()
         self.clock = Clock()
         self.wall = WallClock()
@@ -153,6 +153,45 @@ def test_same_idempotency_key_returns_the_same_task():
         assert len(h.store.rows) == 1
 
     run(body)
+
+
+class AnswerLostStore(MemoryTaskStore):
+    """Stores the row, then answers as a retried INSERT would after its
+    first answer was lost: a duplicate key."""
+
+    async def insert(self, task: Task) -> None:
+        await super().insert(task)
+        raise AlreadyExists(f"Duplicate entry '{task.task_id}' for key 'PRIMARY'")
+
+
+def test_a_submit_whose_insert_committed_but_answered_duplicate_is_accepted_and_runs():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        assert (await h.core.get(task_id)).state is TaskState.QUEUED
+        link = h.worker()
+        h.core.grant_credit(link, 1)
+        assert [a.task.task_id for a in h.assignments(link)] == [task_id]
+
+    run(body, store=AnswerLostStore())
+
+
+class KeyTakenStore(MemoryTaskStore):
+    """Another Scheduler holds the key, but the row cannot be read back."""
+
+    async def insert(self, task: Task) -> None:
+        raise AlreadyExists(f"idempotency key {task.idempotency_key!r} is taken")
+
+    async def find_by_idempotency_key(self, key: str) -> Task | None:
+        return None
+
+
+def test_a_submit_whose_key_is_taken_but_not_found_fails_and_the_key_stays_usable():
+    async def body(h: Harness) -> None:
+        for _ in range(2):  # the second must not wait for the first forever
+            with pytest.raises(AlreadyExists):
+                await asyncio.wait_for(h.submit(idempotency_key="order-9"), 1)
+
+    run(body, store=KeyTakenStore())
 
 
 def test_success_is_published_only_after_the_store_committed_it():

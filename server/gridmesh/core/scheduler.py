@@ -329,23 +329,51 @@ class SchedulerCore:
             existing = await self._existing_for_key(key)
             if existing is not None:
                 return existing
-            pending: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-            self._pending_keys[key] = pending
+            self._pending_keys[key] = asyncio.get_running_loop().create_future()
         try:
-            task = await self._insert(request, result_dir, max_attempts)
-        except AlreadyExists:
-            # Another Scheduler (before a failover) stored the key meanwhile.
-            existing = await self._store.find_by_idempotency_key(key)
-            if existing is None:
-                raise
-            task = existing
+            task = await self._insert_or_adopt(request, result_dir, max_attempts)
         except BaseException as e:
             if key:
-                self._pending_keys.pop(key).set_exception(e)
+                self._resolve_key(key, e)
             raise
         if key:
-            self._pending_keys.pop(key).set_result(task)
+            self._resolve_key(key, task)
         return task
+
+    async def _insert_or_adopt(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
+        try:
+            return await self._insert(request, result_dir, max_attempts)
+        except AlreadyExists as taken:
+            if not request.idempotency_key:
+                raise
+            # Another Scheduler (before a failover) stored the key meanwhile.
+            return await self._adopt_stored(request.idempotency_key, taken)
+
+    async def _adopt_stored(self, key: str, taken: AlreadyExists) -> Task:
+        """The task another Scheduler stored under ``key``; queued here if it
+        waits and this Scheduler has not loaded it."""
+        existing = await self._store.find_by_idempotency_key(key)
+        if existing is None:
+            raise taken
+        if existing.task_id in self._tasks:
+            return self._views[existing.task_id].snapshot()
+        if existing.state is TaskState.QUEUED:
+            self._remember(existing)
+            self._views[existing.task_id] = existing.snapshot()
+            self._queue.push(existing)
+            self._dispatch()
+        return existing.snapshot()
+
+    def _resolve_key(self, key: str, outcome: Task | BaseException) -> None:
+        """Hand a submit's outcome to the submits of the same key waiting on it."""
+        pending = self._pending_keys.pop(key, None)
+        if pending is None or pending.done():
+            return
+        if isinstance(outcome, BaseException):
+            pending.set_exception(outcome)
+            pending.exception()  # nobody may be waiting: do not warn that it went unretrieved
+        else:
+            pending.set_result(outcome)
 
     async def _existing_for_key(self, key: str) -> Task | None:
         if key in self._pending_keys:
@@ -375,7 +403,14 @@ class SchedulerCore:
         return await asyncio.shield(self._accept(task))
 
     async def _accept(self, task: Task) -> Task:
-        await self._store.insert(task.snapshot())
+        try:
+            await self._store.insert(task.snapshot())
+        except AlreadyExists:
+            if await self._store.get(task.task_id) is None:
+                raise  # its idempotency key is another task's
+            # The row is ours: the insert was committed but its answer was
+            # lost and the retried statement found it. It is accepted.
+            log.info("task %s: its insert was retried after it had committed", task.task_id)
         task.revision = next(self._revisions)
         self._remember(task)
         self._publish(task.snapshot(), self._event(LifecycleKind.PENDING, task))
