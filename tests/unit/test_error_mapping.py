@@ -58,6 +58,7 @@ async def _call(error: Exception) -> tuple[grpc.RpcError, grpc.RpcError]:
         (errors.ResourceExhausted("too big"), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.Unavailable("MySQL is unreachable"), grpc.StatusCode.UNAVAILABLE),
         (errors.NotLeader("standby"), grpc.StatusCode.UNAVAILABLE),
+        (errors.Internal("MySQL refused the statement: Data too long"), grpc.StatusCode.INTERNAL),
     ],
 )
 def test_gridmesh_errors_map_to_their_status_with_the_message(error, code):

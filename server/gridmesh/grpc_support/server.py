@@ -7,6 +7,7 @@ close adapters) on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -101,13 +102,34 @@ async def serve_until_signal(
         loop.add_signal_handler(sig, stop.set)
     await host.set_serving(False)  # known to health checks from the first moment
     await host.server.start()
-    if ready is not None:
-        await ready()
-    else:
+    if ready is None:
         await host.set_serving(True)
+    elif not await _ready_unless_stopped(ready, stop):
+        log.info("stopped before it was ready")
+        await shutdown(host, grace_s=grace_s)
+        return
     log.info("serving %s on port %d", ", ".join(host.services), host.port)
     await stop.wait()
     await shutdown(host, grace_s=grace_s)
+
+
+async def _ready_unless_stopped(ready: ShutdownStep, stop: asyncio.Event) -> bool:
+    """Run ``ready`` (e.g. a worker registering, retried until a Scheduler
+    answers) unless ``stop`` is set first; then it is cancelled: a signal
+    must end a process that never became ready."""
+    readying = asyncio.ensure_future(ready())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({readying, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if readying.done():
+        readying.result()  # re-raise what made it fail
+        return True
+    readying.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await readying
+    return False
 
 
 async def shutdown(host: GrpcHost, *, grace_s: float) -> None:

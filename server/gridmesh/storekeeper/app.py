@@ -27,7 +27,7 @@ MESSAGE_OVERHEAD_BYTES = 1024 * 1024
 def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> GrpcHost:
     """The StoreKeeper, bound but not started. Without ``index``, opens the
     MySQL index of ``config.database("storekeeper")`` (creating or migrating
-    its schema: this blocks, once, before anything is served)."""
+    its schema: this blocks; :func:`serve` does it on a thread)."""
     if index is None:
         index = MySQLResultIndex.open(config.mysql, config.database("storekeeper"))
     service = ResultService(FileStore(config.storage_root), index, max_result_bytes=config.storekeeper.max_result_bytes)
@@ -45,7 +45,9 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
 
 
 async def serve(config: MeshConfig) -> None:
-    await serve_until_signal(build_server(config))
+    # Connecting and migrating the schema block: off the event loop, like every MySQL call.
+    index = await asyncio.to_thread(MySQLResultIndex.open, config.mysql, config.database("storekeeper"))
+    await serve_until_signal(build_server(config, index=index))
 
 
 def main(argv: list[str] | None = None) -> None:
