@@ -103,7 +103,7 @@ class WorkerConfig:
     base_port: int = 50061
     """Port of the first worker node; node i listens on base_port + i."""
     slots: int = 2
-    """Task processes per node (default: one per core)."""
+    """Task processes per node (the peers' benchmarks use 2 as well)."""
 
 
 @dataclass(frozen=True)

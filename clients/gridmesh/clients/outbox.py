@@ -275,7 +275,7 @@ class Outbox:
         return {"pending": found.get(PENDING, 0), "sent": found.get(SENT, 0), "parked": found.get(PARKED, 0)}
 
     def prune(self, older_than_s: float) -> int:
-        """Delete up to ``limit`` rows sent more than ``older_than_s`` ago,
+        """Delete the rows sent more than ``older_than_s`` ago,
         except each entity's latest one (snapshots publish it); answers how
         many went."""
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:

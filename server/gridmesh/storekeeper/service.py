@@ -75,9 +75,10 @@ class ResultService:
         then index it; storing the same task again replaces both.
 
         Raises :class:`InvalidArgument` for a bad id, directory or content
-        type, :class:`ResourceExhausted` above ``max_result_bytes``,
-        :class:`FailedPrecondition` if the task's result is already stored in
-        another directory; nothing is written then.
+        type and :class:`ResourceExhausted` above ``max_result_bytes``;
+        nothing is written then. (A task's result_dir never changes, so a
+        store again goes to the same file; were it stored under another
+        directory, the entry would move and the earlier file stay.)
         """
         request = check_store_request(task_id, result_dir, content, content_type, max_bytes=self._max_result_bytes)
         async with self._locks.hold(request.task_id):
