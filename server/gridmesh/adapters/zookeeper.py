@@ -45,10 +45,15 @@ class ZooKeeper:
         self._client = KazooClient(hosts=config.hosts, timeout=config.session_timeout_s)
         self._ephemerals: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._suspension: threading.Timer | None = None
         self._client.add_listener(self._on_state)
         self.on_session_lost: list[Callable[[], None]] = []
         """Called (on a kazoo thread) when the session expired: every
-        ephemeral node and leadership of this session is gone."""
+        ephemeral node and leadership of this session is gone. Also called
+        when the connection stayed suspended for a whole session timeout:
+        kazoo only says LOST once it reconnects, but by then ZooKeeper may
+        have expired the session and elected another leader (Curator does
+        the same)."""
 
     def _wait(self, request: IAsyncResult) -> Any:
         """The result of a kazoo request, or Unavailable after the request timeout."""
@@ -75,6 +80,7 @@ class ZooKeeper:
 
     def stop(self) -> None:
         """Close the session (its ephemeral nodes vanish at once). Idempotent."""
+        self._end_suspension()
         try:
             self._client.stop()
             self._client.close()
@@ -99,14 +105,42 @@ class ZooKeeper:
 
     def _on_state(self, state: str) -> None:
         if state == KazooState.LOST:
+            self._end_suspension()
             log.warning("ZooKeeper session lost")
-            for callback in self.on_session_lost:
-                callback()
+            self._session_lost()
         elif state == KazooState.SUSPENDED:
             log.warning("ZooKeeper connection suspended")
-        elif state == KazooState.CONNECTED and self._ephemerals:
-            # After a lost session our ephemeral nodes are gone: put them back.
-            threading.Thread(target=self._restore_ephemerals, daemon=True).start()
+            with self._lock:
+                if self._suspension is None:
+                    self._suspension = threading.Timer(self._config.session_timeout_s, self._suspended_too_long)
+                    self._suspension.daemon = True
+                    self._suspension.start()
+        elif state == KazooState.CONNECTED:
+            self._end_suspension()
+            if self._ephemerals:
+                # After a lost session our ephemeral nodes are gone: put them back.
+                threading.Thread(target=self._restore_ephemerals, daemon=True).start()
+
+    def _end_suspension(self) -> None:
+        with self._lock:
+            if self._suspension is not None:
+                self._suspension.cancel()
+                self._suspension = None
+
+    def _suspended_too_long(self) -> None:
+        with self._lock:
+            self._suspension = None
+        if self._client.connected:
+            return
+        log.warning(
+            "ZooKeeper unreachable for a whole session timeout (%g s): the session counts as lost",
+            self._config.session_timeout_s,
+        )
+        self._session_lost()
+
+    def _session_lost(self) -> None:
+        for callback in self.on_session_lost:
+            callback()
 
     def _restore_ephemerals(self) -> None:
         with self._lock:
