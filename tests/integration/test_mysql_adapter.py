@@ -8,6 +8,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -29,6 +30,25 @@ def db(backing_services) -> Iterator[MySQL]:
     finally:
         database.drop_database()
         database.close()
+
+
+@contextmanager
+def busy_writer(db: MySQL) -> Iterator[tuple[GroupCommitter, Callable[[], None]]]:
+    """A writer busy with a first unit until ``release()``: what is submitted
+    meanwhile waits, and forms the next group."""
+    writer = GroupCommitter(db)
+    blocking = threading.Event()
+    first = writer.submit(lambda cur: blocking.wait(10))
+
+    def release() -> None:
+        blocking.set()
+        first.result(timeout=30)
+
+    try:
+        yield writer, release
+    finally:
+        blocking.set()
+        writer.close()
 
 
 def rows(db: MySQL) -> dict[int, str]:
@@ -91,23 +111,17 @@ def test_a_unit_that_fails_fails_alone(db):
 
 
 def test_a_value_the_column_refuses_fails_its_unit_alone_and_the_writer_goes_on(db):
-    writer = GroupCommitter(db)
-    blocking = threading.Event()
-    try:
-        first = writer.submit(lambda cur: blocking.wait(10))
+    with busy_writer(db) as (writer, release):
         # Queued while the writer is busy: one group whose multi-row INSERT MySQL refuses whole.
         good = [writer.submit(Row(INSERT, (i, f"v{i}"))) for i in range(5)]
         too_long = writer.submit(Row(INSERT, (9, "x" * 100)))  # v is VARCHAR(20): strict mode refuses it
         also_good = writer.submit(Row(UPSERT, (1, "w1")))
-        blocking.set()
-        first.result(timeout=30)
+        release()
         with pytest.raises(Internal, match="too long"):
             too_long.result(timeout=30)
         for future in [*good, also_good]:
             assert future.result(timeout=30) is None
         writer.submit(Row(INSERT, (10, "after"))).result(timeout=30)  # the writer thread lives on
-    finally:
-        writer.close()
     assert rows(db) == {0: "v0", 1: "w1", 2: "v2", 3: "v3", 4: "v4", 10: "after"}
 
 
@@ -118,30 +132,20 @@ def test_a_read_the_server_refuses_raises_internal_not_a_pymysql_error(db):
 
 
 def test_a_caller_that_stops_waiting_does_not_stop_the_writer(db):
-    writer = GroupCommitter(db)
-    blocking = threading.Event()
-    try:
-        first = writer.submit(lambda cur: blocking.wait(10))
+    with busy_writer(db) as (writer, release):
         abandoned = writer.submit(Row(INSERT, (1, "a")))
         assert abandoned.cancel()  # the caller gave up before the group ran
-        blocking.set()
-        first.result(timeout=30)
+        release()
         writer.submit(Row(INSERT, (2, "b"))).result(timeout=30)
-    finally:
-        writer.close()
     assert rows(db) == {1: "a", 2: "b"}
 
 
 def test_a_group_of_one_statement_commits_in_one_round_trip_and_a_bad_row_still_fails_alone(db):
-    writer = GroupCommitter(db)
-    blocking = threading.Event()
-    try:
-        first = writer.submit(lambda cur: blocking.wait(10))
+    with busy_writer(db) as (writer, release):
         # Queued while the writer is busy: the next group is one multi-row INSERT.
         futures = [writer.submit(Row(INSERT, (i, f"v{i}"))) for i in range(50)]
         duplicate = writer.submit(Row(INSERT, (7, "duplicate")))
-        blocking.set()
-        first.result(timeout=30)
+        release()
         for future in futures:
             assert future.result(timeout=30) is None
         with pytest.raises(AlreadyExists):
@@ -149,8 +153,6 @@ def test_a_group_of_one_statement_commits_in_one_round_trip_and_a_bad_row_still_
         commits = writer.commits
         writer.submit(Row(UPSERT, (7, "again"))).result(timeout=30)
         assert writer.commits == commits + 1
-    finally:
-        writer.close()
     stored = rows(db)
     assert len(stored) == 50 and stored[7] == "again" and stored[8] == "v8"
 
