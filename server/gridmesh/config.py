@@ -354,7 +354,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             if not isinstance(value, str | int | float):
                 raise ValueError(value)
             return str(value)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: e.g. a TOML list or table where a number belongs
         kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hint]
         raise ConfigError(f"config key {_display(key)} must be {kind}, got {value!r}") from None
     raise ConfigError(f"config key {_display(key)} has an unsupported type")

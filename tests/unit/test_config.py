@@ -73,6 +73,15 @@ def test_unknown_key_in_file_is_refused(tmp_path: Path):
         load_config({}, file)
 
 
+@pytest.mark.parametrize("value", ["[1]", "{ a = 1 }"])
+def test_a_list_or_table_where_a_number_belongs_is_refused_naming_the_key(tmp_path: Path, value: str):
+    file = tmp_path / "mesh.toml"
+    file.write_text(f"[scheduler]\nlease_ttl_s = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config({}, file)
+    assert "'scheduler.lease_ttl_s' (GRIDMESH_SCHEDULER_LEASE_TTL_S) must be a number" in info.value.message
+
+
 def test_missing_or_broken_file_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config({"GRIDMESH_CONFIG": str(tmp_path / "nope.toml")})
