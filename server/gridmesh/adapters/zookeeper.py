@@ -46,6 +46,7 @@ class ZooKeeper:
         self._ephemerals: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._suspension: threading.Timer | None = None
+        self._suspension_lock = threading.Lock()  # held for moments only: kazoo calls our listener
         self._client.add_listener(self._on_state)
         self.on_session_lost: list[Callable[[], None]] = []
         """Called (on a kazoo thread) when the session expired: every
@@ -110,7 +111,7 @@ class ZooKeeper:
             self._session_lost()
         elif state == KazooState.SUSPENDED:
             log.warning("ZooKeeper connection suspended")
-            with self._lock:
+            with self._suspension_lock:
                 if self._suspension is None:
                     self._suspension = threading.Timer(self._config.session_timeout_s, self._suspended_too_long)
                     self._suspension.daemon = True
@@ -122,13 +123,13 @@ class ZooKeeper:
                 threading.Thread(target=self._restore_ephemerals, daemon=True).start()
 
     def _end_suspension(self) -> None:
-        with self._lock:
+        with self._suspension_lock:
             if self._suspension is not None:
                 self._suspension.cancel()
                 self._suspension = None
 
     def _suspended_too_long(self) -> None:
-        with self._lock:
+        with self._suspension_lock:
             self._suspension = None
         if self._client.connected:
             return
