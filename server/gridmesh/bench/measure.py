@@ -252,14 +252,16 @@ class Killer(threading.Thread):
         # name task processes: ask ahead, and kill without a call in between.
         known: set[int] = set()
         reached_at: float | None = None
+        fresh_age_s = wl.KILL_FRESH_S
         while not self._halt.is_set() and time.monotonic() < self._deadline:
             self.tail.poll()
             if not known and self.tail.ended >= self._kill_after - KILL_LOOKAHEAD:
                 known = self._running_pids(stubs)
             if self.tail.ended >= self._kill_after:
                 now = time.time()
-                reached_at = reached_at or now
-                fresh = self.tail.fresh_starts(now, self._fresh_age_s())
+                if reached_at is None:  # learnt once, from the tasks ended so far (not every poll)
+                    reached_at, fresh_age_s = now, self._fresh_age_s()
+                fresh = self.tail.fresh_starts(now, fresh_age_s)
                 chosen = [pid for pid in fresh if pid in known]
                 how = "fresh"
                 if fresh and not chosen:

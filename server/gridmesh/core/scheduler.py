@@ -547,10 +547,7 @@ class SchedulerCore:
             if task is None or task.state is not TaskState.RUNNING or task.fencing_token != assignment.fencing_token:
                 continue
             self._release_lease(task)
-            task.state = TaskState.QUEUED
-            task.worker_id = ""
-            task.fencing_token = 0
-            task.started_at = None
+            self._unlease(task)
             self._queue.push_front(task)
             self._commit_nowait(task, None)
         if undelivered:
@@ -705,6 +702,14 @@ class SchedulerCore:
             if worker is not None:
                 worker.leases.discard(task.task_id)
 
+    @staticmethod
+    def _unlease(task: Task) -> None:
+        """``task`` is QUEUED again, held by no worker (its lease released)."""
+        task.state = TaskState.QUEUED
+        task.worker_id = ""
+        task.fencing_token = 0
+        task.started_at = None
+
     def _retry_or_fail(self, task: Task, reason: str) -> LifecycleEvent:
         """The task's process or node died: queue it again at HIGH priority
         (silently) or, after max_attempts, fail it."""
@@ -712,11 +717,8 @@ class SchedulerCore:
         if task.attempt < task.max_attempts:
             retried = self._event(LifecycleKind.RETRIED, task, error=reason)
             task.attempt += 1
-            task.state = TaskState.QUEUED
             task.priority = Priority.HIGH
-            task.worker_id = ""
-            task.fencing_token = 0
-            task.started_at = None
+            self._unlease(task)
             self._queue.push(task)
             return retried
         task.state = TaskState.FAILED

@@ -52,20 +52,14 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
                         ),
                     )
                 )
-            except GridmeshError as e:
+            except Exception as e:  # answered either way: the worker must not be left waiting
+                if isinstance(e, GridmeshError):
+                    code, message = status_code(e), e.message
+                else:  # a bug: the worker retries
+                    log.exception("storing the result of %s failed", request.task_id)
+                    code, message = grpc.StatusCode.INTERNAL, "the StoreKeeper failed to store it (see its log)"
                 answers.put_nowait(
-                    storekeeper_pb2.StoreResultsResponse(
-                        task_id=request.task_id, code=status_code(e).value[0], error=e.message
-                    )
-                )
-            except Exception:  # a bug: answer it (the worker retries) rather than leave it waiting
-                log.exception("storing the result of %s failed", request.task_id)
-                answers.put_nowait(
-                    storekeeper_pb2.StoreResultsResponse(
-                        task_id=request.task_id,
-                        code=grpc.StatusCode.INTERNAL.value[0],
-                        error="the StoreKeeper failed to store it (see its log)",
-                    )
+                    storekeeper_pb2.StoreResultsResponse(task_id=request.task_id, code=code.value[0], error=message)
                 )
 
         async def read() -> None:
