@@ -36,10 +36,13 @@ class MySQLConfig:
     """MySQL / MariaDB host."""
     port: int = 3306
     """MySQL / MariaDB TCP port."""
-    user: str = "root"
-    """User with rights to create the gridmesh databases."""
-    password: str = ""
-    """Password of ``user``."""
+    user: str = "gridmesh"
+    """gridmesh's own user, with rights on the gridmesh databases. On a local
+    MariaDB that refuses it, ``gridmesh up`` (as root) creates it through the
+    unix socket; elsewhere create it yourself."""
+    password: str = "gridmesh"
+    """Password of ``user``. The default suits a server that listens on
+    loopback only; set your own anywhere else."""
 
 
 @dataclass(frozen=True)

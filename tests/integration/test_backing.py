@@ -2,7 +2,9 @@
 
 ZooKeeper and the Tansu broker are started on free ports under a temporary
 state directory and stopped again. The machine's MariaDB (127.0.0.1:3306)
-and RabbitMQ (127.0.0.1:5672) are only probed: they must be reported as
+and RabbitMQ (127.0.0.1:5672) — installed and started by the session's
+``backing_services`` fixture where a fresh machine had none, exactly as
+``gridmesh up`` does — are only probed here: they must be reported as
 external and never recorded, started or stopped.
 """
 

@@ -62,7 +62,9 @@ async def storekeeper(config: MeshConfig) -> AsyncIterator[storekeeper_pb2_grpc.
 
 def _index_rows(config: MeshConfig) -> int:
     with (
-        pymysql.connect(host=config.mysql.host, port=config.mysql.port, user=config.mysql.user) as conn,
+        pymysql.connect(
+            host=config.mysql.host, port=config.mysql.port, user=config.mysql.user, password=config.mysql.password
+        ) as conn,
         conn.cursor() as cur,
     ):
         cur.execute(f"SELECT COUNT(*) FROM `{config.database('storekeeper')}`.results")

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--publisher", required=True)
     p.add_argument("--mysql-host", default="127.0.0.1")
     p.add_argument("--mysql-port", type=int, default=3306)
-    p.add_argument("--mysql-user", default="root")
+    p.add_argument("--mysql-user", default="gridmesh")
     p.add_argument("--database", required=True)
     p.add_argument("--applied", required=True)
     a = p.parse_args(argv)

@@ -14,6 +14,9 @@ How each service is started when it is not reachable:
 
 - MariaDB: ``/usr/sbin/mariadbd --user=mysql --bind-address=H --port=P``,
   i.e. the Debian package's own configuration and data directory (needs root).
+  A fresh Debian MariaDB lets ``root`` in only over its unix socket, so
+  gridmesh logs in that way (as the OS root user) once and creates its own
+  user, with rights on the gridmesh databases only (:meth:`MySQL.provision`).
 - RabbitMQ: ``/usr/lib/rabbitmq/bin/rabbitmq-server`` in the foreground as
   the ``rabbitmq`` user, with the package's defaults (so ``guest`` works on
   localhost).
@@ -200,9 +203,13 @@ class BackingService(abc.ABC):
         ``config.state_path / "data" / name``).
         """
 
-    def after_start(self, progress: ProgressLog) -> None:  # noqa: B027 (optional hook)
-        """Run once after gridmesh itself started the service and it is
-        :meth:`accepting`, before the final :meth:`probe`."""
+    def provision(self, progress: ProgressLog) -> bool:
+        """Make a server that is :meth:`accepting` but refuses gridmesh's
+        credentials accept them, where that can be done from this machine.
+
+        Returns whether it changed something. The default does nothing.
+        """
+        return False
 
     def log_hint(self, log_dir: Path) -> str:
         """Where to look when the service does not come up."""
@@ -225,6 +232,27 @@ def _tcp_open(host: str, port: int) -> str | None:
             return None
     except OSError as e:
         return f"cannot connect to {host}:{port}: {e.strerror or e}"
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _is_local(host: str) -> bool:
+    """Whether ``host`` is this machine (loopback or one of its addresses)."""
+    if _is_loopback(host) or host in ("0.0.0.0", "::"):
+        return True
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))  # only an address of this machine can be bound
+        return True
+    except OSError:
+        return False
+
+
+def _sql_string(text: str) -> str:
+    """``text`` as a MariaDB string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _data_dir(config: MeshConfig, name: str) -> Path:
@@ -345,23 +373,47 @@ class MySQL(BackingService):
             argv=[binary, "--user=mysql", f"--bind-address={self.host}", f"--port={self.port}"],
         )
 
-    def after_start(self, progress: ProgressLog) -> None:
-        """Let ``root`` log in over TCP without a password, as configured.
+    def _refused(self) -> bool:
+        """The server answers but refuses our credentials."""
+        if _tcp_open(self.host, self.port):
+            return False
+        error = self._connect_error()
+        return error is not None and error[0] in _MYSQL_AUTH_ERRORS
 
-        The Debian package creates ``root@localhost`` with unix-socket
-        authentication only; gridmesh started this server, so it may add
-        ``root@127.0.0.1`` (through the socket, as the OS root user).
+    def provision(self, progress: ProgressLog) -> bool:
+        """Create gridmesh's user through the local server's unix socket.
+
+        A fresh Debian MariaDB has only ``root@localhost`` with unix-socket
+        authentication. As the OS root user on the server's own machine,
+        gridmesh logs in that way and creates ``user`` (for ``localhost`` and
+        ``127.0.0.1``, or ``%`` when the server listens beyond loopback) with
+        the configured password and every right on the gridmesh databases
+        (``gridmesh_…`` and ``<namespace>_gridmesh_…``) and on nothing else.
+        Does nothing where that is not possible: a remote server, not root,
+        no ``mariadb`` client, or credentials that already work.
         """
-        if self.probe() or self.user != "root" or self.password:
-            return
-        progress(f"allowing root@{self.host} to log in over TCP without a password")
-        host = "127.0.0.1" if self.host in ("localhost", "127.0.0.1") else self.host
-        sql = (
-            f"CREATE USER IF NOT EXISTS 'root'@'{host}' IDENTIFIED BY ''; "
-            f"GRANT ALL ON *.* TO 'root'@'{host}' WITH GRANT OPTION"
-        )
-        client = shutil.which("mariadb") or shutil.which("mysql") or "mariadb"
-        _run_admin([client, "--protocol=socket", "-u", "root", "-e", sql], ADMIN_COMMAND_TIMEOUT_S)
+        client = shutil.which("mariadb") or shutil.which("mysql")
+        if client is None or os.geteuid() != 0 or not _is_local(self.host) or not self._refused():
+            return False
+        if self.user == "root":
+            raise Unavailable(
+                "MariaDB refuses root over TCP (a Debian install lets root in only over its unix socket); "
+                "configure gridmesh's own user ([mysql] user and password) and gridmesh up creates it"
+            )
+        progress(f"creating the MariaDB user {self.user!r} for the gridmesh databases")
+        hosts = ["localhost", "127.0.0.1", "::1"] if _is_loopback(self.host) else ["%"]
+        user, password = _sql_string(self.user), _sql_string(self.password)
+        statements = []
+        for host in hosts:
+            account = f"{user}@{_sql_string(host)}"
+            statements += [
+                f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}",
+                f"ALTER USER {account} IDENTIFIED BY {password}",
+                f"GRANT ALL PRIVILEGES ON `gridmesh\\_%`.* TO {account}",
+                f"GRANT ALL PRIVILEGES ON `%\\_gridmesh\\_%`.* TO {account}",
+            ]
+        _run_admin([client, "--protocol=socket", "-u", "root", "-e", "; ".join(statements)], ADMIN_COMMAND_TIMEOUT_S)
+        return True
 
     def log_hint(self, log_dir: Path) -> str:
         """Our log and MariaDB's own error log (``log-error`` of its config)."""
@@ -722,13 +774,18 @@ def _ensure_one(
         return how
     if ours is None:
         if _tcp_open(*_host_port(svc.address, 0)) is None:
+            if svc.provision(say) and svc.probe():
+                say(f"{HOW_EXTERNAL} at {svc.address}")
+                return HOW_EXTERNAL
             raise Unavailable(
                 f"{svc.name}: {svc.address} is in use, but the {svc.name} probe fails ({reason}); "
                 "fix that service or configure another address"
             )
-        if svc.ensure_installed(say) and svc.probe():
-            say(f"{HOW_EXTERNAL_INSTALLED} at {svc.address}")
-            return HOW_EXTERNAL_INSTALLED
+        if svc.ensure_installed(say) and svc.accepting():
+            svc.provision(say)
+            if svc.probe():
+                say(f"{HOW_EXTERNAL_INSTALLED} at {svc.address}")
+                return HOW_EXTERNAL_INSTALLED
     spec = svc.spec(config)
     pid = procs.start(spec, run_dir, log_dir)
     say(f"starting (pid {pid}) at {svc.address}")
@@ -740,7 +797,7 @@ def _ensure_one(
 
     try:
         procs.wait_until(up, svc.start_timeout_s, svc.name, svc.log_hint(log_dir))
-        svc.after_start(say)
+        svc.provision(say)
         if not svc.probe():
             raise Unavailable(f"{svc.name} started but does not accept us: {svc.check()}")
     except BaseException:
