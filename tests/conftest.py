@@ -2,7 +2,7 @@
 
 MariaDB and RabbitMQ are the machine's: used where they answer, installed and
 started otherwise, exactly as ``gridmesh up`` does. ZooKeeper and the
-Kafka-protocol broker are the session's own, on free ports, so a test run
+Kafka broker are the session's own, on free ports, so a test run
 never stops (or depends on) those of a mesh a developer is running, nor of
 another test run. What the session started it stops at the end. Each mesh a
 test starts gets its own namespace, ports and state directory, so it never
@@ -86,7 +86,7 @@ class RunningMesh:
 @contextmanager
 def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
     """A mesh of its own with the analytics job (a short trigger interval) and
-    its own Kafka-protocol broker; its analytics database is dropped after."""
+    its own Kafka broker; its analytics database is dropped after."""
     env = mesh_env(
         state_dir,
         GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up

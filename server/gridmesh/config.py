@@ -73,11 +73,13 @@ class ZooKeeperConfig:
 @dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
-    """Kafka-protocol brokers (host:port, comma-separated)."""
+    """Kafka brokers (host:port, comma-separated)."""
     buffer_messages: int = 100_000
     """Life-cycle events kept locally while the broker is unreachable."""
     partitions: int = 1
     """Partitions of each life-cycle topic when gridmesh creates it."""
+    controller_port: int = 0
+    """KRaft controller port of the broker ``gridmesh up`` starts (0 = a free one)."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ class MeshConfig:
     topics, so several meshes share one set of backing services."""
     state_dir: str = "~/.local/state/gridmesh"
     """Pids, logs and data of what ``gridmesh up`` starts."""
+    cache_dir: str = "~/.cache/gridmesh"
+    """Downloads kept across meshes: the Java jars fetched from Maven Central."""
     log_level: str = "INFO"
     """Python logging level of the services."""
     mysql: MySQLConfig = field(default_factory=MySQLConfig)
@@ -230,6 +234,10 @@ class MeshConfig:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir).expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser()
 
     @property
     def storage_root(self) -> Path:

@@ -3,7 +3,7 @@
 20 ``noop`` tasks through Envoy, then ``GET /v1/stats`` shows their window(s)
 with completed = 20 and plausible wait and run times.
 
-This module runs its own mesh (with its own Kafka-protocol broker) with the
+This module runs its own mesh (with its own Kafka broker) with the
 analytics job enabled and a short trigger interval.
 """
 

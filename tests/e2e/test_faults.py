@@ -3,7 +3,7 @@ stopping processes of a real mesh — a task process, a whole worker node
 (kill -9 and SIGSTOP), the leading Scheduler, the Kafka broker.
 
 This module runs its own mesh: two worker nodes, a standby Scheduler, its
-own Kafka-protocol broker, and short leases (2 s) so expiries come quickly.
+own Kafka broker, and short leases (2 s) so expiries come quickly.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@ life-cycle events produced to the Kafka topics (by the mesh's own producer)
 are read by the real Spark job (``python -m gridmesh.analytics``, local
 master) and stored in real MariaDB; a malformed record is counted and
 skipped; ``kill -9`` of the whole job mid-stream and a restart from its
-checkpoint leave counts exactly equal to what was produced.
+checkpoint, and ``kill -9`` of the broker mid-stream and its restart, leave
+counts exactly equal to what was produced.
 
-The module runs its own Kafka-protocol broker, namespace and state
+The module runs its own Apache Kafka broker, namespace and state
 directory, so stopping things disturbs no other test.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -141,6 +143,7 @@ def rig(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
     config = load_config(env)
     rig = Rig(config, env)
     try:
+        backing.ensure_spark_kafka(config, lambda *_: None)
         kafka = backing.Kafka.from_config(config)
         procs.start(kafka.spec(config), rig.runs, mesh.log_dir(config))
         procs.wait_until(kafka.probe, 30, "kafka")
@@ -302,3 +305,40 @@ def test_kill_9_of_the_job_mid_stream_and_a_restart_from_its_checkpoint_count_ex
     status = analytics_status.status_path(rig.config)
     wait_for("the job to catch up", lambda: (s := analytics_status.read_status(status)) and s.lag_records == 0)
     assert totals(rig, "it-kill") == expected
+
+
+def test_a_broker_killed_and_restarted_mid_stream_loses_no_event_and_counts_exactly(rig):
+    """kill -9 of the Apache Kafka broker while events flow and the job reads:
+    the producer holds what the broker has not acknowledged, the broker keeps
+    what it has (its log is on disk), and Spark's Kafka source reads on from
+    its checkpoint once the broker is back."""
+    tasks = 1500
+    emitter = Emitter(rig.config, "it-broker", datetime.now(UTC))
+    produced = threading.Event()
+
+    def produce() -> None:
+        for i in range(tasks):
+            emitter.task(i, wait_ms=3, run_ms=5)
+            if i % 10 == 9:
+                time.sleep(0.02)
+        produced.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    wait_for("the stream to reach MySQL", lambda: totals(rig, "it-broker")[0] > 0, timeout=60, interval=0.01)
+    broker = procs.alive("kafka", rig.runs)
+    assert broker is not None
+    os.kill(broker, signal.SIGKILL)
+    wait_for("the broker to die", lambda: procs.alive("kafka", rig.runs) is None)
+    assert totals(rig, "it-broker")[2] < tasks, "the stream ended before the kill; produce more or slower"
+    kafka = backing.Kafka.from_config(rig.config)
+    procs.start(kafka.spec(rig.config), rig.runs, mesh.log_dir(rig.config))
+    procs.wait_until(kafka.probe, 60, "kafka")
+
+    producer.join(timeout=120)
+    assert produced.is_set()
+    emitter.flush()  # every event acknowledged by the broker
+    expected = (tasks, tasks, tasks, 0, 0, tasks, tasks)
+    wait_for("every event counted once", lambda: totals(rig, "it-broker") == expected, timeout=120, interval=0.05)
+    (stored,) = query(rig, "SELECT COUNT(*) FROM lifecycle_events WHERE task_type = 'it-broker'")
+    assert stored == (3 * tasks,)

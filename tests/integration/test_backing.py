@@ -1,6 +1,6 @@
 """Backing services for ``gridmesh up/down/status`` (SPEC §1, §4), against real servers.
 
-ZooKeeper and the Tansu broker are started on free ports under a temporary
+ZooKeeper and the Apache Kafka broker are started on free ports under a temporary
 state directory and stopped again. The machine's MariaDB (127.0.0.1:3306)
 and RabbitMQ (127.0.0.1:5672) — installed and started by the session's
 ``backing_services`` fixture where a fresh machine had none, exactly as
@@ -88,24 +88,36 @@ def _start(svc: backing.BackingService, config: MeshConfig, run_dir: Path, log_d
     return pid
 
 
-def _produce_and_consume_one(bootstrap: str) -> tuple[bytes | None, bytes | None]:
+def _create_topic(bootstrap: str) -> str:
     topic = f"gridmesh.test.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=CLIENT_TIMEOUT_S).values():
         future.result(timeout=CLIENT_TIMEOUT_S)
+    return topic
+
+
+def _produce_one(bootstrap: str) -> str:
+    topic = _create_topic(bootstrap)
     producer = Producer({"bootstrap.servers": bootstrap})
     producer.produce(topic, key=b"task-1", value=b"pending", partition=0)
     assert producer.flush(CLIENT_TIMEOUT_S) == 0
+    return topic
+
+
+def _consume(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of the first ``count`` records of partition 0 of ``topic``
+    (fewer if they do not come within the client timeout)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
+    records: list[tuple[bytes | None, bytes | None]] = []
     try:
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])  # no group join: fast
         deadline = time.monotonic() + CLIENT_TIMEOUT_S
-        while time.monotonic() < deadline:
+        while len(records) < count and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is not None:
                 assert msg.error() is None, msg.error()
-                return msg.key(), msg.value()
-        raise AssertionError(f"no message on {topic} within {CLIENT_TIMEOUT_S}s")
+                records.append((msg.key(), msg.value()))
+        return records
     finally:
         consumer.close()
 
@@ -140,20 +152,48 @@ def test_zookeeper_started_from_its_spec_serves_clients_and_stops_cleanly(
     assert not zk.probe()
 
 
-def test_tansu_started_from_its_spec_carries_a_message_and_stops_cleanly(
+def test_kafka_started_from_its_spec_carries_a_message_keeps_it_across_a_restart_and_stops_cleanly(
     config: MeshConfig, run_dir: Path, log_dir: Path
 ) -> None:
     kafka = backing.Kafka.from_config(config)
     assert not kafka.probe()
+    kafka.ensure_installed(lambda msg: None)
 
     pid = _start(kafka, config, run_dir, log_dir)
 
     assert kafka.probe()
-    assert _produce_and_consume_one(config.kafka.bootstrap_servers) == (b"task-1", b"pending")
+    topic = _produce_one(config.kafka.bootstrap_servers)
+    assert _consume(config.kafka.bootstrap_servers, topic, 1) == [(b"task-1", b"pending")]
+    assert (config.state_path / "data" / "kafka" / "logs" / "meta.properties").is_file()
+    assert "Kafka Server started" in procs.log_path("kafka", log_dir).read_text()  # it logs
     assert procs.stop("kafka", run_dir, kafka.stop_timeout_s)
     assert _gone(pid)
     assert _port_free(kafka.port)
     assert not kafka.probe()
+
+    # A restarted broker still has the record: its log is on disk
+    _start(kafka, config, run_dir, log_dir)
+    assert _consume(config.kafka.bootstrap_servers, topic, 1) == [(b"task-1", b"pending")]
+
+
+def test_kafka_killed_mid_stream_keeps_every_acknowledged_record(
+    config: MeshConfig, run_dir: Path, log_dir: Path
+) -> None:
+    kafka = backing.Kafka.from_config(config)
+    kafka.ensure_installed(lambda msg: None)
+    pid = _start(kafka, config, run_dir, log_dir)
+    bootstrap = config.kafka.bootstrap_servers
+    topic = _create_topic(bootstrap)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(500):
+        producer.produce(topic, key=str(i).encode(), value=b"x", partition=0)
+    assert producer.flush(CLIENT_TIMEOUT_S) == 0  # every record acknowledged
+
+    psutil.Process(pid).kill()  # kill -9: no clean shutdown, nothing flushed by Kafka itself
+    procs.wait_until(lambda: _gone(pid), 10.0, "kafka", "")
+    _start(kafka, config, run_dir, log_dir)
+
+    assert [key for key, _ in _consume(bootstrap, topic, 500)] == [str(i).encode() for i in range(500)]
 
 
 def test_ensure_backing_uses_running_services_and_starts_and_records_only_the_missing_ones(

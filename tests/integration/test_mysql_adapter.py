@@ -23,7 +23,8 @@ UPSERT = INSERT + " ON DUPLICATE KEY UPDATE v=VALUES(v)"
 
 @pytest.fixture
 def db(backing_services) -> Iterator[MySQL]:
-    database = MySQL(MySQLConfig(), f"t{uuid.uuid4().hex[:10]}_adapter")
+    # gridmesh's MariaDB user may use only databases named like gridmesh's own
+    database = MySQL(MySQLConfig(), f"t{uuid.uuid4().hex[:10]}_gridmesh_adapter")
     database.ensure_schema(SCHEMA)
     try:
         yield database

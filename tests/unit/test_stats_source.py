@@ -1,21 +1,24 @@
 """SPEC §3 "Life-cycle log and analytics": how the analytics source decodes
-records (malformed and foreign ones are flagged, never fatal), plans its
-Kafka offset ranges, reports its status, and how GetStats converts."""
+records (malformed and foreign ones are flagged, never fatal), measures its
+lag, fetches the Kafka source built for its Spark, reports its status, and how GetStats converts."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from google.protobuf import timestamp_pb2
 
 from gridmesh.analytics._decode import Record, decode, kind_of_topic, occurred_at
-from gridmesh.analytics._kafka import KafkaRange, limit_offsets, plan_ranges
+from gridmesh.analytics._job import _lag
+from gridmesh.analytics.app import _artifact
 from gridmesh.analytics.status import JobStatus, describe, health
 from gridmesh.core.errors import InvalidArgument
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.core.stats import JobProgress, StatsReport, Summary, TaskWindowStats, Window
+from gridmesh.jvm import SPARK_KAFKA
 from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2
 
@@ -82,21 +85,29 @@ def test_an_event_claiming_to_occur_long_after_kafka_received_it_is_flagged():
     assert "after Kafka received it" in decode(TOPIC, 0, 0, event(), received_ms).reason
 
 
-def test_a_micro_batch_reads_each_partition_from_its_start_offset_to_its_end_offset():
-    start = {"t.a/0": 5, "t.a/1": 7}
-    end = {"t.a/0": 9, "t.a/1": 7, "t.b/0": 3}
-    assert plan_ranges(start, end) == [KafkaRange("t.a", 0, 5, 9), KafkaRange("t.b", 0, 0, 3)]
+def test_the_lag_adds_up_what_spark_s_kafka_source_has_not_read_yet():
+    progress = {
+        "sources": [
+            {
+                "endOffset": {"t.a": {"0": 5, "1": 7}},
+                "latestOffset": {"t.a": {"0": 9, "1": 7}, "t.b": {"0": 3}},
+            }
+        ]
+    }
+    assert _lag(progress) == 4 + 0 + 3
+    assert _lag({"sources": []}) is None
 
 
-def test_a_partition_that_went_back_is_read_again_from_its_beginning():
-    assert plan_ranges({"t/0": 50}, {"t/0": 4}) == [KafkaRange("t", 0, 0, 4)]
+def test_the_spark_kafka_jars_match_pyspark_and_skip_what_pyspark_ships():
+    import pyspark
 
-
-def test_a_read_limit_caps_the_records_of_one_micro_batch():
-    latest = {"a/0": 100, "b/0": 30}
-    assert limit_offsets({"a/0": 90}, latest, None) == latest
-    assert limit_offsets({"a/0": 90}, latest, 25) == {"a/0": 100, "b/0": 15}
-    assert limit_offsets({"a/0": 90, "b/0": 30}, latest, 5) == {"a/0": 95, "b/0": 30}
+    pom = ElementTree.parse(SPARK_KAFKA.pom_path).getroot()
+    versions = {el.text for el in pom.iter("{http://maven.apache.org/POM/4.0.0}version")}
+    assert pyspark.__version__ in versions  # the connector is built for this Spark
+    assert [_artifact(n) for n in ("zstd-jni-1.5.7-7.jar", "spark-sql-kafka-0-10_2.13-4.2.0.jar")] == [
+        "zstd-jni",
+        "spark-sql-kafka-0-10_2.13",
+    ]
 
 
 def test_status_is_healthy_only_while_the_job_runs_and_keeps_its_file_fresh():

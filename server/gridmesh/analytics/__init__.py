@@ -1,8 +1,8 @@
 """The analytics job (SPEC §3 "Life-cycle log and analytics").
 
-A Spark Structured Streaming job reads the task life-cycle topics through a
-Python streaming data source (Kafka offsets kept in Spark's checkpoint) and
-stores, per micro-batch and in one MySQL transaction, the events and the
+A Spark Structured Streaming job reads the task life-cycle topics with
+Spark's own Kafka source (``spark-sql-kafka-0-10``; Kafka offsets kept in
+Spark's checkpoint) and stores, per micro-batch and in one MySQL transaction, the events and the
 per-window statistics they imply; ``GetStats`` reads the tables back.
 Run it with ``python -m gridmesh.analytics`` (``gridmesh up`` does).
 

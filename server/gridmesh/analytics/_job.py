@@ -1,8 +1,11 @@
 """The Spark Structured Streaming query and its supervision.
 
-One query: the life-cycle topics (:class:`LifecycleSource`) → ``foreachBatch``
-→ :class:`LifecycleSink`, triggered every ``trigger_interval_s``, with its
-checkpoint in ``checkpoint``. When the query fails (Kafka or MySQL
+One query: the life-cycle topics, read by Spark's own Kafka source
+(``spark-sql-kafka-0-10``, its jars on ``spark.jars``) → ``foreachBatch`` →
+:class:`LifecycleSink`, triggered every ``trigger_interval_s``. The Kafka
+offsets live in the checkpoint (``checkpoint``); nothing is committed to
+Kafka, so after a restart the job reads on exactly where its last stored
+micro-batch ended. When the query fails (Kafka or MySQL
 unreachable for longer than the adapters retry) it is started again from
 its checkpoint after a backoff; after :data:`MAX_CONSECUTIVE_FAILURES`
 failures without a stored batch in between the job gives up (exit 1).
@@ -30,9 +33,8 @@ from pyspark.java_gateway import launch_gateway
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from gridmesh.analytics._decode import Record
+from gridmesh.analytics._decode import decode
 from gridmesh.analytics._sink import LifecycleSink
-from gridmesh.analytics._source import SOURCE_NAME, LifecycleSource
 from gridmesh.analytics.status import JobStatus, write_status
 
 __all__ = ["AnalyticsJob", "JobSettings"]
@@ -59,6 +61,8 @@ class JobSettings:
     trigger_interval_s: float = 2.0
     max_batch_messages: int = 50_000
     app_name: str = "gridmesh-analytics"
+    jars: tuple[Path, ...] = ()
+    """Jars for Spark's classpath: the Kafka source and what it needs."""
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     """Extra Spark settings (``spark.*``)."""
 
@@ -79,6 +83,7 @@ def build_session(settings: JobSettings) -> SparkSession:
         "spark.sql.warehouse.dir": str(settings.scratch / "warehouse"),
         "spark.python.worker.reuse": "true",
         "spark.sql.streaming.metricsEnabled": "false",
+        "spark.jars": ",".join(str(jar) for jar in settings.jars),
     }
     if settings.master.startswith("local"):
         values |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
@@ -87,9 +92,7 @@ def build_session(settings: JobSettings) -> SparkSession:
     gateway = launch_gateway(conf, popen_kwargs={"start_new_session": True})
     context = SparkContext(conf=conf, gateway=gateway)
     context.setLogLevel("WARN")
-    spark = SparkSession(context)
-    spark.dataSource.register(LifecycleSource)
-    return spark
+    return SparkSession(context)
 
 
 class AnalyticsJob:
@@ -114,7 +117,10 @@ class AnalyticsJob:
 
     def store_batch(self, df: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
-        records = [Record(*row) for row in df.collect()]
+        rows = df.selectExpr("topic", "partition", "offset", "value", "unix_millis(timestamp) AS ms").collect()
+        records = [
+            decode(r.topic, r.partition, r.offset, None if r.value is None else bytes(r.value), r.ms) for r in rows
+        ]
         if not records:
             return
         read = time.perf_counter()
@@ -142,10 +148,11 @@ class AnalyticsJob:
     def start_query(self, spark: SparkSession) -> StreamingQuery:
         s = self._settings
         stream = (
-            spark.readStream.format(SOURCE_NAME)
-            .option("bootstrap_servers", s.bootstrap_servers)
-            .option("topics", ",".join(s.topics))
-            .option("max_records_per_batch", str(s.max_batch_messages))
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", s.bootstrap_servers)
+            .option("subscribe", ",".join(s.topics))
+            .option("startingOffsets", "earliest")
+            .option("maxOffsetsPerTrigger", str(s.max_batch_messages))
             .load()
         )
         return (
@@ -225,6 +232,8 @@ def _lag(progress: Mapping[str, Any] | None) -> int | None:
 
 
 def _offsets(value: Any) -> dict[str, int] | None:
+    """Spark's Kafka offsets (``{"topic": {"partition": offset}}``) as
+    ``{"topic/partition": offset}``."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -232,7 +241,13 @@ def _offsets(value: Any) -> dict[str, int] | None:
             return None
     if not isinstance(value, dict):
         return None
-    return {str(k): int(v) for k, v in value.items() if isinstance(v, int)}
+    return {
+        f"{topic}/{partition}": int(offset)
+        for topic, partitions in value.items()
+        if isinstance(partitions, dict)
+        for partition, offset in partitions.items()
+        if isinstance(offset, int)
+    }
 
 
 def _quietly(action: Any) -> None:

@@ -2,27 +2,30 @@
 
 Wires the MySQL sink and the Spark job from the mesh configuration and runs
 until SIGTERM/SIGINT. The Spark driver runs in this process's JVM child
-(local master by default); the Python workers of the Kafka source use this
-interpreter (``PYSPARK_PYTHON``), which pyspark's Python Data Source API
-needs.
+(local master by default), with Spark's Kafka source on its classpath
+(jars fetched from Maven Central, see :mod:`gridmesh.jvm`); any Python
+worker Spark starts uses this interpreter (``PYSPARK_PYTHON``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
 from gridmesh.analytics.status import status_path
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.errors import GridmeshError
+from gridmesh.core.errors import GridmeshError, Unavailable
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.grpc_support.server import configure_logging
+from gridmesh.jvm import SPARK_KAFKA
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,27 @@ def prepare_environment(config: MeshConfig, env: MutableMapping[str, str]) -> No
         env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
+def spark_kafka_jars(config: MeshConfig) -> list[Path]:
+    """The jars of Spark's Kafka source that pyspark does not ship itself
+    (pyspark's own copy of a shared library, e.g. lz4 or snappy, wins).
+
+    Raises :class:`Unavailable` if they were not fetched (``gridmesh up``
+    fetches them before it starts the job).
+    """
+    import pyspark
+
+    jars = SPARK_KAFKA.jars(config.cache_path)
+    if not jars:
+        raise Unavailable("the Spark Kafka source's jars are missing; gridmesh up fetches them from Maven Central")
+    shipped = {_artifact(jar.name) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    return [jar for jar in jars if _artifact(jar.name) not in shipped]
+
+
+def _artifact(jar_name: str) -> str:
+    """``kafka-clients-3.9.2.jar`` → ``kafka-clients``."""
+    return re.sub(r"-\d+\.[^-]*(-.*)?\.jar$", "", jar_name)
+
+
 def run(config: MeshConfig, stop: threading.Event) -> int:
     from gridmesh.analytics._job import AnalyticsJob, JobSettings  # imports pyspark
 
@@ -61,6 +85,7 @@ def run(config: MeshConfig, stop: threading.Event) -> int:
         trigger_interval_s=a.trigger_interval_s,
         max_batch_messages=a.max_batch_messages,
         app_name=f"gridmesh-analytics-{config.namespace}" if config.namespace else "gridmesh-analytics",
+        jars=tuple(spark_kafka_jars(config)),
     )
     try:
         return AnalyticsJob(settings, sink).run(stop)

