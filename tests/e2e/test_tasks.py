@@ -5,6 +5,7 @@ bad input refused with a clear status that changes nothing."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import queue
@@ -201,6 +202,44 @@ def test_bad_submits_get_400_naming_the_field_and_queue_nothing(edge, body, fiel
     assert field in error["message"]
     _, after = http_json(edge, "GET", "/v1/tasks?page_size=1")
     assert [t["task_id"] for t in after["tasks"]] == [t["task_id"] for t in before["tasks"]]
+
+
+def test_a_batch_over_http_answers_each_item_and_a_bad_item_queues_nothing_while_the_rest_run(edge):
+    _, before = http_json(edge, "GET", "/v1/tasks?page_size=1000&task_type=word_count")
+    items = [
+        {"task_type": "word_count", "params": {"text": "a b a"}, "result_dir": "batch"},
+        {"task_type": "sleep", "params": {"ms": -1}, "result_dir": "batch"},
+        {"task_type": "word_count", "params": {"text": "c"}, "result_dir": "batch", "priority": "HIGH"},
+        {"task_type": "word_count", "params": {"text": "d"}, "result_dir": "../etc"},
+    ]
+    status, body = http_json(edge, "POST", "/v1/tasks:batch", {"requests": items})
+    assert status == 200, body
+    first, bad_params, high, bad_dir = body["results"]
+    assert first["task"]["state"] == "QUEUED" and high["task"]["priority"] == "HIGH"
+    assert bad_params["error"]["code"] == 3 and "params.ms" in bad_params["error"]["message"]
+    assert bad_dir["error"]["code"] == 3 and "result_dir" in bad_dir["error"]["message"]
+    violation = bad_dir["error"]["details"][0]["field_violations"][0]
+    assert violation["field"] == "result_dir"
+    for accepted in (first, high):
+        task_id = accepted["task"]["task_id"]
+        done = wait_for("the task to end", functools.partial(_terminal, edge, task_id))
+        assert done["state"] == "SUCCEEDED" and done["result_path"] == f"batch/{task_id}.json"
+    _, after = http_json(edge, "GET", "/v1/tasks?page_size=1000&task_type=word_count")
+    assert len(after["tasks"]) == len(before["tasks"]) + 2  # the refused word_count was never queued
+
+
+def test_a_batch_over_the_limit_is_400_and_queues_nothing(edge):
+    _, before = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    items = [{"task_type": "noop", "result_dir": "batch"}] * 1001
+    status, error = http_json(edge, "POST", "/v1/tasks:batch", {"requests": items})
+    assert status == 400 and "the limit is 1000" in error["message"], error
+    _, after = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    assert after["tasks"] == before["tasks"]
+
+
+def _terminal(edge: str, task_id: str) -> dict | None:
+    _, task = http_json(edge, "GET", f"/v1/tasks/{task_id}")
+    return task if task["state"] in TERMINAL else None
 
 
 def test_unknown_task_id_is_404_and_a_malformed_one_400(edge):

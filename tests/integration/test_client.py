@@ -5,19 +5,23 @@ fetch results whose bytes match the SHA-256 the task reports."""
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import hashlib
 import itertools
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
-from gridmesh.clients import TaskClient, TaskError
+from gridmesh.clients import TaskClient, TaskError, submit_request
 from gridmesh.v1 import common_pb2, scheduler_pb2
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -174,6 +178,80 @@ def test_server_errors_become_task_errors_with_the_status_code_and_message(clien
     with pytest.raises(TaskError) as unsafe:
         client.submit("noop", {}, "../escape")
     assert unsafe.value.code_name == "INVALID_ARGUMENT"
+
+
+class CallCounter(grpc.UnaryUnaryClientInterceptor):
+    """Counts the unary calls a channel makes, by method."""
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        with self._lock:
+            self.calls[client_call_details.method.rsplit("/", 1)[-1]] += 1
+        return continuation(client_call_details, request)
+
+
+def test_concurrent_submits_share_submit_tasks_calls_and_each_answers_its_own_task(edge):
+    counter = CallCounter()
+    channel = grpc.intercept_channel(grpc.insecure_channel(edge), counter)
+    with TaskClient(channel=channel) as client, concurrent.futures.ThreadPoolExecutor(32) as pool:
+        futures = [
+            pool.submit(client.submit, "echo", {"n": n}, "coalesced", idempotency_key=f"co-{uuid.uuid4()}-{n}")
+            for n in range(200)
+        ]
+        bad = pool.submit(client.submit, "sleep", {"ms": -1}, "coalesced")
+        tasks = [f.result(timeout=60) for f in futures]
+        with pytest.raises(TaskError) as info:
+            bad.result(timeout=60)
+    channel.close()
+
+    assert info.value.code_name == "INVALID_ARGUMENT" and "params.ms" in info.value.message
+    assert [t.params["n"] for t in tasks] == list(range(200))  # each call its own task
+    assert len({t.task_id for t in tasks}) == 200 and all(t.state == common_pb2.QUEUED for t in tasks)
+    assert counter.calls["SubmitTasks"] >= 1
+    assert counter.calls["SubmitTask"] + counter.calls["SubmitTasks"] < 201  # fewer round trips than calls
+    with TaskClient(edge) as reader:
+        assert reader.wait(tasks[-1].task_id, timeout=60).state == common_pb2.SUCCEEDED
+
+
+def test_submit_many_answers_each_request_with_its_task_or_its_error(client):
+    answers = client.submit_many(
+        [
+            submit_request("noop", {}, "many"),
+            submit_request("noop", {}, "/etc"),
+            submit_request("echo", {"x": 1}, "many", priority="HIGH"),
+        ]
+    )
+    ok, refused, high = answers
+    assert ok.state == common_pb2.QUEUED and high.priority == common_pb2.HIGH
+    assert isinstance(refused, TaskError) and refused.code_name == "INVALID_ARGUMENT"
+    assert "result_dir" in refused.message
+
+
+def test_cli_submit_from_a_file_submits_every_line_and_names_the_refused_ones(mesh_environment, client, tmp_path):
+    lines = [
+        json.dumps({"task_type": "word_count", "params": {"text": "x y"}}),
+        json.dumps({"task_type": "nope"}),
+        "not json",
+        "",
+        json.dumps({"task_type": "echo", "params": {"k": 1}, "result_dir": "elsewhere", "priority": "HIGH"}),
+    ]
+    source = tmp_path / "tasks.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+
+    result = gridmesh(mesh_environment, "submit", "--from", str(source), "--result-dir", "from-file", "--json")
+
+    assert result.returncode == 1, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("gridmesh: line 3: INVALID_ARGUMENT: not valid JSON")
+    assert errors[1].startswith("gridmesh: line 2: INVALID_ARGUMENT:") and "nope" in errors[1]
+    first, last = (json.loads(line) for line in result.stdout.splitlines())
+    assert (first["task_type"], first["result_dir"], first["state"]) == ("word_count", "from-file", "QUEUED")
+    assert (last["task_type"], last["result_dir"], last["priority"]) == ("echo", "elsewhere", "HIGH")
+    assert client.wait(first["task_id"], timeout=60).state == common_pb2.SUCCEEDED
 
 
 def test_a_bad_priority_name_is_refused_before_anything_is_sent(client):

@@ -14,11 +14,12 @@ import threading
 import time
 
 import pytest
+from google.rpc import status_pb2
 
 from gridmesh.bench import machine, records, table
 from gridmesh.bench import workloads as wl
 from gridmesh.bench.cli import add_bench_command
-from gridmesh.bench.client import BenchClient
+from gridmesh.bench.client import BenchClient, BenchError
 from gridmesh.bench.runner import BenchOptions, ProgressLine
 from gridmesh.bench.sampler import Sampler, sample
 from gridmesh.bench.stats import latency_metrics, median, percentile, spread
@@ -419,20 +420,30 @@ def test_after_a_failed_submit_no_new_one_starts_and_none_in_flight_is_abandoned
 
     class FakeScheduler:
         async def SubmitTask(self, request, timeout):
-            index = int(request.result_dir)
-            started.append(index)
-            await asyncio.sleep(0.01 if index != 5 else 0.001)
-            if index == 5:
-                raise RuntimeError("refused")
-            finished.append(index)
-            return common_pb2.Task(task_id=f"t{index}")
+            (result,) = (await self.SubmitTasks(scheduler_pb2.SubmitTasksRequest(requests=[request]), timeout)).results
+            if result.HasField("error"):
+                raise RuntimeError(result.error.message)
+            return result.task
+
+        async def SubmitTasks(self, batch, timeout):
+            indexes = [int(request.result_dir) for request in batch.requests]
+            started.extend(indexes)
+            await asyncio.sleep(0.01 if 5 not in indexes else 0.001)
+            response = scheduler_pb2.SubmitTasksResponse()
+            for index in indexes:
+                if index == 5:
+                    response.results.add(error=status_pb2.Status(code=3, message="refused"))
+                else:
+                    finished.append(index)
+                    response.results.add(task=common_pb2.Task(task_id=f"t{index}"))
+            return response
 
     async def scenario() -> None:
         client = BenchClient("127.0.0.1:1")
         client.scheduler = FakeScheduler()  # type: ignore[assignment]
         answered: list[int] = []
         try:
-            with pytest.raises(RuntimeError, match="refused"):
+            with pytest.raises((RuntimeError, BenchError), match="refused"):
                 requests = (scheduler_pb2.SubmitTaskRequest(result_dir=str(i)) for i in range(100))
                 await client.submit_all(requests, lambda i, _: answered.append(i), in_flight=8)
         finally:

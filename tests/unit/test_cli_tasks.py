@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from gridmesh.cli import tasks
-from gridmesh.cli.main import build_parser, main
+from gridmesh.cli.main import build_parser, main, parse_args
 from gridmesh.clients import TaskError
 from gridmesh.core.errors import InvalidArgument
 from gridmesh.v1 import common_pb2, scheduler_pb2, storekeeper_pb2
@@ -104,6 +104,8 @@ def test_submit_defaults_to_empty_params_normal_priority_and_no_wait():
     "argv",
     [
         ["submit", "noop"],  # --result-dir is required
+        ["submit", "--result-dir", "d"],  # TYPE or --from is required
+        ["submit", "noop", "--from", "tasks.jsonl"],  # not both
         ["submit", "noop", "--result-dir", "d", "--priority", "URGENT"],
         ["submit", "noop", "--result-dir", "d", "--max-attempts", "0"],
         ["tasks", "--limit", "0"],
@@ -115,7 +117,7 @@ def test_submit_defaults_to_empty_params_normal_priority_and_no_wait():
 )
 def test_malformed_task_command_lines_are_refused_with_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        build_parser().parse_args(argv)
+        parse_args(argv)
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
 

@@ -155,6 +155,39 @@ def test_same_idempotency_key_returns_the_same_task():
     run(body)
 
 
+def test_a_batch_answers_each_item_on_its_own_and_a_bad_item_queues_nothing_of_its_own():
+    async def body(h: Harness) -> None:
+        results = await h.core.submit_many(
+            [
+                SubmitRequest("echo", {"a": 1}, "out"),
+                SubmitRequest("sleep", {"ms": -5}, "out"),
+                SubmitRequest("noop", {}, "out", priority=Priority.HIGH, idempotency_key="k"),
+                SubmitRequest("nope", {}, "out"),
+                SubmitRequest("noop", {}, "elsewhere", idempotency_key="k"),  # the same key: the same task
+            ]
+        )
+        echo, bad_params, keyed, bad_type, again = results
+        assert isinstance(echo, Task) and echo.state is TaskState.QUEUED and echo.params == {"a": 1}
+        assert isinstance(bad_params, InvalidArgument) and bad_params.field == "params.ms"
+        assert isinstance(keyed, Task) and keyed.priority is Priority.HIGH
+        assert isinstance(bad_type, InvalidArgument) and bad_type.field == "task_type"
+        assert isinstance(again, Task) and again.task_id == keyed.task_id
+        assert set(h.store.rows) == {echo.task_id, keyed.task_id}
+        assert h.core.queued == 2
+        assert [e.kind for e in h.log.events] == [LifecycleKind.PENDING] * 2
+
+    run(body)
+
+
+def test_a_batch_over_the_limit_is_refused_whole():
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidArgument, match="the limit is 1000") as info:
+            await h.core.submit_many([SubmitRequest("noop", {}, "out")] * 1001)
+        assert info.value.field == "requests" and h.store.rows == {}
+
+    run(body)
+
+
 class AnswerLostStore(MemoryTaskStore):
     """Stores the row, then answers as a retried INSERT would after its
     first answer was lost: a duplicate key."""

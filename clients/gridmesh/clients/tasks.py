@@ -2,8 +2,10 @@
 and ``StoreKeeper`` services (SPEC §2), normally reached through the edge.
 
 One :class:`TaskClient` wraps one gRPC channel (sync ``grpcio``). Every
-method is one RPC (``list`` pages through several) and answers the
-generated protobuf messages unchanged, so what a caller reads is exactly
+method is one RPC (``list`` pages through several; concurrent ``submit``
+calls from several threads share ``SubmitTasks`` calls, see
+:meth:`TaskClient.submit`) and answers the generated protobuf messages
+unchanged, so what a caller reads is exactly
 the contract of ``protos/gridmesh/v1``. Every gRPC failure surfaces as a
 :class:`TaskError` carrying the status code's name and the server's
 message; the original :class:`grpc.RpcError` is its ``__cause__``.
@@ -23,15 +25,17 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from google.rpc import status_pb2
 
 from gridmesh.clients._channel import ChannelClient
+from gridmesh.clients._coalesce import Coalescer
 from gridmesh.v1 import (
     common_pb2,
     scheduler_pb2,
@@ -55,6 +59,11 @@ WAIT_BACKOFF_S = 0.2
 """Pause before the first re-watch; doubled each time up to :data:`WAIT_BACKOFF_MAX_S`."""
 WAIT_BACKOFF_MAX_S = 3.0
 
+MAX_BATCH = 1000
+"""Most tasks one ``SubmitTasks`` call carries (the Scheduler's limit)."""
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
 TERMINAL_STATES: frozenset[int] = frozenset({common_pb2.SUCCEEDED, common_pb2.FAILED, common_pb2.CANCELLED})
 """Task states after which a task never changes again."""
 
@@ -73,6 +82,11 @@ class TaskError(Exception):
         super().__init__(f"{code_name}: {message}")
         self.code_name = code_name
         self.message = message
+
+    @classmethod
+    def from_status(cls, status: status_pb2.Status) -> TaskError:
+        """The error one item of a batch was refused with."""
+        return cls(_CODE_NAMES.get(status.code, "UNKNOWN"), status.message)
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> TaskError:
@@ -120,6 +134,9 @@ class TaskClient(ChannelClient):
         super().__init__(target, channel, rpc_timeout_s)
         self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._storekeeper = storekeeper_pb2_grpc.StoreKeeperStub(self._channel)
+        self._submits: Coalescer[scheduler_pb2.SubmitTaskRequest, common_pb2.Task] = Coalescer(
+            self._send_submits, MAX_BATCH
+        )
 
     # -- tasks ----------------------------------------------------------------
 
@@ -143,18 +160,52 @@ class TaskClient(ChannelClient):
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
+
+        Calls from several threads at once share round trips: a call made
+        while no submit is in flight is sent at once as ``SubmitTask``; calls
+        made meanwhile go together as one ``SubmitTasks`` as soon as it
+        returns. Each call still answers only its own task, once the
+        Scheduler has committed it, or raises only its own error.
         """
-        struct = struct_pb2.Struct()
-        struct.update(dict(params))
-        request = scheduler_pb2.SubmitTaskRequest(
-            task_type=task_type,
-            params=struct,
-            result_dir=result_dir,
-            priority=_enum_value(common_pb2.Priority, priority, "priority"),  # type: ignore[arg-type]
+        request = submit_request(
+            task_type,
+            params,
+            result_dir,
+            priority=priority,
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
         )
-        return self._unary(self._scheduler.SubmitTask, request)
+        return self._submits.call(request)
+
+    def submit_many(
+        self, requests: Iterable[scheduler_pb2.SubmitTaskRequest]
+    ) -> builtins.list[common_pb2.Task | TaskError]:
+        """Submits many tasks in ``SubmitTasks`` calls of up to
+        :data:`MAX_BATCH`: one answer per request, in order — the task
+        (``QUEUED``) or the :class:`TaskError` that refused that one item
+        (the others are accepted regardless). Build requests with
+        :func:`submit_request`. A failure of a whole call raises."""
+        pending = builtins.list(requests)
+        answers: builtins.list[common_pb2.Task | TaskError] = []
+        for start in range(0, len(pending), MAX_BATCH):
+            answers += self._submit_batch(pending[start : start + MAX_BATCH])
+        return answers
+
+    def _send_submits(
+        self, requests: Sequence[scheduler_pb2.SubmitTaskRequest]
+    ) -> builtins.list[common_pb2.Task | TaskError]:
+        if len(requests) == 1:  # a lone submit: the plain call
+            try:
+                return [self._unary(self._scheduler.SubmitTask, requests[0])]
+            except TaskError as e:
+                return [e]
+        return self._submit_batch(requests)
+
+    def _submit_batch(
+        self, requests: Sequence[scheduler_pb2.SubmitTaskRequest]
+    ) -> builtins.list[common_pb2.Task | TaskError]:
+        response = self._unary(self._scheduler.SubmitTasks, scheduler_pb2.SubmitTasksRequest(requests=requests))
+        return [r.task if r.HasField("task") else TaskError.from_status(r.error) for r in response.results]
 
     def get(self, task_id: str) -> common_pb2.Task:
         """The task as it is now (``NOT_FOUND`` if there is no such task)."""
@@ -303,6 +354,29 @@ class TaskClient(ChannelClient):
             return method(request, timeout=self._timeout)
         except grpc.RpcError as e:
             raise TaskError.from_rpc_error(e) from e
+
+
+def submit_request(
+    task_type: str,
+    params: Mapping[str, Any],
+    result_dir: str,
+    *,
+    priority: str | int = "NORMAL",
+    idempotency_key: str = "",
+    max_attempts: int = 0,
+) -> scheduler_pb2.SubmitTaskRequest:
+    """One submit as a request message (see :meth:`TaskClient.submit` for
+    the arguments; for :meth:`TaskClient.submit_many`)."""
+    struct = struct_pb2.Struct()
+    struct.update(dict(params))
+    return scheduler_pb2.SubmitTaskRequest(
+        task_type=task_type,
+        params=struct,
+        result_dir=result_dir,
+        priority=_enum_value(common_pb2.Priority, priority, "priority"),  # type: ignore[arg-type]
+        idempotency_key=idempotency_key,
+        max_attempts=max_attempts,
+    )
 
 
 def _stream(call: Any) -> Generator[Any, None, None]:

@@ -40,6 +40,11 @@ class SchedulerStub:
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTaskRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_common__pb2.Task.FromString,
                 _registered_method=True)
+        self.SubmitTasks = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/SubmitTasks',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.FromString,
+                _registered_method=True)
         self.GetTask = channel.unary_unary(
                 '/gridmesh.v1.Scheduler/GetTask',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.GetTaskRequest.SerializeToString,
@@ -92,6 +97,15 @@ class SchedulerServicer:
 
     def SubmitTask(self, request, context):
         """Accepts a task and answers it QUEUED with its UUID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTasks(self, request, context):
+        """Accepts many tasks: each item is validated and answered on its own (its
+        Task, QUEUED, or its own error), so one bad item never fails the rest;
+        the accepted ones are committed together.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +180,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTaskRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_common__pb2.Task.SerializeToString,
             ),
+            'SubmitTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTasks,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.SerializeToString,
+            ),
             'GetTask': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTask,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.GetTaskRequest.FromString,
@@ -239,6 +258,33 @@ class Scheduler:
             '/gridmesh.v1.Scheduler/SubmitTask',
             gridmesh_dot_v1_dot_scheduler__pb2.SubmitTaskRequest.SerializeToString,
             gridmesh_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/SubmitTasks',
+            gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.SubmitTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

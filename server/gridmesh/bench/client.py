@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from gridmesh.clients._coalesce import AsyncCoalescer
+from gridmesh.clients.tasks import MAX_BATCH
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 RPC_TIMEOUT_S = 30.0
@@ -121,6 +123,10 @@ class BenchClient:
         self.target = target
         self.channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self.channel)
+        # Concurrent submits share SubmitTasks calls, as the client library's do.
+        self._submits: AsyncCoalescer[scheduler_pb2.SubmitTaskRequest, str] = AsyncCoalescer(
+            self._send_submits, MAX_BATCH
+        )
 
     async def close(self) -> None:
         await self.channel.close()
@@ -129,11 +135,22 @@ class BenchClient:
         return Completions(self.scheduler)
 
     async def submit(self, request: scheduler_pb2.SubmitTaskRequest) -> str:
+        """The task id; a lone submit is one ``SubmitTask``, concurrent ones go
+        together as ``SubmitTasks`` (each still answered once committed)."""
+        return await self._submits.call(request)
+
+    async def _send_submits(self, requests: Sequence[scheduler_pb2.SubmitTaskRequest]) -> list[str | BaseException]:
         try:
-            task = await self.scheduler.SubmitTask(request, timeout=RPC_TIMEOUT_S)
+            if len(requests) == 1:
+                return [str((await self.scheduler.SubmitTask(requests[0], timeout=RPC_TIMEOUT_S)).task_id)]
+            batch = scheduler_pb2.SubmitTasksRequest(requests=requests)
+            response = await self.scheduler.SubmitTasks(batch, timeout=RPC_TIMEOUT_S)
         except aio.AioRpcError as e:
             raise BenchError(f"SubmitTask failed: {e.code().name}: {e.details()}") from None
-        return str(task.task_id)
+        return [
+            str(r.task.task_id) if r.HasField("task") else BenchError(f"SubmitTasks refused a task: {r.error.message}")
+            for r in response.results
+        ]
 
     async def submit_all(
         self,

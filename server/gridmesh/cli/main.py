@@ -124,6 +124,8 @@ def _emit(args: argparse.Namespace, msg: message.Message, text: str) -> None:
 
 
 def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
+    if args.from_file is not None:
+        return _submit_from(config, args)
     params = tasks.parse_params(args.params)
     with _client(config) as client:
         task = client.submit(
@@ -140,6 +142,39 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
         final = client.wait(task.task_id, timeout=args.timeout)
         _emit(args, final, tasks.outcome_block(final))
         return tasks.outcome_exit_code(final)
+
+
+def _submit_from(config: MeshConfig, args: argparse.Namespace) -> int:
+    """``submit --from FILE``: every line one task, sent in SubmitTasks
+    batches; each line is answered on its own (a refused line names its
+    number on stderr and makes the exit status 1; the others are accepted)."""
+    with contextlib.ExitStack() as stack:
+        source = sys.stdin if args.from_file == "-" else stack.enter_context(open(args.from_file, encoding="utf-8"))
+        lines = [(n, line) for n, line in enumerate(source, 1) if line.strip()]
+    requests, line_of, refused = [], [], 0
+    for number, line in lines:
+        try:
+            requests.append(tasks.parse_submit_line(line, args.result_dir))
+            line_of.append(number)
+        except InvalidArgument as e:
+            print(f"gridmesh: line {number}: INVALID_ARGUMENT: {e.message}", file=sys.stderr)
+            refused += 1
+    accepted = []
+    with _client(config) as client:
+        for number, answer in zip(line_of, client.submit_many(requests), strict=True):
+            if isinstance(answer, TaskError):
+                print(f"gridmesh: line {number}: {answer}", file=sys.stderr)
+                refused += 1
+            else:
+                _emit(args, answer, tasks.submitted_line(answer))
+                accepted.append(answer)
+        failed = 0
+        if args.wait:
+            for task in accepted:
+                final = client.wait(task.task_id, timeout=args.timeout)
+                _emit(args, final, tasks.outcome_block(final))
+                failed += tasks.outcome_exit_code(final) != 0
+    return 1 if refused or failed else 0
 
 
 def cmd_get(config: MeshConfig, args: argparse.Namespace) -> int:
@@ -241,14 +276,20 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser(
         "submit",
         parents=[as_json],
-        help="submit a task",
+        help="submit a task (or many: --from FILE)",
         description="Submit a task and print its id and state. With --wait, follow it to the end and print "
         "how it ended (exit 0 if it SUCCEEDED, 1 if it FAILED or was CANCELLED); "
-        "with --json that is a second line, the final task.",
+        "with --json that is a second line, the final task. "
+        "With --from FILE (- = stdin), submit one task per line of FILE, each a JSON object like the body of "
+        "POST /v1/tasks, in batches (SubmitTasks); a refused line is reported with its number and the others "
+        "are accepted (exit 1 if any line was refused).",
     )
-    p.add_argument("task_type", metavar="TYPE", help="task type (see 'gridmesh task-types')")
+    p.add_argument("task_type", metavar="TYPE", nargs="?", help="task type (see 'gridmesh task-types')")
     p.add_argument("--params", default="{}", metavar="JSON", help="params as a JSON object (default {})")
-    p.add_argument("--result-dir", required=True, metavar="DIR", help="relative directory for the result")
+    p.add_argument(
+        "--result-dir", default="", metavar="DIR", help="relative directory for the result (with --from: the default)"
+    )
+    p.add_argument("--from", dest="from_file", metavar="FILE", help="submit every line of FILE (JSON Lines)")
     p.add_argument("--priority", type=str.upper, choices=["LOW", "NORMAL", "HIGH"], default="NORMAL")
     p.add_argument("--idempotency-key", default="", metavar="KEY", help="submitting KEY again answers the same task")
     p.add_argument("--max-attempts", type=positive_int, default=0, metavar="N", help="default: the Scheduler's")
@@ -346,12 +387,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
-    """Runs one command and exits with its code; ``env`` defaults to ``os.environ``."""
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the usage rules argparse cannot express
+    (a usage error exits 2 with a message, as argparse's own do)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is cmd_watch and args.task_id and args.type:
+    func = getattr(args, "func", None)
+    if func is cmd_watch and args.task_id and args.type:
         parser.error("watch: --type filters the watch of every task; leave it out when naming a task ID")
+    if func is cmd_submit and args.from_file is None and (args.task_type is None or not args.result_dir):
+        parser.error("submit: TYPE and --result-dir are required (or --from FILE)")
+    if func is cmd_submit and args.from_file is not None and args.task_type is not None:
+        parser.error("submit: give TYPE or --from FILE, not both")
+    return args
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Runs one command and exits with its code; ``env`` defaults to ``os.environ``."""
+    args = parse_args(argv)
     try:
         config = load_config(os.environ if env is None else env, args.config)
         if getattr(args, "workers", 1) < 0:

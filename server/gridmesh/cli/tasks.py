@@ -50,6 +50,27 @@ def parse_params(text: str) -> dict[str, Any]:
     return value
 
 
+def parse_submit_line(line: str, result_dir: str) -> scheduler_pb2.SubmitTaskRequest:
+    """One line of ``gridmesh submit --from``: a JSON object shaped like the
+    body of ``POST /v1/tasks`` (``task_type``, ``params``, ``result_dir``,
+    ``priority``, ``idempotency_key``, ``max_attempts``); ``result_dir``
+    defaults to ``--result-dir``. :class:`InvalidArgument` if it is not."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"must be a JSON object, got {_JSON_KINDS.get(type(value), type(value).__name__)}")
+    if result_dir and "result_dir" not in value and "resultDir" not in value:
+        value["result_dir"] = result_dir
+    request = scheduler_pb2.SubmitTaskRequest()
+    try:
+        json_format.ParseDict(value, request)
+    except json_format.ParseError as e:
+        raise InvalidArgument(str(e)) from None
+    return request
+
+
 # -- machine-readable ------------------------------------------------------------
 
 

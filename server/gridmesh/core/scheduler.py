@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -47,6 +47,8 @@ from gridmesh.core.tasktypes import TaskTypeRegistry
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS_LIMIT = 20
+MAX_BATCH_SUBMITS = 1000
+"""Most tasks one :meth:`SchedulerCore.submit_many` takes."""
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -339,6 +341,23 @@ class SchedulerCore:
         if key:
             self._resolve_key(key, task)
         return task
+
+    async def submit_many(self, requests: Sequence[SubmitRequest]) -> list[Task | GridmeshError]:
+        """Submit each request on its own: its task, or the error that
+        refused it (a bad item never fails the others). The accepted tasks
+        reach the store together, so they commit as one group."""
+        self._check_alive()
+        if len(requests) > MAX_BATCH_SUBMITS:
+            raise InvalidArgument(
+                f"a batch holds {len(requests)} tasks; the limit is {MAX_BATCH_SUBMITS}", field="requests"
+            )
+        outcomes = await asyncio.gather(*(self.submit(r) for r in requests), return_exceptions=True)
+        results: list[Task | GridmeshError] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, GridmeshError):
+                raise outcome
+            results.append(outcome)
+        return results
 
     async def _insert_or_adopt(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
         try:

@@ -50,14 +50,22 @@ def status_code(error: errors.GridmeshError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def status_proto(error: errors.GridmeshError) -> status_pb2.Status:
+    """``error`` as a ``google.rpc.Status``, with a field violation if it names
+    a field: what a call would have failed with, as a value (the per-item
+    answers of a batch carry it)."""
+    status = status_pb2.Status(code=status_code(error).value[0], message=error.message)
+    if error.field is not None:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return status
+
+
 def status_details(error: errors.GridmeshError) -> tuple[tuple[str, bytes], ...]:
     """Trailing metadata carrying the field ``error`` concerns, if it names one."""
     if error.field is None:
         return ()
-    detail = status_pb2.Status(code=status_code(error).value[0], message=error.message)
-    violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
-    detail.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-    return tuple(rpc_status.to_status(detail).trailing_metadata)
+    return tuple(rpc_status.to_status(status_proto(error)).trailing_metadata)
 
 
 async def _abort(context: aio.ServicerContext, exc: BaseException, method: str) -> None:

@@ -33,7 +33,7 @@ from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
-from gridmesh.grpc_support.errors import status_code
+from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -86,6 +86,17 @@ def _enum(cls: type[Priority] | type[TaskState], value: int, field: str) -> Prio
         raise InvalidArgument(f"{field} {value} is not one of {names}", field=field) from None
 
 
+def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
+    return SubmitRequest(
+        task_type=request.task_type,
+        params=struct_to_dict(request.params),
+        result_dir=request.result_dir,
+        priority=Priority(_enum(Priority, request.priority, "priority")),
+        idempotency_key=request.idempotency_key,
+        max_attempts=request.max_attempts,
+    )
+
+
 class CoreHolder:
     """The core while this Scheduler leads; None while it stands by."""
 
@@ -107,17 +118,29 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def SubmitTask(
         self, request: scheduler_pb2.SubmitTaskRequest, context: aio.ServicerContext
     ) -> common_pb2.Task:
-        task = await self._holder.get().submit(
-            SubmitRequest(
-                task_type=request.task_type,
-                params=struct_to_dict(request.params),
-                result_dir=request.result_dir,
-                priority=Priority(_enum(Priority, request.priority, "priority")),
-                idempotency_key=request.idempotency_key,
-                max_attempts=request.max_attempts,
-            )
-        )
+        task = await self._holder.get().submit(_submit_request(request))
         return task_to_proto(task)
+
+    async def SubmitTasks(
+        self, request: scheduler_pb2.SubmitTasksRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.SubmitTasksResponse:
+        core = self._holder.get()
+        converted: list[SubmitRequest | GridmeshError] = []
+        for message in request.requests:
+            try:
+                converted.append(_submit_request(message))
+            except GridmeshError as e:
+                converted.append(e)
+        valid = [c for c in converted if isinstance(c, SubmitRequest)]
+        outcomes = iter(await core.submit_many(valid))
+        response = scheduler_pb2.SubmitTasksResponse()
+        for item in converted:
+            outcome: Task | GridmeshError = next(outcomes) if isinstance(item, SubmitRequest) else item
+            if isinstance(outcome, GridmeshError):
+                response.results.add(error=status_proto(outcome))
+            else:
+                response.results.add(task=task_to_proto(outcome))
+        return response
 
     async def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: aio.ServicerContext) -> common_pb2.Task:
         return task_to_proto(await self._holder.get().get(request.task_id))
