@@ -14,7 +14,7 @@ import pytest
 
 from gridmesh.adapters import filestore
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import InvalidArgument, NotFound, Unavailable
+from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 
 @pytest.fixture
@@ -96,6 +96,29 @@ def test_a_write_that_fails_keeps_the_previous_result_whole_and_leaves_no_debris
     monkeypatch.undo()
     assert (root / "d/t.json").read_bytes() == b"previous"
     assert _all_files(root) == ["d/t.json"]
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "named"),
+    [
+        (errno.ENOSPC, ResourceExhausted, "no space left on device"),
+        (errno.EDQUOT, ResourceExhausted, "quota exceeded"),
+        (errno.EROFS, FailedPrecondition, "read-only file system"),
+        (errno.EACCES, FailedPrecondition, "permission denied"),
+    ],
+)
+def test_a_write_the_storage_refuses_is_named_with_the_root_and_leaves_no_debris(
+    store, root, monkeypatch, code, error, named
+):
+    def refused(*args, **kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(filestore.os, "write", refused)
+    with pytest.raises(error) as e:
+        store.write_atomic("d", "t.json", b"next")
+    assert named in e.value.message.lower() and str(store.root) in e.value.message and "d/t.json" in e.value.message
+    monkeypatch.undo()
+    assert _all_files(root) == []
 
 
 @pytest.mark.parametrize("relative_dir", ["../outside", "/tmp", "a/../../outside", "..", "a/..", "a\x00b"])

@@ -15,14 +15,18 @@ links followed) and checked to be under the resolved root before anything is
 created in it, and the file itself is created and renamed relative to that
 directory's descriptor, with a name that is a single path component.
 
-``OSError`` stops here: a missing file becomes :class:`NotFound`, any other
-failure :class:`Unavailable` (disk full, permissions: retrying later may
-succeed once an operator fixed it).
+``OSError`` stops here. A write the storage itself refuses is named, since
+retrying it cannot help until an operator acts: no space or quota left, a
+file too large → :class:`ResourceExhausted`; a read-only file system or no
+permission → :class:`FailedPrecondition`. A missing file becomes
+:class:`NotFound`; any other failure :class:`Unavailable` (may pass). A
+failed write leaves no file behind, neither a partial one nor its temporary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -30,10 +34,22 @@ from collections.abc import Generator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from gridmesh.core.errors import InvalidArgument, NotFound, Unavailable
+from gridmesh.core.errors import (
+    FailedPrecondition,
+    GridmeshError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 
 FILE_MODE = 0o644
 """Mode of stored files (before the umask)."""
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Write errors meaning the storage has no room for the result."""
+_REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+"""Write errors meaning the storage does not let gridmesh write at all."""
 
 
 class FileStore:
@@ -63,8 +79,16 @@ class FileStore:
             finally:
                 os.close(dir_fd)
         except OSError as e:
-            raise Unavailable(f"cannot write result file {relative}: {_reason(e)}") from None
+            raise self._write_error(e, relative) from None
         return relative, len(content), hashlib.sha256(content).hexdigest()
+
+    def _write_error(self, error: OSError, relative: str) -> GridmeshError:
+        where = f"(storage root {self.root}, writing {relative})"
+        if error.errno in _FULL:
+            return ResourceExhausted(f"{_reason(error).lower()} {where}")
+        if error.errno in _REFUSED:
+            return FailedPrecondition(f"{_reason(error).lower()} {where}")
+        return Unavailable(f"cannot write result file {relative}: {_reason(error)}")
 
     def _ensure_dir(self, parts: tuple[str, ...]) -> Path:
         """The directory ``root/parts``, created (durably) where missing, each

@@ -5,8 +5,10 @@ Every 0.1 s it sums the RSS of gridmesh's own processes (the bench client,
 the services, worker nodes with their task processes, Envoy; descendants are
 re-enumerated every 0.5 s, so a task process started after a kill counts)
 and keeps the peak of that sum and of each part; the backing services' RSS
-is kept apart (base and peak). At the end it measures the CPU that foreign
-processes used during the window, in % of one core.
+is kept apart (base and peak). At the end it measures the CPU each part
+used during the window (a worker node's task processes apart from the
+node), the backing services' too, and what foreign processes used, in % of
+one core.
 
     python -m gridmesh.bench.sampler --spec SPEC.json --out OUT.json
 """
@@ -98,6 +100,16 @@ def sample(
     foreign = cpu_used(start_cpu, end_cpu, since, lambda pid: pid in ever or pid in working or pid in neutral)
     ours_cpu = cpu_used(start_cpu, end_cpu, since, lambda pid: pid not in ever)
     services_cpu = {}
+    roots = {pid for pids in processes.ours.values() for pid in pids}
+    ours_parts: dict[str, float] = {}
+    for label, seconds in ours_cpu.items():
+        pid = int(label.rsplit("[", 1)[1].rstrip("]"))
+        owned_by = owner.get(pid)
+        if owned_by is None:
+            continue
+        if owned_by.startswith("worker") and pid not in roots:
+            owned_by = f"{owned_by} tasks"  # the node's task processes, apart from the node
+        ours_parts[owned_by] = ours_parts.get(owned_by, 0.0) + seconds
     for name, members in services.items():
         pids = {p.pid for p in members}
         used = cpu_used(start_cpu, end_cpu, since, lambda pid, pids=pids: pid not in pids)  # type: ignore[misc]
@@ -112,6 +124,7 @@ def sample(
         "foreign_cpu_pct": round(100.0 * sum(foreign.values()) / max(wall, 1e-6), 1),
         "foreign_top": [f"{k}:{v:.2f}s" for k, v in top],
         "ours_cpu_s": round(sum(ours_cpu.values()), 2),
+        "ours_cpu_parts_s": {name: round(v, 3) for name, v in sorted(ours_parts.items())},
         "services_cpu_s": services_cpu,
         "sample_wall_s": round(wall, 2),
     }

@@ -173,10 +173,41 @@ def render(records: Iterable[Record]) -> str:
                 out.append(_row([key[1], f"failed: {error}", *[""] * (len(columns) - 1), reps, conditions(rs)]))
                 continue
             out.append(_row([key[1], *(cell(ok) for _, cell in columns), reps, conditions(rs)]))
-    memory = render_memory(groups)
-    if memory:
-        out += ["", *memory]
+    for extra in (render_cpu(groups), render_memory(groups)):
+        if extra:
+            out += ["", *extra]
     return "\n".join(out).lstrip("\n")
+
+
+def render_cpu(groups: Mapping[tuple[str, str], list[Record]]) -> list[str]:
+    """W1's CPU per task of each process (ms, medians over the repetitions):
+    gridmesh's own parts, then the backing services."""
+    rows = []
+    for key in sorted(k for k in groups if k[0] == "W1"):
+        ok = [r for r in groups[key] if r.get("ok") and r.get("ours_cpu_parts_s")]
+        if not ok:
+            continue
+        parts: dict[str, list[float]] = {}
+        for r in ok:
+            n = r["metrics"]["n"]
+            for name, seconds in {**r["ours_cpu_parts_s"], **r.get("services_cpu_s", {})}.items():
+                parts.setdefault(name, []).append(1000.0 * seconds / n)
+        ours = [name for name in parts if name in ok[0]["ours_cpu_parts_s"]]
+        mesh = median(sum(1000.0 * r["ours_cpu_parts_s"].get(p, 0.0) for p in ours) / r["metrics"]["n"] for r in ok)
+        cells = ", ".join(
+            f"{name} {median(v) or 0.0:.2f}" for name, v in sorted(parts.items(), key=lambda kv: -(median(kv[1]) or 0))
+        )
+        rows.append(_row([f"W1 {key[1]}", fmt(mesh, 2), cells]))
+    if not rows:
+        return []
+    header = ["run", "gridmesh CPU ms per task", "per process, ms per task (backing services included)"]
+    return [
+        "### CPU per W1 task: CPU time each process used in the run ÷ tasks",
+        "",
+        _row(header),
+        _row("---" for _ in header),
+        *rows,
+    ]
 
 
 def render_memory(groups: Mapping[tuple[str, str], list[Record]]) -> list[str]:

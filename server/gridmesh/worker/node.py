@@ -74,6 +74,19 @@ class NodeSettings:
     counters: Counters = field(default_factory=Counters)
 
 
+_PERMANENT_STORE_ERRORS = frozenset(
+    code.value[0]
+    for code in (
+        grpc.StatusCode.INVALID_ARGUMENT,  # e.g. a result over the size limit
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # no space or quota left under the storage root
+        grpc.StatusCode.FAILED_PRECONDITION,  # a read-only or forbidden storage root
+    )
+)
+"""StoreKeeper answers after which a result is not stored again: the task
+ends FAILED with the StoreKeeper's reason. Any other (the StoreKeeper
+restarting, say) is retried."""
+
+
 def _backoff(attempt: int) -> float:
     return float(min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt))
 
@@ -407,7 +420,7 @@ class WorkerNode:
                 return scheduler_pb2.TaskSuccess(
                     result_path=stored.path, result_size_bytes=stored.size_bytes, result_sha256=stored.sha256
                 )
-            if answer.code in (grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]):
+            if answer.code in _PERMANENT_STORE_ERRORS:  # retrying cannot help: the task fails, named
                 await self._report(
                     scheduler_pb2.ReportTaskRequest(
                         worker_id=self.settings.worker_id,
