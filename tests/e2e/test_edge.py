@@ -4,13 +4,14 @@ HTTP/JSON (curl), with gRPC statuses mapped to HTTP codes."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import grpc
 import pytest
 
 from gridmesh.cli import mesh, procs
 from gridmesh.grpc_support.probe import grpc_health
-from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
+from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from tests.helpers import grpcurl, http, http_json
 
 BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
@@ -35,6 +36,34 @@ def test_grpcurl_lists_the_four_services_through_envoy(edge):
         "gridmesh.v1.StoreKeeper",
         "gridmesh.v1.EventManager",
     } <= listed
+
+
+def test_a_body_over_the_edge_limit_is_413_naming_the_limit_and_queues_nothing(edge, tmp_path):
+    _, before = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    body = tmp_path / "huge.json"
+    body.write_text(json.dumps({"task_type": "echo", "params": {"blob": "x" * 20_000_000}, "result_dir": "big"}))
+    # curl, as a user would: Envoy may answer before it has read the whole body
+    done = subprocess.run(
+        ["curl", "-sS", "-XPOST", f"http://{edge}/v1/tasks", "-H", "Content-Type: application/json",
+         "--data-binary", f"@{body}", "-w", "\n%{http_code}"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    answer, _, code = done.stdout.rpartition("\n")
+    assert code == "413", done
+    error = json.loads(answer)
+    assert error["code"] == 8 and "limit of 4194304 bytes" in error["message"], error
+    _, after = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    assert after["tasks"] == before["tasks"]
+
+
+def test_a_grpc_message_over_the_limit_is_resource_exhausted_naming_the_limit(edge):
+    request = scheduler_pb2.SubmitTaskRequest(task_type="echo", result_dir="big")
+    request.params.update({"blob": "x" * 20_000_000})
+    options = [("grpc.max_send_message_length", 64 * 2**20)]
+    with grpc.insecure_channel(edge, options=options) as channel, pytest.raises(grpc.RpcError) as info:
+        scheduler_pb2_grpc.SchedulerStub(channel).SubmitTask(request, timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "4194304" in (info.value.details() or ""), info.value.details()
 
 
 def test_scheduler_health_is_serving_through_envoy(edge):

@@ -13,6 +13,7 @@ files (when the console is enabled).
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def _route(prefix: str, cluster: str) -> dict[str, Any]:
     # Scheduler) — so during a fail-over calls reach the new leader.
     return {
         "match": {"prefix": prefix},
+        "typed_per_filter_config": UNBUFFERED,
         "route": {
             "cluster": cluster,
             "timeout": "0s",
@@ -111,6 +113,44 @@ def _route(prefix: str, cluster: str) -> dict[str, Any]:
             },
         },
     }
+
+
+MAX_JSON_BODY_BYTES = 4 * 1024 * 1024
+"""Largest HTTP/JSON request body the edge takes: gRPC's default message
+limit, which the services keep. A larger body is answered 413 with a JSON
+status naming this limit before anything reaches a service (gRPC callers
+get the services' own RESOURCE_EXHAUSTED, which names it too)."""
+
+TOO_LARGE_REPLY = {
+    "filter": {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "gridmesh.too_large"}}
+        }
+    },
+    "body": {
+        "inline_string": json.dumps(
+            {
+                "code": 8,  # RESOURCE_EXHAUSTED
+                "message": f"the request body is larger than the edge's limit of {MAX_JSON_BODY_BYTES} bytes "
+                f"({MAX_JSON_BODY_BYTES // 2**20} MiB); send less per request (e.g. split a batch)",
+                "details": [],
+            }
+        )
+    },
+    "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+}
+"""Envoy's own 413 (a body over :data:`MAX_JSON_BODY_BYTES`) as the JSON
+error shape the services answer with."""
+
+UNBUFFERED = {
+    "envoy.filters.http.buffer": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+        "disabled": True,
+    }
+}
+"""Per-route: no body buffering (gRPC, streams included, and the console).
+A JSON request is matched on its /v1/ path before the transcoder turns it
+into gRPC, so only the JSON API is buffered and limited."""
 
 
 def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> dict[str, Any]:
@@ -134,6 +174,15 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "request_validation_options": {"reject_unknown_query_parameters": True},
         },
     }
+    # The JSON API's bodies are buffered (the transcoder needs them whole
+    # anyway) up to the limit; gRPC streams and the console pass unbuffered.
+    body_limit = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": MAX_JSON_BODY_BYTES,
+        },
+    }
     routes = [
         _route("/gridmesh.v1.Scheduler/", "scheduler"),
         _route("/gridmesh.v1.WorkQueue/", "scheduler"),
@@ -146,7 +195,9 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         routes[-2:-2] = [_route(f"/{service}/", cluster) for service, cluster in DEMO_SERVICES.items()]
     routes.append(NO_SUCH_API_ROUTE)
     if config.console.enabled:
-        routes.append({"match": {"prefix": "/"}, "route": {"cluster": "console"}})
+        routes.append(
+            {"match": {"prefix": "/"}, "route": {"cluster": "console"}, "typed_per_filter_config": UNBUFFERED}
+        )
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -155,11 +206,13 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "stat_prefix": "edge",
             "codec_type": "AUTO",
             "stream_idle_timeout": "0s",
+            "local_reply_config": {"mappers": [TOO_LARGE_REPLY]},
             "route_config": {
                 "name": "gridmesh",
                 "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
             },
             "http_filters": [
+                body_limit,
                 transcoder,
                 {
                     "name": "envoy.filters.http.router",
