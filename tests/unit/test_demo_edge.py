@@ -15,7 +15,9 @@ def _parts(config):
     built = build_envoy_config(config)
     hcm = built["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    transcoder = hcm["http_filters"][0]["typed_config"]
+    (transcoder,) = (
+        f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder"
+    )
     clusters = {c["name"]: c for c in built["static_resources"]["clusters"]}
     return transcoder["services"], [r["match"]["prefix"] for r in routes], clusters
 
