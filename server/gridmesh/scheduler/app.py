@@ -18,6 +18,9 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
+
+import psutil
 
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.mysql import MySQL
@@ -40,6 +43,8 @@ SERVICES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["WorkQueue"].full_name,
 )
 ELECTION_PATH = "scheduler/election"
+REAP_INTERVAL_S = 1.0
+"""How often a standby looks for election nodes of dead Schedulers on its machine."""
 
 
 def settings_of(config: MeshConfig) -> SchedulerSettings:
@@ -67,6 +72,37 @@ def build_server(
     )
 
 
+def _boot_id() -> str:
+    """This kernel's boot id: equal only for processes of one machine, one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def election_identifier(port: int) -> str:
+    """``host:port:pid:boot id``: who a contender is, and where it runs."""
+    return f"{socket.gethostname()}:{port}:{os.getpid()}:{_boot_id()}"
+
+
+def dead_on_this_machine(identifier: str) -> bool:
+    """Whether ``identifier`` names a Scheduler process of this machine and
+    boot (same boot id) whose pid no longer exists. Anything else — another
+    machine, an older identifier, a pid now used by another process — is
+    not known dead and waits out its session."""
+    _, _, pid, boot = ([*identifier.split(":"), "", "", "", ""])[:4]
+    ours = _boot_id()
+    return bool(ours) and boot == ours and pid.isdigit() and not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed one nobody reaped yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Leadership:
     """Runs the ZooKeeper election on its own thread and switches this
     process between leading (a loaded core, SERVING) and standing by."""
@@ -92,11 +128,26 @@ class Leadership:
         self._quit = threading.Event()
         self._election = zk.election(ELECTION_PATH, identifier)
         self._thread = threading.Thread(target=self._campaign, name="scheduler-election", daemon=True)
+        self._reaper = threading.Thread(target=self._reap, name="scheduler-election-reaper", daemon=True)
         self._expiry: asyncio.Task[None] | None = None
         zk.on_session_lost.append(self._stepdown.set)
 
     def start(self) -> None:
+        self._reaper.start()
         self._thread.start()
+
+    def _reap(self) -> None:
+        """While standing by: remove the election node of a Scheduler that is
+        dead on this very machine (a kill -9 before a restart, say), so one
+        here leads at once instead of after the dead one's session timeout."""
+        while not self._quit.is_set():
+            if self._holder.core is None:
+                try:
+                    for identifier in self._election.evict(dead_on_this_machine):
+                        log.warning("Scheduler %s is dead on this machine: removed its election node", identifier)
+                except Exception:
+                    log.debug("could not look for dead Schedulers", exc_info=True)
+            self._quit.wait(REAP_INTERVAL_S)
 
     def _campaign(self) -> None:
         while not self._quit.is_set():
@@ -165,7 +216,7 @@ async def serve(config: MeshConfig) -> None:
     holder = CoreHolder()
     host = build_server(config, holder, registry, stats)
     stop = asyncio.Event()
-    identifier = f"{socket.gethostname()}:{host.port}:{os.getpid()}"
+    identifier = election_identifier(host.port)
     leadership = Leadership(
         host=host,
         holder=holder,
