@@ -78,6 +78,8 @@ class KafkaConfig:
     """Life-cycle events kept locally while the broker is unreachable."""
     partitions: int = 1
     """Partitions of each life-cycle topic when gridmesh creates it."""
+    replication_factor: int = 1
+    """Replicas of each life-cycle topic when gridmesh creates it (3 on a cluster)."""
     controller_port: int = 0
     """KRaft controller port of the broker ``gridmesh up`` starts (0 = a free one)."""
 
@@ -121,6 +123,8 @@ class StoreKeeperConfig:
     """Where results are written (empty = <state_dir>/results)."""
     max_result_bytes: int = 64 * 1024 * 1024
     """Largest result a task may store."""
+    low_disk_bytes: int = 1024 * 1024 * 1024
+    """``gridmesh up`` and ``status`` warn when less is free under the storage root."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +381,7 @@ def _validate(section: Any, where: str) -> None:
         key = f"{where}{f.name}"
         if f.name.endswith("port") and isinstance(value, int) and not 0 <= value <= 65535:
             raise ConfigError(f"config key {_display(key)} must be a TCP port (0-65535), got {value}")
-        if f.name in ("slots", "default_max_attempts", "max_redeliveries") and value < 1:
+        if f.name in ("slots", "default_max_attempts", "max_redeliveries", "replication_factor") and value < 1:
             raise ConfigError(f"config key {_display(key)} must be at least 1, got {value}")
         if f.name.endswith(("_s", "_bytes", "_messages")) and value <= 0:
             raise ConfigError(f"config key {_display(key)} must be positive, got {value}")

@@ -13,7 +13,8 @@ import psutil
 
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import load_config
-from tests.conftest import mesh_env
+from tests.conftest import free_port, mesh_env
+from tests.helpers import http_json, wait_for
 
 GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
 
@@ -110,3 +111,46 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
     assert all(service.probe() for service in backing.backing_services(config))
     gone = gridmesh(env, "console", "--print-url")
     assert gone.returncode == 1 and "gridmesh up" in gone.stderr
+
+
+def test_up_only_worker_joins_a_node_to_a_running_mesh_and_down_stops_only_that_node(
+    mesh_config, mesh_environment, tmp_path
+):
+    # A second "host": its own state directory, only the worker role, the mesh's addresses.
+    host = {
+        **mesh_environment,
+        "GRIDMESH_STATE_DIR": str(tmp_path / "host"),
+        "GRIDMESH_WORKER_BASE_PORT": str(free_port()),
+    }
+    edge = f"{mesh_config.envoy.host}:{mesh_config.envoy.port}"
+    before = {w["worker_id"] for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]}
+
+    up = gridmesh(host, "up", "--only", "worker")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        runs = mesh.run_dir(load_config(host))
+        assert procs.recorded(runs) == ["worker-1"]  # no backing service, no other component
+        joined = wait_for(
+            "the node to join",
+            lambda: {w["worker_id"] for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]} - before or None,
+        )
+        assert len(joined) == 1
+        status = gridmesh(host, "status")
+        assert status.returncode == 0, status.stdout
+        rows = [line.split()[0] for line in status.stdout.splitlines()[1:]]
+        assert rows == ["worker-1"], status.stdout  # the host shows what it runs
+    finally:
+        down = gridmesh(host, "down")
+    assert down.returncode == 0, down.stderr
+    wait_for(
+        "the node to leave",
+        lambda: not joined & {w["worker_id"] for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]},
+    )
+    assert before <= {w["worker_id"] for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]}
+
+
+def test_up_only_with_an_unknown_role_names_the_known_ones(tmp_path):
+    result = gridmesh(mesh_env(tmp_path), "up", "--only", "worker,queue")
+    assert result.returncode == 2
+    assert "--only takes roles among mysql, rabbitmq" in result.stderr and "'worker,queue'" in result.stderr
+    assert not (tmp_path / "run").exists()

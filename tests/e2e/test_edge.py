@@ -66,6 +66,42 @@ def test_a_grpc_message_over_the_limit_is_resource_exhausted_naming_the_limit(ed
     assert "4194304" in (info.value.details() or ""), info.value.details()
 
 
+INTERNAL_RPCS = [
+    "/gridmesh.v1.WorkQueue/RegisterWorker",
+    "/gridmesh.v1.WorkQueue/Heartbeat",
+    "/gridmesh.v1.WorkQueue/ReportTask",
+    "/gridmesh.v1.WorkQueue/DeregisterWorker",
+    "/gridmesh.v1.StoreKeeper/StoreResult",
+    "/gridmesh.v1.Worker/DrainWorker",
+]
+
+
+@pytest.mark.parametrize("method", INTERNAL_RPCS)
+def test_an_internal_rpc_through_the_edge_is_unimplemented_over_grpc_and_404_over_http(edge, method):
+    with grpc.insecure_channel(edge) as channel:
+        call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as info:
+            call(b"", timeout=10)  # an empty message: every field at its default (e.g. no worker id)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, info.value.details()
+    assert "not served at the edge" in (info.value.details() or "")
+    status, body = http_json(edge, "POST", method, {})
+    assert status == 404 and body["code"] == 12, body
+
+
+@pytest.mark.parametrize("method", ["/gridmesh.v1.WorkQueue/PullTasks", "/gridmesh.v1.StoreKeeper/StoreResults"])
+def test_the_internal_streams_through_the_edge_are_unimplemented(edge, method):
+    with grpc.insecure_channel(edge) as channel:
+        call = channel.stream_stream(method, request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.RpcError) as info:
+            list(call(iter([b""]), timeout=10))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED, info.value.details()
+
+
+def test_the_public_storekeeper_rpcs_are_still_routed(edge):
+    status, page = http_json(edge, "GET", "/v1/results?page_size=1")
+    assert status == 200 and "results" in page, page
+
+
 def test_scheduler_health_is_serving_through_envoy(edge):
     result = grpcurl("-d", '{"service":"gridmesh.v1.Scheduler"}', edge, "grpc.health.v1.Health/Check")
     assert result.returncode == 0, result.stderr

@@ -2,7 +2,8 @@
 small tmpfs that fills up. A result that does not fit ends its task FAILED on
 its first attempt, with an error that names the cause (not retried as if the
 task's process had died); the results already stored stay intact, nothing
-partial is left, and once space is freed new tasks succeed again.
+partial is left, and once space is freed new tasks succeed again. ``gridmesh
+status`` shows the free space and warns that it is low.
 
 This module runs its own mesh (its own storage root), so filling the disk
 disturbs no other test.
@@ -87,3 +88,12 @@ def test_a_result_that_does_not_fit_fails_its_task_at_once_naming_no_space_and_h
     (fm.root / stored[0]["result_path"]).unlink()
     again = run_echo(fm, "d")
     assert again["state"] == "SUCCEEDED", again["error"]
+
+
+def test_status_shows_the_free_space_under_the_storage_root_and_warns_when_it_is_low(small_disk):
+    fm = small_disk
+    (row,) = [r for r in mesh.status(fm.config) if r[0] == "storekeeper"]
+    _, address, _, health = row
+    assert f"free under {fm.root}" in address and "results will soon fail to store" in address, address
+    assert health == "low disk"  # 256 KiB is below the default 1 GiB warning
+    assert mesh.storage_space(fm.config).free_bytes <= DISK_BYTES

@@ -181,6 +181,21 @@ class Emitter:
         self.log.close(timeout=30)
         assert self.log.delivered == self.log.produced, "the broker did not take every event"
 
+    def stream(self, tasks: int, done: threading.Event) -> threading.Thread:
+        """Emit ``tasks`` tasks at ~500 tasks/s (so the stream spans several
+        micro-batches) on a thread of its own; ``done`` is set after the last."""
+
+        def produce() -> None:
+            for i in range(tasks):
+                self.task(i, wait_ms=3, run_ms=5)
+                if i % 10 == 9:
+                    time.sleep(0.02)
+            done.set()
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        return thread
+
 
 def test_produced_life_cycle_events_are_counted_exactly_and_a_malformed_record_is_skipped(rig):
     t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=3)
@@ -249,14 +264,6 @@ def test_kill_9_of_the_job_mid_stream_and_a_restart_from_its_checkpoint_count_ex
     emitter = Emitter(rig.config, "it-kill", datetime.now(UTC))
     done = threading.Event()
 
-    def produce() -> None:
-        for i in range(tasks):
-            emitter.task(i, wait_ms=3, run_ms=5)
-            if i % 10 == 9:
-                time.sleep(0.02)  # ~500 tasks/s: the stream spans several micro-batches
-        emitter.flush()
-        done.set()
-
     checkpoint = rig.config.analytics_checkpoint
     kills = []
 
@@ -276,8 +283,7 @@ def test_kill_9_of_the_job_mid_stream_and_a_restart_from_its_checkpoint_count_ex
         log.warning("kill -9 %s: batch %d; MySQL at %d; still in flight: %s", case, victim, stored, hit)
         return hit
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    producer = emitter.stream(tasks, done)
     wait_for("the stream to reach MySQL", lambda: totals(rig, "it-kill")[0] > 0, timeout=60, interval=0.01)
     log.warning("memory of the job (every process): RSS %.0f MB, PSS %.0f MB", *job_memory_mb(rig))
     assert kill_when("read but not stored", lambda batch, stored: batch > stored, timeout=30)
@@ -295,6 +301,7 @@ def test_kill_9_of_the_job_mid_stream_and_a_restart_from_its_checkpoint_count_ex
         log.warning("the kill never landed between a MySQL commit and Spark's; test_analytics_sink covers that")
     producer.join(timeout=60)
     assert done.is_set()
+    emitter.flush()  # every event acknowledged by the broker
 
     expected = (tasks, tasks, tasks, 0, 0, tasks, tasks)
     wait_for("every event counted once", lambda: totals(rig, "it-kill") == expected, timeout=90, interval=0.05)
@@ -315,16 +322,7 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_no_event_and_counts_exac
     tasks = 1500
     emitter = Emitter(rig.config, "it-broker", datetime.now(UTC))
     produced = threading.Event()
-
-    def produce() -> None:
-        for i in range(tasks):
-            emitter.task(i, wait_ms=3, run_ms=5)
-            if i % 10 == 9:
-                time.sleep(0.02)
-        produced.set()
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    producer = emitter.stream(tasks, produced)
     wait_for("the stream to reach MySQL", lambda: totals(rig, "it-broker")[0] > 0, timeout=60, interval=0.01)
     broker = procs.alive("kafka", rig.runs)
     assert broker is not None

@@ -83,7 +83,11 @@ class KafkaLifecycleLog:
     def _ensure_topics(self) -> None:
         settings: dict[str, Any] = {"bootstrap.servers": self._config.bootstrap_servers, "logger": log}
         admin = AdminClient(settings)
-        new = [NewTopic(t, num_partitions=self._config.partitions, replication_factor=1) for t in self._topics.values()]
+        c = self._config
+        new = [
+            NewTopic(t, num_partitions=c.partitions, replication_factor=c.replication_factor)
+            for t in self._topics.values()
+        ]
         try:
             futures = admin.create_topics(new, request_timeout=TOPIC_CREATE_TIMEOUT_S)
         except KafkaException as e:

@@ -22,7 +22,7 @@ from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
 from gridmesh.analytics.status import status_path
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.errors import GridmeshError, Unavailable
+from gridmesh.core.errors import GridmeshError
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.grpc_support.server import configure_logging
 from gridmesh.jvm import SPARK_KAFKA
@@ -50,15 +50,15 @@ def prepare_environment(config: MeshConfig, env: MutableMapping[str, str]) -> No
 def spark_kafka_jars(config: MeshConfig) -> list[Path]:
     """The jars of Spark's Kafka source that pyspark does not ship itself
     (pyspark's own copy of a shared library, e.g. lz4 or snappy, wins).
-
-    Raises :class:`Unavailable` if they were not fetched (``gridmesh up``
-    fetches them before it starts the job).
-    """
+    Fetched from Maven Central first if missing (``gridmesh up`` fetches
+    them before it starts the job; a job started by a supervisor of its own
+    fetches them here)."""
     import pyspark
 
+    from gridmesh.cli.backing import ensure_spark_kafka
+
+    ensure_spark_kafka(config, lambda component, message: log.info("%s", message))
     jars = SPARK_KAFKA.jars(config.cache_path)
-    if not jars:
-        raise Unavailable("the Spark Kafka source's jars are missing; gridmesh up fetches them from Maven Central")
     shipped = {_artifact(jar.name) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
     return [jar for jar in jars if _artifact(jar.name) not in shipped]
 

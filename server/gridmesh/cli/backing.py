@@ -37,6 +37,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from typing import Any, ClassVar
 from gridmesh.cli import procs
 from gridmesh.config import MeshConfig
 from gridmesh.core.errors import Unavailable
-from gridmesh.jvm import KAFKA_BROKER, SPARK_KAFKA
+from gridmesh.jvm import COMPLETE, KAFKA_BROKER, SPARK_KAFKA, JarSet
 
 __all__ = [
     "AptInstaller",
@@ -58,6 +59,7 @@ __all__ = [
     "backing_services",
     "ensure_backing",
     "ensure_spark_kafka",
+    "fetch_jars",
     "stop_backing",
 ]
 
@@ -75,6 +77,8 @@ SLOW_STOP_TIMEOUT_S = 60.0
 """Stop allowance of MariaDB and RabbitMQ (they flush data on shutdown)."""
 APT_TIMEOUT_S = 1200.0
 """Longest an ``apt-get`` command may run."""
+MVN_TIMEOUT_S = 900.0
+"""Longest one ``mvn`` download of jars may take."""
 ADMIN_COMMAND_TIMEOUT_S = 30.0
 """Longest a one-off administrative command (e.g. ``mariadb -e``) may run."""
 ZOOKEEPER_HEAP = "-Xmx256m"
@@ -133,13 +137,14 @@ class AptInstaller:
         )
 
 
-def _run_admin(argv: Sequence[str], timeout: float) -> None:
+def _run_admin(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> None:
     """Run one administrative command to completion; raise :class:`Unavailable`
     with the tail of its output if it fails."""
     log.info("running %s", " ".join(argv))
     try:
         done = subprocess.run(
             list(argv),
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -688,7 +693,7 @@ class Kafka(BackingService):
         return None if metadata.brokers else "metadata lists no broker"
 
     def ensure_installed(self, progress: ProgressLog) -> bool:
-        fetched = KAFKA_BROKER.ensure(self.cache, progress, lambda: self.apt.install("maven", progress))
+        fetched = fetch_jars(KAFKA_BROKER, self.cache, progress, self.apt)
         if shutil.which("java") is None:
             self.apt.install("openjdk-17-jre-headless", progress)
             fetched = True
@@ -854,12 +859,39 @@ def _ensure_one(
 
 def ensure_spark_kafka(config: MeshConfig, progress: Callable[[str, str], None]) -> None:
     """Fetch Spark's Kafka source for the analytics job, unless it is there."""
+    fetch_jars(SPARK_KAFKA, config.cache_path, lambda message: progress("analytics", message), AptInstaller())
 
-    def say(message: str) -> None:
-        progress("analytics", message)
 
-    apt = AptInstaller()
-    SPARK_KAFKA.ensure(config.cache_path, say, lambda: apt.install("maven", say))
+def fetch_jars(jar_set: JarSet, cache: Path, progress: ProgressLog, apt: AptInstaller) -> bool:
+    """Copy ``jar_set``'s jars from Maven Central into ``cache`` unless they
+    are there; returns whether it fetched. Maven comes from Debian's
+    ``maven`` where ``mvn`` is missing. The copy goes to a temporary
+    directory that is renamed into place once complete, so two processes may
+    race harmlessly."""
+    if jar_set.present(cache):
+        return False
+    if shutil.which("mvn") is None:
+        apt.install("maven", progress)
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise Unavailable("Maven (mvn) is needed to fetch the Java dependencies and was not found")
+    target = jar_set.directory(cache)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"fetching {target.name} jars from Maven Central (once)")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        argv = [mvn, "--batch-mode", "--quiet", "--file", str(jar_set.pom_path), "dependency:copy-dependencies"]
+        argv += ["-DincludeScope=runtime", f"-DoutputDirectory={staging}"]
+        _run_admin(argv, MVN_TIMEOUT_S, cwd=staging)
+        (staging / COMPLETE).write_text("")
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not jar_set.present(cache):  # another process finished first: keep its copy
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return True
 
 
 def stop_backing(

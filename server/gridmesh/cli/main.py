@@ -11,6 +11,7 @@ import time
 import webbrowser
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from google.protobuf import message
 
@@ -20,6 +21,7 @@ from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
+from gridmesh.edge.envoy import render_envoy_config
 
 Command = Callable[[MeshConfig, argparse.Namespace], int]
 DRAIN_POLL_S = 0.2
@@ -36,7 +38,13 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     env = mesh.child_env(os.environ, args.config)
     if args.demo:  # the replication demo: CustomerService and OrderService
         config, env = mesh.with_demo(config, env)
-    mesh.up(config, workers=args.workers, env=env, progress=_progress)
+    roles = mesh.parse_roles(args.only) if args.only else frozenset(mesh.ROLES)
+    mesh.up(config, workers=args.workers, env=env, progress=_progress, roles=roles)
+    if args.only:
+        took = time.perf_counter() - started
+        print(f"\nthis host's part of the mesh ({', '.join(sorted(roles))}) is up in {took:.1f} s")
+        print(f"  logs                     {mesh.log_dir(config)}")
+        return 0
     edge = f"{config.envoy.host}:{config.envoy.port}"
     print(f"\nthe mesh is up in {time.perf_counter() - started:.1f} s:")
     if config.console.enabled:
@@ -68,6 +76,17 @@ def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0 if all(r[3] in ("healthy", "standby") for r in rows) else 1
+
+
+def cmd_edge_config(config: MeshConfig, args: argparse.Namespace) -> int:
+    """Envoy's bootstrap for this config, for running the edge under a
+    supervisor of one's own (see docs/deploy.md)."""
+    text = render_envoy_config(config)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
 
 
 def cmd_console(config: MeshConfig, args: argparse.Namespace) -> int:
@@ -350,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start the whole mesh on this machine")
     p.add_argument("--workers", type=int, default=1, help="worker nodes to start (default 1)")
     p.add_argument("--demo", action="store_true", help="also start the replication demo (Customer/OrderService)")
+    p.add_argument(
+        "--only",
+        metavar="ROLE[,ROLE...]",
+        help="start only these roles on this host, joining the mesh the config names elsewhere; roles: "
+        + ", ".join(mesh.ROLES),
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop what 'up' started")
@@ -357,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="health of every component")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("edge-config", help="print Envoy's configuration for this mesh (to run the edge yourself)")
+    p.add_argument("-o", "--output", default="-", metavar="FILE", help="write it to FILE (default: stdout)")
+    p.set_defaults(func=cmd_edge_config)
 
     p = sub.add_parser("console", help="open the web console in a browser")
     p.add_argument("--print-url", action="store_true", help="only print its URL")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import sys
 import urllib.request
@@ -23,7 +24,7 @@ from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.config import CONFIG_FILE_VAR, MeshConfig
 from gridmesh.console.app import assets_path, check_assets
-from gridmesh.core.errors import Unavailable
+from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.grpc_support.probe import grpc_health
 
@@ -49,6 +50,10 @@ class Component:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}" if self.port else self.host
+
+
+ROLES_FILE = "roles"
+"""Under the run directory: the roles ``up`` took on this host."""
 
 
 def run_dir(config: MeshConfig) -> Path:
@@ -209,22 +214,79 @@ def child_env(env: Mapping[str, str], config_file: str | None) -> dict[str, str]
     return result
 
 
-def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Progress) -> None:
-    """Start whatever of the mesh is not running and wait until all is healthy."""
-    if config.console.enabled:
+ROLES = (
+    "mysql",
+    "rabbitmq",
+    "zookeeper",
+    "kafka",
+    "scheduler",
+    "storekeeper",
+    "eventmanager",
+    "worker",
+    "analytics",
+    "console",
+    "edge",
+    "demo",
+)
+"""What one host of a mesh may run (``gridmesh up --only``): each backing
+service, each of gridmesh's processes (``scheduler`` includes a configured
+standby, ``worker`` every node, ``edge`` is Envoy)."""
+
+
+def role_of(name: str) -> str:
+    """The role of a backing service or component, by its process name."""
+    for prefix, role in (("worker-", "worker"), ("scheduler", "scheduler"), ("demo-", "demo"), ("envoy", "edge")):
+        if name.startswith(prefix):
+            return role
+    return name
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """``--only``'s comma-separated roles; :class:`ConfigError` naming the known ones."""
+    roles = frozenset(r.strip().lower() for r in text.split(",") if r.strip())
+    unknown = sorted(roles - set(ROLES))
+    if unknown or not roles:
+        raise ConfigError(f"--only takes roles among {', '.join(ROLES)}; got {text!r}")
+    return roles
+
+
+def host_roles(config: MeshConfig) -> frozenset[str]:
+    """The roles the last ``up`` on this state directory took (all by default)."""
+    try:
+        return parse_roles((run_dir(config) / ROLES_FILE).read_text())
+    except (OSError, ConfigError):
+        return frozenset(ROLES)
+
+
+def up(
+    config: MeshConfig,
+    *,
+    workers: int,
+    env: Mapping[str, str],
+    progress: Progress,
+    roles: frozenset[str] = frozenset(ROLES),
+) -> None:
+    """Start whatever of the mesh (of ``roles``, on a host that runs only
+    some) is not running and wait until all is healthy."""
+    if config.console.enabled and "console" in roles:
         check_assets(assets_path(config))  # before anything starts
     runs, logs = run_dir(config), log_dir(config)
-    for d in (runs, logs, config.storage_root):
+    for d in (runs, logs):
         d.mkdir(parents=True, exist_ok=True)
-    backing.ensure_backing(config, runs, logs, progress)
-    if config.analytics.enabled:
+    (runs / ROLES_FILE).write_text(",".join(r for r in ROLES if r in roles))
+    wanted = [s for s in backing.backing_services(config) if s.name in roles]
+    backing.ensure_backing(config, runs, logs, progress, services=wanted)
+    if config.analytics.enabled and "analytics" in roles:
         backing.ensure_spark_kafka(config, progress)
+    if "storekeeper" in roles:
+        config.storage_root.mkdir(parents=True, exist_ok=True)
 
-    envoy_config = config.state_path / "envoy" / "envoy.yaml"
-    envoy_config.parent.mkdir(parents=True, exist_ok=True)
-    envoy_config.write_text(render_envoy_config(config))
+    if "edge" in roles:
+        envoy_config = config.state_path / "envoy" / "envoy.yaml"
+        envoy_config.parent.mkdir(parents=True, exist_ok=True)
+        envoy_config.write_text(render_envoy_config(config))
 
-    mesh = components(config, workers, env)
+    mesh = [c for c in components(config, workers, env) if role_of(c.name) in roles]
     to_start = []
     for component in mesh:
         if procs.alive(component.name, runs):
@@ -257,6 +319,9 @@ def up(config: MeshConfig, *, workers: int, env: Mapping[str, str], progress: Pr
                 logs / f"{component.name}.log",
             )
             progress(component.name, f"healthy ({component.address})")
+    disk = storage_space(config)
+    if "storekeeper" in roles and disk.low:
+        progress("storekeeper", f"warning: {disk.describe()}")
 
 
 def down(config: MeshConfig, progress: Progress) -> None:
@@ -267,11 +332,44 @@ def down(config: MeshConfig, progress: Progress) -> None:
         progress(name, "stopped" if stopped else "was not running")
 
 
+@dataclass(frozen=True)
+class DiskSpace:
+    """Free space under the storage root (where results are written)."""
+
+    root: Path
+    free_bytes: int
+    low_bytes: int
+
+    @property
+    def low(self) -> bool:
+        return self.free_bytes < self.low_bytes
+
+    def describe(self) -> str:
+        text = f"{_size(self.free_bytes)} free under {self.root}"
+        return f"{text} (less than {_size(self.low_bytes)}: results will soon fail to store)" if self.low else text
+
+
+def storage_space(config: MeshConfig) -> DiskSpace:
+    """Free space of the file system the storage root is (or will be) on."""
+    root = config.storage_root
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    return DiskSpace(root, shutil.disk_usage(existing).free, config.storekeeper.low_disk_bytes)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def status(config: MeshConfig, workers_hint: int = 0) -> list[tuple[str, str, str, str]]:
-    """Rows of (component, address, pid, health) for every part of the mesh."""
+    """Rows of (component, address, pid, health) for every part of the mesh
+    this host runs (the roles of its last ``up``)."""
     runs = run_dir(config)
+    roles = host_roles(config)
     rows: list[tuple[str, str, str, str]] = []
-    for service in backing.backing_services(config):
+    for service in (s for s in backing.backing_services(config) if s.name in roles):
         pid = procs.alive(service.name, runs)
         health = "healthy" if service.probe() else "DOWN"
         origin = str(pid) if pid else "external"
@@ -280,9 +378,13 @@ def status(config: MeshConfig, workers_hint: int = 0) -> list[tuple[str, str, st
     workers = max(workers_hint, sum(1 for n in recorded if n.startswith("worker-")))
     if any(n.startswith("demo-") for n in recorded):  # started by `gridmesh up --demo`
         config = with_demo(config, {})[0]
-    for component in components(config, workers, os.environ):
+    for component in (c for c in components(config, workers, os.environ) if role_of(c.name) in roles):
         pid = procs.alive(component.name, runs)
         health = component_health(config, component)
         address = analytics_address(config) if component.name == "analytics" else component.address
+        if component.name == "storekeeper":
+            disk = storage_space(config)
+            address = f"{address}, {disk.describe()}"
+            health = "low disk" if health == "healthy" and disk.low else health
         rows.append((component.name, address, str(pid) if pid else "-", health))
     return rows

@@ -5,10 +5,14 @@ One listener serves gRPC and HTTP/JSON on ``config.envoy.port``: the
 ``grpc_json_transcoder`` filter maps the ``google.api.http`` routes of the
 descriptor set to gRPC calls (unary JSON, newline-delimited JSON for server
 streams, ``HttpBody`` as raw bytes, gRPC status → HTTP status); gRPC calls
-pass through. Routes send each ``/gridmesh.v1.<Service>/`` prefix to its
-cluster, and health and reflection to the Scheduler. A ``/v1/…`` path that no
-RPC maps is a JSON 404; every other path goes to the web console's static
-files (when the console is enabled).
+pass through. Only the public API is routed: the Scheduler's and the
+EventManager's RPCs, the StoreKeeper's read RPCs, health and reflection (to
+the Scheduler). The workers' protocol and storing results are for the mesh's
+own processes, which reach each other directly: at the edge those paths
+answer UNIMPLEMENTED (gRPC) or 404 (HTTP) and reach nothing. A ``/v1/…`` path
+that no RPC maps is a JSON 404; every other path goes to the web console's
+static files (when the console is enabled). HTTP/JSON bodies over 4 MiB are
+refused with 413 before reaching a service.
 """
 
 from __future__ import annotations
@@ -38,6 +42,36 @@ NO_SUCH_API_ROUTE = {
     "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
 }
 """What a ``/v1/`` path no RPC maps gets (rather than the console's 404 page)."""
+
+PUBLIC_STOREKEEPER = ("GetResult", "GetResultInfo", "ListResults")
+"""The StoreKeeper's RPCs for clients; storing results is the workers' alone."""
+
+NOT_ROUTED_GRPC_ROUTE = {
+    "match": {
+        "prefix": "/gridmesh.",
+        "headers": [{"name": "content-type", "string_match": {"prefix": "application/grpc"}}],
+    },
+    "direct_response": {"status": 200},
+    "response_headers_to_add": [
+        {"header": {"key": "content-type", "value": "application/grpc"}},
+        {"header": {"key": "grpc-status", "value": "12"}},  # UNIMPLEMENTED
+        {"header": {"key": "grpc-message", "value": "not%20served%20at%20the%20edge%3A%20an%20internal%20RPC"}},
+    ],
+}
+"""Every other gridmesh RPC at the edge — the worker protocol (``WorkQueue``),
+``StoreResult(s)``, a node's ``Worker`` service — answers ``UNIMPLEMENTED``
+(as a trailers-only gRPC response) and reaches no service: only the public
+API is routed. Workers reach the Scheduler and the StoreKeeper directly."""
+
+NOT_ROUTED_HTTP_ROUTE = {
+    "match": {"prefix": "/gridmesh."},
+    "direct_response": {
+        "status": 404,
+        "body": {"inline_string": '{"code":12,"message":"not served at the edge: an internal RPC","details":[]}'},
+    },
+    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+}
+"""The same paths asked for over plain HTTP: 404."""
 
 
 def descriptor_set_path() -> Path:
@@ -86,13 +120,13 @@ def _cluster(name: str, host: str, ports: list[int], health_service: str | None)
     return cluster
 
 
-def _route(prefix: str, cluster: str) -> dict[str, Any]:
+def _route(path: str, cluster: str, *, exact: bool = False) -> dict[str, Any]:
     # timeout 0: watch streams and Consume stay open as long as the client wants.
     # Retries only where the backend surely did nothing: it could not be
     # reached, refused the stream, or answered UNAVAILABLE (e.g. a standby
     # Scheduler) — so during a fail-over calls reach the new leader.
     return {
-        "match": {"prefix": prefix},
+        "match": {"path": path} if exact else {"prefix": path},
         "typed_per_filter_config": UNBUFFERED,
         "route": {
             "cluster": cluster,
@@ -185,15 +219,14 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     }
     routes = [
         _route("/gridmesh.v1.Scheduler/", "scheduler"),
-        _route("/gridmesh.v1.WorkQueue/", "scheduler"),
-        _route("/gridmesh.v1.StoreKeeper/", "storekeeper"),
+        *(_route(f"/gridmesh.v1.StoreKeeper/{method}", "storekeeper", exact=True) for method in PUBLIC_STOREKEEPER),
         _route("/gridmesh.v1.EventManager/", "eventmanager"),
         _route("/grpc.health.v1.Health/", "scheduler"),
         _route("/grpc.reflection.", "scheduler"),
     ]
     if config.demo.enabled:
         routes[-2:-2] = [_route(f"/{service}/", cluster) for service, cluster in DEMO_SERVICES.items()]
-    routes.append(NO_SUCH_API_ROUTE)
+    routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, NO_SUCH_API_ROUTE]
     if config.console.enabled:
         routes.append(
             {"match": {"prefix": "/"}, "route": {"cluster": "console"}, "typed_per_filter_config": UNBUFFERED}
