@@ -481,6 +481,37 @@ def test_a_new_leader_takes_over_queued_and_running_tasks_from_the_store():
     run(body)
 
 
+def test_revisions_follow_every_commit_across_leaders_and_a_resumed_watch_reads_what_changed_since():
+    async def body(h: Harness) -> None:
+        first = await h.submit()
+        mark = (await h.core.get(first)).revision
+        second = await h.submit("echo", params={"a": 1})
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)  # the first task: RUNNING
+        await h.core.report("w1", first, assignment.fencing_token, Success("p", 1, "0" * 64))
+        stored = sorted(h.store.rows.values(), key=lambda t: t.revision)
+        assert [t.task_id for t in stored] == [second, first]  # ordered by their last change
+        assert len({t.revision for t in stored}) == 2 and all(t.revision > mark for t in stored[1:])
+
+        # Every change after the first submit: the current state of each changed task, oldest change first.
+        watcher = h.core.watch([], terminal_only=False)
+        changed = await h.core.changes_after(mark, watcher)
+        assert [(t.task_id, t.state) for t in changed] == [(second, TaskState.QUEUED), (first, TaskState.SUCCEEDED)]
+        terminal = h.core.watch([], terminal_only=True, task_type="noop")
+        assert [t.task_id for t in await h.core.changes_after(0, terminal)] == [first]
+        with pytest.raises(InvalidArgument):
+            await h.core.changes_after(-1, watcher)
+
+        # A new leader continues the revisions from the store: positions only grow.
+        successor = SchedulerCore(h.store, h.log, REGISTRY, SchedulerSettings(lease_ttl_s=10), clock=h.clock)
+        await successor.load()
+        third = await successor.submit(SubmitRequest("noop", {}, "out"))
+        assert third.revision > max(t.revision for t in stored)
+
+    run(body)
+
+
 def test_a_lost_database_stops_the_scheduler():
     async def body(h: Harness) -> None:
         fatal: list[BaseException] = []

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,11 @@ off (``UNAVAILABLE``, e.g. a Scheduler failover) before giving up."""
 WAIT_BACKOFF_S = 0.2
 """Pause before the first re-watch; doubled each time up to :data:`WAIT_BACKOFF_MAX_S`."""
 WAIT_BACKOFF_MAX_S = 3.0
+RESUME_WINDOW_S = 60.0
+"""How long a broken watch keeps trying to resume before it raises."""
+RESUMABLE = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN"})
+"""Errors after which a watch resumes from its last position: the edge or the
+Scheduler went away, or the watch fell behind and was closed."""
 
 MAX_BATCH = 1000
 """Most tasks one ``SubmitTasks`` call carries (the Scheduler's limit)."""
@@ -234,22 +239,43 @@ class TaskClient(ChannelClient):
         change. A finished task raises ``FAILED_PRECONDITION``."""
         return self._unary(self._scheduler.CancelTask, scheduler_pb2.CancelTaskRequest(task_id=task_id))
 
-    def watch(self, task_id: str) -> Generator[common_pb2.TaskEvent, None, None]:
+    def watch(self, task_id: str, resume_after: int = 0) -> Generator[common_pb2.TaskEvent, None, None]:
         """The task's current state, then every change; ends after a terminal
-        state. Closing the iterator early cancels the stream."""
-        return _stream(self._scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id)))
+        state. Closing the iterator early cancels the stream.
+
+        A stream that breaks off (``UNAVAILABLE``: the edge restarting, a
+        Scheduler failing over) is opened again from the last event's
+        ``position``, so no change is missed or repeated; it gives up, with
+        the last error, after :data:`RESUME_WINDOW_S` without getting through.
+        ``resume_after`` starts after a position seen earlier.
+        """
+
+        def open_after(position: int) -> Any:
+            return self._scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id, resume_after=position))
+
+        return _resuming(open_after, resume_after, ends_after_terminal=True)
 
     def watch_all(
-        self, task_ids: Iterable[str] = (), terminal_only: bool = False, task_type: str = ""
+        self, task_ids: Iterable[str] = (), terminal_only: bool = False, task_type: str = "", resume_after: int = 0
     ) -> Generator[common_pb2.TaskEvent, None, None]:
         """Changes of the given tasks (none given = every task), only terminal
         ones if ``terminal_only``, only of ``task_type`` if given. Named tasks'
         current states come first. Never ends by itself: stop iterating (or
-        ``close()`` it) to end it."""
-        request = scheduler_pb2.WatchTasksRequest(
-            task_ids=builtins.list(task_ids), terminal_only=terminal_only, task_type=task_type
-        )
-        return _stream(self._scheduler.WatchTasks(request))
+        ``close()`` it) to end it.
+
+        Resumes by itself as :meth:`watch` does: a break (an edge restart, a
+        Scheduler fail-over) costs no event and repeats none. ``resume_after``
+        (an event's ``position``) starts with every change since.
+        """
+        ids = builtins.list(task_ids)
+
+        def open_after(position: int) -> Any:
+            request = scheduler_pb2.WatchTasksRequest(
+                task_ids=ids, terminal_only=terminal_only, task_type=task_type, resume_after=position
+            )
+            return self._scheduler.WatchTasks(request)
+
+        return _resuming(open_after, resume_after, ends_after_terminal=False)
 
     def wait(self, task_id: str, timeout: float | None = None) -> common_pb2.Task:
         """Blocks until the task is ``SUCCEEDED``, ``FAILED`` or ``CANCELLED``
@@ -377,6 +403,39 @@ def submit_request(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
     )
+
+
+def _resuming(
+    open_after: Callable[[int], Any], position: int, *, ends_after_terminal: bool
+) -> Generator[common_pb2.TaskEvent, None, None]:
+    """Events of watch streams opened by ``open_after(position)``, opened
+    again after the last event's position whenever one breaks off."""
+    broken_since: float | None = None
+    attempt = 0
+    while True:
+        try:
+            with contextlib.closing(_stream(open_after(position))) as events:
+                for event in events:
+                    broken_since, attempt = None, 0
+                    position = max(position, event.position)
+                    yield event
+                    if ends_after_terminal and is_terminal(event.task.state):
+                        return
+            if ends_after_terminal:
+                return  # it ended on its own: the task had ended before resume_after
+            error = TaskError("UNAVAILABLE", "the watch ended")
+        except TaskError as e:
+            if e.code_name not in RESUMABLE:
+                raise
+            error = e
+        now = time.monotonic()
+        broken_since = broken_since or now
+        if now - broken_since > RESUME_WINDOW_S:
+            raise error
+        pause = min(WAIT_BACKOFF_S * 2**attempt, WAIT_BACKOFF_MAX_S)
+        attempt += 1
+        log.warning("the watch broke off (%s); resuming after position %d in %.1f s", error, position, pause)
+        time.sleep(pause)
 
 
 def _stream(call: Any) -> Generator[Any, None, None]:

@@ -94,20 +94,24 @@ class CancelTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class WatchTaskRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "resume_after")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    resume_after: int
+    def __init__(self, task_id: _Optional[str] = ..., resume_after: _Optional[int] = ...) -> None: ...
 
 class WatchTasksRequest(_message.Message):
-    __slots__ = ("task_ids", "terminal_only", "task_type")
+    __slots__ = ("task_ids", "terminal_only", "task_type", "resume_after")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     terminal_only: bool
     task_type: str
-    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., terminal_only: _Optional[bool] = ..., task_type: _Optional[str] = ...) -> None: ...
+    resume_after: int
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., terminal_only: _Optional[bool] = ..., task_type: _Optional[str] = ..., resume_after: _Optional[int] = ...) -> None: ...
 
 class ListTaskTypesRequest(_message.Message):
     __slots__ = ()

@@ -29,7 +29,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gridmesh.core.errors import (
     AlreadyExists,
@@ -57,6 +57,8 @@ MAX_ERROR_CHARS = 8_000
 """A task's error (a worker's report: a message, a traceback) is cut to this
 many characters, keeping its start and, longer, its end (where a traceback
 names the exception)."""
+REPLAY_PAGE = 1000
+"""Changes read from the store at a time when a watch resumes."""
 TERMINAL_TASKS_KEPT = 50_000
 """Finished tasks kept in memory for reads; older ones are read from the store."""
 
@@ -64,8 +66,34 @@ TERMINAL_TASKS_KEPT = 50_000
 # -- ports --------------------------------------------------------------------
 
 
+class Counters(NamedTuple):
+    """The highest numbers a store holds: a new leader continues from them."""
+
+    seq: int
+    fencing_token: int
+    revision: int
+
+
+@dataclass(frozen=True)
+class WatchFilter:
+    """Which committed changes a watch wants."""
+
+    task_ids: frozenset[str] | None = None
+    """None: every task."""
+    terminal_only: bool = False
+    task_type: str = ""
+
+    def wants(self, task: Task) -> bool:
+        if self.task_ids is not None and task.task_id not in self.task_ids:
+            return False
+        if self.task_type and task.task_type != self.task_type:
+            return False
+        return task.state.terminal or not self.terminal_only
+
+
 class TaskStore(Protocol):
-    """Durable task state. Changes are committed in the order they are given."""
+    """Durable task state. Changes are committed in the order they are given,
+    each with its revision (which only grows, across Schedulers)."""
 
     async def insert(self, task: Task) -> None:
         """Commit a new task; :class:`AlreadyExists` if its idempotency key is taken."""
@@ -76,8 +104,13 @@ class TaskStore(Protocol):
     async def load_active(self) -> list[Task]:
         """Every QUEUED and RUNNING task, in dispatch order."""
 
-    async def counters(self) -> tuple[int, int]:
-        """The highest ``seq`` and fencing token ever stored."""
+    async def counters(self) -> Counters:
+        """The highest ``seq``, fencing token and revision ever stored."""
+
+    async def changes_after(self, after: int, watch: WatchFilter, limit: int) -> list[Task]:
+        """Tasks ``watch`` wants whose last committed revision is after
+        ``after``, oldest change first, at most ``limit``: the current state
+        of every task changed since."""
 
     async def get(self, task_id: str) -> Task | None: ...
 
@@ -218,20 +251,14 @@ class _Lease:
 class Watcher:
     """One WatchTask/WatchTasks stream: committed task snapshots, in order."""
 
-    def __init__(self, task_ids: frozenset[str] | None, terminal_only: bool, task_type: str = "") -> None:
-        self.task_ids = task_ids
-        self.terminal_only = terminal_only
-        self.task_type = task_type
+    def __init__(self, watch: WatchFilter) -> None:
+        self.filter = watch
         self.queue: asyncio.Queue[tuple[Task, datetime] | None] = asyncio.Queue()
         """Committed snapshots; None ends the watch (the Scheduler stepped down)."""
         self.overflowed = False
 
     def wants(self, task: Task) -> bool:
-        if self.task_ids is not None and task.task_id not in self.task_ids:
-            return False
-        if self.task_type and task.task_type != self.task_type:
-            return False
-        return task.state.terminal or not self.terminal_only
+        return self.filter.wants(task)
 
     def offer(self, task: Task, at: datetime) -> None:
         if self.queue.qsize() >= WATCH_QUEUE_LIMIT:
@@ -292,7 +319,9 @@ class SchedulerCore:
         """Take over the durable state: every QUEUED task is queued again in
         order and every RUNNING task keeps its lease for one more TTL, so its
         worker can renew it. Returns the number of active tasks."""
-        self._seq, self._token = await self._store.counters()
+        counters = await self._store.counters()
+        self._seq, self._token = counters.seq, counters.fencing_token
+        self._revisions = itertools.count(counters.revision + 1)
         expires = self._clock() + self._settings.lease_ttl_s
         for task in await self._store.load_active():
             self._remember(task)
@@ -422,6 +451,9 @@ class SchedulerCore:
         return await asyncio.shield(self._accept(task))
 
     async def _accept(self, task: Task) -> Task:
+        # The revision is taken as the row goes to the store (no await in
+        # between), so revisions follow the store's commit order.
+        task.revision = next(self._revisions)
         try:
             await self._store.insert(task.snapshot())
         except AlreadyExists:
@@ -430,7 +462,6 @@ class SchedulerCore:
             # The row is ours: the insert was committed but its answer was
             # lost and the retried statement found it. It is accepted.
             log.info("task %s: its insert was retried after it had committed", task.task_id)
-        task.revision = next(self._revisions)
         self._remember(task)
         self._publish(task.snapshot(), self._event(LifecycleKind.PENDING, task))
         accepted = task.snapshot()
@@ -503,9 +534,19 @@ class SchedulerCore:
     def watch(self, task_ids: Iterable[str], terminal_only: bool, task_type: str = "") -> Watcher:
         ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)
         self._check_type_filter(task_type)
-        watcher = Watcher(ids or None, terminal_only, task_type)
+        watcher = Watcher(WatchFilter(ids or None, terminal_only, task_type))
         self._watchers.add(watcher)
         return watcher
+
+    async def changes_after(self, after: int, watcher: Watcher, limit: int = REPLAY_PAGE) -> list[Task]:
+        """What ``watcher`` wants of the changes committed after revision
+        ``after`` (the current state of each task changed since), oldest
+        first, at most ``limit``. Read from the store, so it spans restarts
+        and fail-overs. Call it after :meth:`watch`: every change committed
+        later reaches the watcher too."""
+        if after < 0:
+            raise InvalidArgument(f"resume_after must not be negative, got {after}", field="resume_after")
+        return await self._store.changes_after(after, watcher.filter, limit)
 
     def unwatch(self, watcher: Watcher) -> None:
         self._watchers.discard(watcher)

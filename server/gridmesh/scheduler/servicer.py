@@ -75,7 +75,12 @@ def worker_to_proto(worker: WorkerRecord) -> scheduler_pb2.WorkerInfo:
 
 
 def _event(task: Task, at: datetime) -> common_pb2.TaskEvent:
-    return common_pb2.TaskEvent(task=task_to_proto(task), occurred_at=to_timestamp(at))
+    return common_pb2.TaskEvent(task=task_to_proto(task), occurred_at=to_timestamp(at), position=task.revision)
+
+
+def _changed_at(task: Task) -> datetime:
+    """When a task read back (not seen changing) last changed, as far as it shows."""
+    return task.finished_at or task.started_at or task.created_at
 
 
 def _enum(cls: type[Priority] | type[TaskState], value: int, field: str) -> Priority | TaskState:
@@ -169,11 +174,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         try:
             if not request.task_id:
                 raise InvalidArgument("task_id is required", field="task_id")
+            if request.resume_after < 0:
+                raise InvalidArgument("resume_after must not be negative", field="resume_after")
             current = await core.get(request.task_id)
-            yield _event(current, current.finished_at or current.started_at or current.created_at)
+            if current.revision > request.resume_after or not request.resume_after:
+                yield _event(current, _changed_at(current))
             if current.state.terminal:
                 return
-            async for task, at in _drain(watcher, after=current.revision):
+            async for task, at in _drain(watcher, after=max(current.revision, request.resume_after)):
                 yield _event(task, at)
                 if task.state.terminal:
                     return
@@ -187,13 +195,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         watcher = core.watch(request.task_ids, request.terminal_only, request.task_type)
         try:
             latest: dict[str, int] = {}
-            # Tasks named explicitly: their current state first, as WatchTask does.
-            for task_id in dict.fromkeys(request.task_ids):
-                current = await core.get(task_id)
-                latest[current.task_id] = current.revision
-                if watcher.wants(current):
-                    yield _event(current, current.finished_at or current.started_at or current.created_at)
-            async for task, at in _drain(watcher, after=0):
+            after = request.resume_after
+            if after:
+                # Resuming: every change since, from the store (it spans
+                # restarts and fail-overs); then only what is newer goes live.
+                while page := await core.changes_after(after, watcher):
+                    for task in page:
+                        yield _event(task, _changed_at(task))
+                    after = page[-1].revision
+            else:
+                # Tasks named explicitly: their current state first, as WatchTask does.
+                for task_id in dict.fromkeys(request.task_ids):
+                    current = await core.get(task_id)
+                    latest[current.task_id] = current.revision
+                    if watcher.wants(current):
+                        yield _event(current, _changed_at(current))
+            async for task, at in _drain(watcher, after=after):
                 if task.revision <= latest.get(task.task_id, 0):
                     continue
                 yield _event(task, at)

@@ -15,7 +15,7 @@ from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
-from gridmesh.core.scheduler import TaskStore
+from gridmesh.core.scheduler import Counters, TaskStore, WatchFilter
 from gridmesh.core.tasks import Priority, Task, TaskState
 
 MIGRATIONS = [
@@ -46,14 +46,17 @@ MIGRATIONS = [
       KEY ix_tasks_type (task_type, state, seq)
     ) ENGINE=InnoDB
     """,
+    # Every committed change of a task gets the next revision, across
+    # Schedulers: the position a watch resumes after (see changes_after).
+    "ALTER TABLE tasks ADD COLUMN revision BIGINT NOT NULL DEFAULT 0, ADD KEY ix_tasks_revision (revision)",
 ]
 
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at"
+    " created_at, started_at, finished_at, revision"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 19)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -66,6 +69,7 @@ _MUTABLE = (
     "error",
     "started_at",
     "finished_at",
+    "revision",
 )
 # A save is an upsert of the whole row, so that a group of saves is one
 # multi-row statement (see adapters.mysql.Row).
@@ -101,6 +105,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         _naive(task.created_at),
         _naive(task.started_at),
         _naive(task.finished_at),
+        task.revision,
     )
 
 
@@ -125,6 +130,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         created_at=_aware(row[16]) or datetime.now(UTC),
         started_at=_aware(row[17]),
         finished_at=_aware(row[18]),
+        revision=row[19],
     )
 
 
@@ -157,11 +163,34 @@ class MySQLTaskStore(TaskStore):
 
         return await self._db.read(work)
 
-    async def counters(self) -> tuple[int, int]:
-        def work(cur: Cursor) -> tuple[int, int]:
-            cur.execute("SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(fencing_token), 0) FROM tasks")
+    async def counters(self) -> Counters:
+        def work(cur: Cursor) -> Counters:
+            cur.execute(
+                "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(fencing_token), 0), COALESCE(MAX(revision), 0) FROM tasks"
+            )
             row = cur.fetchone()
-            return (int(row[0]), int(row[1])) if row else (0, 0)
+            return Counters(int(row[0]), int(row[1]), int(row[2])) if row else Counters(0, 0, 0)
+
+        return await self._db.read(work)
+
+    async def changes_after(self, after: int, watch: WatchFilter, limit: int) -> list[Task]:
+        clauses: list[str] = ["revision>%s"]
+        args: list[object] = [after]
+        if watch.task_ids is not None:
+            clauses.append(f"task_id IN ({', '.join(['%s'] * len(watch.task_ids))})")
+            args += sorted(watch.task_ids)
+        if watch.task_type:
+            clauses.append("task_type=%s")
+            args.append(watch.task_type)
+        if watch.terminal_only:
+            terminal = [int(s) for s in TaskState if s.terminal]
+            clauses.append(f"state IN ({', '.join(['%s'] * len(terminal))})")
+            args += terminal
+
+        def work(cur: Cursor) -> list[Task]:
+            where = " AND ".join(clauses)
+            cur.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY revision LIMIT %s", (*args, limit))
+            return [_task(r) for r in cur.fetchall()]
 
         return await self._db.read(work)
 
@@ -230,10 +259,19 @@ class MemoryTaskStore(TaskStore):
         active = [t.snapshot() for t in self.rows.values() if t.state in (TaskState.QUEUED, TaskState.RUNNING)]
         return sorted(active, key=lambda t: (-t.priority, t.seq))
 
-    async def counters(self) -> tuple[int, int]:
-        return max((t.seq for t in self.rows.values()), default=0), max(
-            (t.fencing_token for t in self.rows.values()), default=0
+    async def counters(self) -> Counters:
+        rows = self.rows.values()
+        return Counters(
+            max((t.seq for t in rows), default=0),
+            max((t.fencing_token for t in rows), default=0),
+            max((t.revision for t in rows), default=0),
         )
+
+    async def changes_after(self, after: int, watch: WatchFilter, limit: int) -> list[Task]:
+        changed = sorted(
+            (t for t in self.rows.values() if t.revision > after and watch.wants(t)), key=lambda t: t.revision
+        )
+        return [t.snapshot() for t in changed[:limit]]
 
     async def get(self, task_id: str) -> Task | None:
         task = self.rows.get(task_id)
