@@ -19,7 +19,8 @@ def _parts(config):
         f["typed_config"] for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.grpc_json_transcoder"
     )
     clusters = {c["name"]: c for c in built["static_resources"]["clusters"]}
-    return transcoder["services"], [r["match"]["prefix"] for r in routes], clusters
+    paths = [r["match"].get("prefix") or r["match"]["path"] for r in routes]
+    return transcoder["services"], paths, clusters
 
 
 def test_without_the_demo_envoy_neither_routes_nor_transcodes_it():

@@ -55,7 +55,7 @@ NOT_ROUTED_GRPC_ROUTE = {
     "response_headers_to_add": [
         {"header": {"key": "content-type", "value": "application/grpc"}},
         {"header": {"key": "grpc-status", "value": "12"}},  # UNIMPLEMENTED
-        {"header": {"key": "grpc-message", "value": "not%20served%20at%20the%20edge%3A%20an%20internal%20RPC"}},
+        {"header": {"key": "grpc-message", "value": "not served at the edge: an internal RPC"}},
     ],
 }
 """Every other gridmesh RPC at the edge — the worker protocol (``WorkQueue``),
@@ -171,7 +171,10 @@ TOO_LARGE_REPLY = {
             }
         )
     },
-    "body_format_override": {"text_format": "%LOCAL_REPLY_BODY%", "content_type": "application/json"},
+    "body_format_override": {
+        "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+        "content_type": "application/json",
+    },
 }
 """Envoy's own 413 (a body over :data:`MAX_JSON_BODY_BYTES`) as the JSON
 error shape the services answer with."""
