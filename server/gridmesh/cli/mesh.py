@@ -152,7 +152,9 @@ def with_demo(config: MeshConfig, env: Mapping[str, str]) -> tuple[MeshConfig, d
 
 
 def component_health(config: MeshConfig, component: Component) -> str:
-    """``healthy``, ``standby`` (a Scheduler waiting to lead) or what is wrong."""
+    """``healthy``, ``standby`` (a Scheduler ready to lead while another
+    does), ``waiting for leadership`` (no Scheduler leads yet: the last
+    leader's ZooKeeper session has not expired) or what is wrong."""
     if component.name == "analytics":
         return analytics_health(config)
     if component.name == "envoy":
@@ -162,7 +164,9 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     health = grpc_health(component.address, component.health_service)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
-        return "standby"
+        others = [a for a in config.scheduler_addresses if a != component.address]
+        leads = any(grpc_health(a, component.health_service) == "SERVING" for a in others)
+        return "standby" if leads else "waiting for leadership"
     return "healthy" if health == "SERVING" else health
 
 
