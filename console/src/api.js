@@ -74,19 +74,24 @@ export async function stream(path, onItem, signal) {
 
 // Keeps a stream open: reconnects with backoff when it breaks, calling
 // onState("live" | "reconnecting") and onReconnect() so callers can reload
-// what they may have missed. Returns a function that stops it.
+// what they may have missed. A stream of TaskEvents resumes after the last
+// event's position (resume_after), so the Scheduler replays what changed
+// meanwhile. Returns a function that stops it.
 export function keepStreaming(path, onItem, { onState = () => {}, onReconnect = () => {} } = {}) {
   const controller = new AbortController();
   (async () => {
     let delay = 500;
     let first = true;
+    let position = 0;
     while (!controller.signal.aborted) {
       try {
         if (!first) onReconnect();
         first = false;
         onState("live");
-        await stream(path, (item) => {
+        const resumed = position ? `${path}${path.includes("?") ? "&" : "?"}resume_after=${position}` : path;
+        await stream(resumed, (item) => {
           delay = 500;
+          if (item.position) position = Math.max(position, Number(item.position));
           onItem(item);
         }, controller.signal);
       } catch (e) {
