@@ -512,6 +512,35 @@ def test_revisions_follow_every_commit_across_leaders_and_a_resumed_watch_reads_
     run(body)
 
 
+def test_a_new_leader_emits_again_the_events_after_the_last_acknowledged_position():
+    async def body(h: Harness) -> None:
+        await h.core.load()  # a new mesh: nothing to emit again, the position is kept from here
+        link = h.worker(slots=1)
+
+        async def run_one() -> str:
+            task_id = await h.submit()
+            h.core.grant_credit(link, 1)
+            (assignment,) = h.assignments(link)
+            await h.core.report("w1", task_id, assignment.fencing_token, Success("p", 1, "0" * 64))
+            return task_id
+
+        before = await run_one()
+        await h.core.save_lifecycle_progress()  # every event so far acknowledged and kept
+        after = await run_one()  # its events emitted, but the leader dies before keeping the position
+
+        log = MemoryLifecycleLog()
+        successor = SchedulerCore(h.store, log, REGISTRY, SchedulerSettings(lease_ttl_s=10), clock=h.clock)
+        await successor.load()
+        assert [(e.kind, e.task_id, e.attempt) for e in log.events] == [
+            (LifecycleKind.PENDING, after, 1),
+            (LifecycleKind.COMPLETED, after, 1),
+        ]
+        assert before not in {e.task_id for e in log.events}
+        assert all(e.position == h.store.rows[after].revision for e in log.events)
+
+    run(body)
+
+
 def test_a_lost_database_stops_the_scheduler():
     async def body(h: Harness) -> None:
         fatal: list[BaseException] = []

@@ -10,6 +10,7 @@ thread serves delivery reports.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gridmesh.config import KafkaConfig
-from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind
+from gridmesh.core.lifecycle import Acknowledgements, LifecycleEvent, LifecycleKind
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.v1 import common_pb2
 
@@ -71,6 +72,7 @@ class KafkaLifecycleLog:
             "logger": log,
         }
         self._producer = Producer(settings)
+        self._acks = Acknowledgements()
         self.produced = 0
         self.delivered = 0
         self.dropped = 0
@@ -106,23 +108,29 @@ class KafkaLifecycleLog:
         while not self._stop.is_set():
             self._producer.poll(POLL_INTERVAL_S)
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+    def _delivered(self, position: int, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.delivered += 1
         else:
             self.failed += 1
             log.warning("life-cycle event to %s lost: %s", message.topic(), error)
+        self._acks.done(position)
+
+    def acknowledged(self) -> int:
+        return self._acks.upto()
 
     def emit(self, event: LifecycleEvent) -> None:
+        self._acks.sent(event.position)
         try:
             self._producer.produce(
                 self._topics[event.kind],
                 key=event.task_id.encode(),
                 value=to_proto(event).SerializeToString(),
-                on_delivery=self._delivered,
+                on_delivery=functools.partial(self._delivered, event.position),
             )
             self.produced += 1
         except BufferError:
+            self._acks.done(event.position)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.error(
@@ -131,6 +139,7 @@ class KafkaLifecycleLog:
                     self.dropped,
                 )
         except KafkaException as e:
+            self._acks.done(event.position)
             self.dropped += 1
             log.error("life-cycle event dropped: %s", e)
 

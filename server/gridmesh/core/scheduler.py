@@ -112,6 +112,13 @@ class TaskStore(Protocol):
         ``after``, oldest change first, at most ``limit``: the current state
         of every task changed since."""
 
+    async def lifecycle_position(self) -> int | None:
+        """The revision through which every life-cycle event was delivered
+        (None: never saved)."""
+
+    def save_lifecycle_position(self, position: int) -> asyncio.Future[None]:
+        """Queue a new life-cycle position (it never goes back)."""
+
     async def get(self, task_id: str) -> Task | None: ...
 
     async def find_by_idempotency_key(self, key: str) -> Task | None: ...
@@ -309,6 +316,7 @@ class SchedulerCore:
         self._seq = 0
         self._token = 0
         self._revisions = itertools.count(1)
+        self._lifecycle_saved = 0
         self._failed: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         """Called once if the store fails for good: the process must stop."""
@@ -322,6 +330,7 @@ class SchedulerCore:
         counters = await self._store.counters()
         self._seq, self._token = counters.seq, counters.fencing_token
         self._revisions = itertools.count(counters.revision + 1)
+        await self._replay_lifecycle(counters.revision)
         expires = self._clock() + self._settings.lease_ttl_s
         for task in await self._store.load_active():
             self._remember(task)
@@ -331,6 +340,55 @@ class SchedulerCore:
             else:
                 self._leases[task.task_id] = _Lease(task.worker_id, task.fencing_token, expires)
         return len(self._tasks)
+
+    async def _replay_lifecycle(self, newest: int) -> None:
+        """Emit again the life-cycle events of every change after the last
+        position the log acknowledged: a Scheduler that died may have
+        committed them without their events reaching Kafka (they sat in the
+        producer's buffer). The analytics job keys events by (task, attempt,
+        kind), so an event sent twice counts once."""
+        after = await self._store.lifecycle_position()
+        if after is None:  # a new mesh, or one from before positions were kept
+            await self._store.save_lifecycle_position(newest)
+            self._lifecycle_saved = newest
+            return
+        self._lifecycle_saved = after
+        replayed = 0
+        while page := await self._store.changes_after(after, WatchFilter(), REPLAY_PAGE):
+            for task in page:
+                for event in self._events_of_state(task):
+                    self._lifecycle.emit(event)
+                    replayed += 1
+            after = page[-1].revision
+        if replayed:
+            log.info("emitted %d life-cycle events again (after position %d)", replayed, self._lifecycle_saved)
+
+    def _events_of_state(self, task: Task) -> list[LifecycleEvent]:
+        """The Scheduler's events a task's committed state implies: accepted
+        (pending) and, if it ended, how. (Retries and starts are not implied
+        by a state alone: those are not emitted again.)"""
+
+        def event(kind: LifecycleKind, attempt: int, at: datetime, error: str = "") -> LifecycleEvent:
+            return LifecycleEvent(
+                kind, task.task_id, task.task_type, task.worker_id, attempt, int(task.priority), at, error,
+                task.revision,
+            )  # fmt: skip
+
+        events = [event(LifecycleKind.PENDING, 1, task.created_at)]
+        end = task.finished_at or task.created_at
+        if task.state is TaskState.SUCCEEDED:
+            events.append(event(LifecycleKind.COMPLETED, task.attempt, end))
+        elif task.state is TaskState.FAILED:
+            events.append(event(LifecycleKind.FAILED, task.attempt, end, task.error))
+        return events
+
+    async def save_lifecycle_progress(self) -> None:
+        """Keep the life-cycle log's acknowledged position durably (called
+        every second or so while leading)."""
+        position = self._lifecycle.acknowledged()
+        if position > self._lifecycle_saved:
+            await self._store.save_lifecycle_position(position)
+            self._lifecycle_saved = position
 
     # -- clients -----------------------------------------------------------
 
@@ -851,6 +909,8 @@ class SchedulerCore:
 
     def _publish(self, snapshot: Task, event: LifecycleEvent | None) -> None:
         at = self._now()
+        if event is not None:
+            event = replace(event, position=snapshot.revision)
         if snapshot.task_id in self._tasks:
             self._views[snapshot.task_id] = snapshot
         if snapshot.state.terminal:

@@ -43,6 +43,8 @@ SERVICES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["WorkQueue"].full_name,
 )
 ELECTION_PATH = "scheduler/election"
+LIFECYCLE_SAVE_INTERVAL_S = 1.0
+"""How often the leader keeps the life-cycle log's acknowledged position."""
 REAP_INTERVAL_S = 1.0
 """How often a standby looks for election nodes of dead Schedulers on its machine."""
 
@@ -190,10 +192,20 @@ class Leadership:
             self._expiry.cancel()
 
     async def _expire_leases(self, core: SchedulerCore) -> None:
+        """While leading: expire leases, and keep the life-cycle log's
+        acknowledged position (about every second)."""
         interval = min(1.0, self._settings.lease_ttl_s / 4)
+        saved_at = 0.0
         while True:
             await asyncio.sleep(interval)
             core.expire_leases()
+            now = self._loop.time()
+            if now - saved_at >= LIFECYCLE_SAVE_INTERVAL_S:
+                saved_at = now
+                try:
+                    await core.save_lifecycle_progress()
+                except Exception:
+                    log.warning("could not save the life-cycle position", exc_info=True)
 
     async def close(self) -> None:
         self._quit.set()

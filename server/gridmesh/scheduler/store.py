@@ -49,7 +49,13 @@ MIGRATIONS = [
     # Every committed change of a task gets the next revision, across
     # Schedulers: the position a watch resumes after (see changes_after).
     "ALTER TABLE tasks ADD COLUMN revision BIGINT NOT NULL DEFAULT 0, ADD KEY ix_tasks_revision (revision)",
+    # The revision through which every life-cycle event reached Kafka.
+    "CREATE TABLE lifecycle_progress (id TINYINT NOT NULL PRIMARY KEY, position BIGINT NOT NULL) ENGINE=InnoDB",
 ]
+_SAVE_PROGRESS = (
+    "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
+    "ON DUPLICATE KEY UPDATE position=GREATEST(position, VALUES(position))"
+)
 
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
@@ -173,6 +179,17 @@ class MySQLTaskStore(TaskStore):
 
         return await self._db.read(work)
 
+    async def lifecycle_position(self) -> int | None:
+        def work(cur: Cursor) -> int | None:
+            cur.execute("SELECT position FROM lifecycle_progress WHERE id=1")
+            row = cur.fetchone()
+            return int(row[0]) if row else None
+
+        return await self._db.read(work)
+
+    def save_lifecycle_position(self, position: int) -> asyncio.Future[None]:
+        return self._writer.submit_async(Row(_SAVE_PROGRESS, (position,)))
+
     async def changes_after(self, after: int, watch: WatchFilter, limit: int) -> list[Task]:
         clauses: list[str] = ["revision>%s"]
         args: list[object] = [after]
@@ -237,6 +254,7 @@ class MemoryTaskStore(TaskStore):
 
     def __init__(self) -> None:
         self.rows: dict[str, Task] = {}
+        self.progress: int | None = None
         self.saves = 0
         self.fail_saves = False
 
@@ -266,6 +284,15 @@ class MemoryTaskStore(TaskStore):
             max((t.fencing_token for t in rows), default=0),
             max((t.revision for t in rows), default=0),
         )
+
+    async def lifecycle_position(self) -> int | None:
+        return self.progress
+
+    def save_lifecycle_position(self, position: int) -> asyncio.Future[None]:
+        self.progress = max(self.progress or 0, position)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
 
     async def changes_after(self, after: int, watch: WatchFilter, limit: int) -> list[Task]:
         changed = sorted(
