@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,11 +21,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from gridmesh.cli import backing, mesh, procs
-from gridmesh.clients import TaskClient, TaskError, submit_request
+from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import free_port, mesh_env
+from tests.e2e.watching import TerminalNotices, submit_noops
 from tests.helpers import http_json, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
@@ -328,25 +328,8 @@ def test_a_watch_resumes_after_a_kill_and_sees_every_terminal_notice_exactly_onc
     TaskClient.watch_all(terminal_only) stream resumes by itself from its last
     position and misses no terminal notice and repeats none."""
     fm = fault_mesh
-    notices: list[str] = []
-    probe_id = ""
-    done = threading.Event()
-
-    def watch() -> None:
-        with TaskClient(fm.edge) as client:
-            for event in client.watch_all(terminal_only=True, task_type="noop"):
-                notices.append(event.task.task_id)
-                if done.is_set():
-                    return
-
-    with TaskClient(fm.edge) as client:
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        probe_id = client.submit("noop", {}, "faults").task_id
-        wait_for("the watch to be live", lambda: probe_id in notices)
-        first = _submit_batch(client, 150)
-        assert first is not None
-        ids = list(first)
+    with TerminalNotices(fm.edge) as notices, TaskClient(fm.edge) as client:
+        ids = submit_noops(client, 150, "faults") or []
         if victim == "envoy":
             os.kill(fm.pid("envoy"), signal.SIGKILL)
             fm.restart("envoy")
@@ -356,24 +339,9 @@ def test_a_watch_resumes_after_a_kill_and_sees_every_terminal_notice_exactly_onc
             os.kill(fm.pid(leader), signal.SIGKILL)
             wait_for("the standby to lead", lambda: fm.leader() not in (None, leader), timeout=60)
             fm.restart(leader)
-        more = wait_for("submits to be accepted again", lambda: _submit_batch(client, 150), timeout=60)
-        ids += more
-        wait_for("every terminal notice", lambda: set(ids) <= set(notices), timeout=120)
-        done.set()
-        client.submit("noop", {}, "faults")  # wakes the watch so that it ends
-    watcher.join(timeout=30)
-    ours = [n for n in notices if n in set(ids)]
-    assert sorted(ours) == sorted(ids)  # every notice exactly once: none missed, none repeated
-
-
-def _submit_batch(client: TaskClient, n: int) -> list[str] | None:
-    try:
-        answers = client.submit_many([submit_request("noop", {}, "faults") for _ in range(n)])
-    except TaskError as e:
-        assert e.code_name == "UNAVAILABLE", e
-        return None
-    assert all(not isinstance(a, TaskError) for a in answers), answers
-    return [a.task_id for a in answers if not isinstance(a, TaskError)]
+        ids += wait_for("submits to be accepted again", lambda: submit_noops(client, 150, "faults"), timeout=60)
+        notices.wait_for_all(ids)
+    assert sorted(notices.of(ids)) == sorted(ids)  # every notice exactly once: none missed, none repeated
 
 
 def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_completed_event(fault_mesh):
@@ -382,7 +350,7 @@ def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_completed_eve
     after the last position the log acknowledged, so none is missing."""
     fm = fault_mesh
     with TaskClient(fm.edge) as client:
-        ids = _submit_batch(client, 300) or []
+        ids = submit_noops(client, 300, "faults") or []
         leader = fm.leader()
         assert leader is not None
         wait_for("tasks to be finishing", lambda: client.get(ids[20]).state == SUCCEEDED, timeout=60)

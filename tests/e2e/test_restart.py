@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +21,10 @@ from dataclasses import dataclass
 import pytest
 
 from gridmesh.cli import mesh, procs
-from gridmesh.clients import TaskClient, TaskError, submit_request
+from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
 from tests.conftest import mesh_env
+from tests.e2e.watching import TerminalNotices, submit_noops
 from tests.helpers import http_json, wait_for
 
 log = logging.getLogger("tests.restart")
@@ -91,42 +91,11 @@ def test_a_watch_resumes_across_a_kill_9_and_restart_of_the_only_scheduler(lone_
     notice arrives exactly once."""
     m = lone_scheduler_mesh
     runs = mesh.run_dir(m.config)
-    notices: list[str] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        with TaskClient(m.edge) as client:
-            for event in client.watch_all(terminal_only=True):
-                notices.append(event.task.task_id)
-                if done.is_set():
-                    return
-
-    with TaskClient(m.edge) as client:
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        probe = client.submit("noop", {}, "restart").task_id
-        wait_for("the watch to be live", lambda: probe in notices)
-        ids = _submitted(client, 200) or []
+    with TerminalNotices(m.edge) as notices, TaskClient(m.edge) as client:
+        ids = submit_noops(client, 200, "restart") or []
         os.kill(procs.alive("scheduler", runs) or 0, signal.SIGKILL)
         wait_for("the Scheduler to die", lambda: procs.alive("scheduler", runs) is None)
         mesh.up(m.config, workers=1, env=m.env, progress=lambda *_: None)
-        ids += wait_for("submits to be accepted again", lambda: _submitted(client, 100), timeout=60)
-        wait_for("every terminal notice", lambda: set(ids) <= set(notices), timeout=120)
-        done.set()
-        client.submit("noop", {}, "restart")  # wakes the watch so that it ends
-    watcher.join(timeout=30)
-    ours = [n for n in notices if n in set(ids)]
-    assert sorted(ours) == sorted(ids)  # none missed, none repeated
-
-
-def _submitted(client: TaskClient, n: int) -> list[str] | None:
-    """The ids of ``n`` noop tasks submitted in one batch; None while the
-    mesh answers UNAVAILABLE."""
-    try:
-        answers = client.submit_many([submit_request("noop", {}, "restart") for _ in range(n)])
-    except TaskError as e:
-        assert e.code_name == "UNAVAILABLE", e
-        return None
-    tasks = [a for a in answers if not isinstance(a, TaskError)]
-    assert len(tasks) == n, answers
-    return [t.task_id for t in tasks]
+        ids += wait_for("submits to be accepted again", lambda: submit_noops(client, 100, "restart"), timeout=60)
+        notices.wait_for_all(ids)
+    assert sorted(notices.of(ids)) == sorted(ids)  # none missed, none repeated
