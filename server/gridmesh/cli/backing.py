@@ -137,15 +137,17 @@ class AptInstaller:
         )
 
 
-def _run_admin(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> None:
+def _run_admin(argv: Sequence[str], timeout: float, cwd: Path | None = None, given: str | None = None) -> None:
     """Run one administrative command to completion; raise :class:`Unavailable`
-    with the tail of its output if it fails."""
+    with the tail of its output if it fails. ``given`` goes to its standard
+    input: what must not show in ``ps`` or in a log (a password)."""
     log.info("running %s", " ".join(argv))
     try:
         done = subprocess.run(
             list(argv),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if given is None else None,
+            input=given,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -420,7 +422,8 @@ class MySQL(BackingService):
                 f"GRANT ALL PRIVILEGES ON `gridmesh\\_%`.* TO {account}",
                 f"GRANT ALL PRIVILEGES ON `%\\_gridmesh\\_%`.* TO {account}",
             ]
-        _run_admin([client, "--protocol=socket", "-u", "root", "-e", "; ".join(statements)], ADMIN_COMMAND_TIMEOUT_S)
+        sql = "".join(f"{statement};\n" for statement in statements)  # on stdin: the password stays out of argv
+        _run_admin([client, "--protocol=socket", "-u", "root"], ADMIN_COMMAND_TIMEOUT_S, given=sql)
         return True
 
     def log_hint(self, log_dir: Path) -> str:
