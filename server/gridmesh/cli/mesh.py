@@ -323,8 +323,7 @@ def up(
                 logs / f"{component.name}.log",
             )
             progress(component.name, f"healthy ({component.address})")
-    disk = storage_space(config)
-    if "storekeeper" in roles and disk.low:
+    if "storekeeper" in roles and (disk := storage_space(config)).low:
         progress("storekeeper", f"warning: {disk.describe()}")
 
 
