@@ -10,14 +10,13 @@ Importing this package does not import pyspark; the Spark parts load when the
 job runs.
 """
 
-from gridmesh.analytics._decode import SCHEMA, Record, decode
+from gridmesh.analytics._decode import Record, decode
 from gridmesh.analytics._sink import BatchOutcome, LifecycleSink, SinkSettings
 from gridmesh.analytics.status import JobStatus, read_status, status_path
 from gridmesh.analytics.tables import MIGRATIONS
 
 __all__ = [
     "MIGRATIONS",
-    "SCHEMA",
     "BatchOutcome",
     "JobStatus",
     "LifecycleSink",

@@ -1,8 +1,8 @@
-"""Kafka record → one row of the streaming DataFrame.
+"""Kafka record of a micro-batch → one :class:`Record` for the sink.
 
-Every record becomes a row: a valid ``TaskLifecycleEvent`` with its fields,
-or a row with ``valid = False`` and the reason, so that malformed and foreign
-records are counted (never dropped silently) and never stop the job.
+Every record becomes a Record: a valid ``TaskLifecycleEvent`` with its
+fields, or one with ``valid = False`` and the reason, so that malformed and
+foreign records are counted (never dropped silently) and never stop the job.
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.core.stats import EARLIEST, LATEST, kind_name
 from gridmesh.v1 import common_pb2
 
-__all__ = ["SCHEMA", "Record", "decode", "kind_of_topic", "occurred_at"]
-
-SCHEMA = (
-    "topic string, kafka_partition int, kafka_offset long, valid boolean, reason string, "
-    "task_id string, task_type string, worker_id string, attempt int, priority int, kind string, occurred_us long"
-)
-"""Spark DDL of a :class:`Record` (same fields, same order)."""
+__all__ = ["Record", "decode", "kind_of_topic", "occurred_at"]
 
 MAX_TASK_ID_CHARS = 64
 MAX_TASK_TYPE_CHARS = 128

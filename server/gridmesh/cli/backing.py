@@ -94,6 +94,8 @@ ProgressLog = Callable[[str], None]
 
 # MySQL error codes meaning "the server is up but refused these credentials".
 _MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698})
+_NOT_LISTENING = -1
+"""Not a MySQL error code: nothing accepts TCP connections at the address."""
 
 
 # -- installation ---------------------------------------------------------------
@@ -193,8 +195,8 @@ class BackingService(abc.ABC):
         return reason is None
 
     def accepting(self) -> bool:
-        """Whether a just-started server is up far enough for :meth:`after_start`
-        (by default: :meth:`probe`)."""
+        """Whether a server is up far enough for :meth:`provision` (by
+        default: :meth:`probe`)."""
         return self.probe()
 
     @abc.abstractmethod
@@ -315,7 +317,13 @@ class MySQL(BackingService):
         return f"{self.host}:{self.port}"
 
     def _connect_error(self) -> tuple[int, str] | None:
-        """``None`` if ``SELECT 1`` works, else ``(error code or 0, message)``."""
+        """``None`` if gridmesh logs in and ``SELECT 1`` works, else
+        ``(MySQL error code, message)``: :data:`_NOT_LISTENING` when nothing
+        accepts TCP connections (said at once, not after a driver timeout),
+        0 for any other failure."""
+        closed = _tcp_open(self.host, self.port)
+        if closed:
+            return _NOT_LISTENING, closed
         import pymysql
 
         try:
@@ -345,16 +353,13 @@ class MySQL(BackingService):
         return None
 
     def check(self) -> str | None:
-        closed = _tcp_open(self.host, self.port)
-        if closed:
-            return closed
         error = self._connect_error()
-        return None if error is None else f"MySQL error {error[0]}: {error[1]}"
+        if error is None:
+            return None
+        return error[1] if error[0] == _NOT_LISTENING else f"MySQL error {error[0]}: {error[1]}"
 
     def accepting(self) -> bool:
         """The server answers, even if it refuses our credentials (yet)."""
-        if _tcp_open(self.host, self.port):
-            return False
         error = self._connect_error()
         return error is None or error[0] in _MYSQL_AUTH_ERRORS
 
@@ -385,8 +390,6 @@ class MySQL(BackingService):
 
     def _refused(self) -> bool:
         """The server answers but refuses our credentials."""
-        if _tcp_open(self.host, self.port):
-            return False
         error = self._connect_error()
         return error is not None and error[0] in _MYSQL_AUTH_ERRORS
 

@@ -66,7 +66,9 @@ class Task:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0
-    """Order of committed changes in this Scheduler process (0 = read from the store)."""
+    """Position of the task's last committed change in the order of every
+    committed change (kept in the store, continued by a new leader; 0 = from
+    before revisions were kept, or not committed yet)."""
 
     def snapshot(self) -> Task:
         return dataclasses.replace(self)

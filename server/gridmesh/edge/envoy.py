@@ -33,18 +33,28 @@ HEALTH_CHECK_INTERVAL = "1s"
 CONNECT_TIMEOUT = "1s"
 
 
-NO_SUCH_API_ROUTE = {
-    "match": {"prefix": "/v1/"},
-    "direct_response": {
-        "status": 404,
-        "body": {"inline_string": '{"code":5,"message":"no API route matches this method and path","details":[]}'},
-    },
-    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
-}
+def _json_error_route(prefix: str, code: int, message: str) -> dict[str, Any]:
+    """Envoy answers every path under ``prefix`` itself: HTTP 404 with the
+    JSON status the services' errors have (``code`` a google.rpc.Code)."""
+    return {
+        "match": {"prefix": prefix},
+        "direct_response": {
+            "status": 404,
+            "body": {
+                "inline_string": json.dumps({"code": code, "message": message, "details": []}, separators=(",", ":"))
+            },
+        },
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
+    }
+
+
+NO_SUCH_API_ROUTE = _json_error_route("/v1/", 5, "no API route matches this method and path")
 """What a ``/v1/`` path no RPC maps gets (rather than the console's 404 page)."""
 
 PUBLIC_STOREKEEPER = ("GetResult", "GetResultInfo", "ListResults")
 """The StoreKeeper's RPCs for clients; storing results is the workers' alone."""
+
+NOT_ROUTED = "not served at the edge: an internal RPC"
 
 NOT_ROUTED_GRPC_ROUTE = {
     "match": {
@@ -55,7 +65,7 @@ NOT_ROUTED_GRPC_ROUTE = {
     "response_headers_to_add": [
         {"header": {"key": "content-type", "value": "application/grpc"}},
         {"header": {"key": "grpc-status", "value": "12"}},  # UNIMPLEMENTED
-        {"header": {"key": "grpc-message", "value": "not served at the edge: an internal RPC"}},
+        {"header": {"key": "grpc-message", "value": NOT_ROUTED}},
     ],
 }
 """Every other gridmesh RPC at the edge — the worker protocol (``WorkQueue``),
@@ -63,14 +73,7 @@ NOT_ROUTED_GRPC_ROUTE = {
 (as a trailers-only gRPC response) and reaches no service: only the public
 API is routed. Workers reach the Scheduler and the StoreKeeper directly."""
 
-NOT_ROUTED_HTTP_ROUTE = {
-    "match": {"prefix": "/gridmesh."},
-    "direct_response": {
-        "status": 404,
-        "body": {"inline_string": '{"code":12,"message":"not served at the edge: an internal RPC","details":[]}'},
-    },
-    "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
-}
+NOT_ROUTED_HTTP_ROUTE = _json_error_route("/gridmesh.", 12, NOT_ROUTED)
 """The same paths asked for over plain HTTP: 404."""
 
 
