@@ -176,6 +176,14 @@ def test_kafka_started_from_its_spec_carries_a_message_keeps_it_across_a_restart
     assert _consume(config.kafka.bootstrap_servers, topic, 1) == [(b"task-1", b"pending")]
 
 
+def test_a_new_kafka_cluster_id_is_never_read_as_an_option(monkeypatch):
+    # A cluster id is URL-safe base64, which may start with '-': the storage
+    # tool took such an id ("-48Qgrr…") for an option and refused to format.
+    drawn = iter([b"\xf8" + bytes(15), bytes(16)])  # the first encodes to "-AAA…"
+    monkeypatch.setattr(backing.uuid, "uuid4", lambda: uuid.UUID(bytes=next(drawn)))
+    assert backing._kafka_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+
 def test_kafka_killed_mid_stream_keeps_every_acknowledged_record(
     config: MeshConfig, run_dir: Path, log_dir: Path
 ) -> None:

@@ -761,8 +761,12 @@ class Kafka(BackingService):
 
 
 def _kafka_cluster_id() -> str:
-    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without
+    padding, never starting with '-' (the storage tool would read it as an
+    option; Kafka's own ``Uuid.randomUuid`` draws again likewise)."""
+    while (cluster := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster
 
 
 def _free_port(host: str) -> int:
