@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import InvalidArgument, NotFound, ResourceExhausted
+from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from gridmesh.core.results import Lease
 from gridmesh.storekeeper.index import InMemoryResultIndex
 from gridmesh.storekeeper.service import ResultService
 
@@ -220,5 +221,118 @@ def test_list_results_pages_through_one_directory_or_all_oldest_first(tmp_path):
             await h.service.list("b", 2, first.next_page_token)
         with pytest.raises(InvalidArgument):
             await h.service.list("a", 2, "garbage")
+
+    run(tmp_path, scenario)
+
+
+# -- completions: a store carrying the worker's lease (SPEC §3) ------------------
+
+
+class ScriptedScheduler:
+    """:class:`~gridmesh.core.results.Completions` that takes the leases in
+    ``current`` (task id → fencing token) and refuses every other, recording
+    what it was asked."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, int] = {}
+        self.committed: dict[str, str] = {}
+        """task id → sha256 the 'Scheduler' committed."""
+        self.checks: list[tuple[str, int]] = []
+        self.unreachable = False
+
+    def _judge(self, task_id: str, lease: Lease) -> None:
+        if self.unreachable:
+            raise Unavailable("no answer from the Scheduler")
+        if self.current.get(task_id) != lease.fencing_token:
+            raise FailedPrecondition(f"lease {lease.fencing_token} of task {task_id} is no longer current")
+
+    async def check(self, task_id: str, lease: Lease) -> None:
+        self.checks.append((task_id, lease.fencing_token))
+        self._judge(task_id, lease)
+
+    async def report(self, result, lease: Lease) -> None:
+        self._judge(result.task_id, lease)
+        self.committed[result.task_id] = result.sha256
+
+
+def _lease(token: int) -> Lease:
+    return Lease(worker_id="w-1", fencing_token=token)
+
+
+def test_a_completion_is_reported_with_the_file_durable_and_answers_at_once_from_memory(tmp_path):
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 7
+
+    async def scenario(h: Harness):
+        stored = await h.service.store(task, "out", b'{"a": 1}', lease=_lease(7))
+        assert scheduler.committed == {task: hashlib.sha256(b'{"a": 1}').hexdigest()}
+        assert (h.root / "out" / f"{task}.json").read_bytes() == b'{"a": 1}'
+        assert await h.service.info(task) == stored  # from memory, or the index once it caught up
+        assert [r.task_id for r in (await h.service.list("out")).results] == [task]
+        assert h.index.entries[task] == stored  # listing waits for the index
+        assert scheduler.checks == []  # nothing was there: no question asked first
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_a_refused_completion_leaves_no_result_under_the_tasks_name(tmp_path):
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 8  # the lease moved on: 7 is stale
+
+    async def scenario(h: Harness):
+        with pytest.raises(FailedPrecondition, match="no longer current"):
+            await h.service.store(task, "out", b'{"stale": true}', lease=_lease(7))
+        assert h.files() == []
+        assert h.index.entries == {}
+        with pytest.raises(NotFound):
+            await h.service.info(task)
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_a_stale_completion_after_the_task_succeeded_keeps_the_committed_result(tmp_path):
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 8
+
+    async def scenario(h: Harness):
+        good = await h.service.store(task, "out", b'{"run": 2}', lease=_lease(8))
+        with pytest.raises(FailedPrecondition):
+            await h.service.store(task, "out", b'{"run": 1}', lease=_lease(7))
+        assert scheduler.checks == [(task, 7)]  # asked before touching the file there
+        assert (h.root / "out" / f"{task}.json").read_bytes() == b'{"run": 2}'
+        assert h.files() == [f"out/{task}.json"]
+        assert await h.service.info(task) == good
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_a_completion_whose_answer_never_came_keeps_its_file_and_a_retry_settles_it(tmp_path):
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 3
+
+    async def scenario(h: Harness):
+        scheduler.unreachable = True
+        with pytest.raises(Unavailable):
+            await h.service.store(task, "out", b"{}", lease=_lease(3))
+        assert h.files() == [f"out/{task}.json"]  # it may have been committed: never taken away
+        scheduler.unreachable = False
+        await h.service.store(task, "out", b"{}", lease=_lease(3))  # the worker's retry
+        assert scheduler.checks == [(task, 3)]
+        assert task in scheduler.committed
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_without_a_scheduler_a_completion_is_refused_and_writes_nothing(tmp_path):
+    task = _task()
+
+    async def scenario(h: Harness):
+        with pytest.raises(FailedPrecondition, match="knows no Scheduler"):
+            await h.service.store(task, "out", b"{}", lease=_lease(1))
+        assert h.files() == []
 
     run(tmp_path, scenario)

@@ -71,17 +71,38 @@ class ScriptedScheduler(scheduler_pb2_grpc.WorkQueueServicer):
 
 
 class AcceptingStoreKeeper(storekeeper_pb2_grpc.StoreKeeperServicer):
+    """Takes every result, and its completion, as the Scheduler would (the
+    completion lands among the Scheduler's reports, with its lease)."""
+
+    def __init__(self, reports: asyncio.Queue[scheduler_pb2.ReportTaskRequest]) -> None:
+        self.reports = reports
+
     async def StoreResults(self, request_iterator, context):
-        async for request in request_iterator:
-            stored = storekeeper_pb2.StoreResultResponse(path=f"out/{request.task_id}.json", sha256="0" * 64)
-            yield storekeeper_pb2.StoreResultsResponse(task_id=request.task_id, stored=stored)
+        async for message in request_iterator:
+            answers = []
+            for request in message.results:
+                assert request.worker_id == "w-test"
+                stored = storekeeper_pb2.StoreResultResponse(path=f"out/{request.task_id}.json", sha256="0" * 64)
+                self.reports.put_nowait(
+                    scheduler_pb2.ReportTaskRequest(
+                        task_id=request.task_id,
+                        fencing_token=request.fencing_token,
+                        success=scheduler_pb2.TaskSuccess(),
+                    )
+                )
+                answers.append(
+                    storekeeper_pb2.StoreResultAnswer(
+                        task_id=request.task_id, fencing_token=request.fencing_token, stored=stored
+                    )
+                )
+            yield storekeeper_pb2.StoreResultsResponse(answers=answers)
 
 
 async def scenario() -> list[tuple[int, str]]:
     scheduler = ScriptedScheduler()
     server = aio.server()
     scheduler_pb2_grpc.add_WorkQueueServicer_to_server(scheduler, server)
-    storekeeper_pb2_grpc.add_StoreKeeperServicer_to_server(AcceptingStoreKeeper(), server)
+    storekeeper_pb2_grpc.add_StoreKeeperServicer_to_server(AcceptingStoreKeeper(scheduler.reports), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     settings = NodeSettings(

@@ -395,6 +395,22 @@ class ReportTaskResponse(_message.Message):
     task: _common_pb2.Task
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ...) -> None: ...
 
+class ReportCompletionsRequest(_message.Message):
+    __slots__ = ("reports", "checks")
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[ReportTaskRequest]
+    checks: _containers.RepeatedCompositeFieldContainer[ReportTaskRequest]
+    def __init__(self, reports: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ..., checks: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class ReportCompletionsResponse(_message.Message):
+    __slots__ = ("results", "checks")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReportResult]
+    checks: _containers.RepeatedCompositeFieldContainer[ReportResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ..., checks: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ...) -> None: ...
+
 class DeregisterWorkerRequest(_message.Message):
     __slots__ = ("worker_id",)
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]

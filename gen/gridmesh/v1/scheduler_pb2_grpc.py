@@ -571,6 +571,11 @@ class WorkQueueStub:
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskResponse.FromString,
                 _registered_method=True)
+        self.ReportCompletions = channel.stream_stream(
+                '/gridmesh.v1.WorkQueue/ReportCompletions',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsResponse.FromString,
+                _registered_method=True)
         self.DeregisterWorker = channel.unary_unary(
                 '/gridmesh.v1.WorkQueue/DeregisterWorker',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.DeregisterWorkerRequest.SerializeToString,
@@ -615,6 +620,16 @@ class WorkQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportCompletions(self, request_iterator, context):
+        """The StoreKeeper's completions: each report is a success whose result file
+        is already durable. Answered like ReportTask, once committed; whatever is
+        pending goes out as one message each way. (Workers cannot report a
+        success themselves: ReportTask and PullTasks refuse one.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeregisterWorker(self, request, context):
         """Leaves the cluster; its leases are released at once.
         """
@@ -644,6 +659,11 @@ def add_WorkQueueServicer_to_server(servicer, server):
                     servicer.ReportTask,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskResponse.SerializeToString,
+            ),
+            'ReportCompletions': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReportCompletions,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsResponse.SerializeToString,
             ),
             'DeregisterWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.DeregisterWorker,
@@ -762,6 +782,33 @@ class WorkQueue:
             '/gridmesh.v1.WorkQueue/ReportTask',
             gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskRequest.SerializeToString,
             gridmesh_dot_v1_dot_scheduler__pb2.ReportTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCompletions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gridmesh.v1.WorkQueue/ReportCompletions',
+            gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.ReportCompletionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

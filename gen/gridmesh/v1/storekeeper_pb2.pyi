@@ -12,16 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StoreResultRequest(_message.Message):
-    __slots__ = ("task_id", "result_dir", "content", "content_type")
+    __slots__ = ("task_id", "result_dir", "content", "content_type", "worker_id", "fencing_token", "started_at")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     result_dir: str
     content: bytes
     content_type: str
-    def __init__(self, task_id: _Optional[str] = ..., result_dir: _Optional[str] = ..., content: _Optional[bytes] = ..., content_type: _Optional[str] = ...) -> None: ...
+    worker_id: str
+    fencing_token: int
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., result_dir: _Optional[str] = ..., content: _Optional[bytes] = ..., content_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StoreResultResponse(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")
@@ -33,17 +39,31 @@ class StoreResultResponse(_message.Message):
     sha256: str
     def __init__(self, path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
+class StoreResultsRequest(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StoreResultRequest]
+    def __init__(self, results: _Optional[_Iterable[_Union[StoreResultRequest, _Mapping]]] = ...) -> None: ...
+
 class StoreResultsResponse(_message.Message):
-    __slots__ = ("task_id", "stored", "code", "error")
+    __slots__ = ("answers",)
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    answers: _containers.RepeatedCompositeFieldContainer[StoreResultAnswer]
+    def __init__(self, answers: _Optional[_Iterable[_Union[StoreResultAnswer, _Mapping]]] = ...) -> None: ...
+
+class StoreResultAnswer(_message.Message):
+    __slots__ = ("task_id", "stored", "code", "error", "fencing_token")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STORED_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     stored: StoreResultResponse
     code: int
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., stored: _Optional[_Union[StoreResultResponse, _Mapping]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    fencing_token: int
+    def __init__(self, task_id: _Optional[str] = ..., stored: _Optional[_Union[StoreResultResponse, _Mapping]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class GetResultRequest(_message.Message):
     __slots__ = ("task_id",)

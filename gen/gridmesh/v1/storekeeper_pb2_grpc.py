@@ -42,7 +42,7 @@ class StoreKeeperStub:
                 _registered_method=True)
         self.StoreResults = channel.stream_stream(
                 '/gridmesh.v1.StoreKeeper/StoreResults',
-                request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
+                request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
                 _registered_method=True)
         self.GetResult = channel.unary_stream(
@@ -74,7 +74,14 @@ class StoreKeeperServicer:
 
     def StoreResults(self, request_iterator, context):
         """Many StoreResult calls on one stream (what worker nodes use): each
-        answer comes once that result is durable, in any order.
+        answer comes once that result is durable, in any order; whatever is
+        pending goes out as one message each way. A request that
+        carries its task's lease (fencing_token) completes the task: once the file
+        is durable the StoreKeeper reports the completion to the Scheduler itself
+        and answers only when the Scheduler committed it. A completion the
+        Scheduler refuses (the lease is no longer current) is answered with its
+        refusal, and the result is not kept: whatever the task's file held before
+        is back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,7 +116,7 @@ def add_StoreKeeperServicer_to_server(servicer, server):
             ),
             'StoreResults': grpc.stream_stream_rpc_method_handler(
                     servicer.StoreResults,
-                    request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.FromString,
+                    request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.SerializeToString,
             ),
             'GetResult': grpc.unary_stream_rpc_method_handler(
@@ -180,7 +187,7 @@ class StoreKeeper:
             request_iterator,
             target,
             '/gridmesh.v1.StoreKeeper/StoreResults',
-            gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultRequest.SerializeToString,
+            gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.SerializeToString,
             gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
             options,
             channel_credentials,

@@ -35,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from gridmesh.core.errors import (
+    AlreadyExists,
     FailedPrecondition,
     GridmeshError,
     InvalidArgument,
@@ -60,9 +61,13 @@ class FileStore:
 
     # -- writing ------------------------------------------------------------
 
-    def write_atomic(self, relative_dir: str, filename: str, content: bytes) -> tuple[str, int, str]:
+    def write_atomic(
+        self, relative_dir: str, filename: str, content: bytes, *, replace: bool = True
+    ) -> tuple[str, int, str]:
         """Make ``<root>/<relative_dir>/<filename>`` hold exactly ``content``,
-        durably, replacing any previous version atomically.
+        durably, replacing any previous version atomically; with
+        ``replace=False``, :class:`AlreadyExists` instead if there is one
+        (nothing is written then).
 
         Returns the path relative to the root, the size in bytes and the
         SHA-256 hex digest of what was written.
@@ -74,6 +79,8 @@ class FileStore:
             directory = self._ensure_dir(parts)
             dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
             try:
+                if not replace and _exists_in(dir_fd, filename):
+                    raise AlreadyExists(f"{relative} exists")
                 _replace_in(dir_fd, filename, content)
                 os.fsync(dir_fd)
             finally:
@@ -81,6 +88,15 @@ class FileStore:
         except OSError as e:
             raise self._write_error(e, relative) from None
         return relative, len(content), hashlib.sha256(content).hexdigest()
+
+    def remove(self, relative_path: str) -> None:
+        """Delete the file at ``relative_path`` durably (none there: nothing to do)."""
+        path = self._existing(relative_path)
+        try:
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise Unavailable(f"cannot remove result file {relative_path}: {_reason(e)}") from None
 
     def _write_error(self, error: OSError, relative: str) -> GridmeshError:
         where = f"(storage root {self.root}, writing {relative})"
@@ -174,6 +190,14 @@ def _replace_in(dir_fd: int, filename: str, content: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp, dir_fd=dir_fd)
         raise
+
+
+def _exists_in(dir_fd: int, filename: str) -> bool:
+    try:
+        os.stat(filename, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

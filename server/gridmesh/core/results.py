@@ -18,6 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gridmesh.core.errors import InvalidArgument, ResourceExhausted
 from gridmesh.core.names import check_result_dir, check_uuid
@@ -57,6 +58,32 @@ class StoredResult:
     def key(self) -> ResultKey:
         """Position of this result in listings."""
         return ResultKey(self.result_dir, self.stored_at, self.task_id)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The lease a worker held on the task whose result it hands over: the
+    result completes the task only if this lease is still current."""
+
+    worker_id: str
+    fencing_token: int
+    started_at: datetime | None = None
+
+
+class Completions(Protocol):
+    """The Scheduler, as the StoreKeeper reports completions to it."""
+
+    async def check(self, task_id: str, lease: Lease) -> None:
+        """Returns if a completion on ``lease`` would be taken (or was
+        already); :class:`FailedPrecondition` if the lease is not current.
+        Changes nothing."""
+        ...
+
+    async def report(self, result: StoredResult, lease: Lease) -> None:
+        """Report ``result`` (durable) as the task's success; returns once
+        the Scheduler committed it. :class:`FailedPrecondition` if it refused
+        the lease; :class:`Unavailable` if the outcome is unknown."""
+        ...
 
 
 @dataclass(frozen=True, order=True)
@@ -220,6 +247,8 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
     "RESULT_SUFFIX",
+    "Completions",
+    "Lease",
     "ListQuery",
     "ResultKey",
     "ResultPage",

@@ -755,23 +755,9 @@ class SchedulerCore:
     async def report(self, worker_id: str, task_id: str, token: int, outcome: Outcome) -> Task:
         """End a leased task. Refused (and nothing changes) unless
         ``token`` is the task's current lease held by ``worker_id``."""
-        self._check_alive()
-        task_id = check_uuid(task_id, "task_id")
-        task = self._tasks.get(task_id)
-        if (
-            task is not None
-            and task.state in (TaskState.SUCCEEDED, TaskState.FAILED)
-            and task.fencing_token == token
-            and task.worker_id == worker_id
-        ):
-            return self._views.get(task_id, task).snapshot()  # the same report again (a lost answer)
-        if task is None or task.state is not TaskState.RUNNING or task.fencing_token != token:
-            state = task.state.name if task is not None else "unknown"
-            raise FailedPrecondition(
-                f"lease {token} of task {task_id} is no longer current (the task is {state}); report ignored"
-            )
-        if task.worker_id != worker_id:
-            raise FailedPrecondition(f"task {task_id} is leased to {task.worker_id}, not {worker_id}; report ignored")
+        task, reported = await self._leased(worker_id, task_id, token)
+        if reported:
+            return self._views.get(task.task_id, task).snapshot()  # the same report again (a lost answer)
         if isinstance(outcome, Success):
             self._release_lease(task)
             task.state = TaskState.SUCCEEDED
@@ -792,6 +778,37 @@ class SchedulerCore:
         self._dispatch()
         await done
         return task.snapshot()
+
+    async def check_lease(self, worker_id: str, task_id: str, token: int) -> None:
+        """Whether a report on this lease would be taken: returns if so (also
+        when it was taken already), raises :class:`FailedPrecondition` as
+        :meth:`report` would if not. Changes nothing."""
+        await self._leased(worker_id, task_id, token)
+
+    async def _leased(self, worker_id: str, task_id: str, token: int) -> tuple[Task, bool]:
+        """The task ``token`` leases to ``worker_id``, and whether it was
+        reported already; :class:`FailedPrecondition` if the lease is not
+        (or no longer) current. A task no longer in memory (finished long
+        ago, or before a failover) is read from the store, so a report
+        repeated late is still recognised as taken."""
+        self._check_alive()
+        task_id = check_uuid(task_id, "task_id")
+        task = self._tasks.get(task_id) or await self._store.get(task_id)
+        if (
+            task is not None
+            and task.state in (TaskState.SUCCEEDED, TaskState.FAILED)
+            and task.fencing_token == token
+            and task.worker_id == worker_id
+        ):
+            return task, True
+        if task is None or task.state is not TaskState.RUNNING or task.fencing_token != token:
+            state = task.state.name if task is not None else "unknown"
+            raise FailedPrecondition(
+                f"lease {token} of task {task_id} is no longer current (the task is {state}); report ignored"
+            )
+        if task.worker_id != worker_id:
+            raise FailedPrecondition(f"task {task_id} is leased to {task.worker_id}, not {worker_id}; report ignored")
+        return task, False
 
     def expire_leases(self) -> int:
         """Retry every task whose lease expired; returns how many."""

@@ -50,6 +50,15 @@ def status_code(error: errors.GridmeshError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def error_of(code: int, message: str) -> errors.GridmeshError:
+    """The gridmesh error a peer's answer code stands for (the inverse of
+    :func:`status_code`; a code without its own class is :class:`Internal`)."""
+    for cls, status in STATUS_CODES.items():
+        if status.value[0] == code and cls is not errors.ConfigError:
+            return cls(message)
+    return errors.Internal(message)
+
+
 def status_proto(error: errors.GridmeshError) -> status_pb2.Status:
     """``error`` as a ``google.rpc.Status``, with a field violation if it names
     a field: what a call would have failed with, as a value (the per-item

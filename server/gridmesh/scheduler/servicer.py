@@ -34,6 +34,7 @@ from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.errors import status_code, status_proto
+from gridmesh.grpc_support.streams import answer_each
 from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -290,7 +291,7 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
 
         async def answer(report: scheduler_pb2.ReportTaskRequest) -> None:
             try:
-                await core.report(worker_id, report.task_id, report.fencing_token, _outcome(report))
+                await core.report(worker_id, report.task_id, report.fencing_token, _worker_outcome(report))
                 link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token))
             except GridmeshError as e:
                 link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token, e))
@@ -348,8 +349,39 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
         self, request: scheduler_pb2.ReportTaskRequest, context: aio.ServicerContext
     ) -> scheduler_pb2.ReportTaskResponse:
         core = self._holder.get()
-        task = await core.report(request.worker_id, request.task_id, request.fencing_token, _outcome(request))
+        task = await core.report(request.worker_id, request.task_id, request.fencing_token, _worker_outcome(request))
         return scheduler_pb2.ReportTaskResponse(task=task_to_proto(task))
+
+    async def ReportCompletions(
+        self, request_iterator: AsyncIterator[scheduler_pb2.ReportCompletionsRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[scheduler_pb2.ReportCompletionsResponse]:
+        core = self._holder.get()
+
+        async def answer(item: tuple[bool, scheduler_pb2.ReportTaskRequest]) -> tuple[bool, scheduler_pb2.ReportResult]:
+            check, report = item
+            try:
+                if check:
+                    await core.check_lease(report.worker_id, report.task_id, report.fencing_token)
+                else:
+                    await core.report(report.worker_id, report.task_id, report.fencing_token, _completion(report))
+                error = None
+            except GridmeshError as e:
+                error = e
+            return check, _report_result(ReportAck(report.task_id, report.fencing_token, error))
+
+        def pack(answers: list[tuple[bool, scheduler_pb2.ReportResult]]) -> scheduler_pb2.ReportCompletionsResponse:
+            return scheduler_pb2.ReportCompletionsResponse(
+                results=[result for check, result in answers if not check],
+                checks=[result for check, result in answers if check],
+            )
+
+        async for response in answer_each(
+            request_iterator,
+            lambda message: [*((True, c) for c in message.checks), *((False, r) for r in message.reports)],
+            answer,
+            pack,
+        ):
+            yield response
 
     async def DeregisterWorker(
         self, request: scheduler_pb2.DeregisterWorkerRequest, context: aio.ServicerContext
@@ -358,11 +390,22 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
         return scheduler_pb2.DeregisterWorkerResponse()
 
 
-def _outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
+def _completion(request: scheduler_pb2.ReportTaskRequest) -> Success:
+    if request.WhichOneof("outcome") != "success":
+        raise InvalidArgument("a completion reports a success", field="success")
+    s = request.success
+    return Success(s.result_path, s.result_size_bytes, s.result_sha256)
+
+
+def _worker_outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
+    """What a worker reports itself: only the StoreKeeper reports a success
+    (once the result is durable), so a worker cannot claim one."""
     kind = request.WhichOneof("outcome")
     if kind == "success":
-        s = request.success
-        return Success(s.result_path, s.result_size_bytes, s.result_sha256)
+        raise InvalidArgument(
+            "a success is reported by the StoreKeeper: store the result with its lease (StoreResults)",
+            field="success",
+        )
     if kind == "failure":
         return Failure(request.failure.error)
     if kind == "crash":
@@ -389,13 +432,14 @@ def _pull_response(items: list[LinkItem]) -> scheduler_pb2.PullTasksResponse:
         elif isinstance(item, DrainNotice):
             response.drain = True
         else:
-            code = status_code(item.error).value[0] if item.error is not None else 0
-            response.report_results.append(
-                scheduler_pb2.ReportResult(
-                    task_id=item.task_id,
-                    fencing_token=item.fencing_token,
-                    code=code,
-                    message=item.error.message if item.error is not None else "",
-                )
-            )
+            response.report_results.append(_report_result(item))
     return response
+
+
+def _report_result(ack: ReportAck) -> scheduler_pb2.ReportResult:
+    return scheduler_pb2.ReportResult(
+        task_id=ack.task_id,
+        fencing_token=ack.fencing_token,
+        code=status_code(ack.error).value[0] if ack.error is not None else 0,
+        message=ack.error.message if ack.error is not None else "",
+    )

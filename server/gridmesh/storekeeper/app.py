@@ -1,7 +1,8 @@
 """Composition root of the StoreKeeper process: a file store under the
-storage root and a MySQL result index wired into the result service, served
-over gRPC. Shutdown (after the server stopped): file operations under way
-finish, then the index commits what is queued and closes."""
+storage root, a MySQL result index and the completion stream to the
+Scheduler wired into the result service, served over gRPC. Shutdown (after
+the server stopped): file operations under way finish, then the index
+commits what is queued and closes, then the completion stream."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from gridmesh.adapters.filestore import FileStore
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
+from gridmesh.storekeeper.completions import SchedulerCompletions
 from gridmesh.storekeeper.index import ResultIndex
 from gridmesh.storekeeper.mysql_index import MySQLResultIndex
 from gridmesh.storekeeper.service import ResultService
@@ -30,7 +32,10 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
     its schema: this blocks; :func:`serve` does it on a thread)."""
     if index is None:
         index = MySQLResultIndex.open(config.mysql, config.database("storekeeper"))
-    service = ResultService(FileStore(config.storage_root), index, max_result_bytes=config.storekeeper.max_result_bytes)
+    completions = SchedulerCompletions(config.scheduler_addresses)
+    service = ResultService(
+        FileStore(config.storage_root), index, completions, max_result_bytes=config.storekeeper.max_result_bytes
+    )
     servicer = StoreKeeperServicer(service)
     host = build_grpc_server(
         f"{config.storekeeper.host}:{config.storekeeper.port}",
@@ -40,7 +45,7 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
         # larger ones itself, naming the limit.
         options=[("grpc.max_receive_message_length", config.storekeeper.max_result_bytes + MESSAGE_OVERHEAD_BYTES)],
     )
-    host.close_adapters += [service.close, index.close]
+    host.close_adapters += [service.close, index.close, completions.close]
     return host
 
 

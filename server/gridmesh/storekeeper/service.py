@@ -1,13 +1,25 @@
-"""The StoreKeeper's logic: store a result durably, then index it; find,
-stream and list stored results. No gRPC here; the servicer converts.
+"""The StoreKeeper's logic: store a result durably, then index it, or
+complete a task with it; find, stream and list stored results. No gRPC here;
+the servicer converts.
 
-A store is made durable in this order: the file (atomic, fsync'ed, see
+A plain store is made durable in this order: the file (atomic, fsync'ed, see
 :class:`~gridmesh.adapters.filestore.FileStore`), then its index entry
 (committed). A store that fails half-way leaves at most a complete file
-without an entry, which the caller's retry overwrites. Stores of the same
-task are serialised in this process, so the indexed size and digest are
-always those of the file on disk; one StoreKeeper process owns a storage
-root.
+without an entry, which the caller's retry overwrites.
+
+A completion (a store carrying the worker's lease, SPEC §3) is made durable
+as: the file, then the Scheduler's commit of the task's success with the
+file's path, size and digest (:class:`~gridmesh.core.results.Completions`).
+The task row is then the record of the result; the index entry follows
+off the latency path (until it is committed, this process answers from
+memory). A completion the Scheduler refuses leaves no result under the
+task's name: its file is removed again. So that removing it can never take
+away a result that was committed before, a file already there is replaced
+only after the Scheduler confirmed the lease is current.
+
+Stores of the same task are serialised in this process, so the recorded size
+and digest are always those of the file on disk; one StoreKeeper process owns
+a storage root.
 
 File I/O runs on this service's own small thread pool, never on the event
 loop; reading a result holds one chunk in memory at a time.
@@ -24,11 +36,14 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import NotFound
+from gridmesh.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from gridmesh.core.results import (
     CHUNK_BYTES,
+    Completions,
+    Lease,
     ResultPage,
     StoredResult,
+    StoreRequest,
     check_list_query,
     check_store_request,
     check_task_id,
@@ -57,6 +72,7 @@ class ResultService:
         self,
         files: FileStore,
         index: ResultIndex,
+        completions: Completions | None = None,
         *,
         max_result_bytes: int,
         clock: Callable[[], datetime] = utc_now,
@@ -64,43 +80,97 @@ class ResultService:
     ) -> None:
         self._files = files
         self._index = index
+        self._completions = completions
+        self._unindexed: dict[str, tuple[StoredResult, asyncio.Future[None]]] = {}
+        """Completed results whose index entry is not committed yet."""
         self._max_result_bytes = max_result_bytes
         self._clock = clock
         self._chunk_bytes = chunk_bytes
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="storekeeper-io")
         self._locks = _KeyedLocks()
 
-    async def store(self, task_id: str, result_dir: str, content: bytes, content_type: str = "") -> StoredResult:
+    async def store(
+        self, task_id: str, result_dir: str, content: bytes, content_type: str = "", lease: Lease | None = None
+    ) -> StoredResult:
         """Write ``<root>/<result_dir>/<task_id>.json`` atomically and durably,
-        then index it; storing the same task again replaces both.
+        then index it (or, with the worker's ``lease``, complete the task with
+        it); storing the same task again replaces both.
 
         Raises :class:`InvalidArgument` for a bad id, directory or content
         type and :class:`ResourceExhausted` above ``max_result_bytes``;
-        nothing is written then. (A task's result_dir never changes, so a
-        store again goes to the same file; were it stored under another
+        nothing is written then. With a lease, :class:`FailedPrecondition` if
+        the Scheduler refused it (no result is left under the task's name)
+        and :class:`Unavailable` if its answer never came (the file stays;
+        storing it again settles it). (A task's result_dir never changes, so
+        a store again goes to the same file; were it stored under another
         directory, the entry would move and the earlier file stay.)
         """
         request = check_store_request(task_id, result_dir, content, content_type, max_bytes=self._max_result_bytes)
         async with self._locks.hold(request.task_id):
-            path, size, sha256 = await self._run(
-                self._files.write_atomic, request.result_dir, result_filename(request.task_id), request.content
-            )
-            result = StoredResult(
-                task_id=request.task_id,
-                result_dir=request.result_dir,
-                path=path,
-                size_bytes=size,
-                sha256=sha256,
-                content_type=request.content_type,
-                stored_at=self._clock(),
-            )
-            await self._index.put(result)
-        log.debug("stored %s (%d bytes, sha256 %s)", path, size, sha256)
+            if lease is None:
+                result = await self._write(request)
+                await self._index.put(result)
+            else:
+                result = await self._complete(request, lease)
+        log.debug("stored %s (%d bytes, sha256 %s)", result.path, result.size_bytes, result.sha256)
         return result
+
+    async def _write(self, request: StoreRequest, *, replace: bool = True) -> StoredResult:
+        path, size, sha256 = await self._run(
+            self._files.write_atomic,
+            request.result_dir,
+            result_filename(request.task_id),
+            request.content,
+            replace=replace,
+        )
+        return StoredResult(
+            task_id=request.task_id,
+            result_dir=request.result_dir,
+            path=path,
+            size_bytes=size,
+            sha256=sha256,
+            content_type=request.content_type,
+            stored_at=self._clock(),
+        )
+
+    async def _complete(self, request: StoreRequest, lease: Lease) -> StoredResult:
+        if self._completions is None:
+            raise FailedPrecondition("this StoreKeeper reports no completions (it knows no Scheduler)")
+        try:
+            result = await self._write(request, replace=False)
+        except AlreadyExists:
+            # A file is there: maybe the task's committed result (this is a
+            # stale lease), maybe what an earlier completion left. Only a
+            # current lease may replace it.
+            await self._completions.check(request.task_id, lease)
+            result = await self._write(request)
+        try:
+            await self._completions.report(result, lease)
+        except FailedPrecondition:
+            await self._run(self._files.remove, result.path)
+            raise
+        self._index_later(result)
+        return result
+
+    def _index_later(self, result: StoredResult) -> None:
+        """Index ``result`` off the latency path; until then :meth:`info` answers from memory."""
+        put = asyncio.ensure_future(self._index.put(result))
+        self._unindexed[result.task_id] = (result, put)
+
+        def indexed(future: asyncio.Future[None]) -> None:
+            if self._unindexed.get(result.task_id, (None, None))[1] is future:
+                del self._unindexed[result.task_id]
+            if not future.cancelled() and future.exception() is not None:
+                log.error("indexing the result of %s failed: %s", result.task_id, future.exception())
+
+        put.add_done_callback(indexed)
 
     async def info(self, task_id: str) -> StoredResult:
         """The index entry of the task's result; :class:`NotFound` if none."""
         task_id = check_task_id(task_id)
+        pending = self._unindexed.get(task_id)
+        if pending is not None:
+            return pending[0]
         found = await self._index.get(task_id)
         if found is None:
             raise NotFound(f"no result stored for task {task_id}", field="task_id")
@@ -124,15 +194,23 @@ class ResultService:
         """One page of stored results ordered by directory, then oldest
         first; only ``result_dir``'s if given."""
         query = check_list_query(result_dir, page_size, page_token)
+        await self._settle_index()
         rows = await self._index.list(query.result_dir, query.after, query.page_size + 1)
         return page_of(rows, query)
 
     async def close(self) -> None:
         """Let file operations under way finish; refuse new ones. Idempotent.
-        (The index is the caller's to close.)"""
+        (The index is the caller's to close; what was still to index is
+        handed to it first.)"""
+        await self._settle_index()
         await asyncio.to_thread(self._io.shutdown, wait=True, cancel_futures=True)
 
     # -- helpers ------------------------------------------------------------
+
+    async def _settle_index(self) -> None:
+        """Wait until every completed result so far is in the index."""
+        if self._unindexed:
+            await asyncio.wait([put for _, put in self._unindexed.values()])
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.wrap_future(self._io.submit(fn, *args, **kwargs))

@@ -4,7 +4,6 @@ status codes by the server's interceptor."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,9 +13,10 @@ from google.api import httpbody_pb2
 from grpc import aio
 
 from gridmesh.core.errors import GridmeshError
-from gridmesh.core.results import StoredResult
-from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.core.results import Lease, StoredResult
+from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.grpc_support.errors import status_code
+from gridmesh.grpc_support.streams import answer_each
 from gridmesh.storekeeper.service import ResultService
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
 
@@ -30,54 +30,37 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
     async def StoreResult(
         self, request: storekeeper_pb2.StoreResultRequest, context: aio.ServicerContext
     ) -> storekeeper_pb2.StoreResultResponse:
-        stored = await self._service.store(request.task_id, request.result_dir, request.content, request.content_type)
-        return storekeeper_pb2.StoreResultResponse(path=stored.path, size_bytes=stored.size_bytes, sha256=stored.sha256)
+        stored = await self._service.store(
+            request.task_id, request.result_dir, request.content, request.content_type, _lease(request)
+        )
+        return _stored(stored)
 
     async def StoreResults(
-        self, request_iterator: AsyncIterator[storekeeper_pb2.StoreResultRequest], context: aio.ServicerContext
+        self, request_iterator: AsyncIterator[storekeeper_pb2.StoreResultsRequest], context: aio.ServicerContext
     ) -> AsyncIterator[storekeeper_pb2.StoreResultsResponse]:
-        answers: asyncio.Queue[storekeeper_pb2.StoreResultsResponse | None] = asyncio.Queue()
-        stores: set[asyncio.Task[None]] = set()
+        async for response in answer_each(
+            request_iterator,
+            lambda message: message.results,
+            self._answer,
+            lambda answers: storekeeper_pb2.StoreResultsResponse(answers=answers),
+        ):
+            yield response
 
-        async def store(request: storekeeper_pb2.StoreResultRequest) -> None:
-            try:
-                stored = await self._service.store(
-                    request.task_id, request.result_dir, request.content, request.content_type
-                )
-                answers.put_nowait(
-                    storekeeper_pb2.StoreResultsResponse(
-                        task_id=request.task_id,
-                        stored=storekeeper_pb2.StoreResultResponse(
-                            path=stored.path, size_bytes=stored.size_bytes, sha256=stored.sha256
-                        ),
-                    )
-                )
-            except Exception as e:  # answered either way: the worker must not be left waiting
-                if isinstance(e, GridmeshError):
-                    code, message = status_code(e), e.message
-                else:  # a bug: the worker retries
-                    log.exception("storing the result of %s failed", request.task_id)
-                    code, message = grpc.StatusCode.INTERNAL, "the StoreKeeper failed to store it (see its log)"
-                answers.put_nowait(
-                    storekeeper_pb2.StoreResultsResponse(task_id=request.task_id, code=code.value[0], error=message)
-                )
-
-        async def read() -> None:
-            async for request in request_iterator:
-                job = asyncio.create_task(store(request))
-                stores.add(job)
-                job.add_done_callback(stores.discard)
-            if stores:
-                await asyncio.wait(stores)
-            answers.put_nowait(None)
-
-        reader = asyncio.create_task(read())
+    async def _answer(self, request: storekeeper_pb2.StoreResultRequest) -> storekeeper_pb2.StoreResultAnswer:
+        """One store of a stream, answered whatever happens: the worker must not be left waiting."""
+        answer = storekeeper_pb2.StoreResultAnswer(task_id=request.task_id, fencing_token=request.fencing_token)
         try:
-            while (answer := await answers.get()) is not None:
-                yield answer
-            reader.result()
-        finally:
-            reader.cancel()
+            stored = await self._service.store(
+                request.task_id, request.result_dir, request.content, request.content_type, _lease(request)
+            )
+            answer.stored.CopyFrom(_stored(stored))
+        except GridmeshError as e:
+            answer.code, answer.error = status_code(e).value[0], e.message
+        except Exception:  # a bug: the worker retries
+            log.exception("storing the result of %s failed", request.task_id)
+            answer.code = grpc.StatusCode.INTERNAL.value[0]
+            answer.error = "the StoreKeeper failed to store it (see its log)"
+        return answer
 
     async def GetResult(
         self, request: storekeeper_pb2.GetResultRequest, context: aio.ServicerContext
@@ -103,6 +86,18 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
         return storekeeper_pb2.ListResultsResponse(
             results=[result_info(r) for r in page.results], next_page_token=page.next_page_token
         )
+
+
+def _lease(request: storekeeper_pb2.StoreResultRequest) -> Lease | None:
+    """The worker's lease the request carries, if any (a fencing token names one)."""
+    if not request.fencing_token:
+        return None
+    started_at = from_timestamp(request.started_at) if request.HasField("started_at") else None
+    return Lease(worker_id=request.worker_id, fencing_token=request.fencing_token, started_at=started_at)
+
+
+def _stored(stored: StoredResult) -> storekeeper_pb2.StoreResultResponse:
+    return storekeeper_pb2.StoreResultResponse(path=stored.path, size_bytes=stored.size_bytes, sha256=stored.sha256)
 
 
 def result_info(stored: StoredResult) -> storekeeper_pb2.ResultInfo:

@@ -1,6 +1,8 @@
 """A worker node: registers with the Scheduler, pulls work with credit equal
-to its free slots, runs each task in one process of its pool, stores the
-result through the StoreKeeper and only then reports success.
+to its free slots, runs each task in one process of its pool and hands the
+result, with the task's lease, to the StoreKeeper, which stores it and
+reports the completion to the Scheduler itself (SPEC §3). Failures and
+crashes the node reports on its pull stream.
 
 Concurrency: everything here runs on the asyncio loop; a task process's
 answer is awaited as its pipe becoming readable (:meth:`Slot.run`).
@@ -23,6 +25,7 @@ from grpc import aio
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.grpc_support.convert import struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
+from gridmesh.grpc_support.streams import RequestStream
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
 
@@ -34,6 +37,8 @@ REPORT_ATTEMPTS = 8
 REPORT_DEADLINE_S = 120.0
 """How long a finished task's report is retried (a Scheduler failover takes a ZooKeeper session timeout)."""
 RPC_TIMEOUT_S = 10.0
+STORE_TIMEOUT_S = 15.0
+"""How long a completion is awaited: the StoreKeeper may retry its report to the Scheduler for 8 s."""
 DEREGISTER_TIMEOUT_S = 2.0
 
 
@@ -91,60 +96,25 @@ def _backoff(attempt: int) -> float:
     return float(min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt))
 
 
-class ResultUploader:
-    """Stores results through one long-lived StoreResults stream (cheaper
-    than a call per result); answers are matched by task id. When the stream
-    breaks, the stores in flight fail with its error and their callers retry
-    on a new stream (storing a result again is idempotent)."""
-
-    def __init__(self, stub: storekeeper_pb2_grpc.StoreKeeperStub) -> None:
-        self._stub = stub
-        self._answers: dict[str, asyncio.Future[storekeeper_pb2.StoreResultsResponse]] = {}
-        self._requests: asyncio.Queue[storekeeper_pb2.StoreResultRequest] = asyncio.Queue()
-        self._stream: asyncio.Task[None] | None = None
-
-    async def store(self, request: storekeeper_pb2.StoreResultRequest) -> storekeeper_pb2.StoreResultsResponse:
-        answer: asyncio.Future[storekeeper_pb2.StoreResultsResponse] = asyncio.get_running_loop().create_future()
-        self._answers[request.task_id] = answer
-        if self._stream is None or self._stream.done():
-            self._requests = asyncio.Queue()
-            self._stream = asyncio.create_task(self._run(self._requests))
-        self._requests.put_nowait(request)
-        try:
-            return await asyncio.wait_for(answer, RPC_TIMEOUT_S)
-        except TimeoutError:
-            raise aio.AioRpcError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                grpc.aio.Metadata(),
-                grpc.aio.Metadata(),
-                "no answer from the StoreKeeper",
-            ) from None
-        finally:
-            self._answers.pop(request.task_id, None)
-
-    async def _run(self, requests: asyncio.Queue[storekeeper_pb2.StoreResultRequest]) -> None:
-        async def outgoing() -> AsyncIterator[storekeeper_pb2.StoreResultRequest]:
-            while True:
-                yield await requests.get()
-
-        call = self._stub.StoreResults(outgoing())
-        try:
-            async for answer in call:
-                waiting = self._answers.get(answer.task_id)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(answer)
-            error = aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE, aio.Metadata(), aio.Metadata(), "the StoreKeeper ended the stream"
-            )
-        except aio.AioRpcError as e:
-            error = e
-        for waiting in self._answers.values():
-            if not waiting.done():
-                waiting.set_exception(error)
-
-    def close(self) -> None:
-        if self._stream is not None:
-            self._stream.cancel()
+def result_stream(
+    stub: storekeeper_pb2_grpc.StoreKeeperStub,
+) -> RequestStream[
+    tuple[str, int],
+    storekeeper_pb2.StoreResultRequest,
+    storekeeper_pb2.StoreResultAnswer,
+    storekeeper_pb2.StoreResultsRequest,
+    storekeeper_pb2.StoreResultsResponse,
+]:
+    """Results go to the StoreKeeper on one long-lived StoreResults stream,
+    batched; answers are matched by (task id, fencing token)."""
+    return RequestStream(
+        stub.StoreResults,
+        item_key=lambda request: (request.task_id, request.fencing_token),
+        answer_key=lambda answer: (answer.task_id, answer.fencing_token),
+        pack=lambda requests: storekeeper_pb2.StoreResultsRequest(results=requests),
+        unpack=lambda response: response.answers,
+        what="the StoreKeeper",
+    )
 
 
 class WorkerNode:
@@ -164,7 +134,7 @@ class WorkerNode:
         self._current = 0
         self._queue = scheduler_pb2_grpc.WorkQueueStub(self._schedulers[0])
         self._store_channel = aio.insecure_channel(settings.storekeeper_address, options=channel_options())
-        self._uploader = ResultUploader(storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel))
+        self._results = result_stream(storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel))
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -246,7 +216,7 @@ class WorkerNode:
             running.slot.kill()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        self._uploader.close()
+        self._results.close()
         for channel in self._schedulers:
             await channel.close()
         await self._store_channel.close()
@@ -376,12 +346,9 @@ class WorkerNode:
             log.warning("task %s finished after its lease was lost; result dropped", running.task_id)
             return
         if result.kind == "ok":
-            stored = await self._store_result(running, result.payload)
-            if stored is None:
-                return
-            request.success.CopyFrom(stored)
-            self.counters.succeeded += 1
-        elif result.kind == "error":
+            await self._complete(running, result.payload)
+            return
+        if result.kind == "error":
             request.failure.error = result.payload.decode(errors="replace")
             self.counters.failed += 1
         else:
@@ -402,25 +369,37 @@ class WorkerNode:
             return True  # cannot tell: the report will be refused if the lease is gone
         return not any(lost.task_id == running.task_id for lost in response.lost)
 
-    async def _store_result(self, running: RunningTask, content: bytes) -> scheduler_pb2.TaskSuccess | None:
-        """Store the result durably; None if it cannot be (then the task is
-        reported failed, or left to its lease expiry)."""
+    async def _complete(self, running: RunningTask, content: bytes) -> None:
+        """Hand the result and the lease to the StoreKeeper: it stores the
+        result and reports the completion. Retried while the StoreKeeper is
+        unreachable (a completion sent twice is taken once); a result that
+        cannot be stored fails the task, named; one whose lease was lost is
+        dropped."""
         request = storekeeper_pb2.StoreResultRequest(
-            task_id=running.task_id, result_dir=running.result_dir, content=content, content_type="application/json"
+            task_id=running.task_id,
+            result_dir=running.result_dir,
+            content=content,
+            content_type="application/json",
+            worker_id=self.settings.worker_id,
+            fencing_token=running.fencing_token,
+            started_at=to_timestamp(running.started_at),
         )
         for attempt in range(REPORT_ATTEMPTS):
             try:
-                answer = await self._uploader.store(request)
+                answer = await self._results.call(request, STORE_TIMEOUT_S)
             except aio.AioRpcError as e:
                 log.warning("storing the result of %s failed (%s); retrying", running.task_id, e.details())
                 await asyncio.sleep(_backoff(attempt + 3))
                 continue
             if answer.code == grpc.StatusCode.OK.value[0]:
-                stored = answer.stored
-                return scheduler_pb2.TaskSuccess(
-                    result_path=stored.path, result_size_bytes=stored.size_bytes, result_sha256=stored.sha256
-                )
+                self.counters.succeeded += 1
+                return
+            if answer.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]:
+                self.counters.lost_leases += 1
+                log.warning("the completion of task %s was refused: %s", running.task_id, answer.error)
+                return
             if answer.code in _PERMANENT_STORE_ERRORS:  # retrying cannot help: the task fails, named
+                self.counters.failed += 1
                 await self._report(
                     scheduler_pb2.ReportTaskRequest(
                         worker_id=self.settings.worker_id,
@@ -429,11 +408,10 @@ class WorkerNode:
                         failure=scheduler_pb2.TaskFailure(error=f"the result could not be stored: {answer.error}"),
                     )
                 )
-                return None
+                return
             log.warning("storing the result of %s failed (%s); retrying", running.task_id, answer.error)
             await asyncio.sleep(_backoff(attempt + 3))
         log.error("giving up storing the result of %s; its lease will expire and it will run again", running.task_id)
-        return None
 
     async def _report(self, request: scheduler_pb2.ReportTaskRequest) -> None:
         """Report on the pull stream and wait for the answer; retried (also
