@@ -8,6 +8,7 @@ own Kafka broker, and short leases (2 s) so expiries come quickly.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -232,6 +233,63 @@ def test_a_node_stopped_past_its_leases_has_its_late_reports_refused_and_results
     for task_id in victim:
         assert get(fm, task_id) == finals[task_id]
         assert http_json(fm.edge, "GET", f"/v1/results/{task_id}/info")[1] == stored[task_id]
+
+
+def _assert_stored_as_committed(fm: FaultMesh, finals: dict[str, dict]) -> None:
+    """Each task's file holds what its row says (path, size, sha256), the
+    StoreKeeper tells the same, and no temporary or stray file is left."""
+    root = fm.config.storage_root
+    for task_id, task in finals.items():
+        content = (root / task["result_path"]).read_bytes()
+        assert hashlib.sha256(content).hexdigest() == task["result_sha256"], task_id
+        assert len(content) == int(task["result_size_bytes"])
+        status, info = http_json(fm.edge, "GET", f"/v1/results/{task_id}/info")
+        assert status == 200, info
+        assert (info["path"], info["sha256"]) == (task["result_path"], task["result_sha256"])
+    strays = [
+        p.name for p in (root / "faults").iterdir() if any(t in p.name for t in finals) and p.name.startswith(".")
+    ]
+    assert strays == []
+
+
+def test_kill_9_of_the_storekeeper_mid_stream_loses_no_result(fault_mesh):
+    fm = fault_mesh
+    ids = [submit(fm, "sleep", {"ms": 40}) for _ in range(4)]
+    ids += [submit(fm, "echo", {"n": n, "pad": "x" * n}) for n in range(60)]
+    watch = TerminalWatch(fm, ids)
+    try:
+        watch.take(3)  # results are flowing through the StoreKeeper's streams
+        os.killpg(fm.pid("storekeeper"), signal.SIGKILL)
+    finally:
+        watch.close()
+    fm.restart("storekeeper")
+    finals = {t: wait_terminal(fm, t) for t in ids}
+    assert {f["state"] for f in finals.values()} == {"SUCCEEDED"}, finals
+    _assert_stored_as_committed(fm, finals)  # each echo's result differs: each file is its own task's
+
+
+def test_completions_held_up_past_their_leases_are_refused_and_the_rerun_result_is_kept(fault_mesh):
+    fm = fault_mesh
+    lost_before = sum(fm.worker_status(w).counters.lost_leases for w in ("worker-1", "worker-2"))
+    os.killpg(fm.pid("storekeeper"), signal.SIGSTOP)
+    try:
+        ids = [submit(fm, "echo", {"n": n}, max_attempts=6) for n in range(4)]
+        # Each ran and its result waits at the stopped StoreKeeper, unrenewed:
+        # its lease (2 s) expires and the task runs again.
+        wait_for("every task to run again", lambda: all(get(fm, t)["attempt"] >= 2 for t in ids), timeout=30)
+    finally:
+        os.killpg(fm.pid("storekeeper"), signal.SIGCONT)
+    finals = {t: wait_terminal(fm, t) for t in ids}
+    assert {f["state"] for f in finals.values()} == {"SUCCEEDED"}, finals
+    # The first attempts' completions reached the Scheduler late: refused, and
+    # their workers were told so.
+    wait_for(
+        "the stale completions to be refused",
+        lambda: (
+            sum(fm.worker_status(w).counters.lost_leases for w in ("worker-1", "worker-2")) >= lost_before + len(ids)
+        ),
+    )
+    _assert_stored_as_committed(fm, finals)
 
 
 def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accepted_task_completes(fault_mesh):
