@@ -111,6 +111,14 @@ class WorkerConfig:
     """Port of the first worker node; node i listens on base_port + i."""
     slots: int = 2
     """Task processes per node (the peers' benchmarks use 2 as well)."""
+    prefetch: int = -1
+    """Tasks a node may hold beyond its slots, so its next task is there when
+    a slot frees; the Scheduler takes back any that would wait while another
+    node idles. -1 = as many as its slots; 0 = only as many as free slots."""
+
+    def prefetch_for(self, slots: int) -> int:
+        """The prefetch of a node with ``slots`` slots."""
+        return slots if self.prefetch < 0 else self.prefetch
 
 
 @dataclass(frozen=True)
@@ -383,6 +391,8 @@ def _validate(section: Any, where: str) -> None:
             raise ConfigError(f"config key {_display(key)} must be a TCP port (0-65535), got {value}")
         if f.name in ("slots", "default_max_attempts", "max_redeliveries", "replication_factor") and value < 1:
             raise ConfigError(f"config key {_display(key)} must be at least 1, got {value}")
+        if f.name == "prefetch" and value < -1:
+            raise ConfigError(f"config key {_display(key)} must be -1 (as many as slots) or more, got {value}")
         if f.name.endswith(("_s", "_bytes", "_messages")) and value <= 0:
             raise ConfigError(f"config key {_display(key)} must be positive, got {value}")
     if isinstance(section, MeshConfig) and not _NAMESPACE_RE.match(section.namespace):

@@ -292,6 +292,48 @@ def test_completions_held_up_past_their_leases_are_refused_and_the_rerun_result_
     _assert_stored_as_committed(fm, finals)
 
 
+def _submit_batch(fm: FaultMesh, items: list[tuple[str, dict]]) -> list[str]:
+    requests = [{"task_type": t, "params": p, "result_dir": "faults"} for t, p in items]
+    status, body = http_json(fm.edge, "POST", "/v1/tasks:batch", {"requests": requests})
+    assert status == 200, body
+    return [str(r["task"]["task_id"]) for r in body["results"]]
+
+
+def test_short_tasks_prefetched_behind_long_ones_are_taken_back_by_the_idle_node(fault_mesh):
+    fm = fault_mesh
+    # One commit, one dispatch round: the nodes' slots alternate (long, short,
+    # long, short), so one node runs both long tasks and also holds a short one
+    # prefetched, while the other node's short tasks end in milliseconds.
+    ids = _submit_batch(fm, [("sleep", {"ms": 3000}), ("noop", {})] * 2 + [("noop", {})] * 4)
+    finals = {t: wait_terminal(fm, t) for t in ids}
+    assert {f["state"] for f in finals.values()} == {"SUCCEEDED"}
+    longs = [finals[ids[0]], finals[ids[2]]]
+    shorts = [f for t, f in finals.items() if t not in (ids[0], ids[2])]
+    first_long_end = min(f["finished_at"] for f in longs)
+    # No short task waited for a long one to end (RFC 3339 UTC strings compare in time order).
+    assert all(f["finished_at"] < first_long_end for f in shorts), (longs, shorts)
+
+
+def test_a_node_stopped_while_holding_prefetched_tasks_loses_none_of_them(fault_mesh):
+    fm = fault_mesh
+    # Every slot busy for 1.5 s and two tasks waiting in each node's prefetch.
+    ids = _submit_batch(fm, [("sleep", {"ms": 1500})] * 4 + [("echo", {"n": n}) for n in range(4)])
+    worker_2, worker_1 = str(fm.config.worker.base_port + 1), str(fm.config.worker.base_port)
+    held_on_2 = wait_for(
+        "worker-2 to hold tasks", lambda: [t for t in ids if get(fm, t).get("worker_id", "").endswith(worker_2)]
+    )
+    os.killpg(fm.pid("worker-2"), signal.SIGSTOP)
+    try:
+        finals = {t: wait_terminal(fm, t) for t in ids}
+    finally:
+        os.killpg(fm.pid("worker-2"), signal.SIGCONT)
+    assert {f["state"] for f in finals.values()} == {"SUCCEEDED"}, finals
+    for task_id in held_on_2:  # its leases expired (2 s): each ran again on worker-1
+        assert finals[task_id]["attempt"] == 2
+        assert finals[task_id]["worker_id"].endswith(worker_1)
+    _assert_stored_as_committed(fm, finals)
+
+
 def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accepted_task_completes(fault_mesh):
     fm = fault_mesh
     leader = wait_for("a leader", fm.leader)

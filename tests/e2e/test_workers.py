@@ -96,7 +96,10 @@ def test_drain_node_through_the_edge_reaches_the_node_over_its_pull_stream(mesh_
         again = http_json(edge, "POST", f"/v1/workers/{node.worker_id}:drain", {})
         assert again[0] == 200 and again[1]["state"] == "DRAINING"
         finals = {t: wait_for(f"{t} to succeed", functools.partial(succeeded, edge, t)) for t in ids}
-        assert finals[running[0]]["worker_id"] == node.worker_id and finals[running[0]]["attempt"] == 1
+        # What the node held ran there, or (not started yet) was given back to a
+        # node with a free slot: either way in its first attempt.
+        assert all(finals[t]["attempt"] == 1 for t in running)
+        assert any(finals[t]["worker_id"] == node.worker_id for t in running)
         wait_for("the node to leave", lambda: node.worker_id not in listed_workers(edge))
         wait_for("its process to exit", lambda: exited(mesh_config, node))
 
@@ -115,7 +118,9 @@ def test_gridmesh_worker_drain_waits_until_the_node_has_left_and_an_unknown_node
         run = gridmesh(mesh_environment, "worker", "drain", node.worker_id, "--wait", "--timeout", "60")
         assert run.returncode == 0, run.stderr
         first, *_, last = run.stdout.splitlines()
-        assert re.fullmatch(rf"{node.worker_id}  DRAINING: finishing [01] running tasks?, then it leaves", first), first
+        assert re.fullmatch(rf"{node.worker_id}  DRAINING: finishing [0-2] running tasks?, then it leaves", first), (
+            first
+        )
         assert last == f"{node.worker_id} left"
         assert node.worker_id not in listed_workers(edge)
         wait_for("its process to exit", lambda: exited(mesh_config, node))

@@ -23,6 +23,7 @@ from gridmesh.core.scheduler import (
     SchedulerSettings,
     SubmitRequest,
     Success,
+    TakeBack,
     WorkerState,
     clip_error,
 )
@@ -69,8 +70,8 @@ class Harness:
         task = await self.core.submit(SubmitRequest(task_type, params, kw.pop("result_dir", "out"), **kw))
         return task.task_id
 
-    def worker(self, worker_id: str = "w1", slots: int = 2):
-        self.core.register_worker(worker_id, f"{worker_id}:1", slots, REGISTRY.names())
+    def worker(self, worker_id: str = "w1", slots: int = 2, prefetch: int = 0):
+        self.core.register_worker(worker_id, f"{worker_id}:1", slots, REGISTRY.names(), prefetch)
         return self.core.open_link(worker_id)
 
     @staticmethod
@@ -576,5 +577,81 @@ def test_a_submit_whose_client_goes_away_is_still_queued_once_stored():
             await asyncio.sleep(0)
         assert call.cancelled()
         assert len(h.store.rows) == 1 and h.core.queued == 1
+
+    run(body)
+
+
+# -- prefetch and take-back (SPEC §3 "Workers pull") -----------------------------
+
+
+def test_a_node_holds_up_to_slots_plus_prefetch_leases():
+    async def body(h: Harness) -> None:
+        ids = [await h.submit() for _ in range(5)]
+        link = h.worker(slots=2, prefetch=2)
+        h.core.grant_credit(link, 9)  # more than its room: capped at slots + prefetch
+        assert [a.task.task_id for a in h.assignments(link)] == ids[:4]
+        assert h.core.queued == 1
+
+    run(body)
+
+
+def test_a_prefetched_task_is_taken_back_for_a_node_with_a_free_slot_and_runs_there():
+    async def body(h: Harness) -> None:
+        busy = h.worker("busy", slots=1, prefetch=1)
+        h.core.grant_credit(busy, 2)
+        long_id, short_id = await h.submit("sleep", params={"ms": 60_000}), await h.submit()
+        held = h.assignments(busy)
+        assert [a.task.task_id for a in held] == [long_id, short_id]  # one runs, one waits there
+        idle = h.worker("idle", slots=1)
+        h.core.grant_credit(idle, 1)  # a free slot, and nothing queued
+        (take_back,) = h.assignments(busy)
+        assert take_back == TakeBack(short_id, held[1].fencing_token)  # the one that waits
+        assert h.assignments(idle) == []  # nothing moves until the node gives it back
+        h.core.grant_credit(busy, 1)
+        h.core.give_back(busy, short_id, held[1].fencing_token)
+        (moved,) = h.assignments(idle)  # to the free slot, not back to the node with prefetch room
+        assert h.assignments(busy) == []
+        assert moved.task.task_id == short_id and moved.task.attempt == 1
+        # The old lease is gone: a late report on it changes nothing.
+        with pytest.raises(FailedPrecondition):
+            await h.core.report("busy", short_id, held[1].fencing_token, Crash("late"))
+
+    run(body)
+
+
+def test_a_prefetched_task_that_already_started_is_not_given_back_and_stays_leased():
+    async def body(h: Harness) -> None:
+        busy = h.worker("busy", slots=1, prefetch=1)
+        h.core.grant_credit(busy, 2)
+        await h.submit()
+        await h.submit()
+        held = h.assignments(busy)
+        idle = h.worker("idle", slots=1)
+        h.core.grant_credit(idle, 1)
+        assert isinstance(h.assignments(busy)[0], TakeBack)
+        h.core.grant_credit(idle, 0)  # asked once only, however often the Scheduler dispatches
+        assert h.assignments(busy) == []
+        task = await h.core.report("busy", held[1].task.task_id, held[1].fencing_token, Success("p", 1, "0" * 64))
+        assert task.state is TaskState.SUCCEEDED  # it had started: its report still counts
+
+    run(body)
+
+
+def test_a_high_task_queued_behind_prefetched_low_ones_takes_their_place():
+    async def body(h: Harness) -> None:
+        node = h.worker(slots=1, prefetch=2)
+        h.core.grant_credit(node, 3)
+        lows = [await h.submit(priority=Priority.LOW) for _ in range(3)]
+        held = h.assignments(node)
+        assert [a.task.task_id for a in held] == lows
+        high = await h.submit(priority=Priority.HIGH)  # no room anywhere: it waits in the queue
+        (take_back,) = h.assignments(node)
+        assert take_back == TakeBack(lows[2], held[2].fencing_token)  # the one that would run last
+        # The node's answer: the room it got back, and the task (as the servicer applies them).
+        h.core.grant_credit(node, 1)
+        h.core.give_back(node, lows[2], held[2].fencing_token)
+        (next_,) = h.assignments(node)
+        assert next_.task.task_id == high  # HIGH first; the LOW one waits in the queue again
+        assert h.core.queued == 1
 
     run(body)

@@ -250,16 +250,18 @@ class GetStatsResponse(_message.Message):
     def __init__(self, windows: _Optional[_Iterable[_Union[StatsWindow, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatsWindow, _Mapping]]] = ..., last_batch_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watermark: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., malformed_records: _Optional[int] = ..., late_events: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "address", "slots", "task_types")
+    __slots__ = ("worker_id", "address", "slots", "task_types", "prefetch")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     slots: int
     task_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., task_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    prefetch: int
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., task_types: _Optional[_Iterable[str]] = ..., prefetch: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("lease_ttl_ms", "heartbeat_interval_ms")
@@ -270,14 +272,16 @@ class RegisterWorkerResponse(_message.Message):
     def __init__(self, lease_ttl_ms: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PullTasksRequest(_message.Message):
-    __slots__ = ("worker_id", "credit", "reports")
+    __slots__ = ("worker_id", "credit", "reports", "given_back")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    GIVEN_BACK_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     credit: int
     reports: _containers.RepeatedCompositeFieldContainer[ReportTaskRequest]
-    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ...) -> None: ...
+    given_back: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ..., given_back: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("task", "fencing_token", "lease_expires_at")
@@ -290,16 +294,18 @@ class TaskAssignment(_message.Message):
     def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PullTasksResponse(_message.Message):
-    __slots__ = ("assignments", "cancels", "report_results", "drain")
+    __slots__ = ("assignments", "cancels", "report_results", "drain", "take_back")
     ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
     CANCELS_FIELD_NUMBER: _ClassVar[int]
     REPORT_RESULTS_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
+    TAKE_BACK_FIELD_NUMBER: _ClassVar[int]
     assignments: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
     cancels: _containers.RepeatedCompositeFieldContainer[LeaseRef]
     report_results: _containers.RepeatedCompositeFieldContainer[ReportResult]
     drain: bool
-    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., report_results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ..., drain: _Optional[bool] = ...) -> None: ...
+    take_back: _containers.RepeatedCompositeFieldContainer[LeaseRef]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., cancels: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ..., report_results: _Optional[_Iterable[_Union[ReportResult, _Mapping]]] = ..., drain: _Optional[bool] = ..., take_back: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class ReportResult(_message.Message):
     __slots__ = ("task_id", "fencing_token", "code", "message")

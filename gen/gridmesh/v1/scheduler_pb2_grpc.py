@@ -597,8 +597,8 @@ class WorkQueueServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PullTasks(self, request_iterator, context):
-        """Credit-based pull: the worker grants credit (free slots); the Scheduler
-        sends at most that many assignments, and tells the worker at once when a
+        """Credit-based pull: the worker grants credit (free slots and prefetch
+        room); the Scheduler sends at most that many assignments, and tells the worker at once when a
         task it runs is cancelled. Idle workers wait on the stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -169,6 +169,14 @@ class CancelNotice:
 
 
 @dataclass(frozen=True)
+class TakeBack:
+    """Asks a worker to give back a prefetched task it has not started."""
+
+    task_id: str
+    fencing_token: int
+
+
+@dataclass(frozen=True)
 class DrainNotice:
     """Tells a worker to drain: stop pulling, finish what it runs, deregister."""
 
@@ -182,7 +190,7 @@ class ReportAck:
     error: GridmeshError | None = None
 
 
-LinkItem = Assignment | CancelNotice | DrainNotice | ReportAck
+LinkItem = Assignment | CancelNotice | TakeBack | DrainNotice | ReportAck
 """What the Scheduler sends a worker on its pull stream."""
 
 
@@ -242,10 +250,25 @@ class WorkerRecord:
     leases: set[str] = field(default_factory=set)
     drain_requested: bool = False
     """DrainNode asked this node to drain; it stays DRAINING until it leaves."""
+    prefetch: int = 0
+    """Leases it may hold beyond its slots (tasks waiting there for a slot)."""
+    asked_back: set[str] = field(default_factory=set)
+    """Tasks it was asked to give back (a TakeBack is sent once per lease)."""
 
     @property
     def busy_slots(self) -> int:
-        return len(self.leases)
+        return min(len(self.leases), self.slots)
+
+    @property
+    def prefetched(self) -> int:
+        """Leases beyond its slots not asked back yet: tasks that wait there."""
+        return len(self.leases) - self.slots - len(self.asked_back)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots it has credited and no lease fills (credit beyond its prefetch room)."""
+        credit = self.link.credit if self.link is not None and not self.link.closed else 0
+        return max(0, min(credit, self.slots - len(self.leases)))
 
 
 @dataclass
@@ -611,19 +634,24 @@ class SchedulerCore:
 
     # -- workers ------------------------------------------------------------
 
-    def register_worker(self, worker_id: str, address: str, slots: int, task_types: Iterable[str]) -> None:
+    def register_worker(
+        self, worker_id: str, address: str, slots: int, task_types: Iterable[str], prefetch: int = 0
+    ) -> None:
         if not worker_id:
             raise InvalidArgument("worker_id is required", field="worker_id")
         if slots < 1:
             raise InvalidArgument(f"slots must be at least 1, got {slots}", field="slots")
+        if prefetch < 0:
+            raise InvalidArgument(f"prefetch must not be negative, got {prefetch}", field="prefetch")
         now = self._now()
         existing = self._workers.get(worker_id)
         if existing is not None:
             existing.address, existing.slots, existing.task_types = address, slots, tuple(task_types)
+            existing.prefetch = prefetch
             existing.last_heartbeat = now
             existing.state = WorkerState.DRAINING if existing.drain_requested else WorkerState.ACTIVE
             return
-        record = WorkerRecord(worker_id, address, slots, tuple(task_types), now, now)
+        record = WorkerRecord(worker_id, address, slots, tuple(task_types), now, now, prefetch=prefetch)
         # Leases this worker held before a failover stay its own.
         record.leases = {tid for tid, lease in self._leases.items() if lease.worker_id == worker_id}
         self._workers[worker_id] = record
@@ -678,10 +706,25 @@ class SchedulerCore:
         worker = self._workers.get(link.worker_id)
         if link.closed or worker is None or worker.state is not WorkerState.ACTIVE:
             return
-        # Credit is the worker's count of free slots; it can never exceed its slots.
-        link.credit = min(link.credit + credit, worker.slots)
+        # Credit is the worker's room: free slots, then prefetch; never more than both.
+        link.credit = min(link.credit + credit, worker.slots + worker.prefetch)
+        worker.last_heartbeat = self._now()  # heard from: it is alive
         if link.worker_id not in self._ready:  # once: it is the round-robin order of nodes
             self._ready.append(link.worker_id)
+        self._dispatch()
+
+    def give_back(self, link: WorkerLink, task_id: str, token: int) -> None:
+        """The worker gave back a task it held but had not started (asked by a
+        :class:`TakeBack`): it is queued again at the head of its level, the
+        same attempt, for a node with a free slot. A stale lease changes nothing."""
+        lease = self._leases.get(task_id)
+        if lease is None or lease.token != token or lease.worker_id != link.worker_id:
+            return
+        task = self._tasks[task_id]
+        self._release_lease(task)
+        self._unlease(task)
+        self._queue.push_front(task)
+        self._commit_nowait(task, None)
         self._dispatch()
 
     def heartbeat(
@@ -836,6 +879,7 @@ class SchedulerCore:
             worker = self._workers.get(lease.worker_id)
             if worker is not None:
                 worker.leases.discard(task.task_id)
+                worker.asked_back.discard(task.task_id)
 
     @staticmethod
     def _unlease(task: Task) -> None:
@@ -862,13 +906,13 @@ class SchedulerCore:
         return self._event(LifecycleKind.FAILED, task)
 
     def _dispatch(self) -> None:
-        """Hand queued tasks to workers with credit, round-robin."""
-        while self._queue and self._ready:
-            worker = self._workers.get(self._ready[0])
-            link = worker.link if worker is not None else None
-            if worker is None or link is None or link.closed or link.credit <= 0:
-                self._ready.popleft()
-                continue
+        """Hand queued tasks to workers with credit, round-robin, free slots
+        before prefetch room; then take back prefetched tasks that would wait
+        behind others (:meth:`_take_back`)."""
+        while self._queue:
+            worker = self._next_worker()
+            if worker is None or worker.link is None:
+                break
             task_id = self._queue.pop()
             if task_id is None:
                 break
@@ -881,14 +925,85 @@ class SchedulerCore:
             task.started_at = self._now()
             self._leases[task_id] = _Lease(worker.worker_id, self._token, expires)
             worker.leases.add(task_id)
-            link.credit -= 1
-            link.outbox.put_nowait(
+            worker.link.credit -= 1
+            worker.link.outbox.put_nowait(
                 Assignment(
                     task.snapshot(), self._token, task.started_at + timedelta(seconds=self._settings.lease_ttl_s)
                 )
             )
             self._commit_nowait(task, None)
+        self._take_back()
+
+    def _next_worker(self) -> WorkerRecord | None:
+        """The next node in round-robin order with a free slot, else the next
+        with prefetch room; None if none. A node not heard from for two
+        heartbeat intervals is passed over (stopped or cut off, it must not
+        soak up work it cannot start: the credit it granted before outlives
+        the leases that expire). Nodes without an open stream or credit leave
+        the order until they grant credit again."""
+        with_room: WorkerRecord | None = None
+        heard_since = self._now() - timedelta(seconds=2 * self._settings.heartbeat_interval_s)
+        for _ in range(len(self._ready)):
+            worker = self._workers.get(self._ready[0])
+            link = worker.link if worker is not None else None
+            if worker is None or link is None or link.closed or link.credit <= 0:
+                self._ready.popleft()
+                continue
             self._ready.rotate(-1)
+            if worker.last_heartbeat < heard_since:
+                continue
+            if worker.free_slots:
+                return worker
+            with_room = with_room or worker
+        return with_room
+
+    def _take_back(self) -> None:
+        """Prefetched tasks must not wait while they could run (SPEC §3):
+
+        - a node has a free slot and the queue has nothing for it: the
+          newest prefetched tasks elsewhere are asked back, one per free slot;
+        - a task waits in the queue (no node has room) above the priority of
+          a prefetched one: the lowest-priority, newest such task is asked
+          back, so the queued one runs first.
+
+        A node gives back only what it has not started; what it gives back
+        is queued again and goes to the free slot."""
+        if not any(w.prefetched > 0 for w in self._workers.values()):
+            return
+        if not self._queue:
+            for idle in [w for w in self._workers.values() if w.free_slots]:
+
+                def elsewhere(task: Task, idle_id: str = idle.worker_id) -> bool:
+                    return task.worker_id != idle_id
+
+                for _ in range(idle.free_slots):
+                    if not self._ask_back(elsewhere):
+                        return
+            return
+        head = self._queue.head_priority()
+        if head is not None:
+            for _ in range(len(self._queue)):
+                if not self._ask_back(lambda lease_task: lease_task.priority.effective() < head):
+                    return
+
+    def _ask_back(self, eligible: Callable[[Task], bool]) -> bool:
+        """Send a TakeBack for the prefetched lease that would run last among
+        those ``eligible`` (lowest priority, newest); False if none."""
+        best: tuple[Task, WorkerRecord] | None = None
+        for worker in self._workers.values():
+            if worker.prefetched <= 0 or worker.link is None or worker.link.closed:
+                continue
+            for task_id in worker.leases - worker.asked_back:
+                task = self._tasks[task_id]
+                if eligible(task) and (best is None or _runs_later(task, best[0])):
+                    best = (task, worker)
+        if best is None:
+            return False
+        task, worker = best
+        worker.asked_back.add(task.task_id)
+        assert worker.link is not None
+        worker.link.outbox.put_nowait(TakeBack(task.task_id, task.fencing_token))
+        return True
 
     def _event(self, kind: LifecycleKind, task: Task, error: str = "") -> LifecycleEvent:
         return LifecycleEvent(
@@ -975,6 +1090,12 @@ class SchedulerCore:
     @property
     def heartbeat_interval_s(self) -> float:
         return self._settings.heartbeat_interval_s
+
+
+def _runs_later(task: Task, other: Task) -> bool:
+    """Whether a node holding both starts ``task`` after ``other``: it has
+    the lower priority, or the same and was dispatched later."""
+    return (-task.priority.effective(), task.fencing_token) > (-other.priority.effective(), other.fencing_token)
 
 
 def clip_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

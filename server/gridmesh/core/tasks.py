@@ -116,6 +116,15 @@ class DispatchQueue:
                     return task_id
         return None
 
+    def head_priority(self) -> Priority | None:
+        """The level of the task :meth:`pop` would return; None if empty."""
+        for priority, level in self._levels.items():
+            while level and self._current.get(level[0][0]) != level[0][1]:
+                level.popleft()  # no longer current: drop it now
+            if level:
+                return priority
+        return None
+
     def __len__(self) -> int:
         return len(self._current)
 

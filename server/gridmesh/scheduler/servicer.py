@@ -25,6 +25,7 @@ from gridmesh.core.scheduler import (
     SchedulerCore,
     SubmitRequest,
     Success,
+    TakeBack,
     Watcher,
     WorkerRecord,
     WorkerState,
@@ -271,7 +272,7 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
         self, request: scheduler_pb2.RegisterWorkerRequest, context: aio.ServicerContext
     ) -> scheduler_pb2.RegisterWorkerResponse:
         core = self._holder.get()
-        core.register_worker(request.worker_id, request.address, request.slots, request.task_types)
+        core.register_worker(request.worker_id, request.address, request.slots, request.task_types, request.prefetch)
         return scheduler_pb2.RegisterWorkerResponse(
             lease_ttl_ms=int(core.lease_ttl_s * 1000), heartbeat_interval_ms=int(core.heartbeat_interval_s * 1000)
         )
@@ -301,8 +302,12 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
                 job = asyncio.create_task(answer(report))
                 reports.add(job)
                 job.add_done_callback(reports.discard)
+            # Credit first: the room a given-back task left is there before
+            # that task is queued again (and goes to a free slot elsewhere).
             if message.credit:
                 core.grant_credit(link, message.credit)
+            for lease in message.given_back:
+                core.give_back(link, lease.task_id, lease.fencing_token)
 
         async def read() -> None:
             try:
@@ -429,6 +434,8 @@ def _pull_response(items: list[LinkItem]) -> scheduler_pb2.PullTasksResponse:
             )
         elif isinstance(item, CancelNotice):
             response.cancels.append(scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token))
+        elif isinstance(item, TakeBack):
+            response.take_back.append(scheduler_pb2.LeaseRef(task_id=item.task_id, fencing_token=item.fencing_token))
         elif isinstance(item, DrainNotice):
             response.drain = True
         else:

@@ -100,6 +100,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
             task_types=registry.names(),
             scheduler_addresses=config.scheduler_addresses,
             storekeeper_address=f"{config.storekeeper.host}:{config.storekeeper.port}",
+            prefetch=config.worker.prefetch_for(slots),
         ),
         pool,
         lifecycle,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -25,7 +26,7 @@ from grpc import aio
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.grpc_support.convert import struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
-from gridmesh.grpc_support.streams import RequestStream
+from gridmesh.grpc_support.streams import RequestStream, batches
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
 
@@ -75,6 +76,8 @@ class NodeSettings:
     scheduler_addresses: list[str]
     """The Scheduler and its standby; the node follows whichever leads."""
     storekeeper_address: str
+    prefetch: int = 0
+    """Tasks held beyond the slots, each waiting there for a slot (worker.prefetch)."""
     heartbeat_interval_s: float = 2.0
     counters: Counters = field(default_factory=Counters)
 
@@ -117,6 +120,15 @@ def result_stream(
     )
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """One thing to tell the Scheduler on the pull stream."""
+
+    credit: int = 0
+    report: scheduler_pb2.ReportTaskRequest | None = None
+    given_back: scheduler_pb2.LeaseRef | None = None
+
+
 class WorkerNode:
     def __init__(self, settings: NodeSettings, pool: ProcessPool, lifecycle: LifecycleLog) -> None:
         self.settings = settings
@@ -125,8 +137,11 @@ class WorkerNode:
         self._lifecycle = lifecycle
         self.running: dict[str, RunningTask] = {}
         self.draining = False
-        self._outgoing: asyncio.Queue[tuple[int, scheduler_pb2.ReportTaskRequest | None]] = asyncio.Queue()
-        """(credit, report) to send on the pull stream."""
+        self.held: list[tuple[int, int, scheduler_pb2.TaskAssignment]] = []
+        """Prefetched tasks waiting for a slot: a heap in the order they start
+        (higher priority first, then dispatch order)."""
+        self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        """What to send on the pull stream."""
         self._unacked: dict[
             tuple[str, int], tuple[scheduler_pb2.ReportTaskRequest, asyncio.Future[scheduler_pb2.ReportResult]]
         ] = {}
@@ -158,7 +173,7 @@ class WorkerNode:
     async def _register(self) -> None:
         s = self.settings
         request = scheduler_pb2.RegisterWorkerRequest(
-            worker_id=s.worker_id, address=s.address, slots=s.slots, task_types=s.task_types
+            worker_id=s.worker_id, address=s.address, slots=s.slots, task_types=s.task_types, prefetch=s.prefetch
         )
         attempt = 0
         while True:
@@ -188,7 +203,7 @@ class WorkerNode:
         if self.draining:
             return
         self.draining = True
-        log.info("draining: %d tasks still running", len(self.running))
+        log.info("draining: %d tasks still running, %d waiting for a slot", len(self.running), len(self.held))
         with contextlib.suppress(aio.AioRpcError):
             await self._heartbeat()  # the Scheduler stops sending work at once
         await self._idle.wait()
@@ -232,13 +247,11 @@ class WorkerNode:
             credit=credit,
             reports=[request for request, _ in self._unacked.values()],
         )
-        while True:
-            items = [await self._outgoing.get()]
-            while not self._outgoing.empty():  # whatever is pending goes in one message
-                items.append(self._outgoing.get_nowait())
+        async for items in batches(self._outgoing):
             yield scheduler_pb2.PullTasksRequest(
-                credit=sum(credit for credit, _ in items),
-                reports=[report for _, report in items if report is not None],
+                credit=sum(item.credit for item in items),
+                reports=[item.report for item in items if item.report is not None],
+                given_back=[item.given_back for item in items if item.given_back is not None],
             )
 
     async def _pull_loop(self) -> None:
@@ -248,14 +261,17 @@ class WorkerNode:
             # same step as the queue for later credit is replaced: a task
             # ending in between must not be counted twice.
             self._outgoing = asyncio.Queue()
-            call = self._queue.PullTasks(self._outgoing_stream(0 if self.draining else self._pool.free))
+            call = self._queue.PullTasks(self._outgoing_stream(0 if self.draining else self._room))
             try:
                 async for response in call:
                     attempt = 0
                     for assignment in response.assignments:
-                        self._start(assignment)
+                        self._take(assignment)
                     for cancel in response.cancels:
                         self._cancel(cancel.task_id, cancel.fencing_token)
+                    for lease in response.take_back:
+                        self._give_back(lease)
+                    self._fill_slots()
                     for result in response.report_results:
                         entry = self._unacked.get((result.task_id, result.fencing_token))
                         if entry is not None and not entry[1].done():
@@ -278,10 +294,21 @@ class WorkerNode:
             await asyncio.sleep(_backoff(attempt))
             attempt += 1
 
-    def _start(self, assignment: scheduler_pb2.TaskAssignment) -> None:
+    @property
+    def _room(self) -> int:
+        """Tasks the node can still take: free slots, then prefetch room."""
+        return self.settings.slots + self.settings.prefetch - len(self.running) - len(self.held)
+
+    def _credit(self) -> None:
+        """Room for one more task came free: tell the Scheduler (not while draining)."""
+        if not self.draining:
+            self._outgoing.put_nowait(_Outgoing(credit=1))
+
+    def _take(self, assignment: scheduler_pb2.TaskAssignment) -> None:
+        """Hold an assignment until a slot is free (:meth:`_fill_slots`)."""
         task = assignment.task
-        if not self._pool.free:  # more work than free slots (never asked for): hand it back
-            log.error("task %s was assigned with no free slot; handing it back", task.task_id)
+        if self._room <= 0:  # more work than room (never asked for): hand it back
+            log.error("task %s was assigned with no room for it; handing it back", task.task_id)
             self._spawn(
                 self._report(
                     scheduler_pb2.ReportTaskRequest(
@@ -293,6 +320,37 @@ class WorkerNode:
                 )
             )
             return
+        heapq.heappush(self.held, (-task.priority, assignment.fencing_token, assignment))
+        self._idle.clear()
+
+    def _fill_slots(self) -> None:
+        """Start held tasks while slots are free, in order."""
+        while self.held and self._pool.free:
+            _, _, assignment = heapq.heappop(self.held)
+            self._start(assignment)
+
+    def _unhold(self, task_id: str, token: int) -> bool:
+        """Forget a held task; whether it was held (not started)."""
+        kept = [entry for entry in self.held if (entry[2].task.task_id, entry[1]) != (task_id, token)]
+        if len(kept) == len(self.held):
+            return False
+        self.held = kept
+        heapq.heapify(self.held)
+        self._set_idle_if_done()
+        return True
+
+    def _give_back(self, lease: scheduler_pb2.LeaseRef) -> None:
+        """The Scheduler asks for a held task back: given if not started yet."""
+        if self._unhold(lease.task_id, lease.fencing_token):
+            log.info("gave back task %s (not started) for a free slot elsewhere", lease.task_id)
+            self._outgoing.put_nowait(_Outgoing(credit=0 if self.draining else 1, given_back=lease))
+
+    def _set_idle_if_done(self) -> None:
+        if not self.running and not self.held:
+            self._idle.set()
+
+    def _start(self, assignment: scheduler_pb2.TaskAssignment) -> None:
+        task = assignment.task
         slot = self._pool.acquire()
         running = RunningTask(
             task_id=task.task_id,
@@ -316,6 +374,10 @@ class WorkerNode:
         job.add_done_callback(self._tasks.discard)
 
     def _cancel(self, task_id: str, token: int) -> None:
+        if self._unhold(task_id, token):
+            log.info("task %s cancelled before it started", task_id)
+            self._credit()
+            return
         running = self.running.get(task_id)
         if running is not None and running.fencing_token == token:
             log.info("task %s cancelled: stopping its process %d", task_id, running.slot.pid)
@@ -329,10 +391,9 @@ class WorkerNode:
         finally:
             self._pool.release(running.slot)
             del self.running[running.task_id]
-            if not self.running:
-                self._idle.set()
-            if not self.draining:
-                self._outgoing.put_nowait((1, None))
+            self._fill_slots()
+            self._set_idle_if_done()
+            self._credit()
         if running.cancelled or result.kind == "stopped":
             return  # the Scheduler already ended the task
         request = scheduler_pb2.ReportTaskRequest(
@@ -422,7 +483,7 @@ class WorkerNode:
         while time.monotonic() < deadline:
             answer: asyncio.Future[scheduler_pb2.ReportResult] = asyncio.get_running_loop().create_future()
             self._unacked[key] = (request, answer)
-            self._outgoing.put_nowait((0, request))
+            self._outgoing.put_nowait(_Outgoing(report=request))
             try:
                 result = await asyncio.wait_for(answer, max(0.1, deadline - time.monotonic()))
             except TimeoutError:
@@ -451,13 +512,19 @@ class WorkerNode:
 
     async def _heartbeat(self) -> None:
         renewing = list(self.running.values())
+        held = [scheduler_pb2.LeaseRef(task_id=a.task.task_id, fencing_token=token) for _, token, a in self.held]
         sent = time.monotonic()
-        response = await self._queue.Heartbeat(self._heartbeat_request(renewing), timeout=RPC_TIMEOUT_S)
+        response = await self._queue.Heartbeat(self._heartbeat_request(renewing, held), timeout=RPC_TIMEOUT_S)
         lost_ids = {lost.task_id for lost in response.lost}
         for running in renewing:
             if running.task_id not in lost_ids:
                 running.renewed_at = sent
         for lost in response.lost:
+            if self._unhold(lost.task_id, lost.fencing_token):
+                log.warning("lease of task %s was lost before it started", lost.task_id)
+                self.counters.lost_leases += 1
+                self._credit()
+                continue
             holder = self.running.get(lost.task_id)
             if holder is not None and holder.fencing_token == lost.fencing_token:
                 log.warning("lease of task %s was lost: stopping it", lost.task_id)
@@ -467,12 +534,18 @@ class WorkerNode:
         if response.reregister and not self.draining:
             await self._register()
 
-    def _heartbeat_request(self, renewing: list[RunningTask]) -> scheduler_pb2.HeartbeatRequest:
-        """Renews ``renewing``'s leases and tells the node's state (a draining
-        node stays DRAINING whichever heartbeat the Scheduler sees)."""
+    def _heartbeat_request(
+        self, renewing: list[RunningTask], held: list[scheduler_pb2.LeaseRef] | None = None
+    ) -> scheduler_pb2.HeartbeatRequest:
+        """Renews the leases of ``renewing`` and ``held`` and tells the node's
+        state (a draining node stays DRAINING whichever heartbeat the
+        Scheduler sees)."""
         return scheduler_pb2.HeartbeatRequest(
             worker_id=self.settings.worker_id,
-            leases=[scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in renewing],
+            leases=[
+                *(scheduler_pb2.LeaseRef(task_id=r.task_id, fencing_token=r.fencing_token) for r in renewing),
+                *(held or ()),
+            ],
             busy_slots=len(self.running),
             state=scheduler_pb2.DRAINING if self.draining else scheduler_pb2.ACTIVE,
         )
