@@ -692,10 +692,7 @@ class SchedulerCore:
             task = self._tasks.get(assignment.task.task_id)
             if task is None or task.state is not TaskState.RUNNING or task.fencing_token != assignment.fencing_token:
                 continue
-            self._release_lease(task)
-            self._unlease(task)
-            self._queue.push_front(task)
-            self._commit_nowait(task, None)
+            self._requeue_unstarted(task)
         if undelivered:
             log.info("%d assignments to %s were never sent: queued again", len(undelivered), link.worker_id)
             self._dispatch()
@@ -721,10 +718,7 @@ class SchedulerCore:
         if lease is None or lease.token != token or lease.worker_id != link.worker_id:
             return
         task = self._tasks[task_id]
-        self._release_lease(task)
-        self._unlease(task)
-        self._queue.push_front(task)
-        self._commit_nowait(task, None)
+        self._requeue_unstarted(task)
         self._dispatch()
 
     def heartbeat(
@@ -880,6 +874,14 @@ class SchedulerCore:
             if worker is not None:
                 worker.leases.discard(task.task_id)
                 worker.asked_back.discard(task.task_id)
+
+    def _requeue_unstarted(self, task: Task) -> None:
+        """``task`` never started on the node that held it (never sent, or
+        given back): queued again at the head of its level, the same attempt."""
+        self._release_lease(task)
+        self._unlease(task)
+        self._queue.push_front(task)
+        self._commit_nowait(task, None)
 
     @staticmethod
     def _unlease(task: Task) -> None:
