@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Iterator
@@ -30,10 +31,34 @@ from gridmesh.config import ENV_PREFIX, MeshConfig, load_config
 log = logging.getLogger("tests")
 
 
-def free_port() -> int:
+_PORTS = range(20_000, 32_000)
+"""Where tests take listening ports: below Linux's ephemeral range (32768+),
+so no outgoing connection of any process can take one between the check
+and the listen."""
+_handed_out: set[int] = set()
+WORKER_PORTS = 8
+"""Ports kept free after a worker base port (node i listens on base + i)."""
+
+
+def free_port(span: int = 1) -> int:
+    """The first of ``span`` consecutive ports free on 127.0.0.1 now and not
+    handed out before in this session."""
+    while True:
+        first = random.randrange(_PORTS.start, _PORTS.stop - span)
+        block = range(first, first + span)
+        if _handed_out.intersection(block) or not all(_bindable(port) for port in block):
+            continue
+        _handed_out.update(block)
+        return first
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _progress(component: str, what: str) -> None:
@@ -61,7 +86,7 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_SCHEDULER_PORT": str(free_port()),
             "GRIDMESH_STOREKEEPER_PORT": str(free_port()),
             "GRIDMESH_EVENTMANAGER_PORT": str(free_port()),
-            "GRIDMESH_WORKER_BASE_PORT": str(free_port()),
+            "GRIDMESH_WORKER_BASE_PORT": str(free_port(WORKER_PORTS)),
             "GRIDMESH_ENVOY_PORT": str(free_port()),
             "GRIDMESH_ENVOY_ADMIN_PORT": str(free_port()),
             "GRIDMESH_CONSOLE_PORT": str(free_port()),

@@ -211,6 +211,17 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    """Serve Prometheus metrics (``/metrics``) from every gridmesh process."""
+    host: str = "127.0.0.1"
+    """Address the metrics endpoints listen on (each process on a free port)."""
+    targets_dir: str = ""
+    """Where each process publishes its endpoint as a Prometheus file_sd
+    target file while it runs (empty = <state_dir>/metrics/targets)."""
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     namespace: str = ""
     """Prefix for database names, ZooKeeper paths, RabbitMQ names and Kafka
@@ -233,6 +244,7 @@ class MeshConfig:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     # -- derived names, all under the namespace ---------------------------
 
@@ -265,6 +277,12 @@ class MeshConfig:
     def analytics_checkpoint(self) -> Path:
         root = self.analytics.checkpoint_dir
         return Path(root).expanduser() if root else self.analytics_dir / "checkpoint"
+
+    @property
+    def metrics_targets(self) -> Path:
+        """The file_sd directory: one target file per running process."""
+        root = self.metrics.targets_dir
+        return Path(root).expanduser() if root else self.state_path / "metrics" / "targets"
 
     def prefixed(self, name: str, sep: str = ".") -> str:
         """``name`` under the namespace: ``<namespace><sep><name>``."""

@@ -13,7 +13,7 @@ import psutil
 
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import load_config
-from tests.conftest import free_port, mesh_env
+from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.helpers import http_json, wait_for
 
 GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
@@ -120,7 +120,7 @@ def test_up_only_worker_joins_a_node_to_a_running_mesh_and_down_stops_only_that_
     host = {
         **mesh_environment,
         "GRIDMESH_STATE_DIR": str(tmp_path / "host"),
-        "GRIDMESH_WORKER_BASE_PORT": str(free_port()),
+        "GRIDMESH_WORKER_BASE_PORT": str(free_port(WORKER_PORTS)),
     }
     edge = f"{mesh_config.envoy.host}:{mesh_config.envoy.port}"
     before = {w["worker_id"] for w in http_json(edge, "GET", "/v1/workers")[1]["workers"]}

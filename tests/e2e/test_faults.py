@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,22 +25,11 @@ from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.conftest import free_port, mesh_env
+from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.e2e.watching import TerminalNotices, submit_noops
 from tests.helpers import http_json, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
-
-
-def _two_free_ports() -> int:
-    while True:
-        base = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", base + 1))
-            except OSError:
-                continue
-            return base
 
 
 @dataclass
@@ -91,7 +79,7 @@ def fault_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFa
         GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
         GRIDMESH_ZOOKEEPER_HOSTS=f"127.0.0.1:{free_port()}",  # its own (started by up): killing it disturbs no one
         GRIDMESH_ZOOKEEPER_REQUEST_TIMEOUT_S="2",
-        GRIDMESH_WORKER_BASE_PORT=str(_two_free_ports()),
+        GRIDMESH_WORKER_BASE_PORT=str(free_port(WORKER_PORTS)),
         GRIDMESH_WORKER_SLOTS="2",
     )
     config = load_config(env)

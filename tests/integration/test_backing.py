@@ -26,16 +26,11 @@ from kazoo.client import KazooClient
 from gridmesh.cli import backing, procs
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import Unavailable
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 CLIENT_TIMEOUT_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_free(port: int) -> bool:
@@ -63,8 +58,8 @@ def config(tmp_path: Path) -> MeshConfig:
     return load_config(
         {
             "GRIDMESH_STATE_DIR": str(tmp_path / "state"),
-            "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{_free_port()}",
-            "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}",
+            "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{free_port()}",
+            "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         }
     )
 
@@ -250,7 +245,7 @@ def test_the_machines_mariadb_and_rabbitmq_answer_their_probes() -> None:
 
 
 def test_probes_of_absent_services_fail_quickly_with_a_reason() -> None:
-    ports = {name: _free_port() for name in ("mysql", "rabbitmq", "zookeeper", "kafka")}
+    ports = {name: free_port() for name in ("mysql", "rabbitmq", "zookeeper", "kafka")}
     config = load_config(
         {
             "GRIDMESH_MYSQL_PORT": str(ports["mysql"]),

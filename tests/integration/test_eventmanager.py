@@ -37,6 +37,7 @@ from gridmesh.eventmanager import EventManagerProcess, build_server
 from gridmesh.grpc_support.convert import dict_to_struct
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 from tests.cleanup import close_rabbitmq_connections, delete_topology
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -53,12 +54,6 @@ Stub = eventmanager_pb2_grpc.EventManagerStub
 # -- backing services ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _zk_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
@@ -73,7 +68,7 @@ def zookeeper_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ZooKeeper of this module's own, so nothing else's can vanish under it."""
     assert os.access(ZK_SCRIPT, os.X_OK) and shutil.which("java"), "ZooKeeper (Debian package) is not installed"
     root = tmp_path_factory.mktemp("zookeeper")
-    port = _free_port()
+    port = free_port()
     (root / "data").mkdir()
     cfg = root / "zoo.cfg"
     cfg.write_text(
@@ -520,7 +515,7 @@ def test_health_is_serving_only_once_zookeeper_and_rabbitmq_are_connected(config
 
 
 def test_an_eventmanager_without_rabbitmq_never_serves_and_gives_up_with_unavailable(config: MeshConfig) -> None:
-    dead_port = _free_port()
+    dead_port = free_port()
     broken = dataclasses.replace(config, rabbitmq=dataclasses.replace(config.rabbitmq, port=dead_port))
 
     async def scenario() -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from gridmesh.adapters.filestore import FileStore
 from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from gridmesh.core.results import Lease
+from gridmesh.core.results import Lease, StoredResult
 from gridmesh.storekeeper.index import InMemoryResultIndex
 from gridmesh.storekeeper.service import ResultService
 
@@ -235,10 +235,14 @@ class ScriptedScheduler:
 
     def __init__(self) -> None:
         self.current: dict[str, int] = {}
-        self.committed: dict[str, str] = {}
+        self.digests: dict[str, str] = {}
         """task id → sha256 the 'Scheduler' committed."""
         self.checks: list[tuple[str, int]] = []
         self.unreachable = False
+        self.rows: dict[str, StoredResult] = {}
+        """The task rows' results: what the 'Scheduler' committed."""
+        self.hold_answers: asyncio.Event | None = None
+        """While set and not set-yet: a report is committed but its answer is held up."""
 
     def _judge(self, task_id: str, lease: Lease) -> None:
         if self.unreachable:
@@ -252,7 +256,13 @@ class ScriptedScheduler:
 
     async def report(self, result, lease: Lease) -> None:
         self._judge(result.task_id, lease)
-        self.committed[result.task_id] = result.sha256
+        self.digests[result.task_id] = result.sha256
+        self.rows[result.task_id] = result
+        if self.hold_answers is not None:
+            await self.hold_answers.wait()
+
+    async def committed(self, task_id: str) -> StoredResult | None:
+        return self.rows.get(task_id)
 
 
 def _lease(token: int) -> Lease:
@@ -266,7 +276,7 @@ def test_a_completion_is_reported_with_the_file_durable_and_answers_at_once_from
 
     async def scenario(h: Harness):
         stored = await h.service.store(task, "out", b'{"a": 1}', lease=_lease(7))
-        assert scheduler.committed == {task: hashlib.sha256(b'{"a": 1}').hexdigest()}
+        assert scheduler.digests == {task: hashlib.sha256(b'{"a": 1}').hexdigest()}
         assert (h.root / "out" / f"{task}.json").read_bytes() == b'{"a": 1}'
         assert await h.service.info(task) == stored  # from memory, or the index once it caught up
         assert [r.task_id for r in (await h.service.list("out")).results] == [task]
@@ -322,7 +332,49 @@ def test_a_completion_whose_answer_never_came_keeps_its_file_and_a_retry_settles
         scheduler.unreachable = False
         await h.service.store(task, "out", b"{}", lease=_lease(3))  # the worker's retry
         assert scheduler.checks == [(task, 3)]
-        assert task in scheduler.committed
+        assert task in scheduler.digests
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_a_lookup_while_the_schedulers_answer_is_under_way_waits_for_it(tmp_path):
+    # The Scheduler commits and notifies the client before its answer
+    # reaches the StoreKeeper: the client's GetResult must find the result.
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 5
+    scheduler.hold_answers = asyncio.Event()
+
+    async def scenario(h: Harness):
+        storing = asyncio.create_task(h.service.store(task, "out", b'{"n": 1}', lease=_lease(5)))
+        while task not in scheduler.digests:
+            await asyncio.sleep(0.001)
+        looking = asyncio.create_task(h.service.info(task))
+        await asyncio.sleep(0.01)
+        assert not looking.done()  # not a NOT_FOUND while the answer is on its way
+        scheduler.hold_answers.set()
+        assert await looking == await storing
+
+    run(tmp_path, scenario, completions=scheduler)
+
+
+def test_a_committed_result_missing_from_the_index_is_found_from_its_task_row(tmp_path):
+    # The StoreKeeper died after the Scheduler committed but before the
+    # index entry was written: the task row still names the result.
+    scheduler = ScriptedScheduler()
+    task = _task()
+    scheduler.current[task] = 2
+
+    async def scenario(h: Harness):
+        stored = await h.service.store(task, "out", b"[1, 2]", lease=_lease(2))
+        await h.service.list()  # the entry reached the index
+        h.index.entries.clear()  # as if it never had
+        assert await h.service.info(task) == stored
+        assert (await h.read_all(task))[1] == [b"[1, 2]"]
+        await h.service.list()
+        assert h.index.entries[task] == stored  # written back to the index
+        with pytest.raises(NotFound):
+            await h.service.info(_task())  # a task with no committed result still has none
 
     run(tmp_path, scenario, completions=scheduler)
 

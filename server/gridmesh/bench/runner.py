@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from gridmesh.adapters import prometheus
 from gridmesh.bench import machine, replication
 from gridmesh.bench.client import IN_FLIGHT, BenchClient, BenchError
 from gridmesh.bench.measure import RUNNERS, RunContext, Tally, burn_unit_ms_today
@@ -327,6 +328,7 @@ def run_rep(
     metrics: dict[str, Any] | None = None
     headline: str | None = None
     error: str | None = None
+    messages_before = grpc_messages(session.config) if session.config else {}
     sampler = Sampler(processes)
     session.progress.begin(f"{workload.id} rep {rep}/{session.options.reps_of(workload.id)}", tally)
     try:
@@ -338,6 +340,8 @@ def run_rep(
     finally:
         sample = sampler.stop()
         session.progress.end()
+    if session.config is not None:
+        record["grpc_messages"] = messages_between(messages_before, grpc_messages(session.config))
     return finish_record(
         record,
         metrics=metrics,
@@ -347,6 +351,23 @@ def run_rep(
         load1=machine.load1(),
         versions_=session.versions,
     )
+
+
+def grpc_messages(config: MeshConfig) -> dict[str, float]:
+    """``"<method> in"`` / ``"<method> out"`` -> gRPC messages the mesh's
+    servers received / sent so far, summed over every process that publishes
+    its metrics (each message between two processes has one server end)."""
+    scrapes = [prometheus.scrape(target) for target in prometheus.targets(config)]
+    received = prometheus.summed(scrapes, "grpc_server_msg_received_total", by="grpc_method")
+    sent = prometheus.summed(scrapes, "grpc_server_msg_sent_total", by="grpc_method")
+    return {**{f"{m} in": n for m, n in received.items()}, **{f"{m} out": n for m, n in sent.items()}}
+
+
+def messages_between(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, int]:
+    """Messages counted between two :func:`grpc_messages` (a process that
+    restarted in between counts from zero)."""
+    deltas = {key: n - before.get(key, 0.0) for key, n in after.items()}
+    return {key: int(n if n >= 0 else after[key]) for key, n in sorted(deltas.items()) if n}
 
 
 def _summary(record: Mapping[str, Any]) -> str:

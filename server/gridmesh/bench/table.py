@@ -173,7 +173,7 @@ def render(records: Iterable[Record]) -> str:
                 out.append(_row([key[1], f"failed: {error}", *[""] * (len(columns) - 1), reps, conditions(rs)]))
                 continue
             out.append(_row([key[1], *(cell(ok) for _, cell in columns), reps, conditions(rs)]))
-    for extra in (render_cpu(groups), render_memory(groups)):
+    for extra in (render_cpu(groups), render_messages(groups), render_memory(groups)):
         if extra:
             out += ["", *extra]
     return "\n".join(out).lstrip("\n")
@@ -203,6 +203,34 @@ def render_cpu(groups: Mapping[tuple[str, str], list[Record]]) -> list[str]:
     header = ["run", "gridmesh CPU ms per task", "per process, ms per task (backing services included)"]
     return [
         "### CPU per W1 task: CPU time each process used in the run ÷ tasks",
+        "",
+        _row(header),
+        _row("---" for _ in header),
+        *rows,
+    ]
+
+
+def render_messages(groups: Mapping[tuple[str, str], list[Record]]) -> list[str]:
+    """W1's gRPC messages per task, received and sent by the mesh's servers
+    (medians over the repetitions), with the methods that carry them."""
+    rows = []
+    for key in sorted(k for k in groups if k[0] == "W1"):
+        ok = [r for r in groups[key] if r.get("ok") and r.get("grpc_messages")]
+        if not ok:
+            continue
+        per_method: dict[str, list[float]] = {}
+        for r in ok:
+            for method, count in r["grpc_messages"].items():
+                per_method.setdefault(method, []).append(count / r["metrics"]["n"])
+        total = median(sum(r["grpc_messages"].values()) / r["metrics"]["n"] for r in ok)
+        shown = sorted(((median(v) or 0.0, m) for m, v in per_method.items()), reverse=True)
+        cells = ", ".join(f"{m} {v:.2f}" for v, m in shown if v >= 0.01)
+        rows.append(_row([f"W1 {key[1]}", fmt(total, 2), cells]))
+    if not rows:
+        return []
+    header = ["run", "gRPC messages per task", "by method and direction (in = received by the server)"]
+    return [
+        "### gRPC messages per W1 task: messages the mesh's gRPC servers received and sent in the run ÷ tasks",
         "",
         _row(header),
         _row("---" for _ in header),

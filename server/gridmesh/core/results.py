@@ -85,6 +85,12 @@ class Completions(Protocol):
         the lease; :class:`Unavailable` if the outcome is unknown."""
         ...
 
+    async def committed(self, task_id: str) -> StoredResult | None:
+        """The result the Scheduler committed for ``task_id`` (its task row:
+        SUCCEEDED with the result's path, size and digest), or None if it
+        has none; :class:`Unavailable` if no Scheduler answers."""
+        ...
+
 
 @dataclass(frozen=True, order=True)
 class ResultKey:

@@ -31,6 +31,7 @@ from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
     configure_logging,
+    export_metrics,
     serve_until_signal,
     shutdown,
 )
@@ -118,6 +119,7 @@ def build_server(config: MeshConfig) -> EventManagerProcess:
 
 async def serve(config: MeshConfig) -> None:
     process = build_server(config)
+    export_metrics(process.host, config, "eventmanager")
     await process.host.set_serving(False)  # until ready() connected the adapters
     try:
         await serve_until_signal(process.host, ready=process.ready)

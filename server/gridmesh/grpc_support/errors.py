@@ -109,6 +109,13 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], method: str) -> Ca
     return handler
 
 
+def _wrap_responses(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """A response-streaming handler is either an async generator or a
+    coroutine that writes with ``context.write`` (as grpc's own health
+    ``Watch`` does)."""
+    return _wrap_stream(behavior, method) if inspect.isasyncgenfunction(behavior) else _wrap_unary(behavior, method)
+
+
 def _is_async(handler: grpc.RpcMethodHandler) -> bool:
     behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
     return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
@@ -141,12 +148,12 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method),
+                _wrap_responses(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream(handler.stream_stream, method),
+            _wrap_responses(handler.stream_stream, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

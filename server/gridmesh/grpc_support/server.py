@@ -17,7 +17,10 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gridmesh.adapters import prometheus
+from gridmesh.config import MeshConfig
 from gridmesh.grpc_support.errors import ErrorMappingInterceptor
+from gridmesh.grpc_support.metrics import MessageCountingInterceptor
 from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2, worker_pb2
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ def build_grpc_server(
     given servicers, health (every service NOT_SERVING until
     :meth:`GrpcHost.set_serving`) and reflection."""
     server = aio.server(
-        interceptors=[ErrorMappingInterceptor(), *extra_interceptors],
+        interceptors=[MessageCountingInterceptor(), ErrorMappingInterceptor(), *extra_interceptors],
         options=[("grpc.so_reuseport", 0), *options],
     )
     for register in registrations:
@@ -84,6 +87,14 @@ def build_grpc_server(
     if port == 0:
         raise OSError(f"cannot listen on {address}: the address is in use or not local")
     return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))
+
+
+def export_metrics(host: GrpcHost, config: MeshConfig, component: str) -> None:
+    """Serve this process's Prometheus metrics (unless turned off) while
+    ``host`` runs, published as the file_sd target ``<component>-<port>``."""
+    endpoint = prometheus.start(config, component, host.port)
+    if endpoint is not None:
+        host.close_adapters.append(endpoint.close)
 
 
 async def serve_until_signal(

@@ -30,7 +30,13 @@ from gridmesh.core.lifecycle import LifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
-from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
+from gridmesh.grpc_support.server import (
+    GrpcHost,
+    build_grpc_server,
+    configure_logging,
+    export_metrics,
+    serve_until_signal,
+)
 from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
 from gridmesh.scheduler.stats import MySQLStatsReader
 from gridmesh.scheduler.store import MySQLTaskStore
@@ -253,6 +259,7 @@ async def serve(config: MeshConfig) -> None:
 
     host.stop_taking_work.append(leadership.close)
     host.close_adapters.append(close_adapters)
+    export_metrics(host, config, "scheduler")
     await serve_until_signal(host, ready=ready, stop=stop)
 
 

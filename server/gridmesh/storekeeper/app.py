@@ -12,7 +12,13 @@ import sys
 
 from gridmesh.adapters.filestore import FileStore
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
+from gridmesh.grpc_support.server import (
+    GrpcHost,
+    build_grpc_server,
+    configure_logging,
+    export_metrics,
+    serve_until_signal,
+)
 from gridmesh.storekeeper.completions import SchedulerCompletions
 from gridmesh.storekeeper.index import ResultIndex
 from gridmesh.storekeeper.mysql_index import MySQLResultIndex
@@ -52,7 +58,9 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
 async def serve(config: MeshConfig) -> None:
     # Connecting and migrating the schema block: off the event loop, like every MySQL call.
     index = await asyncio.to_thread(MySQLResultIndex.open, config.mysql, config.database("storekeeper"))
-    await serve_until_signal(build_server(config, index=index))
+    host = build_server(config, index=index)
+    export_metrics(host, config, "storekeeper")
+    await serve_until_signal(host)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,17 +15,18 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 from grpc import aio
 
 from gridmesh.core.errors import Unavailable
-from gridmesh.core.results import Lease, StoredResult
-from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.core.results import DEFAULT_CONTENT_TYPE, Lease, StoredResult
+from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.grpc_support.errors import error_of
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream
-from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
+from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,32 @@ class SchedulerCompletions:
         if started_at is not None:
             request.started_at.CopyFrom(started_at)
         await self._call(False, request)
+
+    async def committed(self, task_id: str) -> StoredResult | None:
+        """Asks each Scheduler in turn (a standby answers UNAVAILABLE)."""
+        request = scheduler_pb2.GetTaskRequest(task_id=task_id)
+        last = ""
+        for offset in range(len(self._channels)):
+            channel = self._channels[(self._current + offset) % len(self._channels)]
+            try:
+                task = await scheduler_pb2_grpc.SchedulerStub(channel).GetTask(request, timeout=ANSWER_TIMEOUT_S)
+            except aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                last = e.details() or e.code().name
+                continue
+            if task.state != common_pb2.SUCCEEDED or not task.result_path:
+                return None
+            return StoredResult(
+                task_id=task.task_id,
+                result_dir=task.result_dir,
+                path=task.result_path,
+                size_bytes=task.result_size_bytes,
+                sha256=task.result_sha256,
+                content_type=DEFAULT_CONTENT_TYPE,
+                stored_at=from_timestamp(task.finished_at) if task.HasField("finished_at") else datetime.now(UTC),
+            )
+        raise Unavailable(f"no Scheduler answered about the result of task {task_id}: {last}")
 
     async def _call(self, check: bool, request: scheduler_pb2.ReportTaskRequest) -> None:
         deadline = time.monotonic() + REPORT_DEADLINE_S

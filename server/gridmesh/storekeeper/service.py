@@ -12,7 +12,10 @@ as: the file, then the Scheduler's commit of the task's success with the
 file's path, size and digest (:class:`~gridmesh.core.results.Completions`).
 The task row is then the record of the result; the index entry follows
 off the latency path (until it is committed, this process answers from
-memory). A completion the Scheduler refuses leaves no result under the
+memory; a lookup made while the report is under way waits for its outcome,
+and one the index cannot answer asks the Scheduler for the task row, so a
+result whose entry a crash or a lost answer kept out of the index is still
+found). A completion the Scheduler refuses leaves no result under the
 task's name: its file is removed again. So that removing it can never take
 away a result that was committed before, a file already there is replaced
 only after the Scheduler confirmed the lease is current.
@@ -83,6 +86,8 @@ class ResultService:
         self._completions = completions
         self._unindexed: dict[str, tuple[StoredResult, asyncio.Future[None]]] = {}
         """Completed results whose index entry is not committed yet."""
+        self._reporting: dict[str, asyncio.Event] = {}
+        """Tasks whose completion the Scheduler is deciding on (set once it has)."""
         self._max_result_bytes = max_result_bytes
         self._clock = clock
         self._chunk_bytes = chunk_bytes
@@ -144,12 +149,18 @@ class ResultService:
             # current lease may replace it.
             await self._completions.check(request.task_id, lease)
             result = await self._write(request)
+        # The Scheduler may send the task's notice before its answer reaches
+        # us: a lookup of the task meanwhile waits for that answer.
+        reported = self._reporting[request.task_id] = asyncio.Event()
         try:
             await self._completions.report(result, lease)
+            self._index_later(result)
         except FailedPrecondition:
             await self._run(self._files.remove, result.path)
             raise
-        self._index_later(result)
+        finally:
+            del self._reporting[request.task_id]
+            reported.set()
         return result
 
     def _index_later(self, result: StoredResult) -> None:
@@ -168,10 +179,17 @@ class ResultService:
     async def info(self, task_id: str) -> StoredResult:
         """The index entry of the task's result; :class:`NotFound` if none."""
         task_id = check_task_id(task_id)
+        reporting = self._reporting.get(task_id)
+        if reporting is not None:
+            await reporting.wait()
         pending = self._unindexed.get(task_id)
         if pending is not None:
             return pending[0]
         found = await self._index.get(task_id)
+        if found is None and self._completions is not None:
+            found = await self._completions.committed(task_id)
+            if found is not None:  # committed, but its entry never made it here
+                self._index_later(found)
         if found is None:
             raise NotFound(f"no result stored for task {task_id}", field="task_id")
         return found

@@ -22,7 +22,13 @@ from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.grpc_support.convert import to_timestamp
-from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging, serve_until_signal
+from gridmesh.grpc_support.server import (
+    GrpcHost,
+    build_grpc_server,
+    configure_logging,
+    export_metrics,
+    serve_until_signal,
+)
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from gridmesh.worker.node import NodeSettings, WorkerNode
 from gridmesh.worker.pool import ProcessPool
@@ -129,6 +135,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
 
     host.stop_taking_work.append(drain)
     host.close_adapters.append(close_adapters)
+    export_metrics(host, config, "worker")
     stop = asyncio.Event()
     drained = asyncio.create_task(node.wait_drained())  # drained on request: the process ends
     drained.add_done_callback(lambda _: stop.set())
