@@ -36,7 +36,7 @@ def test_a_process_counts_calls_and_messages_and_publishes_its_endpoint_while_it
         export_metrics(host, config, "scheduler")
         stop = asyncio.Event()
         serving = asyncio.create_task(serve_until_signal(host, stop=stop, grace_s=0))
-        targets = []
+        targets: list[prometheus.Target] = []
         while not targets:  # the file is written before the server starts; poll the loop once
             targets = prometheus.targets(config)
             await asyncio.sleep(0.01)

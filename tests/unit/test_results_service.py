@@ -343,7 +343,7 @@ def test_a_lookup_while_the_schedulers_answer_is_under_way_waits_for_it(tmp_path
     scheduler = ScriptedScheduler()
     task = _task()
     scheduler.current[task] = 5
-    scheduler.hold_answers = asyncio.Event()
+    held = scheduler.hold_answers = asyncio.Event()
 
     async def scenario(h: Harness):
         storing = asyncio.create_task(h.service.store(task, "out", b'{"n": 1}', lease=_lease(5)))
@@ -352,7 +352,7 @@ def test_a_lookup_while_the_schedulers_answer_is_under_way_waits_for_it(tmp_path
         looking = asyncio.create_task(h.service.info(task))
         await asyncio.sleep(0.01)
         assert not looking.done()  # not a NOT_FOUND while the answer is on its way
-        scheduler.hold_answers.set()
+        held.set()
         assert await looking == await storing
 
     run(tmp_path, scenario, completions=scheduler)
