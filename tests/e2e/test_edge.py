@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 
 import grpc
 import pytest
@@ -100,6 +101,14 @@ def test_the_internal_streams_through_the_edge_are_unimplemented(edge, method):
 def test_the_public_storekeeper_rpcs_are_still_routed(edge):
     status, page = http_json(edge, "GET", "/v1/results?page_size=1")
     assert status == 200 and "results" in page, page
+
+
+def test_the_result_of_a_task_that_does_not_exist_is_404(edge):
+    task = str(uuid.uuid4())  # the StoreKeeper has no entry, and the Scheduler no such task
+    for path in (f"/v1/results/{task}", f"/v1/results/{task}/info"):
+        status, body = http_json(edge, "GET", path)
+        assert status == 404, body
+        assert body["message"] == f"no result stored for task {task}", body
 
 
 def test_scheduler_health_is_serving_through_envoy(edge):
