@@ -14,21 +14,17 @@ from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgum
 from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
 from gridmesh.core.scheduler import (
     MAX_ERROR_CHARS,
-    Assignment,
-    CancelNotice,
     Crash,
-    DrainNotice,
     Failure,
     SchedulerCore,
     SchedulerSettings,
     SubmitRequest,
     Success,
-    TakeBack,
-    WorkerState,
     clip_error,
 )
 from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import default_registry
+from gridmesh.core.workers import Assignment, CancelNotice, DrainNotice, TakeBack, WorkerState
 from gridmesh.scheduler.store import MemoryTaskStore
 
 REGISTRY = default_registry(load_plugins=False)
@@ -320,7 +316,7 @@ def test_credit_granted_with_nothing_queued_keeps_one_turn_per_node():
         for _ in range(1000):  # a lightly loaded mesh: credit comes back after every task
             h.core.grant_credit(first, 1)
             h.core.grant_credit(second, 1)
-        assert len(h.core._ready) == 2  # not a turn per grant, growing forever
+        assert h.core._workers.ready == 2  # not a turn per grant, growing forever
         ids = [await h.submit() for _ in range(2)]
         assert [a.task.task_id for a in h.assignments(first) + h.assignments(second)] == ids
 

@@ -1,5 +1,9 @@
-"""The Scheduler's domain: accepting tasks, dispatching them to pulling
-workers under leases, retrying, and publishing every committed change.
+"""The Scheduler's domain: the task book — accepting tasks, dispatching them
+to pulling workers under leases, retrying, and publishing every committed
+change. The nodes, their credit and leases are the :class:`WorkerRegistry`'s
+(:mod:`gridmesh.core.workers`), the open watches the :class:`WatchHub`'s
+(:mod:`gridmesh.core.watch`); :class:`SchedulerCore` is the façade the
+servicers call and decides when work moves.
 
 Runs on one asyncio event loop; every method that mutates state is called on
 that loop, so a check and the change it guards are atomic. State changes are
@@ -20,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import enum
 import itertools
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 
@@ -43,6 +46,17 @@ from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.names import check_result_dir, check_uuid
 from gridmesh.core.tasks import DispatchQueue, Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
+from gridmesh.core.watch import Watcher, WatchFilter, WatchHub
+from gridmesh.core.workers import (
+    Assignment,
+    CancelNotice,
+    HeartbeatResult,
+    LinkItem,
+    WorkerLink,
+    WorkerRecord,
+    WorkerRegistry,
+    WorkerState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +66,6 @@ MAX_BATCH_SUBMITS = 1000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-WATCH_QUEUE_LIMIT = 100_000
 MAX_ERROR_CHARS = 8_000
 """A task's error (a worker's report: a message, a traceback) is cut to this
 many characters, keeping its start and, longer, its end (where a traceback
@@ -72,23 +85,6 @@ class Counters(NamedTuple):
     seq: int
     fencing_token: int
     revision: int
-
-
-@dataclass(frozen=True)
-class WatchFilter:
-    """Which committed changes a watch wants."""
-
-    task_ids: frozenset[str] | None = None
-    """None: every task."""
-    terminal_only: bool = False
-    task_type: str = ""
-
-    def wants(self, task: Task) -> bool:
-        if self.task_ids is not None and task.task_id not in self.task_ids:
-            return False
-        if self.task_type and task.task_type != self.task_type:
-            return False
-        return task.state.terminal or not self.terminal_only
 
 
 class TaskStore(Protocol):
@@ -148,52 +144,6 @@ class SubmitRequest:
     max_attempts: int = 0
 
 
-class WorkerState(enum.IntEnum):
-    UNSPECIFIED = 0
-    ACTIVE = 1
-    DRAINING = 2
-    OFFLINE = 3
-
-
-@dataclass(frozen=True)
-class Assignment:
-    task: Task
-    fencing_token: int
-    lease_expires_at: datetime
-
-
-@dataclass(frozen=True)
-class CancelNotice:
-    task_id: str
-    fencing_token: int
-
-
-@dataclass(frozen=True)
-class TakeBack:
-    """Asks a worker to give back a prefetched task it has not started."""
-
-    task_id: str
-    fencing_token: int
-
-
-@dataclass(frozen=True)
-class DrainNotice:
-    """Tells a worker to drain: stop pulling, finish what it runs, deregister."""
-
-
-@dataclass(frozen=True)
-class ReportAck:
-    """The answer to a report made on a worker's pull stream."""
-
-    task_id: str
-    fencing_token: int
-    error: GridmeshError | None = None
-
-
-LinkItem = Assignment | CancelNotice | TakeBack | DrainNotice | ReportAck
-"""What the Scheduler sends a worker on its pull stream."""
-
-
 @dataclass(frozen=True)
 class Success:
     result_path: str
@@ -212,92 +162,6 @@ class Crash:
 
 
 Outcome = Success | Failure | Crash
-
-
-@dataclass(frozen=True)
-class HeartbeatResult:
-    lost: list[tuple[str, int]]
-    lease_expires_at: datetime
-    reregister: bool = False
-
-
-class WorkerLink:
-    """The open pull stream of one worker: its credit and what to send it."""
-
-    def __init__(self, worker_id: str) -> None:
-        self.worker_id = worker_id
-        self.credit = 0
-        self.outbox: asyncio.Queue[LinkItem | None] = asyncio.Queue()
-        """What to send the worker; None ends the stream."""
-        self.closed = False
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.outbox.put_nowait(None)
-
-
-@dataclass
-class WorkerRecord:
-    worker_id: str
-    address: str
-    slots: int
-    task_types: tuple[str, ...]
-    registered_at: datetime
-    last_heartbeat: datetime
-    state: WorkerState = WorkerState.ACTIVE
-    link: WorkerLink | None = None
-    leases: set[str] = field(default_factory=set)
-    drain_requested: bool = False
-    """DrainNode asked this node to drain; it stays DRAINING until it leaves."""
-    prefetch: int = 0
-    """Leases it may hold beyond its slots (tasks waiting there for a slot)."""
-    asked_back: set[str] = field(default_factory=set)
-    """Tasks it was asked to give back (a TakeBack is sent once per lease)."""
-
-    @property
-    def busy_slots(self) -> int:
-        return min(len(self.leases), self.slots)
-
-    @property
-    def prefetched(self) -> int:
-        """Leases beyond its slots not asked back yet: tasks that wait there."""
-        return len(self.leases) - self.slots - len(self.asked_back)
-
-    @property
-    def free_slots(self) -> int:
-        """Slots it has credited and no lease fills (credit beyond its prefetch room)."""
-        credit = self.link.credit if self.link is not None and not self.link.closed else 0
-        return max(0, min(credit, self.slots - len(self.leases)))
-
-
-@dataclass
-class _Lease:
-    worker_id: str
-    token: int
-    expires_at: float  # monotonic
-
-
-class Watcher:
-    """One WatchTask/WatchTasks stream: committed task snapshots, in order."""
-
-    def __init__(self, watch: WatchFilter) -> None:
-        self.filter = watch
-        self.queue: asyncio.Queue[tuple[Task, datetime] | None] = asyncio.Queue()
-        """Committed snapshots; None ends the watch (the Scheduler stepped down)."""
-        self.overflowed = False
-
-    def wants(self, task: Task) -> bool:
-        return self.filter.wants(task)
-
-    def offer(self, task: Task, at: datetime) -> None:
-        if self.queue.qsize() >= WATCH_QUEUE_LIMIT:
-            self.overflowed = True
-            return
-        self.queue.put_nowait((task, at))
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
 
 
 # -- the core -------------------------------------------------------------------------
@@ -320,9 +184,8 @@ class SchedulerCore:
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
-        self._registry = registry
+        self._types = registry
         self._settings = settings
-        self._clock = clock
         self._now = now
         self._tasks: dict[str, Task] = {}
         """Live state of every task in memory (all active, recent finished)."""
@@ -330,14 +193,16 @@ class SchedulerCore:
         """The last committed snapshot of each task in ``_tasks``."""
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._queue = DispatchQueue()
-        self._leases: dict[str, _Lease] = {}
-        self._workers: dict[str, WorkerRecord] = {}
-        self._ready: deque[str] = deque()  # worker ids that may have credit, round-robin
-        self._watchers: set[Watcher] = set()
+        self._workers = WorkerRegistry(
+            lease_ttl_s=settings.lease_ttl_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+            clock=clock,
+            now=now,
+        )
+        self._watches = WatchHub()
         self._keys: dict[str, str] = {}  # idempotency key -> task id, for tasks in memory
         self._pending_keys: dict[str, asyncio.Future[Task]] = {}
         self._seq = 0
-        self._token = 0
         self._revisions = itertools.count(1)
         self._lifecycle_saved = 0
         self._failed: BaseException | None = None
@@ -351,17 +216,16 @@ class SchedulerCore:
         order and every RUNNING task keeps its lease for one more TTL, so its
         worker can renew it. Returns the number of active tasks."""
         counters = await self._store.counters()
-        self._seq, self._token = counters.seq, counters.fencing_token
+        self._seq, self._workers.last_token = counters.seq, counters.fencing_token
         self._revisions = itertools.count(counters.revision + 1)
         await self._replay_lifecycle(counters.revision)
-        expires = self._clock() + self._settings.lease_ttl_s
         for task in await self._store.load_active():
             self._remember(task)
             self._views[task.task_id] = task.snapshot()
             if task.state is TaskState.QUEUED:
                 self._queue.push(task)
             else:
-                self._leases[task.task_id] = _Lease(task.worker_id, task.fencing_token, expires)
+                self._workers.keep(task.task_id, task.worker_id, task.fencing_token)
         return len(self._tasks)
 
     async def _replay_lifecycle(self, newest: int) -> None:
@@ -423,7 +287,7 @@ class SchedulerCore:
         """Validate, commit and queue a task; return it QUEUED. The same
         idempotency key always returns the same task."""
         self._check_alive()
-        self._registry.validate(request.task_type, request.params, self._settings.max_params_bytes)
+        self._types.validate(request.task_type, request.params, self._settings.max_params_bytes)
         result_dir = check_result_dir(request.result_dir)
         max_attempts = request.max_attempts or self._settings.default_max_attempts
         if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
@@ -578,8 +442,8 @@ class SchedulerCore:
     def _check_type_filter(self, task_type: str) -> None:
         """A filter naming a type the registry does not know is refused
         (a typo would otherwise match nothing, silently)."""
-        if task_type and task_type not in self._registry:
-            self._registry.get(task_type)  # raises with the known types
+        if task_type and task_type not in self._types:
+            self._types.get(task_type)  # raises with the known types
 
     async def cancel(self, task_id: str) -> Task:
         """A QUEUED task is cancelled at once; a RUNNING one loses its lease
@@ -602,8 +466,8 @@ class SchedulerCore:
             worker_id, token = task.worker_id, task.fencing_token
             self._release_lease(task)
             worker = self._workers.get(worker_id)
-            if worker is not None and worker.link is not None:
-                worker.link.outbox.put_nowait(CancelNotice(task_id, token))
+            if worker is not None:
+                worker.send(CancelNotice(task_id, token))
         task.state = TaskState.CANCELLED
         task.error = "cancelled by a client"
         task.finished_at = self._now()
@@ -615,9 +479,7 @@ class SchedulerCore:
     def watch(self, task_ids: Iterable[str], terminal_only: bool, task_type: str = "") -> Watcher:
         ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)
         self._check_type_filter(task_type)
-        watcher = Watcher(WatchFilter(ids or None, terminal_only, task_type))
-        self._watchers.add(watcher)
-        return watcher
+        return self._watches.add(WatchFilter(ids or None, terminal_only, task_type))
 
     async def changes_after(self, after: int, watcher: Watcher, limit: int = REPLAY_PAGE) -> list[Task]:
         """What ``watcher`` wants of the changes committed after revision
@@ -630,57 +492,24 @@ class SchedulerCore:
         return await self._store.changes_after(after, watcher.filter, limit)
 
     def unwatch(self, watcher: Watcher) -> None:
-        self._watchers.discard(watcher)
+        self._watches.remove(watcher)
 
     # -- workers ------------------------------------------------------------
 
     def register_worker(
         self, worker_id: str, address: str, slots: int, task_types: Iterable[str], prefetch: int = 0
     ) -> None:
-        if not worker_id:
-            raise InvalidArgument("worker_id is required", field="worker_id")
-        if slots < 1:
-            raise InvalidArgument(f"slots must be at least 1, got {slots}", field="slots")
-        if prefetch < 0:
-            raise InvalidArgument(f"prefetch must not be negative, got {prefetch}", field="prefetch")
-        now = self._now()
-        existing = self._workers.get(worker_id)
-        if existing is not None:
-            existing.address, existing.slots, existing.task_types = address, slots, tuple(task_types)
-            existing.prefetch = prefetch
-            existing.last_heartbeat = now
-            existing.state = WorkerState.DRAINING if existing.drain_requested else WorkerState.ACTIVE
-            return
-        record = WorkerRecord(worker_id, address, slots, tuple(task_types), now, now, prefetch=prefetch)
-        # Leases this worker held before a failover stay its own.
-        record.leases = {tid for tid, lease in self._leases.items() if lease.worker_id == worker_id}
-        self._workers[worker_id] = record
-        log.info("worker %s joined (%s, %d slots)", worker_id, address, slots)
-
-    def _worker(self, worker_id: str) -> WorkerRecord:
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            raise FailedPrecondition(f"worker {worker_id!r} is not registered; call RegisterWorker first")
-        return worker
+        self._workers.register(worker_id, address, slots, task_types, prefetch)
 
     def open_link(self, worker_id: str) -> WorkerLink:
         """A worker opened its pull stream (replacing any older one)."""
-        worker = self._worker(worker_id)
-        if worker.link is not None:
-            worker.link.close()
-        worker.link = WorkerLink(worker_id)
-        if worker.drain_requested:  # asked while it had no stream: tell it now
-            worker.link.outbox.put_nowait(DrainNotice())
-        return worker.link
+        return self._workers.open_link(worker_id)
 
     def close_link(self, link: WorkerLink, unsent: Iterable[LinkItem] = ()) -> None:
         """The pull stream ended. Assignments it never sent (``unsent``, taken
         from the outbox but not written, and what is still in the outbox)
         go back to the head of the queue as the same attempt."""
-        link.close()
-        worker = self._workers.get(link.worker_id)
-        if worker is not None and worker.link is link:
-            worker.link = None
+        self._workers.detach(link)
         if self._failed is not None:
             return  # stepping down: the next leader takes over from the store
         undelivered = [item for item in unsent if isinstance(item, Assignment)]
@@ -698,79 +527,33 @@ class SchedulerCore:
             self._dispatch()
 
     def grant_credit(self, link: WorkerLink, credit: int) -> None:
-        if credit < 0:
-            raise InvalidArgument("credit must not be negative", field="credit")
-        worker = self._workers.get(link.worker_id)
-        if link.closed or worker is None or worker.state is not WorkerState.ACTIVE:
-            return
-        # Credit is the worker's room: free slots, then prefetch; never more than both.
-        link.credit = min(link.credit + credit, worker.slots + worker.prefetch)
-        worker.last_heartbeat = self._now()  # heard from: it is alive
-        if link.worker_id not in self._ready:  # once: it is the round-robin order of nodes
-            self._ready.append(link.worker_id)
-        self._dispatch()
+        if self._workers.grant_credit(link, credit):
+            self._dispatch()
 
     def give_back(self, link: WorkerLink, task_id: str, token: int) -> None:
         """The worker gave back a task it held but had not started (asked by a
         :class:`TakeBack`): it is queued again at the head of its level, the
         same attempt, for a node with a free slot. A stale lease changes nothing."""
-        lease = self._leases.get(task_id)
-        if lease is None or lease.token != token or lease.worker_id != link.worker_id:
+        if not self._workers.holds(link.worker_id, task_id, token):
             return
-        task = self._tasks[task_id]
-        self._requeue_unstarted(task)
+        self._requeue_unstarted(self._tasks[task_id])
         self._dispatch()
 
     def heartbeat(
         self, worker_id: str, leases: Iterable[tuple[str, int]], state: WorkerState = WorkerState.ACTIVE
     ) -> HeartbeatResult:
-        expires = self._clock() + self._settings.lease_ttl_s
-        expires_wall = self._now() + timedelta(seconds=self._settings.lease_ttl_s)
-        worker = self._workers.get(worker_id)
-        lost: list[tuple[str, int]] = []
-        for task_id, token in leases:
-            lease = self._leases.get(task_id)
-            if lease is not None and lease.token == token and lease.worker_id == worker_id:
-                lease.expires_at = expires
-            else:
-                lost.append((task_id, token))
-        if worker is None:
-            return HeartbeatResult(lost, expires_wall, reregister=True)
-        worker.last_heartbeat = self._now()
-        if state is WorkerState.DRAINING and worker.state is WorkerState.ACTIVE:
-            log.info("worker %s is draining", worker_id)
-            if worker.link is not None:
-                worker.link.credit = 0
-        if worker.drain_requested or state is WorkerState.DRAINING:
-            worker.state = WorkerState.DRAINING
-        else:
-            worker.state = WorkerState.ACTIVE
-        return HeartbeatResult(lost, expires_wall)
+        return self._workers.heartbeat(worker_id, leases, state)
 
     def drain_worker(self, worker_id: str) -> WorkerRecord:
         """Send ``worker_id`` no more work and ask it, over its pull stream, to
         drain. Idempotent; the node deregisters once its tasks are done."""
-        if not worker_id:
-            raise InvalidArgument("worker_id is required", field="worker_id")
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            raise NotFound(f"no worker {worker_id!r} is registered; ListWorkers shows the registered ones")
-        if not worker.drain_requested:
-            log.info("draining worker %s on request", worker_id)
-            worker.drain_requested = True
-            worker.state = WorkerState.DRAINING
-            if worker.link is not None:
-                worker.link.credit = 0
-                worker.link.outbox.put_nowait(DrainNotice())
-        return worker
+        return self._workers.drain(worker_id)
 
     def deregister(self, worker_id: str) -> None:
         """The worker left cleanly: the tasks it still holds are retried now."""
-        worker = self._workers.pop(worker_id, None)
+        worker = self._workers.remove(worker_id)
         if worker is None:
             return
-        if worker.link is not None:
-            worker.link.close()
         for task_id in list(worker.leases):
             task = self._tasks[task_id]
             self._commit_nowait(task, self._retry_or_fail(task, f"worker {worker_id} left"))
@@ -778,16 +561,8 @@ class SchedulerCore:
         self._dispatch()
 
     def workers(self) -> list[WorkerRecord]:
-        """Every known node; one silent for a lease TTL is shown OFFLINE (a
-        view only: its record keeps its state, so its next credit counts)."""
-        offline_after = timedelta(seconds=self._settings.lease_ttl_s)
-        now = self._now()
-        result = []
-        for worker in sorted(self._workers.values(), key=lambda w: w.worker_id):
-            if worker.state is not WorkerState.DRAINING and now - worker.last_heartbeat > offline_after:
-                worker = replace(worker, state=WorkerState.OFFLINE)
-            result.append(worker)
-        return result
+        """Every known node; one silent for a lease TTL is shown OFFLINE."""
+        return self._workers.listing()
 
     async def report(self, worker_id: str, task_id: str, token: int, outcome: Outcome) -> Task:
         """End a leased task. Refused (and nothing changes) unless
@@ -849,8 +624,7 @@ class SchedulerCore:
 
     def expire_leases(self) -> int:
         """Retry every task whose lease expired; returns how many."""
-        now = self._clock()
-        expired = [task_id for task_id, lease in self._leases.items() if lease.expires_at <= now]
+        expired = self._workers.expired()
         for task_id in expired:
             task = self._tasks[task_id]
             reason = f"lease expired: worker {task.worker_id} stopped renewing it"
@@ -868,12 +642,7 @@ class SchedulerCore:
             self._keys[task.idempotency_key] = task.task_id
 
     def _release_lease(self, task: Task) -> None:
-        lease = self._leases.pop(task.task_id, None)
-        if lease is not None:
-            worker = self._workers.get(lease.worker_id)
-            if worker is not None:
-                worker.leases.discard(task.task_id)
-                worker.asked_back.discard(task.task_id)
+        self._workers.release(task.task_id)
 
     def _requeue_unstarted(self, task: Task) -> None:
         """``task`` never started on the node that held it (never sent, or
@@ -912,52 +681,23 @@ class SchedulerCore:
         before prefetch room; then take back prefetched tasks that would wait
         behind others (:meth:`_take_back`)."""
         while self._queue:
-            worker = self._next_worker()
-            if worker is None or worker.link is None:
+            worker = self._workers.next_worker()
+            if worker is None:
                 break
             task_id = self._queue.pop()
             if task_id is None:
                 break
             task = self._tasks[task_id]
-            self._token += 1
-            expires = self._clock() + self._settings.lease_ttl_s
+            token, _ = self._workers.lease(task_id, worker)
             task.state = TaskState.RUNNING
             task.worker_id = worker.worker_id
-            task.fencing_token = self._token
+            task.fencing_token = token
             task.started_at = self._now()
-            self._leases[task_id] = _Lease(worker.worker_id, self._token, expires)
-            worker.leases.add(task_id)
-            worker.link.credit -= 1
-            worker.link.outbox.put_nowait(
-                Assignment(
-                    task.snapshot(), self._token, task.started_at + timedelta(seconds=self._settings.lease_ttl_s)
-                )
+            worker.send(
+                Assignment(task.snapshot(), token, task.started_at + timedelta(seconds=self._settings.lease_ttl_s))
             )
             self._commit_nowait(task, None)
         self._take_back()
-
-    def _next_worker(self) -> WorkerRecord | None:
-        """The next node in round-robin order with a free slot, else the next
-        with prefetch room; None if none. A node not heard from for two
-        heartbeat intervals is passed over (stopped or cut off, it must not
-        soak up work it cannot start: the credit it granted before outlives
-        the leases that expire). Nodes without an open stream or credit leave
-        the order until they grant credit again."""
-        with_room: WorkerRecord | None = None
-        heard_since = self._now() - timedelta(seconds=2 * self._settings.heartbeat_interval_s)
-        for _ in range(len(self._ready)):
-            worker = self._workers.get(self._ready[0])
-            link = worker.link if worker is not None else None
-            if worker is None or link is None or link.closed or link.credit <= 0:
-                self._ready.popleft()
-                continue
-            self._ready.rotate(-1)
-            if worker.last_heartbeat < heard_since:
-                continue
-            if worker.free_slots:
-                return worker
-            with_room = with_room or worker
-        return with_room
 
     def _take_back(self) -> None:
         """Prefetched tasks must not wait while they could run (SPEC §3):
@@ -970,42 +710,24 @@ class SchedulerCore:
 
         A node gives back only what it has not started; what it gives back
         is queued again and goes to the free slot."""
-        if not any(w.prefetched > 0 for w in self._workers.values()):
+        if not self._workers.any_prefetched():
             return
+        task_of = self._tasks.__getitem__
         if not self._queue:
-            for idle in [w for w in self._workers.values() if w.free_slots]:
+            for idle in self._workers.with_free_slots():
 
                 def elsewhere(task: Task, idle_id: str = idle.worker_id) -> bool:
                     return task.worker_id != idle_id
 
                 for _ in range(idle.free_slots):
-                    if not self._ask_back(elsewhere):
+                    if not self._workers.ask_back(elsewhere, task_of):
                         return
             return
         head = self._queue.head_priority()
         if head is not None:
             for _ in range(len(self._queue)):
-                if not self._ask_back(lambda lease_task: lease_task.priority.effective() < head):
+                if not self._workers.ask_back(lambda lease_task: lease_task.priority.effective() < head, task_of):
                     return
-
-    def _ask_back(self, eligible: Callable[[Task], bool]) -> bool:
-        """Send a TakeBack for the prefetched lease that would run last among
-        those ``eligible`` (lowest priority, newest); False if none."""
-        best: tuple[Task, WorkerRecord] | None = None
-        for worker in self._workers.values():
-            if worker.prefetched <= 0 or worker.link is None or worker.link.closed:
-                continue
-            for task_id in worker.leases - worker.asked_back:
-                task = self._tasks[task_id]
-                if eligible(task) and (best is None or _runs_later(task, best[0])):
-                    best = (task, worker)
-        if best is None:
-            return False
-        task, worker = best
-        worker.asked_back.add(task.task_id)
-        assert worker.link is not None
-        worker.link.outbox.put_nowait(TakeBack(task.task_id, task.fencing_token))
-        return True
 
     def _event(self, kind: LifecycleKind, task: Task, error: str = "") -> LifecycleEvent:
         return LifecycleEvent(
@@ -1049,9 +771,7 @@ class SchedulerCore:
             self._views[snapshot.task_id] = snapshot
         if snapshot.state.terminal:
             self._forget_when_old(snapshot.task_id)
-        for watcher in self._watchers:
-            if watcher.wants(snapshot):
-                watcher.offer(snapshot, at)
+        self._watches.publish(snapshot, at)
         if event is not None:
             self._lifecycle.emit(event)
 
@@ -1073,11 +793,8 @@ class SchedulerCore:
     def close(self) -> None:
         """This Scheduler stops leading: end every worker stream and watch."""
         self._failed = self._failed or Unavailable("this Scheduler stepped down")
-        for worker in self._workers.values():
-            if worker.link is not None:
-                worker.link.close()
-        for watcher in self._watchers:
-            watcher.close()
+        self._workers.close()
+        self._watches.close()
 
     # -- introspection (tests, status) ---------------------------------------------
 
@@ -1092,12 +809,6 @@ class SchedulerCore:
     @property
     def heartbeat_interval_s(self) -> float:
         return self._settings.heartbeat_interval_s
-
-
-def _runs_later(task: Task, other: Task) -> bool:
-    """Whether a node holding both starts ``task`` after ``other``: it has
-    the lower priority, or the same and was dispatched later."""
-    return (-task.priority.effective(), task.fencing_token) > (-other.priority.effective(), other.fencing_token)
 
 
 def clip_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

@@ -13,26 +13,21 @@ from datetime import UTC, datetime
 from grpc import aio
 
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
-from gridmesh.core.scheduler import (
-    Assignment,
-    CancelNotice,
-    Crash,
-    DrainNotice,
-    Failure,
-    LinkItem,
-    Outcome,
-    ReportAck,
-    SchedulerCore,
-    SubmitRequest,
-    Success,
-    TakeBack,
-    Watcher,
-    WorkerRecord,
-    WorkerState,
-)
+from gridmesh.core.scheduler import Crash, Failure, Outcome, SchedulerCore, SubmitRequest, Success
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasks import Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
+from gridmesh.core.watch import Watcher
+from gridmesh.core.workers import (
+    Assignment,
+    CancelNotice,
+    DrainNotice,
+    LinkItem,
+    ReportAck,
+    TakeBack,
+    WorkerRecord,
+    WorkerState,
+)
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each

@@ -15,8 +15,9 @@ from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
-from gridmesh.core.scheduler import Counters, TaskStore, WatchFilter
+from gridmesh.core.scheduler import Counters, TaskStore
 from gridmesh.core.tasks import Priority, Task, TaskState
+from gridmesh.core.watch import WatchFilter
 
 MIGRATIONS = [
     """
