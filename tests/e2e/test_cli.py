@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -83,6 +84,19 @@ def test_up_twice_is_harmless_and_status_shows_every_component_healthy(mesh_conf
         "envoy",
     ):
         assert any(line.startswith(component) and line.endswith("healthy") for line in lines), status.stdout
+    # Every gridmesh process serves its metrics and status lists where.
+    endpoints = {line.split()[0]: line.split()[1] for line in lines[lines.index("") + 2 :]}
+    prefixes = sorted({name.rsplit("-", 1)[0] for name in endpoints})
+    assert prefixes == ["eventmanager", "scheduler", "storekeeper", "worker"], status.stdout
+    scheduler_metrics = next(url for name, url in endpoints.items() if name.startswith("scheduler"))
+    with urllib.request.urlopen(scheduler_metrics, timeout=5) as response:
+        text = response.read().decode()
+    pulls = [
+        line
+        for line in text.splitlines()
+        if line.startswith("grpc_server_msg_received_total{") and 'grpc_method="PullTasks"' in line
+    ]
+    assert pulls and float(pulls[0].split()[-1]) > 0, text[:2000]  # the worker's credit reached it
 
 
 def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
@@ -137,7 +151,8 @@ def test_up_only_worker_joins_a_node_to_a_running_mesh_and_down_stops_only_that_
         assert len(joined) == 1
         status = gridmesh(host, "status")
         assert status.returncode == 0, status.stdout
-        rows = [line.split()[0] for line in status.stdout.splitlines()[1:]]
+        table = status.stdout.split("\n\n")[0]  # then where its processes serve metrics
+        rows = [line.split()[0] for line in table.splitlines()[1:]]
         assert rows == ["worker-1"], status.stdout  # the host shows what it runs
     finally:
         down = gridmesh(host, "down")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf import message
 
+from gridmesh.adapters import prometheus
 from gridmesh.bench.cli import add_bench_command
 from gridmesh.cli import events, mesh, stats, tasks
 from gridmesh.cli.args import positive_int
@@ -75,6 +76,11 @@ def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
     header = ("component", "address", "pid", "health")
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    endpoints = prometheus.targets(config)
+    if endpoints:
+        print(f"\nmetrics (Prometheus file_sd: {config.metrics_targets}/*.json)")
+        for target in endpoints:
+            print(f"  {target.name}  {target.url}")
     return 0 if all(r[3] in ("healthy", "standby") for r in rows) else 1
 
 
