@@ -26,7 +26,8 @@ import pytest
 
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.cli import backing, mesh, procs
-from gridmesh.config import ENV_PREFIX, MeshConfig, load_config
+from gridmesh.config import API_KEY_VAR, ENV_PREFIX, MeshConfig, load_config
+from gridmesh.core.access import new_key
 
 log = logging.getLogger("tests")
 
@@ -74,9 +75,21 @@ _SESSION_BACKING: dict[str, str] = {}
 """GRIDMESH_* settings naming the session's own ZooKeeper and Kafka broker."""
 
 
+TEST_ADMIN_KEY = new_key()[2]
+"""The admin key of every mesh the tests start: each test state directory
+gets it as its credentials file before ``up``, which registers it; the test
+process presents it (``GRIDMESH_API_KEY``) through TaskClient, EventClient
+and tests.helpers."""
+os.environ[API_KEY_VAR] = TEST_ADMIN_KEY
+
+
 def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
     """A fresh namespace, free ports and its own state directory, on the
     session's backing services."""
+    credentials = state_dir / "credentials" / "admin.key"
+    credentials.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    credentials.write_text(TEST_ADMIN_KEY + "\n")
+    credentials.chmod(0o600)
     env = base_env()
     env.update(_SESSION_BACKING)
     env.update(
@@ -90,6 +103,7 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_ENVOY_PORT": str(free_port()),
             "GRIDMESH_ENVOY_ADMIN_PORT": str(free_port()),
             "GRIDMESH_CONSOLE_PORT": str(free_port()),
+            "GRIDMESH_AUTH_PORT": str(free_port()),
             # Spark (~1 GB, ~10 s of CPU to start) only where a test asks for it.
             "GRIDMESH_ANALYTICS_ENABLED": "false",
         }

@@ -4,6 +4,7 @@ grpcurl, and waiting on a condition with a deadline (never a fixed sleep)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,13 +16,32 @@ from typing import Any, TypeVar
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 T = TypeVar("T")
+ANONYMOUS = ""
+"""Pass as ``key`` to call without a credential."""
 
 
-def http(edge: str, method: str, path: str, body: bytes | dict[str, Any] | None = None) -> tuple[int, bytes]:
-    """(status, body) of one HTTP call to the edge; a dict body is sent as JSON."""
+def admin_key() -> str:
+    """The admin key every test mesh registers (tests.conftest sets it)."""
+    return os.environ.get("GRIDMESH_API_KEY", "")
+
+
+def key_metadata(key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata presenting ``key`` (default: the tests' admin key)."""
+    key = admin_key() if key is None else key
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+def http(
+    edge: str, method: str, path: str, body: bytes | dict[str, Any] | None = None, *, key: str | None = None
+) -> tuple[int, bytes]:
+    """(status, body) of one HTTP call to the edge; a dict body is sent as
+    JSON. ``key``: the API key presented (default the tests' admin key)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     request = urllib.request.Request(f"http://{edge}{path}", data=data, method=method)
     request.add_header("Content-Type", "application/json")
+    key = admin_key() if key is None else key
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
@@ -29,8 +49,10 @@ def http(edge: str, method: str, path: str, body: bytes | dict[str, Any] | None 
         return e.code, e.read()
 
 
-def http_json(edge: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    status, raw = http(edge, method, path, body)
+def http_json(
+    edge: str, method: str, path: str, body: dict[str, Any] | None = None, *, key: str | None = None
+) -> tuple[int, Any]:
+    status, raw = http(edge, method, path, body, key=key)
     try:
         return status, json.loads(raw) if raw else None
     except json.JSONDecodeError:
@@ -39,14 +61,16 @@ def http_json(edge: str, method: str, path: str, body: dict[str, Any] | None = N
 
 def ndjson(edge: str, path: str, timeout: float = 60) -> Iterator[dict[str, Any]]:
     """The objects of a newline-delimited JSON stream, as they arrive."""
-    with urllib.request.urlopen(f"http://{edge}{path}", timeout=timeout) as response:
+    request = urllib.request.Request(f"http://{edge}{path}", headers=dict(key_metadata()))
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         for line in response:
             if line.strip():
                 yield json.loads(line)
 
 
-def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([GRPCURL, "-plaintext", *args], capture_output=True, text=True, timeout=30)
+def grpcurl(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+    headers = [arg for name, value in key_metadata(key) for arg in ("-H", f"{name}: {value}")]
+    return subprocess.run([GRPCURL, "-plaintext", *headers, *args], capture_output=True, text=True, timeout=30)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:

@@ -1,6 +1,34 @@
 // The console's only way to the mesh: the public HTTP/JSON API behind Envoy
-// (same origin). Errors come back as ApiError with the gRPC status message
-// and, for a bad field, which field it concerns.
+// (same origin), with the API key signed in with (kept in this tab's
+// sessionStorage only). Errors come back as ApiError with the gRPC status
+// message and, for a bad field, which field it concerns; a 401 asks the
+// page to sign in again.
+
+const KEY = "gridmesh.apiKey";
+export const apiKey = () => sessionStorage.getItem(KEY) || "";
+export function signIn(key) {
+  sessionStorage.setItem(KEY, key.trim());
+}
+export function signOut() {
+  sessionStorage.removeItem(KEY);
+  dispatchEvent(new Event("gridmesh:signed-out"));
+}
+
+function withKey(headers = {}) {
+  const key = apiKey();
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+function refused(response) {
+  if (response.status === 401) dispatchEvent(new Event("gridmesh:signed-out"));
+}
+
+// A raw response (e.g. a result's bytes) fetched with the key.
+export async function fetchWithKey(path, init = {}) {
+  const response = await fetch(path, { ...init, headers: withKey(init.headers) });
+  refused(response);
+  return response;
+}
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -26,7 +54,7 @@ async function parse(response) {
 }
 
 export async function api(method, path, body) {
-  const init = { method, headers: {} };
+  const init = { method, headers: withKey() };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -38,6 +66,7 @@ export async function api(method, path, body) {
     throw new ApiError(0, { message: `the mesh did not answer (${e.message})` });
   }
   const data = await parse(response);
+  refused(response);
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
@@ -54,7 +83,7 @@ export function query(params) {
 // Reads a newline-delimited JSON stream (a gRPC server stream through the
 // transcoder), calling onItem for each object, until it ends or `signal` aborts.
 export async function stream(path, onItem, signal) {
-  const response = await fetch(path, { signal });
+  const response = await fetchWithKey(path, { signal });
   if (!response.ok) throw new ApiError(response.status, await parse(response));
   const reader = response.body.getReader();
   const decoder = new TextDecoder();

@@ -26,8 +26,10 @@ from gridmesh.core.errors import ConfigError
 
 ENV_PREFIX = "GRIDMESH_"
 CONFIG_FILE_VAR = "GRIDMESH_CONFIG"
+API_KEY_VAR = "GRIDMESH_API_KEY"
+"""The API key clients and the CLI present at the edge."""
 # Variables with the prefix that are not config keys.
-_NON_CONFIG_VARS = frozenset({CONFIG_FILE_VAR})
+_NON_CONFIG_VARS = frozenset({CONFIG_FILE_VAR, API_KEY_VAR})
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,23 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    enabled: bool = True
+    """Calls at the edge must present an API key whose role allows them
+    (``gridmesh keys``); off, the edge serves anyone who reaches it."""
+    host: str = "127.0.0.1"
+    """Address the edge's authorizer listens on (Envoy asks it about every call)."""
+    port: int = 50070
+    """The authorizer's gRPC port."""
+    refresh_s: float = 1.0
+    """How often the authorizer reads the key table again: a revoked key is
+    refused within this long."""
+    credentials_file: str = ""
+    """The local admin's key, which ``gridmesh up`` makes (0600) and the CLI
+    uses when ``GRIDMESH_API_KEY`` is not set (empty = <state_dir>/credentials/admin.key)."""
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
     """Serve Prometheus metrics (``/metrics``) from every gridmesh process."""
@@ -245,6 +264,7 @@ class MeshConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     # -- derived names, all under the namespace ---------------------------
 
@@ -277,6 +297,12 @@ class MeshConfig:
     def analytics_checkpoint(self) -> Path:
         root = self.analytics.checkpoint_dir
         return Path(root).expanduser() if root else self.analytics_dir / "checkpoint"
+
+    @property
+    def credentials_path(self) -> Path:
+        """The local admin's key file."""
+        path = self.auth.credentials_file
+        return Path(path).expanduser() if path else self.state_path / "credentials" / "admin.key"
 
     @property
     def metrics_targets(self) -> Path:

@@ -81,13 +81,14 @@ def test_up_twice_is_harmless_and_status_shows_every_component_healthy(mesh_conf
         "eventmanager",
         "worker-1",
         "console",
+        "authz",
         "envoy",
     ):
         assert any(line.startswith(component) and line.endswith("healthy") for line in lines), status.stdout
     # Every gridmesh process serves its metrics and status lists where.
     endpoints = {line.split()[0]: line.split()[1] for line in lines[lines.index("") + 2 :]}
     prefixes = sorted({name.rsplit("-", 1)[0] for name in endpoints})
-    assert prefixes == ["eventmanager", "scheduler", "storekeeper", "worker"], status.stdout
+    assert prefixes == ["authz", "eventmanager", "scheduler", "storekeeper", "worker"], status.stdout
     scheduler_metrics = next(url for name, url in endpoints.items() if name.startswith("scheduler"))
     with urllib.request.urlopen(scheduler_metrics, timeout=5) as response:
         text = response.read().decode()
@@ -110,7 +111,9 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
         if up.returncode != 0:
             mesh.down(config, lambda *_: None)
     started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
-    assert set(started) == {"scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "envoy"}
+    assert set(started) == {
+        "scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "authz", "envoy",
+    }  # fmt: skip
     edge = f"http://{config.envoy.host}:{config.envoy.port}/"
     assert f"web console              {edge}" in up.stdout
     opened = gridmesh(env, "console", "--print-url")

@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from gridmesh.config import MeshConfig
 from tests.conftest import RunningMesh, mesh_with_analytics
 from tests.e2e.nodes import exited, extra_node, listed_workers
-from tests.helpers import http, http_json, wait_for
+from tests.helpers import admin_key, http, http_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("GRIDMESH_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "console"
@@ -62,6 +62,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, console_mesh: RunningMesh) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=f"http://{console_mesh.edge}")
+    context.add_init_script(f"sessionStorage.setItem('gridmesh.apiKey', {json.dumps(admin_key())})")  # signed in
     page = context.new_page()
     try:
         yield page
@@ -106,12 +107,34 @@ def test_a_word_count_submitted_from_the_form_turns_succeeded_in_the_live_table_
 
     row.locator("a").click()
     expect(page.locator(".task-page")).to_contain_text("SUCCEEDED")
-    download = page.get_by_role("link", name="Download result")
-    expect(download).to_have_attribute("href", f"/v1/results/{task_id}")
     expect(page.locator("pre.preview")).to_contain_text('"be": 2')
+    with page.expect_download() as saving:
+        page.get_by_role("button", name="Download result").click()
+    assert saving.value.suggested_filename == f"{task_id}.json"
+    assert json.loads(Path(saving.value.path()).read_text())["counts"]["be"] == 2
     status, stored = http(console_mesh.edge, "GET", f"/v1/results/{task_id}")
     assert status == 200 and json.loads(stored)["counts"]["be"] == 2
     screenshot(page, "task")
+
+
+def test_the_console_asks_for_a_key_refuses_a_wrong_one_and_signs_out(browser, console_mesh):
+    context = browser.new_context(base_url=f"http://{console_mesh.edge}")  # no key in this tab
+    try:
+        page = context.new_page()
+        page.goto("/#/tasks")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.fill("input[name=api_key]", "gmk_000000000000_" + "x" * 43)
+        page.click("button[type=submit]")
+        expect(page.get_by_role("alert")).to_contain_text("unknown API key 000000000000")
+        page.fill("input[name=api_key]", admin_key())
+        page.click("button[type=submit]")
+        expect(page.get_by_text("● live")).to_be_visible()
+        screenshot(page, "signed-in")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('gridmesh.apiKey')") is None
+    finally:
+        context.close()
 
 
 def test_the_task_table_filters_by_type_and_state_and_pages_by_token(page, console_mesh):

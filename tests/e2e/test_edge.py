@@ -13,7 +13,7 @@ import pytest
 from gridmesh.cli import mesh, procs
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from tests.helpers import grpcurl, http, http_json
+from tests.helpers import admin_key, grpcurl, http, http_json, key_metadata
 
 BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
 
@@ -46,6 +46,7 @@ def test_a_body_over_the_edge_limit_is_413_naming_the_limit_and_queues_nothing(e
     # curl, as a user would: Envoy may answer before it has read the whole body
     done = subprocess.run(
         ["curl", "-sS", "-XPOST", f"http://{edge}/v1/tasks", "-H", "Content-Type: application/json",
+         "-H", f"Authorization: Bearer {admin_key()}",
          "--data-binary", f"@{body}", "-w", "\n%{http_code}"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -62,7 +63,7 @@ def test_a_grpc_message_over_the_limit_is_resource_exhausted_naming_the_limit(ed
     request.params.update({"blob": "x" * 20_000_000})
     options = [("grpc.max_send_message_length", 64 * 2**20)]
     with grpc.insecure_channel(edge, options=options) as channel, pytest.raises(grpc.RpcError) as info:
-        scheduler_pb2_grpc.SchedulerStub(channel).SubmitTask(request, timeout=30)
+        scheduler_pb2_grpc.SchedulerStub(channel).SubmitTask(request, timeout=30, metadata=key_metadata())
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "4194304" in (info.value.details() or ""), info.value.details()
 
@@ -158,7 +159,7 @@ def test_a_service_that_is_down_is_503_over_http_and_unavailable_over_grpc(mesh_
         with grpc.insecure_channel(edge) as channel:
             stub = eventmanager_pb2_grpc.EventManagerStub(channel)
             with pytest.raises(grpc.RpcError) as info:
-                stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10)
+                stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10, metadata=key_metadata())
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         procs.start(eventmanager.spec, runs, logs)

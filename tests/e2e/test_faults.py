@@ -27,7 +27,7 @@ from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.e2e.watching import TerminalNotices, submit_noops
-from tests.helpers import http_json, wait_for
+from tests.helpers import http_json, key_metadata, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
 
@@ -134,7 +134,9 @@ class TerminalWatch:
     def __init__(self, fm: FaultMesh, task_ids: list[str]) -> None:
         self.channel = grpc.insecure_channel(fm.edge)
         stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
-        self.call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_ids=task_ids, terminal_only=True))
+        self.call = stub.WatchTasks(
+            scheduler_pb2.WatchTasksRequest(task_ids=task_ids, terminal_only=True), metadata=key_metadata()
+        )
 
     def take(self, count: int) -> list[common_pb2.TaskEvent]:
         events = []

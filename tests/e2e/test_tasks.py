@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.helpers import grpcurl, http, http_json, ndjson, wait_for
+from tests.helpers import grpcurl, http, http_json, key_metadata, ndjson, wait_for
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -68,7 +68,9 @@ def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_f
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         ids = [submit(edge, "sleep", {"ms": 50})["task_id"] for _ in range(3)]
         seen: dict[str, str] = {}
-        for event in stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_ids=ids, terminal_only=True), timeout=60):
+        for event in stub.WatchTasks(
+            scheduler_pb2.WatchTasksRequest(task_ids=ids, terminal_only=True), timeout=60, metadata=key_metadata()
+        ):
             assert event.task.state in (3, 4, 5)
             seen[event.task.task_id] = common_pb2.TaskState.Name(event.task.state)
             if len(seen) == len(ids):
@@ -79,7 +81,9 @@ def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_f
 def test_watch_tasks_of_one_task_type_streams_only_that_types_changes(edge):
     with grpc.insecure_channel(edge) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
-        call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(task_type="primes", terminal_only=True), timeout=60)
+        call = stub.WatchTasks(
+            scheduler_pb2.WatchTasksRequest(task_type="primes", terminal_only=True), timeout=60, metadata=key_metadata()
+        )
         events: queue.Queue[common_pb2.Task] = queue.Queue()
 
         def read() -> None:

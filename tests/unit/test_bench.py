@@ -419,13 +419,13 @@ def test_after_a_failed_submit_no_new_one_starts_and_none_in_flight_is_abandoned
     finished: list[int] = []
 
     class FakeScheduler:
-        async def SubmitTask(self, request, timeout):
+        async def SubmitTask(self, request, timeout, metadata=()):
             (result,) = (await self.SubmitTasks(scheduler_pb2.SubmitTasksRequest(requests=[request]), timeout)).results
             if result.HasField("error"):
                 raise RuntimeError(result.error.message)
             return result.task
 
-        async def SubmitTasks(self, batch, timeout):
+        async def SubmitTasks(self, batch, timeout, metadata=()):
             indexes = [int(request.result_dir) for request in batch.requests]
             started.extend(indexes)
             await asyncio.sleep(0.01 if 5 not in indexes else 0.001)

@@ -1,16 +1,61 @@
-"""What every gridmesh client shares: the channel it may own."""
+"""What every gridmesh client shares: the channel it may own, and the API
+key it presents at the edge."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Self
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Self
 
 import grpc
+
+API_KEY_VAR = "GRIDMESH_API_KEY"
+"""Where a client finds its API key when none is given."""
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _Key(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <key>`` to every call."""
+
+    def __init__(self, key: str) -> None:
+        self._metadata = ("authorization", f"Bearer {key}")
+
+    def _with_key(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            [*(details.metadata or ()), self._metadata],
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def _call(self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._with_key(details), request)
+
+    intercept_unary_unary = _call
+    intercept_unary_stream = _call
+    intercept_stream_unary = _call
+    intercept_stream_stream = _call
 
 
 class ChannelClient:
     """Opens a channel to ``target`` unless one is given; :meth:`close`
-    closes only a channel it opened (idempotent); usable with ``with``."""
+    closes only a channel it opened (idempotent); usable with ``with``.
+    Every call presents ``api_key`` (default: ``$GRIDMESH_API_KEY``, if set)."""
 
     def __init__(
         self,
@@ -18,16 +63,19 @@ class ChannelClient:
         channel: grpc.Channel | None,
         rpc_timeout_s: float | None,
         options: Sequence[tuple[str, int]] = (),
+        api_key: str | None = None,
     ) -> None:
         self.target = target
         self._owns_channel = channel is None
-        self._channel = channel if channel is not None else grpc.insecure_channel(target, options=list(options))
+        self._own = channel if channel is not None else grpc.insecure_channel(target, options=list(options))
+        key = api_key if api_key is not None else os.environ.get(API_KEY_VAR, "")
+        self._channel = grpc.intercept_channel(self._own, _Key(key.strip())) if key.strip() else self._own
         self._timeout = rpc_timeout_s
 
     def close(self) -> None:
         """Closes the channel if this client opened it. Idempotent."""
         if self._owns_channel:
-            self._channel.close()
+            self._own.close()
 
     def __enter__(self) -> Self:
         return self

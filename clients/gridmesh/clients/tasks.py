@@ -125,6 +125,7 @@ class TaskClient(ChannelClient):
     ``target`` is ``host:port`` of the edge (or of a Scheduler and
     StoreKeeper served on one address). Pass ``channel`` to reuse a channel
     you own (``target`` is then ignored and :meth:`close` leaves it open).
+    ``api_key`` is presented at the edge (default: ``$GRIDMESH_API_KEY``).
     ``rpc_timeout_s`` is the deadline of each unary call (``None`` = none);
     streams (:meth:`watch`, :meth:`watch_all`, results) have no deadline.
     """
@@ -135,8 +136,9 @@ class TaskClient(ChannelClient):
         *,
         channel: grpc.Channel | None = None,
         rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(target, channel, rpc_timeout_s)
+        super().__init__(target, channel, rpc_timeout_s, api_key=api_key)
         self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._storekeeper = storekeeper_pb2_grpc.StoreKeeperStub(self._channel)
         self._submits: Coalescer[scheduler_pb2.SubmitTaskRequest, common_pb2.Task] = Coalescer(

@@ -1,7 +1,7 @@
 // One task: its life-cycle as it happens (WatchTask stream), its error, and
 // its result (info and a download link) once stored.
 import { useEffect, useState } from "preact/hooks";
-import { api, get, keepStreaming } from "../api.js";
+import { api, fetchWithKey, get, keepStreaming } from "../api.js";
 import { ErrorNote, Live, StateBadge, useTick } from "../components/common.jsx";
 import { bytes, duration, ms, time } from "../format.js";
 
@@ -123,6 +123,16 @@ function CancelButton({ task, onDone }) {
   );
 }
 
+// A link cannot carry the API key: fetch the bytes with it, then save them.
+async function download(taskId) {
+  const response = await fetchWithKey(`/v1/results/${taskId}`);
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: `${taskId}.json` });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
 function Result({ taskId }) {
   const [info, setInfo] = useState(null);
   const [preview, setPreview] = useState(null);
@@ -131,7 +141,7 @@ function Result({ taskId }) {
     get(`/v1/results/${taskId}/info`).then(async (i) => {
       setInfo(i);
       if (Number(i.size_bytes) <= PREVIEW_BYTES) {
-        const text = await (await fetch(`/v1/results/${taskId}`)).text();
+        const text = await (await fetchWithKey(`/v1/results/${taskId}`)).text();
         try {
           setPreview(JSON.stringify(JSON.parse(text), null, 2));
         } catch {
@@ -153,7 +163,7 @@ function Result({ taskId }) {
             <dt>content type</dt><dd>{info.content_type}</dd>
             <dt>stored</dt><dd>{time(info.stored_at)}</dd>
           </dl>
-          <a class="button" href={`/v1/results/${taskId}`} download={`${taskId}.json`}>Download result</a>
+          <button class="button" onClick={() => download(taskId).catch(setError)}>Download result</button>
           {preview != null ? <pre class="preview">{preview}</pre> : null}
         </>
       ) : null}

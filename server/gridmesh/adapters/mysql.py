@@ -179,6 +179,20 @@ class MySQL:
                 _backoff(attempt, e)
         raise Unavailable(f"MySQL database {self.database} is unreachable")
 
+    def write_sync(self, work: Callable[[Cursor], T]) -> T:
+        """Run ``work`` in a transaction of its own and commit it (for the
+        occasional change, e.g. ``gridmesh keys``; services group theirs
+        with :class:`GroupCommitter`)."""
+        try:
+            with self.connect(self.database) as conn, conn.cursor() as cur:
+                result = work(cur)
+                conn.commit()
+                return result
+        except (pymysql.err.Error, *_CONNECTION_ERRORS) as e:
+            if _retryable(e):
+                raise Unavailable(f"MySQL database {self.database} is unreachable: {e}") from None
+            raise _refused(e) from None
+
     async def read(self, work: Callable[[Cursor], T]) -> T:
         """:meth:`read_sync` on the reader pool, awaited from the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._readers, self.read_sync, work)

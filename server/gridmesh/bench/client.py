@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from grpc import aio
 
 from gridmesh.clients._coalesce import AsyncCoalescer
 from gridmesh.clients.tasks import MAX_BATCH
+from gridmesh.config import API_KEY_VAR
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 RPC_TIMEOUT_S = 30.0
@@ -60,7 +62,7 @@ class Completions:
         self._sealed = False
         self._all = asyncio.Event()
         self._error: BaseException | None = None
-        self._call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(terminal_only=True))
+        self._call = stub.WatchTasks(scheduler_pb2.WatchTasksRequest(terminal_only=True), metadata=key_metadata())
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -116,6 +118,13 @@ class Completions:
             await self._reader
 
 
+def key_metadata() -> tuple[tuple[str, str], ...]:
+    """The API key the bench presents at the edge (``$GRIDMESH_API_KEY``,
+    which ``gridmesh bench`` sets from the local admin's key)."""
+    key = os.environ.get(API_KEY_VAR, "")
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
 class BenchClient:
     """One channel and the Scheduler stub on it."""
 
@@ -142,9 +151,15 @@ class BenchClient:
     async def _send_submits(self, requests: Sequence[scheduler_pb2.SubmitTaskRequest]) -> list[str | BaseException]:
         try:
             if len(requests) == 1:
-                return [str((await self.scheduler.SubmitTask(requests[0], timeout=RPC_TIMEOUT_S)).task_id)]
+                return [
+                    str(
+                        (
+                            await self.scheduler.SubmitTask(requests[0], timeout=RPC_TIMEOUT_S, metadata=key_metadata())
+                        ).task_id
+                    )
+                ]
             batch = scheduler_pb2.SubmitTasksRequest(requests=requests)
-            response = await self.scheduler.SubmitTasks(batch, timeout=RPC_TIMEOUT_S)
+            response = await self.scheduler.SubmitTasks(batch, timeout=RPC_TIMEOUT_S, metadata=key_metadata())
         except aio.AioRpcError as e:
             raise BenchError(f"SubmitTask failed: {e.code().name}: {e.details()}") from None
         return [
@@ -181,7 +196,9 @@ class BenchClient:
 
     async def wait(self, task_id: str, timeout: float = RPC_TIMEOUT_S) -> common_pb2.Task:
         """The task once it has ended, by ``WatchTask``."""
-        call = self.scheduler.WatchTask(scheduler_pb2.WatchTaskRequest(task_id=task_id), timeout=timeout)
+        call = self.scheduler.WatchTask(
+            scheduler_pb2.WatchTaskRequest(task_id=task_id), timeout=timeout, metadata=key_metadata()
+        )
         try:
             async for event in call:
                 if event.task.state in TERMINAL:
@@ -195,11 +212,15 @@ class BenchClient:
         raise BenchError(f"the watch of task {task_id} ended before the task did")
 
     async def task_types(self) -> list[str]:
-        response = await self.scheduler.ListTaskTypes(scheduler_pb2.ListTaskTypesRequest(), timeout=RPC_TIMEOUT_S)
+        response = await self.scheduler.ListTaskTypes(
+            scheduler_pb2.ListTaskTypesRequest(), timeout=RPC_TIMEOUT_S, metadata=key_metadata()
+        )
         return [t.name for t in response.task_types]
 
     async def workers(self) -> list[scheduler_pb2.WorkerInfo]:
-        response = await self.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_TIMEOUT_S)
+        response = await self.scheduler.ListWorkers(
+            scheduler_pb2.ListWorkersRequest(), timeout=RPC_TIMEOUT_S, metadata=key_metadata()
+        )
         return list(response.workers)
 
 

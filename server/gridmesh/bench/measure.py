@@ -25,7 +25,7 @@ import grpc
 
 from gridmesh.bench import replication
 from gridmesh.bench import workloads as wl
-from gridmesh.bench.client import BenchClient, BenchError, Completions, submit_request
+from gridmesh.bench.client import BenchClient, BenchError, Completions, key_metadata, submit_request
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.task_types import LOGGED_BURN, ensure_exec_log_dir
 from gridmesh.config import MeshConfig
@@ -373,11 +373,11 @@ def _grpc_latencies(target: str, task_id: str, n: int, count: Callable[[], None]
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         request = scheduler_pb2.GetTaskRequest(task_id=task_id)
         for _ in range(E1_WARMUP_CALLS):
-            stub.GetTask(request, timeout=10)
+            stub.GetTask(request, timeout=10, metadata=key_metadata())
         out = []
         for _ in range(n):
             t = time.perf_counter()
-            task = stub.GetTask(request, timeout=10)
+            task = stub.GetTask(request, timeout=10, metadata=key_metadata())
             out.append(time.perf_counter() - t)
             if task.task_id != task_id:
                 raise BenchError(f"GetTask through {target} answered another task")
@@ -391,7 +391,7 @@ def _json_latencies(edge: str, task_id: str, n: int, count: Callable[[], None]) 
     path = f"/v1/tasks/{task_id}"
 
     def get() -> bytes:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=dict(key_metadata()))
         response = conn.getresponse()
         body = response.read()
         if response.status != 200:

@@ -31,7 +31,7 @@ from gridmesh.bench.sampler import Sampler
 from gridmesh.bench.table import render
 from gridmesh.bench.workloads import SLOTS, WORKLOADS, Workload
 from gridmesh.cli import backing, mesh, procs
-from gridmesh.config import MeshConfig
+from gridmesh.config import API_KEY_VAR, MeshConfig
 from gridmesh.core.errors import InvalidArgument, Unavailable
 from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import scheduler_pb2
@@ -405,6 +405,9 @@ def _run(
     config: MeshConfig, options: BenchOptions, started: list[str], progress: ProgressLine, out: TextIO
 ) -> list[dict[str, Any]]:
     edge = edge_address(config)
+    key = mesh.api_key(config)  # the local admin's, unless $GRIDMESH_API_KEY names one
+    if key:
+        os.environ.setdefault(API_KEY_VAR, key)  # BenchClient, EventClient and the bench's children present it
     direct = leading_scheduler(config)
     if direct is None:
         raise Unavailable(f"no Scheduler serves at {', '.join(config.scheduler_addresses)}")

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gridmesh.cli import tasks
+from gridmesh.cli import mesh, tasks
 from gridmesh.clients.events import EventClient, EventError, new_event, payload_dict
 from gridmesh.config import MeshConfig
 from gridmesh.v1 import common_pb2, eventmanager_pb2
@@ -24,7 +24,7 @@ Handler = Callable[[EventClient, argparse.Namespace], None]
 
 
 def _client(config: MeshConfig) -> EventClient:
-    return EventClient(f"{config.envoy.host}:{config.envoy.port}")
+    return EventClient(f"{config.envoy.host}:{config.envoy.port}", api_key=mesh.api_key(config))
 
 
 def _command(handler: Handler) -> Callable[[MeshConfig, argparse.Namespace], int]:

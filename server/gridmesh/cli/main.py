@@ -17,7 +17,7 @@ from google.protobuf import message
 
 from gridmesh.adapters import prometheus
 from gridmesh.bench.cli import add_bench_command
-from gridmesh.cli import events, mesh, stats, tasks
+from gridmesh.cli import events, keys, mesh, stats, tasks
 from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
@@ -51,6 +51,10 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     if config.console.enabled:
         print(f"  web console              {mesh.console_url(config)}   (gridmesh console opens it)")
     print(f"  edge (gRPC + HTTP/JSON)  {edge}        e.g. curl {edge}/v1/task-types")
+    if config.auth.enabled:
+        print(f"  admin API key            {config.credentials_path}   (the CLI uses it; gridmesh keys makes more)")
+        print(f'                           e.g. curl -H "Authorization: Bearer $(cat {config.credentials_path})" \\')
+        print(f"                                     {edge}/v1/task-types")
     print(f"  envoy admin              {config.envoy.host}:{config.envoy.admin_port}")
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")
     print(f"  storekeeper              {config.storekeeper.host}:{config.storekeeper.port}")
@@ -118,7 +122,7 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
 
 
 def _client(config: MeshConfig) -> TaskClient:
-    return TaskClient(f"{config.envoy.host}:{config.envoy.port}")
+    return TaskClient(f"{config.envoy.host}:{config.envoy.port}", api_key=mesh.api_key(config))
 
 
 def cmd_worker_drain(config: MeshConfig, args: argparse.Namespace) -> int:
@@ -419,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.register(sub)
     add_bench_command(sub)
     stats.register(sub)
+    keys.register(sub)
     return parser
 
 

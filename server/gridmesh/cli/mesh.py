@@ -22,10 +22,12 @@ from pathlib import Path
 
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
-from gridmesh.config import CONFIG_FILE_VAR, MeshConfig
+from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, MeshConfig
 from gridmesh.console.app import assets_path, check_assets
+from gridmesh.core.access import Role
 from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
+from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.probe import grpc_health
 
 SERVICE_START_TIMEOUT_S = 30.0
@@ -53,6 +55,7 @@ class Component:
 
 
 ROLES_FILE = "roles"
+AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 """Under the run directory: the roles ``up`` took on this host."""
 
 
@@ -132,6 +135,9 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
     if config.console.enabled:  # static files; Envoy routes / to it
         spec = _python_module("console", "gridmesh.console", env)
         result.append(Component("console", config.console.host, config.console.port, spec, ""))
+    if config.auth.enabled:  # the edge's authorizer, asked by Envoy about every call
+        spec = _python_module("authz", "gridmesh.edge.authz", env)
+        result.append(Component("authz", config.auth.host, config.auth.port, spec, AUTHZ_SERVICE))
     envoy_config = config.state_path / "envoy" / "envoy.yaml"
     result.append(
         Component(
@@ -234,12 +240,18 @@ ROLES = (
 )
 """What one host of a mesh may run (``gridmesh up --only``): each backing
 service, each of gridmesh's processes (``scheduler`` includes a configured
-standby, ``worker`` every node, ``edge`` is Envoy)."""
+standby, ``worker`` every node, ``edge`` is Envoy and its authorizer)."""
 
 
 def role_of(name: str) -> str:
     """The role of a backing service or component, by its process name."""
-    for prefix, role in (("worker-", "worker"), ("scheduler", "scheduler"), ("demo-", "demo"), ("envoy", "edge")):
+    for prefix, role in (
+        ("worker-", "worker"),
+        ("scheduler", "scheduler"),
+        ("demo-", "demo"),
+        ("envoy", "edge"),
+        ("authz", "edge"),
+    ):
         if name.startswith(prefix):
             return role
     return name
@@ -286,6 +298,8 @@ def up(
         config.storage_root.mkdir(parents=True, exist_ok=True)
 
     if "edge" in roles:
+        if config.auth.enabled:
+            ensure_admin_key(config, progress)
         envoy_config = config.state_path / "envoy" / "envoy.yaml"
         envoy_config.parent.mkdir(parents=True, exist_ok=True)
         envoy_config.write_text(render_envoy_config(config))
@@ -325,6 +339,45 @@ def up(
             progress(component.name, f"healthy ({component.address})")
     if "storekeeper" in roles and (disk := storage_space(config)).low:
         progress("storekeeper", f"warning: {disk.describe()}")
+
+
+def api_key(config: MeshConfig, env: Mapping[str, str] = os.environ) -> str | None:
+    """The key the CLI presents: ``$GRIDMESH_API_KEY``, else the local
+    admin's credentials file if this user can read it, else none."""
+    key = env.get(API_KEY_VAR, "").strip()
+    if key:
+        return key
+    try:
+        return config.credentials_path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def key_metadata(config: MeshConfig) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata presenting :func:`api_key` (none without a key)."""
+    key = api_key(config)
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+def ensure_admin_key(config: MeshConfig, progress: Progress) -> None:
+    """The local admin's key: made once and kept in the credentials file
+    (0600, in a 0700 directory), registered as an ``admin`` key. A file
+    placed there beforehand (an operator's own key) is registered as is."""
+    path = config.credentials_path
+    store = KeyStore.open(config)
+    try:
+        if path.exists():
+            if store.register(path.read_text().strip(), Role.ADMIN, "the local admin (gridmesh up)"):
+                progress("authz", f"registered the admin key in {path}")
+            return
+        record, key = store.create(Role.ADMIN.value, note="the local admin (gridmesh up)")
+    finally:
+        store.close()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    progress("authz", f"made the admin key {record.key_id}: {path} (0600)")
 
 
 def down(config: MeshConfig, progress: Progress) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf import timestamp_pb2
 
+from gridmesh.cli import mesh
 from gridmesh.cli.tasks import NOT_SET, format_age, format_time, json_line, table
 from gridmesh.clients import TaskError
 from gridmesh.config import MeshConfig
@@ -121,7 +122,9 @@ def cmd_stats(config: MeshConfig, args: argparse.Namespace) -> int:
     request = build_request(args, now)
     with grpc.insecure_channel(f"{config.envoy.host}:{config.envoy.port}") as channel:
         try:
-            response = scheduler_pb2_grpc.SchedulerStub(channel).GetStats(request, timeout=TIMEOUT_S)
+            response = scheduler_pb2_grpc.SchedulerStub(channel).GetStats(
+                request, timeout=TIMEOUT_S, metadata=mesh.key_metadata(config)
+            )
         except grpc.RpcError as e:
             raise TaskError.from_rpc_error(e) from None
     print(json_line(response) if args.json else stats_text(response, now), flush=True)

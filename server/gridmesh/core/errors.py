@@ -50,6 +50,15 @@ class Internal(GridmeshError):
     column value); retrying unchanged fails again. The log has the details."""
 
 
+class Unauthenticated(GridmeshError):
+    """The call carries no credential, or one that is malformed, unknown,
+    expired or revoked."""
+
+
+class PermissionDenied(GridmeshError):
+    """The caller's role may not make this call (or not with these fields)."""
+
+
 class NotLeader(Unavailable):
     """This Scheduler is a standby; the leader serves requests."""
 

@@ -13,6 +13,12 @@ answer UNIMPLEMENTED (gRPC) or 404 (HTTP) and reach nothing. A ``/v1/…`` path
 that no RPC maps is a JSON 404; every other path goes to the web console's
 static files (when the console is enabled). HTTP/JSON bodies over 4 MiB are
 refused with 413 before reaching a service.
+
+With ``auth.enabled`` (the default), the ``ext_authz`` filter asks the
+edge's authorizer (:mod:`gridmesh.edge.authz`) about every routed call, by
+its gRPC method path: it sits after the transcoder, so an HTTP/JSON call is
+decided as the gRPC call it becomes. Health checks, the console's static
+files and the paths that reach nothing are not asked about.
 """
 
 from __future__ import annotations
@@ -193,6 +199,34 @@ A JSON request is matched on its /v1/ path before the transcoder turns it
 into gRPC, so only the JSON API is buffered and limited."""
 
 
+NO_AUTHZ = {
+    "envoy.filters.http.ext_authz": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+        "disabled": True,
+    }
+}
+"""Per-route: no credential asked (health, the console's files, paths that reach nothing)."""
+
+AUTHZ_TIMEOUT = "1s"
+
+
+def _ext_authz() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": AUTHZ_TIMEOUT},
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},  # no answer from the authorizer: UNAVAILABLE, never let through
+        },
+    }
+
+
+def _without_authz(route: dict[str, Any]) -> dict[str, Any]:
+    return {**route, "typed_per_filter_config": {**route.get("typed_per_filter_config", {}), **NO_AUTHZ}}
+
+
 def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> dict[str, Any]:
     """The whole bootstrap configuration as a dict."""
     descriptor = str(descriptor or descriptor_set_path())
@@ -237,6 +271,9 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         routes.append(
             {"match": {"prefix": "/"}, "route": {"cluster": "console"}, "typed_per_filter_config": UNBUFFERED}
         )
+    if config.auth.enabled:
+        public = ("/grpc.health.v1.Health/", "/gridmesh.", "/v1/", "/")
+        routes = [_without_authz(r) if r["match"].get("prefix") in public else r for r in routes]
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -253,6 +290,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "http_filters": [
                 body_limit,
                 transcoder,
+                *([_ext_authz()] if config.auth.enabled else []),
                 {
                     "name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -283,6 +321,11 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 _cluster("storekeeper", config.storekeeper.host, [config.storekeeper.port], None),
                 _cluster("eventmanager", config.eventmanager.host, [config.eventmanager.port], None),
                 *([_console_cluster(config)] if config.console.enabled else []),
+                *(
+                    [_cluster("authz", config.auth.host, [config.auth.port], "envoy.service.auth.v3.Authorization")]
+                    if config.auth.enabled
+                    else []
+                ),
                 *(_demo_clusters(config) if config.demo.enabled else []),
             ],
         },

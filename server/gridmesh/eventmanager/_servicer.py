@@ -1,4 +1,10 @@
-"""The EventManager servicer: converts protobuf ↔ the service and delegates."""
+"""The EventManager servicer: converts protobuf ↔ the service and delegates.
+
+A call through the edge carries the caller's verified role; a publisher key
+publishes only as its publisher, a subscriber key subscribes, consumes and
+reads queue figures only as its subscriber (the edge decides the methods,
+this servicer the fields bound to an identity, before anything changes).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from google.protobuf import empty_pb2
 from grpc import aio
 
 from gridmesh.adapters.rabbitmq import Consumer, Message
+from gridmesh.core.access import ROLE_HEADER, Role, check_bound
 from gridmesh.core.errors import GridmeshError, InvalidArgument
 from gridmesh.core.replication import Subscription
 from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_event
@@ -47,6 +54,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Subscribe(
         self, request: eventmanager_pb2.SubscribeRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.Subscription:
+        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
         subscription = await self._service.subscribe(
             request.publisher, request.entity_type, request.subscriber, snapshot=request.snapshot
         )
@@ -55,6 +63,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Unsubscribe(
         self, request: eventmanager_pb2.UnsubscribeRequest, context: aio.ServicerContext
     ) -> empty_pb2.Empty:
+        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
         await self._service.unsubscribe(request.publisher, request.entity_type, request.subscriber)
         return empty_pb2.Empty()
 
@@ -67,12 +76,16 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Publish(
         self, request: common_pb2.EntityEvent, context: aio.ServicerContext
     ) -> eventmanager_pb2.PublishResponse:
+        check_bound(_role(context), Role.PUBLISHER, request.publisher)
         outcome = await self._service.publish(request)
         return eventmanager_pb2.PublishResponse(event_id=outcome.event_id, routed_to=outcome.routed_to)
 
     async def PublishBatch(
         self, request: eventmanager_pb2.PublishBatchRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.PublishBatchResponse:
+        role = _role(context)
+        for event in request.events:  # one event as another publisher refuses the whole call
+            check_bound(role, Role.PUBLISHER, event.publisher)
         outcomes = await self._service.publish_batch(request.events)
         return eventmanager_pb2.PublishBatchResponse(results=[_result(o) for o in outcomes])
 
@@ -80,6 +93,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[eventmanager_pb2.Delivery]:
         start = await _first(request_iterator)
+        check_bound(_role(context), Role.SUBSCRIBER, start.subscriber)
         async for batch in self._deliveries(request_iterator, start, max_batch=1):
             for delivery in batch.deliveries:
                 yield delivery
@@ -88,6 +102,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[eventmanager_pb2.DeliveryBatch]:
         start = await _first(request_iterator)
+        check_bound(_role(context), Role.SUBSCRIBER, start.subscriber)
         if start.max_batch < 0:
             raise InvalidArgument(f"max_batch must be 0 or more, got {start.max_batch}", field="max_batch")
         async for batch in self._deliveries(request_iterator, start, max_batch=start.max_batch):
@@ -144,6 +159,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def GetQueueStats(
         self, request: eventmanager_pb2.GetQueueStatsRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.QueueStats:
+        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
         stats = await self._service.queue_stats(request.subscriber)
         return eventmanager_pb2.QueueStats(
             subscriber=stats.subscriber,
@@ -156,8 +172,14 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def ListDeadLetters(
         self, request: eventmanager_pb2.ListDeadLettersRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.ListDeadLettersResponse:
+        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
         events = await self._service.dead_letters(request.subscriber, request.max)
         return eventmanager_pb2.ListDeadLettersResponse(events=events)
+
+
+def _role(context: aio.ServicerContext) -> str:
+    """The role the edge verified (empty for a call that did not come through it)."""
+    return next((value for key, value in context.invocation_metadata() or () if key == ROLE_HEADER), "")
 
 
 def _result(outcome: PublishOutcome) -> eventmanager_pb2.PublishResult:

@@ -1,0 +1,178 @@
+"""The edge's authorizer: Envoy's ``ext_authz`` asks it about every call to a
+gridmesh service (Envoy's ``envoy.service.auth.v3.Authorization`` API).
+
+It reads the key the call presents (``authorization: Bearer <key>``, or
+``x-api-key``), finds it among the keys it holds in memory (the whole key
+table, read again every ``auth.refresh_s``, so a revocation applies within
+that interval and a check never waits on MySQL), and decides by the call's
+gRPC method path (:func:`gridmesh.core.access.decide`). Allowed: Envoy
+passes the call on with the verified role in ``x-gridmesh-role`` (replacing
+whatever the client sent there) and without the key. Refused: 401 or 403 —
+UNAUTHENTICATED or PERMISSION_DENIED for gRPC, the JSON status for
+HTTP/JSON — and the call reaches nothing.
+
+    python -m gridmesh.edge.authz
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import status_pb2
+from grpc import aio
+
+from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import KEY_ID_HEADER, ROLE_HEADER, KeyRecord, decide, key_from_headers, matches, parse_key
+from gridmesh.core.errors import GridmeshError, PermissionDenied, Unauthenticated
+from gridmesh.edge.keys import KeyStore
+from gridmesh.grpc_support.server import build_grpc_server, configure_logging, export_metrics, serve_until_signal
+
+log = logging.getLogger(__name__)
+
+SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+TRANSCODED_HEADER = "x-envoy-original-path"
+"""Set by the JSON transcoder: the call came in as HTTP/JSON."""
+_HTTP = {Unauthenticated: http_status_pb2.Unauthorized, PermissionDenied: http_status_pb2.Forbidden}
+_GRPC = {Unauthenticated: grpc.StatusCode.UNAUTHENTICATED, PermissionDenied: grpc.StatusCode.PERMISSION_DENIED}
+
+
+class Keys:
+    """The key table as last read."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, KeyRecord] = {}
+        self.loaded = False
+
+    def replace(self, records: list[KeyRecord]) -> None:
+        self._by_id = {r.key_id: r for r in records}
+        self.loaded = True
+
+    def verify(self, key: str, now: datetime) -> KeyRecord:
+        """The usable record of ``key``; :class:`Unauthenticated` if none."""
+        key_id, secret = parse_key(key)
+        record = self._by_id.get(key_id)
+        if record is None or not matches(record, secret):
+            raise Unauthenticated(f"unknown API key {key_id}")
+        if record.revoked_at is not None:
+            raise Unauthenticated(f"the API key {key_id} was revoked")
+        if not record.usable(now):
+            raise Unauthenticated(f"the API key {key_id} expired")
+        return record
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def check(keys: Keys, request: external_auth_pb2.CheckRequest, now: datetime) -> external_auth_pb2.CheckResponse:
+    """The answer to one ``Check``: allowed with the verified role, or refused."""
+    http = request.attributes.request.http
+    headers = http.headers
+    method = http.path.split("?", 1)[0]
+    try:
+        record = keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
+        decide(record.principal, method)
+    except (Unauthenticated, PermissionDenied) as refused:
+        return _denied(refused, as_json=TRANSCODED_HEADER in headers)
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=[_header(ROLE_HEADER, str(record.principal)), _header(KEY_ID_HEADER, record.key_id)],
+            headers_to_remove=list(CREDENTIAL_HEADERS),
+        ),
+    )
+
+
+def _denied(error: GridmeshError, *, as_json: bool) -> external_auth_pb2.CheckResponse:
+    """A refusal: for an HTTP/JSON call the JSON status every error of the
+    API has; for a gRPC call the plain message (Envoy sends it as the
+    grpc-message of UNAUTHENTICATED or PERMISSION_DENIED)."""
+    kind = type(error)
+    code = _GRPC[kind].value[0]
+    if as_json:
+        body = json.dumps({"code": code, "message": error.message, "details": []})
+        headers = [_header("content-type", "application/json")]
+    else:
+        body, headers = error.message, [_header("content-type", "text/plain")]
+    if kind is Unauthenticated:
+        headers.append(_header("www-authenticate", 'Bearer realm="gridmesh"'))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code, message=error.message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=_HTTP[kind]), headers=headers, body=body
+        ),
+    )
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: aio.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        return check(self._keys, request, datetime.now(UTC))
+
+
+async def keep_reading(store: KeyStore, keys: Keys, interval_s: float) -> None:
+    """Read the key table every ``interval_s`` (a failed read keeps the last)."""
+    while True:
+        try:
+            keys.replace(await asyncio.to_thread(store.all))
+        except GridmeshError as e:
+            log.warning("could not read the API keys (keeping the last ones): %s", e.message)
+        await asyncio.sleep(interval_s)
+
+
+async def serve(config: MeshConfig) -> None:
+    store = await asyncio.to_thread(KeyStore.open, config)
+    keys = Keys()
+    host = build_grpc_server(
+        f"{config.auth.host}:{config.auth.port}",
+        [
+            lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+                AuthorizationServicer(keys), server
+            )
+        ],
+        (SERVICE,),
+    )
+    reading: asyncio.Task[None] | None = None
+
+    async def ready() -> None:
+        nonlocal reading
+        reading = asyncio.create_task(keep_reading(store, keys, config.auth.refresh_s))
+        while not keys.loaded:
+            await asyncio.sleep(0.05)
+        await host.set_serving(True)
+
+    async def close_adapters() -> None:
+        if reading is not None:
+            reading.cancel()
+        await asyncio.to_thread(store.close)
+
+    host.close_adapters.append(close_adapters)
+    export_metrics(host, config, "authz")
+    await serve_until_signal(host, ready=ready)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = load_config(os.environ)
+    configure_logging(config.log_level)
+    asyncio.run(serve(config))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
