@@ -107,18 +107,18 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
     up = gridmesh(env, "up", "--workers", "2")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-    finally:
-        if up.returncode != 0:
-            mesh.down(config, lambda *_: None)
-    started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
-    assert set(started) == {
-        "scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "authz", "envoy",
-    }  # fmt: skip
-    edge = f"http://{config.envoy.host}:{config.envoy.port}/"
-    assert f"web console              {edge}" in up.stdout
-    opened = gridmesh(env, "console", "--print-url")
-    assert opened.returncode == 0 and opened.stdout.strip() == edge, opened.stderr
-    records = [json.loads((runs / f"{name}.json").read_text()) for name in started]
+        started = {name: procs.alive(name, runs) for name in procs.recorded(runs)}
+        assert set(started) == {
+            "scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "authz", "envoy",
+        }  # fmt: skip
+        edge = f"http://{config.envoy.host}:{config.envoy.port}/"
+        assert f"web console              {edge}" in up.stdout
+        opened = gridmesh(env, "console", "--print-url")
+        assert opened.returncode == 0 and opened.stdout.strip() == edge, opened.stderr
+        records = [json.loads((runs / f"{name}.json").read_text()) for name in started]
+    except BaseException:
+        mesh.down(config, lambda *_: None)  # a failed check must not leave the mesh running
+        raise
 
     down = gridmesh(env, "down")
     assert down.returncode == 0, down.stderr
