@@ -106,6 +106,8 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_AUTH_PORT": str(free_port()),
             # Spark (~1 GB, ~10 s of CPU to start) only where a test asks for it.
             "GRIDMESH_ANALYTICS_ENABLED": "false",
+            # Likewise the Prometheus server (tests/e2e/test_observability.py runs one).
+            "GRIDMESH_METRICS_PROMETHEUS": "false",
         }
     )
     env.update(overrides)

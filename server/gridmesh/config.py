@@ -238,6 +238,13 @@ class MetricsConfig:
     targets_dir: str = ""
     """Where each process publishes its endpoint as a Prometheus file_sd
     target file while it runs (empty = <state_dir>/metrics/targets)."""
+    prometheus: bool = True
+    """``gridmesh up`` runs a Prometheus server (Debian's, installed once)
+    that scrapes every process and evaluates the shipped alert rules."""
+    prometheus_port: int = 9190
+    """Port of that Prometheus server (on ``host``); not Prometheus's usual
+    9090, where Debian's own ``prometheus`` service starts once installed
+    on a machine with systemd."""
 
 
 @dataclass(frozen=True)

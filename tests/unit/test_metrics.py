@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 
 from gridmesh.adapters import prometheus
 from gridmesh.bench.runner import grpc_messages, messages_between
 from gridmesh.config import load_config
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, MemoryLifecycleLog
 from gridmesh.grpc_support.server import build_grpc_server, export_metrics, serve_until_signal
+from gridmesh.observability import server as prometheus_server
+from gridmesh.observability.metrics import LIFECYCLE_EVENTS, MeteredLifecycleLog, serve
 
 HEALTH = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_type": "unary"}
 WATCH = {**HEALTH, "grpc_method": "Watch", "grpc_type": "server_stream"}
@@ -101,3 +106,32 @@ def test_unreadable_target_files_are_skipped_and_a_restarted_process_counts_from
         "PullTasks in": 4,
         "StoreResults in": 2,
     }
+
+
+def test_the_metered_lifecycle_log_counts_each_event_by_kind_and_type_and_passes_it_on():
+    serve((LIFECYCLE_EVENTS,))  # as a Scheduler's composition root does
+    inner = MemoryLifecycleLog()
+    log = MeteredLifecycleLog(inner)
+    labels = {"kind": "completed", "task_type": "metered-test"}
+    before = REGISTRY.get_sample_value("gridmesh_task_events_total", labels) or 0.0
+    event = LifecycleEvent(LifecycleKind.COMPLETED, "t-1", "metered-test", "w-1", 1, 0, datetime.now(UTC))
+    log.emit(event)
+    log.emit(event)
+    assert REGISTRY.get_sample_value("gridmesh_task_events_total", labels) == before + 2
+    assert inner.events == [event, event]
+
+
+def test_the_prometheus_server_scrapes_the_file_sd_targets_and_envoy_and_loads_the_shipped_rules(tmp_path):
+    config = _config(tmp_path)
+    built = prometheus_server.build_config(config)
+    assert built["rule_files"] == [str(prometheus_server.alert_rules_path())]
+    assert prometheus_server.alert_rules_path().is_file()
+    (gridmesh, envoy) = built["scrape_configs"]
+    assert gridmesh["file_sd_configs"][0]["files"] == [str(config.metrics_targets / "*.json")]
+    assert envoy["metrics_path"] == "/stats/prometheus"
+    assert f"--web.listen-address=127.0.0.1:{config.metrics.prometheus_port}" in prometheus_server.argv(config)
+
+
+def test_a_process_exports_only_the_metrics_it_serves():
+    # A Scheduler must not export a StoreKeeper's gauge as 0: min() in an alert would pick it up.
+    assert REGISTRY.get_sample_value("gridmesh_storage_free_bytes") is None

@@ -29,6 +29,7 @@ from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.observability import server as prometheus_server
 
 SERVICE_START_TIMEOUT_S = 30.0
 ANALYTICS_START_TIMEOUT_S = 120.0
@@ -135,6 +136,9 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
     if config.console.enabled:  # static files; Envoy routes / to it
         spec = _python_module("console", "gridmesh.console", env)
         result.append(Component("console", config.console.host, config.console.port, spec, ""))
+    if prometheus_enabled(config):  # scrapes every process through the file_sd targets
+        spec = procs.ProcessSpec(name="prometheus", argv=prometheus_server.argv(config), env=dict(env))
+        result.append(Component("prometheus", config.metrics.host, config.metrics.prometheus_port, spec, ""))
     if config.auth.enabled:  # the edge's authorizer, asked by Envoy about every call
         spec = _python_module("authz", "gridmesh.edge.authz", env)
         result.append(Component("authz", config.auth.host, config.auth.port, spec, AUTHZ_SERVICE))
@@ -168,6 +172,8 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return "healthy" if edge == "SERVING" else edge
     if component.name == "console":
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
+    if component.name == "prometheus":
+        return "healthy" if http_ok(f"{prometheus_server.url(config)}/-/ready") else "DOWN"
     health = grpc_health(component.address, component.health_service)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
         others = [a for a in config.scheduler_addresses if a != component.address]
@@ -237,6 +243,7 @@ ROLES = (
     "console",
     "edge",
     "demo",
+    "prometheus",
 )
 """What one host of a mesh may run (``gridmesh up --only``): each backing
 service, each of gridmesh's processes (``scheduler`` includes a configured
@@ -297,6 +304,8 @@ def up(
     if "storekeeper" in roles:
         config.storage_root.mkdir(parents=True, exist_ok=True)
 
+    if "prometheus" in roles and prometheus_enabled(config):
+        ensure_prometheus(config, progress)
     if "edge" in roles:
         if config.auth.enabled:
             ensure_admin_key(config, progress)
@@ -357,6 +366,20 @@ def key_metadata(config: MeshConfig) -> tuple[tuple[str, str], ...]:
     """gRPC metadata presenting :func:`api_key` (none without a key)."""
     key = api_key(config)
     return (("authorization", f"Bearer {key}"),) if key else ()
+
+
+def prometheus_enabled(config: MeshConfig) -> bool:
+    return config.metrics.enabled and config.metrics.prometheus
+
+
+def ensure_prometheus(config: MeshConfig, progress: Progress) -> None:
+    """Debian's Prometheus, installed once, and its configuration for this mesh."""
+    if not os.access(prometheus_server.PROMETHEUS, os.X_OK):
+        backing.AptInstaller().install("prometheus", lambda message: progress("prometheus", message))
+    data = prometheus_server.data_dir(config)
+    data.mkdir(parents=True, exist_ok=True)
+    config.metrics_targets.mkdir(parents=True, exist_ok=True)
+    (data / "prometheus.yml").write_text(prometheus_server.render(config))
 
 
 def ensure_admin_key(config: MeshConfig, progress: Progress) -> None:

@@ -802,6 +802,14 @@ class SchedulerCore:
     def queued(self) -> int:
         return len(self._queue)
 
+    def oldest_queued_at(self) -> datetime | None:
+        """When the longest-waiting queued task was submitted (None: nothing queued)."""
+        return min((self._tasks[t].created_at for t in self._queue.heads()), default=None)
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watches)
+
     @property
     def lease_ttl_s(self) -> float:
         return self._settings.lease_ttl_s

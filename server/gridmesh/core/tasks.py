@@ -125,6 +125,16 @@ class DispatchQueue:
                 return priority
         return None
 
+    def heads(self) -> list[str]:
+        """The task at the head of each level (the longest waiting there)."""
+        found = []
+        for level in self._levels.values():
+            while level and self._current.get(level[0][0]) != level[0][1]:
+                level.popleft()  # no longer current: drop it now
+            if level:
+                found.append(level[0][0])
+        return found
+
     def __len__(self) -> int:
         return len(self._current)
 

@@ -76,6 +76,9 @@ class WatchHub:
             if watcher.wants(snapshot):
                 watcher.offer(snapshot, at)
 
+    def __len__(self) -> int:
+        return len(self._watchers)
+
     def close(self) -> None:
         """End every watch (the Scheduler stepped down)."""
         for watcher in self._watchers:

@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -37,6 +38,8 @@ from gridmesh.grpc_support.server import (
     export_metrics,
     serve_until_signal,
 )
+from gridmesh.observability import metrics
+from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
 from gridmesh.scheduler.stats import MySQLStatsReader
 from gridmesh.scheduler.store import MySQLTaskStore
@@ -63,6 +66,21 @@ def settings_of(config: MeshConfig) -> SchedulerSettings:
         default_max_attempts=s.default_max_attempts,
         max_params_bytes=s.max_params_bytes,
     )
+
+
+def watch_core(holder: CoreHolder) -> None:
+    """The Scheduler's gauges, read from the leading core at each scrape."""
+
+    def oldest_age() -> float:
+        core = holder.core
+        oldest = core.oldest_queued_at() if core is not None else None
+        return (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+
+    metrics.serve(metrics.SCHEDULER)
+    metrics.gauge_from(metrics.LEADER, lambda: holder.core is not None)
+    metrics.gauge_from(metrics.QUEUED, lambda: holder.core.queued if holder.core is not None else 0)
+    metrics.gauge_from(metrics.OLDEST_QUEUED_AGE, oldest_age)
+    metrics.gauge_from(metrics.WATCHERS, lambda: holder.core.watchers if holder.core is not None else 0)
 
 
 def build_server(
@@ -204,7 +222,7 @@ class Leadership:
         saved_at = 0.0
         while True:
             await asyncio.sleep(interval)
-            core.expire_leases()
+            metrics.LEASE_EXPIRIES.inc(core.expire_leases())
             now = self._loop.time()
             if now - saved_at >= LIFECYCLE_SAVE_INTERVAL_S:
                 saved_at = now
@@ -227,11 +245,12 @@ async def serve(config: MeshConfig) -> None:
     await asyncio.to_thread(store.setup)
     stats = MySQLStatsReader(MySQL(config.mysql, config.database("analytics")))
     await asyncio.to_thread(stats.setup)
-    lifecycle = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    lifecycle = MeteredLifecycleLog(KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)))
     zk = ZooKeeper(config.zookeeper, config.zk_root)
     await asyncio.to_thread(zk.start)
 
     holder = CoreHolder()
+    watch_core(holder)
     host = build_server(config, holder, registry, stats)
     stop = asyncio.Event()
     identifier = election_identifier(host.port)

@@ -31,6 +31,7 @@ from gridmesh.core.workers import (
 from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each
+from gridmesh.observability import metrics
 from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -161,7 +162,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def CancelTask(
         self, request: scheduler_pb2.CancelTaskRequest, context: aio.ServicerContext
     ) -> common_pb2.Task:
-        return task_to_proto(await self._holder.get().cancel(request.task_id))
+        task = await self._holder.get().cancel(request.task_id)
+        metrics.CANCELLED.labels(task.task_type).inc()
+        return task_to_proto(task)
 
     async def WatchTask(
         self, request: scheduler_pb2.WatchTaskRequest, context: aio.ServicerContext

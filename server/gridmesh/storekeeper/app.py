@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 
 from gridmesh.adapters.filestore import FileStore
@@ -19,6 +20,7 @@ from gridmesh.grpc_support.server import (
     export_metrics,
     serve_until_signal,
 )
+from gridmesh.observability import metrics
 from gridmesh.storekeeper.completions import SchedulerCompletions
 from gridmesh.storekeeper.index import ResultIndex
 from gridmesh.storekeeper.mysql_index import MySQLResultIndex
@@ -59,6 +61,11 @@ async def serve(config: MeshConfig) -> None:
     # Connecting and migrating the schema block: off the event loop, like every MySQL call.
     index = await asyncio.to_thread(MySQLResultIndex.open, config.mysql, config.database("storekeeper"))
     host = build_server(config, index=index)
+    metrics.serve(metrics.STOREKEEPER)
+    root = config.storage_root
+    metrics.gauge_from(
+        metrics.STORAGE_FREE, lambda: shutil.disk_usage(next(p for p in (root, *root.parents) if p.exists())).free
+    )
     export_metrics(host, config, "storekeeper")
     await serve_until_signal(host)
 

@@ -33,13 +33,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import AlreadyExists, FailedPrecondition, NotFound
+from gridmesh.core.errors import AlreadyExists, FailedPrecondition, GridmeshError, NotFound
 from gridmesh.core.results import (
     CHUNK_BYTES,
     Completions,
@@ -53,6 +54,7 @@ from gridmesh.core.results import (
     page_of,
     result_filename,
 )
+from gridmesh.observability import metrics
 from gridmesh.storekeeper.index import ResultIndex
 
 log = logging.getLogger(__name__)
@@ -121,13 +123,22 @@ class ResultService:
         return result
 
     async def _write(self, request: StoreRequest, *, replace: bool = True) -> StoredResult:
-        path, size, sha256 = await self._run(
-            self._files.write_atomic,
-            request.result_dir,
-            result_filename(request.task_id),
-            request.content,
-            replace=replace,
-        )
+        began = time.monotonic()
+        try:
+            path, size, sha256 = await self._run(
+                self._files.write_atomic,
+                request.result_dir,
+                result_filename(request.task_id),
+                request.content,
+                replace=replace,
+            )
+        except AlreadyExists:
+            raise  # not a failure: a file is there, and the caller decides
+        except GridmeshError as e:
+            metrics.RESULT_ERRORS.labels(type(e).__name__).inc()
+            raise
+        metrics.RESULT_WRITE.observe(time.monotonic() - began)
+        metrics.RESULT_BYTES.inc(size)
         return StoredResult(
             task_id=request.task_id,
             result_dir=request.result_dir,

@@ -29,6 +29,8 @@ from gridmesh.grpc_support.server import (
     export_metrics,
     serve_until_signal,
 )
+from gridmesh.observability import metrics
+from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from gridmesh.worker.node import NodeSettings, WorkerNode
 from gridmesh.worker.pool import ProcessPool
@@ -97,7 +99,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     address = f"{config.worker.host}:{port}"
     registry = default_registry()
     pool = await asyncio.to_thread(ProcessPool, slots)
-    lifecycle = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    lifecycle = MeteredLifecycleLog(KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)))
     node = WorkerNode(
         NodeSettings(
             worker_id=worker_id,
@@ -135,6 +137,9 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
 
     host.stop_taking_work.append(drain)
     host.close_adapters.append(close_adapters)
+    metrics.serve(metrics.WORKER)
+    metrics.gauge_from(metrics.SLOTS, lambda: slots)
+    metrics.gauge_from(metrics.BUSY_SLOTS, lambda: len(node.running))
     export_metrics(host, config, "worker")
     stop = asyncio.Event()
     drained = asyncio.create_task(node.wait_drained())  # drained on request: the process ends

@@ -24,9 +24,10 @@ import grpc
 from grpc import aio
 
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
-from gridmesh.grpc_support.convert import struct_to_dict, to_timestamp
+from gridmesh.grpc_support.convert import from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
+from gridmesh.observability import metrics
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
 
@@ -93,6 +94,10 @@ _PERMANENT_STORE_ERRORS = frozenset(
 """StoreKeeper answers after which a result is not stored again: the task
 ends FAILED with the StoreKeeper's reason. Any other (the StoreKeeper
 restarting, say) is retried."""
+
+
+_OUTCOMES = {"ok": "succeeded", "error": "failed", "stopped": "stopped"}
+"""A task process's result kind, as the outcome metrics name it."""
 
 
 def _backoff(attempt: int) -> float:
@@ -365,6 +370,9 @@ class WorkerNode:
         self.running[task.task_id] = running
         self._idle.clear()
         self.counters.pulled += 1
+        if task.HasField("created_at"):
+            waited = (running.started_at - from_timestamp(task.created_at)).total_seconds()
+            metrics.QUEUE_WAIT.labels(task.task_type).observe(max(waited, 0.0))
         self._spawn(self._run(running, struct_to_dict(task.params)))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -386,8 +394,12 @@ class WorkerNode:
 
     async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
         self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
+        began = time.monotonic()
         try:
             result = await running.slot.run(running.task_type, params)
+            metrics.RUN_TIME.labels(running.task_type).observe(time.monotonic() - began)
+            outcome = "cancelled" if running.cancelled else _OUTCOMES.get(result.kind, "crashed")
+            metrics.TASKS_RUN.labels(running.task_type, outcome).inc()
         finally:
             self._pool.release(running.slot)
             del self.running[running.task_id]

@@ -1,0 +1,1 @@
+"""Seeing inside the mesh: metrics, the Prometheus server `gridmesh up` runs, alert rules."""

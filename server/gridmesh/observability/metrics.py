@@ -1,0 +1,133 @@
+"""The mesh's own Prometheus metrics (beside the gRPC ones of
+:mod:`gridmesh.grpc_support.metrics`): what they are called, measured in
+base units, with bounded labels only (a task type, an event kind, an
+outcome; never a task id).
+
+The metrics are created unregistered; each composition root exports those
+of its process (:func:`serve`) and wires them: the Scheduler's life-cycle log
+is wrapped in :class:`MeteredLifecycleLog`, its gauges read the leading
+core at scrape time; a worker node and the StoreKeeper observe their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleLog
+
+LATENCY_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+"""From the ~1 ms a result takes to store to the hour a long task runs (W2's
+whole submit→notice is ~8 ms)."""
+
+# -- the Scheduler ---------------------------------------------------------------------
+
+LIFECYCLE_EVENTS = Counter(
+    "gridmesh_task_events_total",
+    "Task life-cycle events, by kind (pending = submitted, started, completed = succeeded, failed, retried) "
+    "and task type. The Scheduler counts all but started, worker nodes count started.",
+    ("kind", "task_type"),
+    registry=None,
+)
+CANCELLED = Counter("gridmesh_tasks_cancelled_total", "Tasks cancelled by a client.", ("task_type",), registry=None)
+LEASE_EXPIRIES = Counter(
+    "gridmesh_lease_expiries_total",
+    "Leases not renewed in time (the task was retried or failed).",
+    registry=None,
+)
+QUEUED = Gauge("gridmesh_queue_tasks", "Tasks QUEUED in the leading Scheduler (0 on a standby).", registry=None)
+OLDEST_QUEUED_AGE = Gauge(
+    "gridmesh_queue_oldest_age_seconds",
+    "How long the longest-waiting queued task has waited (0 if none).",
+    registry=None,
+)
+LEADER = Gauge("gridmesh_scheduler_leader", "1 while this Scheduler leads, 0 while it stands by.", registry=None)
+WATCHERS = Gauge("gridmesh_watchers", "Open WatchTask/WatchTasks streams on this Scheduler.", registry=None)
+
+# -- worker nodes -------------------------------------------------------------------------
+
+SLOTS = Gauge("gridmesh_worker_slots", "Task processes of this node.", registry=None)
+BUSY_SLOTS = Gauge("gridmesh_worker_busy_slots", "Slots running a task now.", registry=None)
+TASKS_RUN = Counter(
+    "gridmesh_worker_tasks_total",
+    "Tasks this node ran, by type and outcome (succeeded, failed, crashed, cancelled, lost).",
+    ("task_type", "outcome"),
+    registry=None,
+)
+QUEUE_WAIT = Histogram(
+    "gridmesh_task_queue_wait_seconds",
+    "From submit to the start of the attempt, by task type.",
+    ("task_type",),
+    buckets=LATENCY_BUCKETS_S,
+    registry=None,
+)
+RUN_TIME = Histogram(
+    "gridmesh_task_run_seconds",
+    "From the start of an attempt to its end on the node, by task type.",
+    ("task_type",),
+    buckets=LATENCY_BUCKETS_S,
+    registry=None,
+)
+
+# -- the StoreKeeper ------------------------------------------------------------------------
+
+RESULT_WRITE = Histogram(
+    "gridmesh_result_write_seconds",
+    "Writing one result file durably (temporary file, fsync, rename, directory fsync).",
+    buckets=LATENCY_BUCKETS_S,
+    registry=None,
+)
+RESULT_BYTES = Counter("gridmesh_result_bytes_total", "Bytes of results written.", registry=None)
+RESULT_ERRORS = Counter(
+    "gridmesh_result_errors_total", "Result stores that failed, by reason.", ("reason",), registry=None
+)
+STORAGE_FREE = Gauge(
+    "gridmesh_storage_free_bytes", "Free bytes of the file system under the storage root.", registry=None
+)
+
+
+SCHEDULER = (LIFECYCLE_EVENTS, CANCELLED, LEASE_EXPIRIES, QUEUED, OLDEST_QUEUED_AGE, LEADER, WATCHERS)
+WORKER = (LIFECYCLE_EVENTS, SLOTS, BUSY_SLOTS, TASKS_RUN, QUEUE_WAIT, RUN_TIME)
+STOREKEEPER = (RESULT_WRITE, RESULT_BYTES, RESULT_ERRORS, STORAGE_FREE)
+
+
+def serve(metrics: tuple[Counter | Gauge | Histogram, ...]) -> None:
+    """Export ``metrics`` from this process (each process exports only its
+    own: a Scheduler's ``gridmesh_storage_free_bytes`` would be a 0 that
+    ``min()`` in an alert picks up). Idempotent."""
+    for metric in metrics:
+        with contextlib.suppress(ValueError):  # registered already
+            REGISTRY.register(metric)
+
+
+class MeteredLifecycleLog:
+    """A :class:`LifecycleLog` that counts what passes through it."""
+
+    def __init__(self, inner: LifecycleLog) -> None:
+        self._inner = inner
+
+    def emit(self, event: LifecycleEvent) -> None:
+        LIFECYCLE_EVENTS.labels(event.kind.name.lower(), event.task_type).inc()
+        self._inner.emit(event)
+
+    def acknowledged(self) -> int:
+        return self._inner.acknowledged()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def gauge_from(gauge: Gauge, read: Callable[[], float]) -> None:
+    """``gauge`` is ``read()`` at each scrape (0 if it fails)."""
+
+    def safe() -> float:
+        try:
+            return float(read())
+        except Exception:
+            return 0.0
+
+    gauge.set_function(safe)

@@ -1,0 +1,118 @@
+"""Issue 14: the Prometheus server `gridmesh up` runs (Debian's) scrapes
+every gridmesh process through the file_sd targets they publish, and Envoy;
+the mesh's own metrics move with the work; the shipped alert rules load and
+`promtool` accepts them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gridmesh.cli import mesh
+from gridmesh.config import MeshConfig, load_config
+from gridmesh.observability import server as prometheus_server
+from tests.conftest import RunningMesh, _progress, free_port, mesh_env
+from tests.helpers import http_json, wait_for
+
+
+@pytest.fixture(scope="module")
+def observed(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
+    """A mesh of its own with its Prometheus server and two worker nodes."""
+    env = mesh_env(
+        tmp_path_factory.mktemp("observed"),
+        GRIDMESH_METRICS_PROMETHEUS="true",
+        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
+    )
+    config = load_config(env)
+    try:
+        mesh.up(config, workers=2, env=env, progress=_progress)
+        yield RunningMesh(config, env)
+    finally:
+        mesh.down(config, _progress)
+
+
+def _api(config: MeshConfig, path: str, **params: str) -> Any:
+    url = f"{prometheus_server.url(config)}/api/v1/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _value(config: MeshConfig, query: str) -> float | None:
+    result = _api(config, "query", query=query)["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_prometheus_scrapes_every_process_of_the_mesh_and_envoy(observed):
+    config = observed.config
+
+    def all_up() -> list[dict[str, Any]] | None:
+        active = _api(config, "targets")["activeTargets"]
+        return active if active and all(t["health"] == "up" for t in active) else None
+
+    active = wait_for("every target to be scraped", all_up, timeout=60)
+    components = sorted(t["labels"].get("component", "") for t in active)
+    assert components == ["authz", "envoy", "eventmanager", "scheduler", "storekeeper", "worker", "worker"], active
+
+
+def test_the_mesh_metrics_follow_the_work(observed):
+    config, edge = observed.config, observed.edge
+    ids = []
+    for _ in range(5):
+        status, task = http_json(
+            edge, "POST", "/v1/tasks", {"task_type": "sleep", "params": {"ms": 20}, "result_dir": "obs"}
+        )
+        assert status == 200, task
+        ids.append(task["task_id"])
+    wait_for(
+        "the tasks to succeed",
+        lambda: all(http_json(edge, "GET", f"/v1/tasks/{t}")[1]["state"] == "SUCCEEDED" for t in ids),
+    )
+    checks = {
+        'sum(gridmesh_task_events_total{kind="pending",task_type="sleep"})': 5,
+        'sum(gridmesh_task_events_total{kind="completed",task_type="sleep"})': 5,
+        'sum(gridmesh_task_events_total{kind="started",task_type="sleep"})': 5,
+        'sum(gridmesh_worker_tasks_total{task_type="sleep",outcome="succeeded"})': 5,
+        'sum(gridmesh_task_run_seconds_count{task_type="sleep"})': 5,
+        "sum(gridmesh_result_write_seconds_count)": 5,
+        "sum(gridmesh_worker_slots)": 4,
+        "sum(gridmesh_scheduler_leader)": 1,
+    }
+
+    def caught_up() -> dict[str, float | None] | None:
+        seen = {query: _value(config, query) for query in checks}
+        return seen if all((seen[q] or 0) >= want for q, want in checks.items()) else None
+
+    seen = wait_for("Prometheus to scrape the work", caught_up, timeout=60)
+    assert seen["sum(gridmesh_scheduler_leader)"] == 1
+    # At least the 20 ms the task slept, seen from the node.
+    assert (_value(config, 'sum(gridmesh_task_run_seconds_sum{task_type="sleep"})') or 0) >= 5 * 0.02
+    assert (_value(config, "min(gridmesh_storage_free_bytes)") or 0) > 0
+    assert (_value(config, 'sum(grpc_server_msg_received_total{grpc_method="PullTasks"})') or 0) > 0
+
+
+def test_the_shipped_alert_rules_load_and_promtool_accepts_them(observed):
+    checked = subprocess.run(
+        [prometheus_server.PROMTOOL, "check", "rules", str(prometheus_server.alert_rules_path())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rendered = prometheus_server.data_dir(observed.config) / "prometheus.yml"
+    checked = subprocess.run(
+        [prometheus_server.PROMTOOL, "check", "config", str(rendered)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    groups = _api(observed.config, "rules")["groups"]
+    names = {rule["name"] for group in groups for rule in group["rules"]}
+    assert {"GridmeshComponentDown", "GridmeshNoSchedulerLeader", "GridmeshWorkQueuedButNoWorker"} <= names
+    alerting = [r["name"] for g in groups for r in g["rules"] if r.get("state") in ("pending", "firing")]
+    assert alerting == [], alerting  # a healthy mesh raises none, not even pending
