@@ -30,7 +30,7 @@ GATE_POLL_S = 5.0
 ANALYTICS = "analytics"
 """The mesh's analytics job (a Spark application reading the life-cycle
 topics): a backing service in the reports, like MySQL or the Kafka broker."""
-WORKING_SERVICES = frozenset({"mysql", "rabbitmq", "zookeeper", "kafka", ANALYTICS})
+WORKING_SERVICES = frozenset({"mysql", "rabbitmq", "zookeeper", "kafka", ANALYTICS, "prometheus"})
 """Backing services the mesh itself keeps busy while it works: their CPU is
 not foreign. (Another Spark application is: nothing of a bench run uses it.)"""
 

@@ -227,8 +227,8 @@ def discover(config: MeshConfig, worker_addresses: list[str]) -> machine.Process
     found: dict[str, list[int]] = {}
     for name in procs.recorded(runs):
         pid = procs.alive(name, runs)
-        if pid and name == machine.ANALYTICS:
-            found[name] = [pid]  # the Spark job: reported with the backing services
+        if pid and name in (machine.ANALYTICS, "prometheus"):
+            found[name] = [pid]  # the Spark job and Prometheus: reported with the backing services
         elif pid and name not in backing_names:
             ours[name] = [pid]
     known = {pid for pids in [*ours.values(), *found.values()] for pid in pids}
