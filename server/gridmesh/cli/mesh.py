@@ -56,8 +56,9 @@ class Component:
 
 
 ROLES_FILE = "roles"
-AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
 """Under the run directory: the roles ``up`` took on this host."""
+AUTHZ_SERVICE = "envoy.service.auth.v3.Authorization"
+"""The health service name of the edge's authorizer."""
 
 
 def run_dir(config: MeshConfig) -> Path:
