@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,10 +101,19 @@ def test_start_is_idempotent_while_the_recorded_process_lives(dirs: tuple[Path, 
 
     assert second == first
     assert procs.recorded(run_dir) == ["svc"]
-    sleepers = [
-        p.pid for p in psutil.Process().children() if not _gone(p.pid) and "time.sleep(600)" in " ".join(p.cmdline())
-    ]
-    assert sleepers == [first]
+
+    def sleepers() -> list[int]:
+        # A child just forked may not have exec'd its program yet: its command line is still ours.
+        return [
+            p.pid
+            for p in psutil.Process().children()
+            if not _gone(p.pid) and "time.sleep(600)" in " ".join(p.cmdline())
+        ]
+
+    deadline = time.monotonic() + WAIT_S
+    while sleepers() != [first] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sleepers() == [first]
 
 
 def test_start_of_a_missing_program_raises_unavailable(dirs: tuple[Path, Path]) -> None:
