@@ -9,6 +9,7 @@ import json
 import subprocess
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,3 +117,33 @@ def test_the_shipped_alert_rules_load_and_promtool_accepts_them(observed):
     assert {"GridmeshComponentDown", "GridmeshNoSchedulerLeader", "GridmeshWorkQueuedButNoWorker"} <= names
     alerting = [r["name"] for g in groups for r in g["rules"] if r.get("state") in ("pending", "firing")]
     assert alerting == [], alerting  # a healthy mesh raises none, not even pending
+
+
+def test_the_eventmanager_counts_publishes_and_reports_each_subscribers_queue(observed):
+    config, edge = observed.config, observed.edge
+    body = {"subscriber": "audit", "publisher": "customers", "entity_type": "customer"}
+    assert http_json(edge, "POST", "/v1/subscriptions", body)[0] == 200
+    for version in (1, 2):
+        event = {
+            "event_id": str(uuid.uuid4()), "publisher": "customers", "entity_type": "customer",
+            "entity_id": "c-1", "operation": "CREATE" if version == 1 else "UPDATE", "version": version,
+            "payload": {"name": "Ada"},
+        }  # fmt: skip
+        status, answer = http_json(edge, "POST", "/v1/events", event)
+        assert status == 200 and answer["routed_to"] == ["audit"], answer
+    unroutable = {**event, "event_id": str(uuid.uuid4()), "entity_type": "invoice"}
+    assert http_json(edge, "POST", "/v1/events", unroutable)[1]["routed_to"] == []
+    checks = {
+        'sum(gridmesh_events_published_total{publisher="customers",outcome="routed"})': 2,
+        'sum(gridmesh_events_published_total{publisher="customers",outcome="unroutable"})': 1,
+        "sum(gridmesh_publish_confirm_seconds_count)": 3,
+        'max(gridmesh_subscriber_queue_messages{subscriber="audit"})': 2,  # nothing consumes them
+    }
+
+    def caught_up() -> dict[str, float | None] | None:
+        seen = {query: _value(config, query) for query in checks}
+        return seen if all((seen[q] or 0) >= want for q, want in checks.items()) else None
+
+    wait_for("Prometheus to see the publishes and the queue", caught_up, timeout=60)
+    assert _value(config, 'max(gridmesh_subscriber_consumers{subscriber="audit"})') == 0
+    assert _value(config, 'max(gridmesh_subscriber_dead_letters{subscriber="audit"})') == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from gridmesh.core.replication import (
     check_prefetch,
     routing_key,
 )
+from gridmesh.observability import metrics
 from gridmesh.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,8 @@ class EventManager:
         self._started = False
         self._closed = False
         self._rebuild_task: asyncio.Task[None] | None = None
+        self._metered: set[str] = set()
+        """Subscribers whose queue gauges are set."""
 
     # -- life cycle -------------------------------------------------------
 
@@ -298,6 +302,7 @@ class EventManager:
         outcome carries the error) and changes nothing; the others go."""
         check_batch_size(len(events))
         self._require_started()
+        began = time.monotonic()
         routes = self._map.current  # the map these events are routed with
         outcomes: list[PublishOutcome | None] = [None] * len(events)
         pending: list[tuple[int, str, tuple[str, ...], asyncio.Future[bool]]] = []
@@ -347,7 +352,30 @@ class EventManager:
                 outcomes[i] = PublishOutcome(event_id=event_id, error=error)
             else:
                 outcomes[i] = PublishOutcome(event_id=event_id, routed_to=subscribers if confirmed.result() else ())
-        return [o for o in outcomes if o is not None]
+        if pending:
+            metrics.PUBLISH_CONFIRM.observe(time.monotonic() - began)
+        done = [o for o in outcomes if o is not None]
+        for event, outcome in zip(events, done, strict=True):
+            metrics.EVENTS_PUBLISHED.labels(event.publisher or "-", _outcome(outcome)).inc()
+        return done
+
+    async def refresh_queue_metrics(self) -> None:
+        """Set the per-subscriber queue gauges from RabbitMQ (and drop those
+        of subscribers that left)."""
+        subscribers = {s.key.subscriber for s in await self.list_subscriptions()}
+        for subscriber in sorted(subscribers):
+            try:
+                stats = await self.queue_stats(subscriber)
+            except GridmeshError:
+                continue
+            metrics.SUBSCRIBER_MESSAGES.labels(subscriber).set(stats.messages)
+            metrics.SUBSCRIBER_CONSUMERS.labels(subscriber).set(stats.consumers)
+            metrics.SUBSCRIBER_DEAD_LETTERS.labels(subscriber).set(stats.dead_letters)
+        for gone in self._metered - subscribers:
+            for gauge in (metrics.SUBSCRIBER_MESSAGES, metrics.SUBSCRIBER_CONSUMERS, metrics.SUBSCRIBER_DEAD_LETTERS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        self._metered = subscribers
 
     # -- consuming ----------------------------------------------------------
 
@@ -418,6 +446,13 @@ class EventManager:
             if event is not None:
                 events.append(event)
         return events
+
+
+def _outcome(outcome: PublishOutcome) -> str:
+    """How the publish metrics name ``outcome``."""
+    if outcome.error is None:
+        return "routed" if outcome.routed_to else "unroutable"
+    return "failed" if isinstance(outcome.error, Unavailable) else "refused"
 
 
 def decode_event(message: Message, into: common_pb2.EntityEvent | None = None) -> common_pb2.EntityEvent | None:

@@ -35,6 +35,7 @@ from gridmesh.grpc_support.server import (
     serve_until_signal,
     shutdown,
 )
+from gridmesh.observability import metrics
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,31 @@ def build_server(config: MeshConfig) -> EventManagerProcess:
     return process
 
 
+QUEUE_METRICS_INTERVAL_S = 5.0
+"""How often the per-subscriber queue gauges are read from RabbitMQ (Prometheus scrapes every 5 s)."""
+
+
+async def _refresh_queue_metrics(service: EventManager) -> None:
+    while True:
+        try:
+            await service.refresh_queue_metrics()
+        except GridmeshError as e:  # not started yet, or RabbitMQ away: the gauges keep their last values
+            log.debug("queue metrics not refreshed: %s", e.message)
+        await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
+
+
 async def serve(config: MeshConfig) -> None:
     process = build_server(config)
+    metrics.serve(metrics.EVENTMANAGER)
     export_metrics(process.host, config, "eventmanager")
+    refreshing = asyncio.create_task(_refresh_queue_metrics(process.service))
+
+    async def stop_refreshing() -> None:
+        refreshing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refreshing
+
+    process.host.stop_taking_work.append(stop_refreshing)
     await process.host.set_serving(False)  # until ready() connected the adapters
     try:
         await serve_until_signal(process.host, ready=process.ready)

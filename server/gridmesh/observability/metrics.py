@@ -90,9 +90,38 @@ STORAGE_FREE = Gauge(
 )
 
 
+# -- the EventManager ------------------------------------------------------------------------
+
+EVENTS_PUBLISHED = Counter(
+    "gridmesh_events_published_total",
+    "Entity events by publisher and outcome: routed (to at least one subscriber), unroutable (confirmed, "
+    "no subscriber), refused (invalid), failed (not confirmed).",
+    ("publisher", "outcome"),
+    registry=None,
+)
+PUBLISH_CONFIRM = Histogram(
+    "gridmesh_publish_confirm_seconds",
+    "From a publish call's start to RabbitMQ's confirms of all its events.",
+    buckets=LATENCY_BUCKETS_S,
+    registry=None,
+)
+SUBSCRIBER_MESSAGES = Gauge(
+    "gridmesh_subscriber_queue_messages", "Events waiting in a subscriber's queue.", ("subscriber",), registry=None
+)
+SUBSCRIBER_CONSUMERS = Gauge(
+    "gridmesh_subscriber_consumers", "Consumers attached to a subscriber's queue.", ("subscriber",), registry=None
+)
+SUBSCRIBER_DEAD_LETTERS = Gauge(
+    "gridmesh_subscriber_dead_letters",
+    "Events in a subscriber's dead-letter queue (redelivered too often or refused).",
+    ("subscriber",),
+    registry=None,
+)
+
 SCHEDULER = (LIFECYCLE_EVENTS, CANCELLED, LEASE_EXPIRIES, QUEUED, OLDEST_QUEUED_AGE, LEADER, WATCHERS)
 WORKER = (LIFECYCLE_EVENTS, SLOTS, BUSY_SLOTS, TASKS_RUN, QUEUE_WAIT, RUN_TIME)
 STOREKEEPER = (RESULT_WRITE, RESULT_BYTES, RESULT_ERRORS, STORAGE_FREE)
+EVENTMANAGER = (EVENTS_PUBLISHED, PUBLISH_CONFIRM, SUBSCRIBER_MESSAGES, SUBSCRIBER_CONSUMERS, SUBSCRIBER_DEAD_LETTERS)
 
 
 def serve(metrics: tuple[Counter | Gauge | Histogram, ...]) -> None:
