@@ -82,27 +82,28 @@ class KeyRecord:
         return Principal(self.key_id, self.role, self.name)
 
 
-_S = "gridmesh.v1.Scheduler/"
-_K = "gridmesh.v1.StoreKeeper/"
-_E = "gridmesh.v1.EventManager/"
+def _methods(service: str, *names: str) -> set[str]:
+    return {f"gridmesh.v1.{service}/{name}" for name in names}
 
+
+_RESULTS = _methods("StoreKeeper", "GetResult", "GetResultInfo", "ListResults")
 _READ = (
-    {_S + m for m in ("GetTask", "ListTasks", "WatchTask", "WatchTasks", "ListTaskTypes", "ListWorkers", "GetStats")}
-    | {_K + m for m in ("GetResult", "GetResultInfo", "ListResults")}
-    | {_E + m for m in ("ListSubscriptions", "GetQueueStats", "ListDeadLetters")}
+    _methods("Scheduler", "GetTask", "ListTasks", "WatchTask", "WatchTasks", "ListTaskTypes", "ListWorkers", "GetStats")
+    | _RESULTS
+    | _methods("EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters")
 )
 _SUBMIT = (
-    {_S + m for m in ("SubmitTask", "SubmitTasks", "GetTask", "ListTasks", "WatchTask", "WatchTasks")}
-    | {_S + m for m in ("CancelTask", "ListTaskTypes")}
-    | {_K + m for m in ("GetResult", "GetResultInfo", "ListResults")}
+    _methods("Scheduler", "SubmitTask", "SubmitTasks", "GetTask", "ListTasks", "WatchTask", "WatchTasks")
+    | _methods("Scheduler", "CancelTask", "ListTaskTypes")
+    | _RESULTS
 )
-_OPERATE = {_S + m for m in ("ListWorkers", "DrainNode", "GetStats", "ListTaskTypes")} | {
-    _E + m for m in ("ListSubscriptions", "GetQueueStats", "ListDeadLetters")
-}
-_PUBLISH = {_E + "Publish", _E + "PublishBatch"}
-_SUBSCRIBE = {_E + m for m in ("Subscribe", "Unsubscribe", "Consume", "ConsumeBatches", "GetQueueStats")} | {
-    _E + "ListDeadLetters"
-}
+_OPERATE = _methods("Scheduler", "ListWorkers", "DrainNode", "GetStats", "ListTaskTypes") | _methods(
+    "EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters"
+)
+_PUBLISH = _methods("EventManager", "Publish", "PublishBatch")
+_SUBSCRIBE = _methods(
+    "EventManager", "Subscribe", "Unsubscribe", "Consume", "ConsumeBatches", "GetQueueStats", "ListDeadLetters"
+)
 
 PUBLIC_METHODS: frozenset[str] = frozenset(_READ | _SUBMIT | _OPERATE | _PUBLISH | _SUBSCRIBE)
 """Every RPC the edge routes to a gridmesh service (``Service/Method``)."""
