@@ -241,6 +241,10 @@ class MetricsConfig:
     prometheus: bool = True
     """``gridmesh up`` runs a Prometheus server (Debian's, installed once)
     that scrapes every process and evaluates the shipped alert rules."""
+    alert_rules: str = ""
+    """The alert rules the Prometheus server evaluates (empty = the shipped
+    ``gridmesh/observability/alerts.yml``; give your own copy to change
+    thresholds or ``for:`` durations)."""
     prometheus_port: int = 9190
     """Port of that Prometheus server (on ``host``); not Prometheus's usual
     9090, where Debian's own ``prometheus`` service starts once installed

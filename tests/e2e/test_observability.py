@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
-from gridmesh.cli import mesh
+from gridmesh.cli import mesh, procs
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.observability import server as prometheus_server
 from tests.conftest import RunningMesh, _progress, free_port, mesh_env
@@ -94,7 +95,8 @@ def test_the_mesh_metrics_follow_the_work(observed):
         return seen if all((seen[q] or 0) >= want for q, want in checks.items()) else None
 
     seen = wait_for("Prometheus to scrape the work", caught_up, timeout=60)
-    assert seen["sum(gridmesh_scheduler_leader)"] == 1
+    assert seen == checks, seen  # exactly: a mesh of its own, nothing else ran the type
+    assert _value(config, "sum(gridmesh_queue_tasks)") == 0
     # At least the 20 ms the task slept, seen from the node.
     assert (_value(config, 'sum(gridmesh_task_run_seconds_sum{task_type="sleep"})') or 0) >= 5 * 0.02
     assert (_value(config, "min(gridmesh_storage_free_bytes)") or 0) > 0
@@ -147,3 +149,60 @@ def test_the_eventmanager_counts_publishes_and_reports_each_subscribers_queue(ob
     wait_for("Prometheus to see the publishes and the queue", caught_up, timeout=60)
     assert _value(config, 'max(gridmesh_subscriber_consumers{subscriber="audit"})') == 0
     assert _value(config, 'max(gridmesh_subscriber_dead_letters{subscriber="audit"})') == 0
+
+
+def test_the_no_worker_alert_fires_when_the_only_node_is_stopped_with_work_queued(
+    backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory
+):
+    state = tmp_path_factory.mktemp("stopped")
+    # The shipped rules, with the no-worker alert's for: cut from 2 m to 2 s.
+    shipped = prometheus_server.alert_rules_path().read_text()
+    rule = "alert: GridmeshWorkQueuedButNoWorker"
+    head, _, tail = shipped.partition(rule)
+    assert "for: 2m" in tail.split("- alert:")[0]
+    rules = state / "alerts.yml"
+    rules.write_text(head + rule + tail.replace("for: 2m", "for: 2s", 1))
+    env = mesh_env(
+        state,
+        GRIDMESH_METRICS_PROMETHEUS="true",
+        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
+        GRIDMESH_METRICS_ALERT_RULES=str(rules),
+    )
+    config = load_config(env)
+    node: psutil.Process | None = None
+    try:
+        mesh.up(config, workers=1, env=env, progress=_progress)
+        edge = f"{config.envoy.host}:{config.envoy.port}"
+        pid = procs.alive("worker-1", mesh.run_dir(config))
+        assert pid is not None
+        node = psutil.Process(pid)
+        wait_for("the node to be scraped", lambda: _value(config, "sum(gridmesh_worker_slots)") == 2, timeout=60)
+        node.suspend()  # SIGSTOP: alive to the OS, silent to the mesh
+        # The Scheduler passes over a node not heard from for two heartbeat
+        # intervals: after that, submitted work stays queued.
+        wait_for("the node to go silent", lambda: not _node_heard_from(edge), timeout=30)
+        status, task = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "result_dir": "stopped"})
+        assert status == 200, task
+
+        def firing() -> list[dict[str, Any]] | None:
+            alerts = _api(config, "alerts")["alerts"]
+            found = [a for a in alerts if a["labels"]["alertname"] == "GridmeshWorkQueuedButNoWorker"]
+            return found if found and found[0]["state"] == "firing" else None
+
+        alert = wait_for("the no-worker alert to fire", firing, timeout=60)[0]
+        assert "1 tasks are queued" in alert["annotations"]["summary"], alert
+        node.resume()
+        wait_for("the task to run once the node is back", lambda: _state(edge, task["task_id"]) == "SUCCEEDED")
+    finally:
+        if node is not None and node.is_running():
+            node.resume()
+        mesh.down(config, _progress)
+
+
+def _node_heard_from(edge: str) -> bool:
+    workers = http_json(edge, "GET", "/v1/workers")[1]["workers"]
+    return any(w["state"] == "ACTIVE" for w in workers) and bool(workers)
+
+
+def _state(edge: str, task_id: str) -> str:
+    return str(http_json(edge, "GET", f"/v1/tasks/{task_id}")[1]["state"])

@@ -651,3 +651,17 @@ def test_a_high_task_queued_behind_prefetched_low_ones_takes_their_place():
         assert h.core.queued == 1
 
     run(body)
+
+
+def test_a_node_passed_over_while_silent_takes_the_queued_work_at_its_next_heartbeat():
+    async def body(h: Harness) -> None:
+        link = h.worker("w1", slots=2)
+        h.core.grant_credit(link, 2)
+        h.wall.at += timedelta(seconds=30)  # silent (SIGSTOPped): passed over
+        task_id = await h.submit()
+        assert h.assignments(link) == [] and h.core.queued == 1
+        h.core.heartbeat("w1", [])  # back: no new credit comes, its old credit still stands
+        (assignment,) = h.assignments(link)
+        assert assignment.task.task_id == task_id and h.core.queued == 0
+
+    run(body)

@@ -542,7 +542,13 @@ class SchedulerCore:
     def heartbeat(
         self, worker_id: str, leases: Iterable[tuple[str, int]], state: WorkerState = WorkerState.ACTIVE
     ) -> HeartbeatResult:
-        return self._workers.heartbeat(worker_id, leases, state)
+        heard = self._workers.heartbeat(worker_id, leases, state)
+        if self._queue:
+            # A node passed over while it was silent (stopped, cut off) takes
+            # queued work again now: its credit was granted before, so no new
+            # credit would come to trigger a dispatch.
+            self._dispatch()
+        return heard
 
     def drain_worker(self, worker_id: str) -> WorkerRecord:
         """Send ``worker_id`` no more work and ask it, over its pull stream, to

@@ -30,10 +30,16 @@ def alert_rules_path() -> Path:
     return Path(str(resources.files("gridmesh.observability") / "alerts.yml"))
 
 
+def rules_in_use(config: MeshConfig) -> Path:
+    """``metrics.alert_rules`` if given, else the shipped rules."""
+    given = config.metrics.alert_rules
+    return Path(given).expanduser().resolve() if given else alert_rules_path()
+
+
 def build_config(config: MeshConfig) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
-        "rule_files": [str(alert_rules_path())],
+        "rule_files": [str(rules_in_use(config))],
         "scrape_configs": [
             {
                 "job_name": "gridmesh",
