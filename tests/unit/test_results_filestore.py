@@ -191,3 +191,24 @@ def test_a_directory_in_the_way_of_a_file_is_refused(store, root):
     (root / "d" / "f").write_bytes(b"")
     with pytest.raises(InvalidArgument):
         store.write_atomic("d/f", "t.json", b"x")
+
+
+def test_temporary_files_of_writes_cut_short_are_removed_at_start_and_nothing_else(tmp_path):
+    store = FileStore(tmp_path)
+    store.write_atomic("out", "a.json", b"{}")
+    leftover = tmp_path / "out" / ".b.json.0123456789abcdef.tmp"  # a writer killed before its rename
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (1000.0, 1000.0))
+    in_flight = tmp_path / "out" / ".c.json.fedcba9876543210.tmp"  # being written by this process now
+    in_flight.write_bytes(b"...")
+    lookalike = tmp_path / "out" / ".notes.tmp"
+    lookalike.write_bytes(b"not ours")
+    os.utime(lookalike, (1000.0, 1000.0))
+
+    assert store.remove_leftovers(older_than=2000.0) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".c.json.fedcba9876543210.tmp",
+        ".notes.tmp",
+        "a.json",
+    ]
+    assert FileStore(tmp_path / "missing").remove_leftovers(older_than=2000.0) == 0

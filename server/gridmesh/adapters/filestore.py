@@ -29,6 +29,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Generator
 from pathlib import Path, PurePosixPath
@@ -88,6 +89,25 @@ class FileStore:
         except OSError as e:
             raise self._write_error(e, relative) from None
         return relative, len(content), hashlib.sha256(content).hexdigest()
+
+    def remove_leftovers(self, older_than: float) -> int:
+        """Delete the temporary files of writes cut short (a process killed
+        between creating one and renaming it), modified before
+        ``older_than`` (a time.time()); answers how many. Walks the whole
+        root: call it once, as its only writer starts."""
+        removed = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if not _TEMP_RE.match(name):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    if os.stat(path, follow_symlinks=False).st_mtime < older_than:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
     def remove(self, relative_path: str) -> None:
         """Delete the file at ``relative_path`` durably (none there: nothing to do)."""
@@ -170,6 +190,10 @@ def _relative_parts(value: str, what: str) -> tuple[str, ...]:
 def _check_filename(filename: str) -> None:
     if filename in ("", ".", "..") or "/" in filename or "\x00" in filename:
         raise InvalidArgument(f"file name {filename!r} must be a single path component")
+
+
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+"""The name of :func:`_replace_in`'s temporary files."""
 
 
 def _replace_in(dir_fd: int, filename: str, content: bytes) -> None:

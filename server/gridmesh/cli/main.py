@@ -23,6 +23,7 @@ from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.edge.envoy import render_envoy_config
+from gridmesh.observability import server as prometheus_server
 
 Command = Callable[[MeshConfig, argparse.Namespace], int]
 DRAIN_POLL_S = 0.2
@@ -56,6 +57,9 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
         print(f'                           e.g. curl -H "Authorization: Bearer $(cat {config.credentials_path})" \\')
         print(f"                                     {edge}/v1/task-types")
     print(f"  envoy admin              {config.envoy.host}:{config.envoy.admin_port}")
+    if mesh.prometheus_enabled(config):
+        query = "sum by (kind, task_type) (gridmesh_task_events_total)"
+        print(f"  prometheus               {prometheus_server.url(config)}   e.g. {query}")
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")
     print(f"  storekeeper              {config.storekeeper.host}:{config.storekeeper.port}")
     print(f"  eventmanager             {config.eventmanager.host}:{config.eventmanager.port}")

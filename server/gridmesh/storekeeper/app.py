@@ -7,9 +7,11 @@ commits what is queued and closes, then the completion stream."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import sys
+import time
 
 from gridmesh.adapters.filestore import FileStore
 from gridmesh.config import MeshConfig, load_config
@@ -27,6 +29,8 @@ from gridmesh.storekeeper.mysql_index import MySQLResultIndex
 from gridmesh.storekeeper.service import ResultService
 from gridmesh.storekeeper.servicer import StoreKeeperServicer
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICES = (storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"].full_name,)
 
@@ -58,6 +62,12 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
 
 
 async def serve(config: MeshConfig) -> None:
+    # The temporary files of writes a killed StoreKeeper cut short: this
+    # process owns the storage root, so none of them will be renamed now.
+    started = time.time()
+    removed = await asyncio.to_thread(FileStore(config.storage_root).remove_leftovers, started)
+    if removed:
+        log.info("removed %d temporary files of writes cut short", removed)
     # Connecting and migrating the schema block: off the event loop, like every MySQL call.
     index = await asyncio.to_thread(MySQLResultIndex.open, config.mysql, config.database("storekeeper"))
     host = build_server(config, index=index)
