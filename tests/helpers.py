@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gridmesh import clients
+
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 T = TypeVar("T")
 ANONYMOUS = ""
@@ -27,8 +29,7 @@ def admin_key() -> str:
 
 def key_metadata(key: str | None = None) -> tuple[tuple[str, str], ...]:
     """gRPC metadata presenting ``key`` (default: the tests' admin key)."""
-    key = admin_key() if key is None else key
-    return (("authorization", f"Bearer {key}"),) if key else ()
+    return clients.key_metadata(admin_key() if key is None else key)
 
 
 def http(
@@ -39,9 +40,8 @@ def http(
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     request = urllib.request.Request(f"http://{edge}{path}", data=data, method=method)
     request.add_header("Content-Type", "application/json")
-    key = admin_key() if key is None else key
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in key_metadata(key):
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()

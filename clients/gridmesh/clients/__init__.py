@@ -1,6 +1,7 @@
 """Python client library of gridmesh: task submission and watching, the
 transactional outbox for publishers and the replica applier for subscribers."""
 
+from gridmesh.clients._channel import key_metadata
 from gridmesh.clients.tasks import (
     DEFAULT_TARGET,
     TERMINAL_STATES,
@@ -11,7 +12,16 @@ from gridmesh.clients.tasks import (
     submit_request,
 )
 
-__all__ = ["DEFAULT_TARGET", "TERMINAL_STATES", "Download", "TaskClient", "TaskError", "is_terminal", "submit_request"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "TERMINAL_STATES",
+    "Download",
+    "TaskClient",
+    "TaskError",
+    "is_terminal",
+    "key_metadata",
+    "submit_request",
+]
 
 # Event-driven replication: EventManager client, transactional outbox, replica applier.
 from gridmesh.clients.events import EventClient, EventError, EventStream, Operation, new_event, payload_dict

@@ -13,6 +13,12 @@ API_KEY_VAR = "GRIDMESH_API_KEY"
 """Where a client finds its API key when none is given."""
 
 
+def key_metadata(key: str | None) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata presenting ``key`` at the edge (none without a key)."""
+    key = (key or "").strip()
+    return (("authorization", f"Bearer {key}"),) if key else ()
+
+
 class _CallDetails(NamedTuple):
     method: str
     timeout: float | None
@@ -31,13 +37,13 @@ class _Key(
     """Adds ``authorization: Bearer <key>`` to every call."""
 
     def __init__(self, key: str) -> None:
-        self._metadata = ("authorization", f"Bearer {key}")
+        self._metadata = key_metadata(key)
 
     def _with_key(self, details: grpc.ClientCallDetails) -> _CallDetails:
         return _CallDetails(
             details.method,
             details.timeout,
-            [*(details.metadata or ()), self._metadata],
+            [*(details.metadata or ()), *self._metadata],
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),

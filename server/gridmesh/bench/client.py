@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from gridmesh import clients
 from gridmesh.clients._coalesce import AsyncCoalescer
 from gridmesh.clients.tasks import MAX_BATCH
 from gridmesh.config import API_KEY_VAR
@@ -121,8 +122,7 @@ class Completions:
 def key_metadata() -> tuple[tuple[str, str], ...]:
     """The API key the bench presents at the edge (``$GRIDMESH_API_KEY``,
     which ``gridmesh bench`` sets from the local admin's key)."""
-    key = os.environ.get(API_KEY_VAR, "")
-    return (("authorization", f"Bearer {key}"),) if key else ()
+    return clients.key_metadata(os.environ.get(API_KEY_VAR))
 
 
 class BenchClient:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gridmesh import clients
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, MeshConfig
@@ -365,8 +366,7 @@ def api_key(config: MeshConfig, env: Mapping[str, str] = os.environ) -> str | No
 
 def key_metadata(config: MeshConfig) -> tuple[tuple[str, str], ...]:
     """gRPC metadata presenting :func:`api_key` (none without a key)."""
-    key = api_key(config)
-    return (("authorization", f"Bearer {key}"),) if key else ()
+    return clients.key_metadata(api_key(config))
 
 
 def prometheus_enabled(config: MeshConfig) -> bool:
