@@ -8,9 +8,7 @@ orders (``orders``/``order``) from which it counts each customer's orders.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import re
 import sys
 import uuid
@@ -24,13 +22,13 @@ from grpc import aio
 
 from gridmesh.clients.events import Operation
 from gridmesh.clients.replica import ReplicaTable
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.core.errors import AlreadyExists, InvalidArgument, NotFound
 from gridmesh.demo import _runtime
 from gridmesh.demo._runtime import Replication, blocking
 from gridmesh.demo.v1 import customers_pb2, customers_pb2_grpc
 from gridmesh.grpc_support.convert import to_timestamp
-from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging
+from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, run_process
 
 NAME = "customers"
 """Publisher and subscriber name of this service."""
@@ -246,9 +244,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = load_config(os.environ)
-    configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    run_process(serve)
 
 
 if __name__ == "__main__":

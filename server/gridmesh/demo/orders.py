@@ -9,9 +9,7 @@ customer that replica knows.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import sys
 import uuid
 from dataclasses import dataclass
@@ -22,14 +20,14 @@ from grpc import aio
 
 from gridmesh.clients.events import Operation
 from gridmesh.clients.replica import ReplicaTable
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from gridmesh.demo import _runtime
 from gridmesh.demo._runtime import Replication, blocking
 from gridmesh.demo.customers import MAX_TEXT, check_customer_id
 from gridmesh.demo.v1 import orders_pb2, orders_pb2_grpc
 from gridmesh.grpc_support.convert import to_timestamp
-from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, configure_logging
+from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, run_process
 
 NAME = "orders"
 """Publisher and subscriber name of this service."""
@@ -272,9 +270,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = load_config(os.environ)
-    configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    run_process(serve)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -30,11 +29,16 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import status_pb2
 from grpc import aio
 
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.core.access import KEY_ID_HEADER, ROLE_HEADER, KeyRecord, decide, key_from_headers, matches, parse_key
 from gridmesh.core.errors import GridmeshError, PermissionDenied, Unauthenticated
 from gridmesh.edge.keys import KeyStore
-from gridmesh.grpc_support.server import build_grpc_server, configure_logging, export_metrics, serve_until_signal
+from gridmesh.grpc_support.server import (
+    build_grpc_server,
+    export_metrics,
+    run_process,
+    serve_until_signal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +173,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = load_config(os.environ)
-    configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    run_process(serve)
 
 
 if __name__ == "__main__":

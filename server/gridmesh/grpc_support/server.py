@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gridmesh.adapters import prometheus
-from gridmesh.config import MeshConfig
+from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.errors import ErrorMappingInterceptor
 from gridmesh.grpc_support.metrics import MessageCountingInterceptor
 from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2, worker_pb2
@@ -87,6 +89,14 @@ def build_grpc_server(
     if port == 0:
         raise OSError(f"cannot listen on {address}: the address is in use or not local")
     return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))
+
+
+def run_process(serve: Callable[[MeshConfig], Coroutine[Any, Any, None]]) -> None:
+    """A service process's ``main()``: its config from the environment,
+    logging, then ``serve`` until a signal ends it."""
+    config = load_config(os.environ)
+    configure_logging(config.log_level)
+    asyncio.run(serve(config))
 
 
 def export_metrics(host: GrpcHost, config: MeshConfig, component: str) -> None:

@@ -26,7 +26,7 @@ import psutil
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.adapters.zookeeper import ZooKeeper
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.core.lifecycle import LifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.stats import StatsReader
@@ -34,8 +34,8 @@ from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
-    configure_logging,
     export_metrics,
+    run_process,
     serve_until_signal,
 )
 from gridmesh.observability import metrics
@@ -283,9 +283,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = load_config(os.environ)
-    configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    run_process(serve)
 
 
 if __name__ == "__main__":

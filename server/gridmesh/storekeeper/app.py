@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import sys
 import time
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
-    configure_logging,
     export_metrics,
+    run_process,
     serve_until_signal,
 )
 from gridmesh.observability import metrics
@@ -81,9 +80,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = load_config(os.environ)
-    configure_logging(config.log_level)
-    asyncio.run(serve(config))
+    run_process(serve)
 
 
 if __name__ == "__main__":
