@@ -1,5 +1,6 @@
 """Small helpers shared by the end-to-end tests: HTTP/JSON through the edge,
-grpcurl, and waiting on a condition with a deadline (never a fixed sleep)."""
+grpcurl, channels to the mesh's own processes (mutual TLS), and waiting on a
+condition with a deadline (never a fixed sleep)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
+from grpc import aio
+
 from gridmesh import clients
+from gridmesh.adapters import pki
+from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
+from gridmesh.grpc_support import tls
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 T = TypeVar("T")
@@ -30,6 +38,23 @@ def admin_key() -> str:
 def key_metadata(key: str | None = None) -> tuple[tuple[str, str], ...]:
     """gRPC metadata presenting ``key`` (default: the tests' admin key)."""
     return clients.key_metadata(admin_key() if key is None else key)
+
+
+def certificates(config: MeshConfig) -> None:
+    """The mesh's CA and certificates under ``config``'s TLS directory, made
+    as ``gridmesh up`` makes them: for components a test runs in-process."""
+    pki.ensure(config.tls_path, list(PeerRole))
+
+
+def mesh_channel(config: MeshConfig, address: str, peer: PeerRole, own: PeerRole = PeerRole.ADMIN) -> grpc.Channel:
+    """A channel to the mesh's ``peer`` process at ``address``, presenting the
+    certificate of ``own`` (the local operator's by default)."""
+    return tls.channel(address, tls.MeshTls.load(config, own), peer)
+
+
+def mesh_aio_channel(config: MeshConfig, address: str, peer: PeerRole, own: PeerRole = PeerRole.ADMIN) -> aio.Channel:
+    """:func:`mesh_channel` for ``grpc.aio``."""
+    return tls.aio_channel(address, tls.MeshTls.load(config, own), peer)
 
 
 def http(

@@ -230,6 +230,20 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = True
+    """Mutual TLS between the mesh's processes, Envoy to them included: each
+    service takes an internal RPC only from a peer whose certificate names a
+    role allowed to make it. Off, the internal ports are plaintext and trust
+    whoever reaches them: for a closed network only."""
+    dir: str = ""
+    """The CA certificate ``ca.crt`` and each role's ``<role>.crt`` and
+    ``<role>.key`` (empty = <state_dir>/tls). ``gridmesh up`` creates a local
+    CA and what is missing; with an operator's own CA, place its
+    ``ca.crt`` and the role files here and leave ``ca.key`` out."""
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
     """Serve Prometheus metrics (``/metrics``) from every gridmesh process."""
@@ -276,6 +290,7 @@ class MeshConfig:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     # -- derived names, all under the namespace ---------------------------
 
@@ -314,6 +329,12 @@ class MeshConfig:
         """The local admin's key file."""
         path = self.auth.credentials_file
         return Path(path).expanduser() if path else self.state_path / "credentials" / "admin.key"
+
+    @property
+    def tls_path(self) -> Path:
+        """The mesh's CA certificate and each role's certificate and key."""
+        root = self.tls.dir
+        return Path(root).expanduser() if root else self.state_path / "tls"
 
     @property
     def metrics_targets(self) -> Path:

@@ -11,7 +11,6 @@ import grpc
 import pytest
 
 from gridmesh.cli import mesh, procs
-from gridmesh.grpc_support.probe import grpc_health
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from tests.helpers import admin_key, grpcurl, http, http_json, key_metadata
 
@@ -27,16 +26,16 @@ def test_task_types_are_listed_over_http_json_with_their_schemas(edge):
     assert types["primes"]["description"]
 
 
-def test_grpcurl_lists_the_four_services_through_envoy(edge):
+def test_grpcurl_lists_through_envoy_exactly_the_services_it_routes(edge):
     result = grpcurl(edge, "list")
     assert result.returncode == 0, result.stderr
-    listed = set(result.stdout.split())
-    assert {
+    assert set(result.stdout.split()) == {
         "gridmesh.v1.Scheduler",
-        "gridmesh.v1.Worker",
         "gridmesh.v1.StoreKeeper",
         "gridmesh.v1.EventManager",
-    } <= listed
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }  # not the worker protocol (WorkQueue) nor a node's Worker service
 
 
 def test_a_body_over_the_edge_limit_is_413_naming_the_limit_and_queues_nothing(edge, tmp_path):
@@ -164,7 +163,7 @@ def test_a_service_that_is_down_is_503_over_http_and_unavailable_over_grpc(mesh_
     finally:
         procs.start(eventmanager.spec, runs, logs)
         procs.wait_until(
-            lambda: grpc_health(eventmanager.address, eventmanager.health_service) == "SERVING",
+            lambda: mesh.component_healthy(mesh_config, eventmanager),
             30,
             "eventmanager",
             logs / "eventmanager.log",

@@ -23,11 +23,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.e2e.watching import TerminalNotices, submit_noops
-from tests.helpers import http_json, key_metadata, wait_for
+from tests.helpers import http_json, key_metadata, mesh_channel, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
 
@@ -58,12 +58,12 @@ class FaultMesh:
         procs.wait_until(lambda: mesh.component_healthy(self.config, component), 30, name)
 
     def worker_status(self, name: str) -> worker_pb2.WorkerStatus:
-        with grpc.insecure_channel(self.component(name).address) as channel:
+        with mesh_channel(self.config, self.component(name).address, PeerRole.WORKER) as channel:
             return worker_pb2_grpc.WorkerStub(channel).GetWorkerStatus(worker_pb2.GetWorkerStatusRequest(), timeout=5)
 
     def leader(self) -> str | None:
         for name in ("scheduler", "scheduler-standby"):
-            if grpc_health(self.component(name).address, "gridmesh.v1.Scheduler") == "SERVING":
+            if mesh.component_health(self.config, self.component(name)) == "healthy":
                 return name
         return None
 

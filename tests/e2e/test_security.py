@@ -1,5 +1,6 @@
 """Authentication and roles at the edge (issue 12), against the real mesh:
-Envoy's ext_authz asking gridmesh's authorizer, keys in MariaDB.
+Envoy's ext_authz asking gridmesh's authorizer, keys in MariaDB; and mutual
+TLS between the mesh's processes, with the certificates `gridmesh up` made.
 
 Every routed public RPC is called with no credential, with a key whose role
 may not call it, and with one whose role may: 401 / 403 / the service's
@@ -15,10 +16,22 @@ from typing import Any
 import grpc
 import pytest
 
+from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.edge.keys import KeyStore
-from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from tests.helpers import ANONYMOUS, http, http_json, key_metadata, wait_for
+from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.tls import MeshTls
+from gridmesh.v1 import (
+    common_pb2,
+    eventmanager_pb2,
+    eventmanager_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+    storekeeper_pb2,
+    storekeeper_pb2_grpc,
+)
+from tests.helpers import ANONYMOUS, http, http_json, key_metadata, mesh_channel, wait_for
 
 ROLES = ("admin", "operator", "submitter", "viewer", "publisher:customers", "subscriber:audit")
 ANY_KEY = "gmk_000000000000_" + "A" * 43
@@ -238,3 +251,63 @@ def test_health_needs_no_key_and_internal_rpcs_stay_unrouted_for_any_key(edge, k
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=10, metadata=key_metadata(keys["admin"]))
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# -- mutual TLS inside the mesh ------------------------------------------------------------------
+
+
+def _internal_ports(config: MeshConfig) -> dict[str, tuple[str, PeerRole]]:
+    """Every gRPC port of the mesh's own processes, and the role its certificate names."""
+    return {
+        "scheduler": (f"{config.scheduler.host}:{config.scheduler.port}", PeerRole.SCHEDULER),
+        "storekeeper": (f"{config.storekeeper.host}:{config.storekeeper.port}", PeerRole.STOREKEEPER),
+        "eventmanager": (f"{config.eventmanager.host}:{config.eventmanager.port}", PeerRole.EVENTMANAGER),
+        "worker": (f"{config.worker.host}:{config.worker.base_port}", PeerRole.WORKER),
+        "authz": (f"{config.auth.host}:{config.auth.port}", PeerRole.AUTHZ),
+    }
+
+
+def test_every_internal_port_refuses_plaintext_and_a_foreign_ca_at_the_handshake(mesh_config, tmp_path):
+    stranger = tmp_path / "stranger-ca"
+    pki.ensure(stranger, list(PeerRole))  # the same role names, signed by another CA
+    foreign = MeshTls.from_dir(stranger, PeerRole.ADMIN)
+    own = MeshTls.load(mesh_config, PeerRole.ADMIN)
+    answers = {}
+    for name, (address, peer) in _internal_ports(mesh_config).items():
+        answers[name] = (
+            grpc_health(address, tls=None),
+            grpc_health(address, tls=foreign, peer=peer),
+            grpc_health(address, tls=own, peer=peer),
+        )
+    # UNREACHABLE: the channel never got past the handshake; the mesh's own admin certificate is answered.
+    assert answers == {name: ("UNREACHABLE", "UNREACHABLE", "SERVING") for name in answers}
+
+
+def test_a_worker_certificate_cannot_call_client_rpcs_and_changes_nothing(mesh_config, edge):
+    before = _state(edge)
+    address, _ = _internal_ports(mesh_config)["scheduler"]
+    with mesh_channel(mesh_config, address, PeerRole.SCHEDULER, own=PeerRole.WORKER) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitTask(scheduler_pb2.SubmitTaskRequest(task_type="noop", result_dir="forged"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "worker" in (info.value.details() or "") and "edge" in (info.value.details() or "")
+    # …nor write a result, which only a worker may, as the edge:
+    sk_address, _ = _internal_ports(mesh_config)["storekeeper"]
+    with mesh_channel(mesh_config, sk_address, PeerRole.STOREKEEPER, own=PeerRole.EDGE) as channel:
+        request = storekeeper_pb2.StoreResultRequest(task_id=str(uuid.uuid4()), result_dir="forged", content=b"x")
+        with pytest.raises(grpc.RpcError) as info:
+            storekeeper_pb2_grpc.StoreKeeperStub(channel).StoreResult(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _state(edge) == before
+
+
+def test_a_worker_certificate_cannot_reach_the_eventmanager_whatever_role_header_it_sends(mesh_config):
+    """The role header counts only from the edge's certificate."""
+    address, _ = _internal_ports(mesh_config)["eventmanager"]
+    with mesh_channel(mesh_config, address, PeerRole.EVENTMANAGER, own=PeerRole.WORKER) as channel:
+        stub = eventmanager_pb2_grpc.EventManagerStub(channel)
+        forged = (("x-gridmesh-role", "admin"),)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10, metadata=forged)
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

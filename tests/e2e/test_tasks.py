@@ -15,8 +15,9 @@ import uuid
 import grpc
 import pytest
 
+from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.helpers import grpcurl, http, http_json, key_metadata, ndjson, wait_for
+from tests.helpers import grpcurl, http, http_json, key_metadata, mesh_channel, ndjson, wait_for
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -158,7 +159,7 @@ def test_list_tasks_filters_by_type_and_pages(edge):
 def test_worker_status_shows_running_tasks_with_their_os_pid_and_cancel_stops_them(edge, mesh_config):
     task = submit(edge, "sleep", {"ms": 60_000})
     worker_address = f"{mesh_config.worker.host}:{mesh_config.worker.base_port}"
-    with grpc.insecure_channel(worker_address) as channel:
+    with mesh_channel(mesh_config, worker_address, PeerRole.WORKER) as channel:
         stub = worker_pb2_grpc.WorkerStub(channel)
 
         def running():

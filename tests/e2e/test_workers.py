@@ -12,16 +12,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from kazoo.client import KazooClient
 
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.v1 import common_pb2, scheduler_pb2, worker_pb2, worker_pb2_grpc
 from tests.e2e.nodes import exited, extra_node, listed_workers
-from tests.helpers import http_json, wait_for
+from tests.helpers import http_json, mesh_channel, wait_for
 
 GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
 
@@ -67,7 +67,7 @@ def test_a_node_joins_and_a_drained_node_finishes_its_task_then_leaves(mesh_conf
         assert json.loads(zk.get(f"{mesh_config.zk_root}/workers/{worker_id}")[0])["address"] == node.address
 
         ids = [submit(edge, "sleep", {"ms": 700}) for _ in range(6)]
-        channel = grpc.insecure_channel(node.address)
+        channel = mesh_channel(mesh_config, node.address, PeerRole.WORKER)
         stub = worker_pb2_grpc.WorkerStub(channel)
         busy = wait_for(
             "the new node to run a task",

@@ -32,12 +32,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import Unavailable
 from gridmesh.eventmanager import EventManagerProcess, build_server
 from gridmesh.grpc_support.convert import dict_to_struct
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 from tests.cleanup import close_rabbitmq_connections, delete_topology
 from tests.conftest import free_port
+from tests.helpers import certificates, mesh_aio_channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -122,6 +124,7 @@ def config(zookeeper_hosts: str, tmp_path_factory: pytest.TempPathFactory) -> It
             "GRIDMESH_EVENTMANAGER_MAX_PAYLOAD_BYTES": "1024",
         }
     )
+    certificates(cfg)
     yield cfg
     delete_topology(cfg, _used_subscribers)
 
@@ -143,7 +146,7 @@ def names(prefix: str) -> str:
 async def eventmanager(config: MeshConfig) -> AsyncIterator[tuple[EventManagerProcess, Stub]]:
     process = build_server(config)
     await process.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{process.port}")
+    channel = mesh_aio_channel(config, f"127.0.0.1:{process.port}", PeerRole.EVENTMANAGER)
     try:
         yield process, Stub(channel)
     finally:
@@ -495,7 +498,7 @@ def test_health_is_serving_only_once_zookeeper_and_rabbitmq_are_connected(config
     async def scenario() -> None:
         process = build_server(config)
         await process.listen()  # answering, adapters not connected yet
-        channel = aio.insecure_channel(f"127.0.0.1:{process.port}")
+        channel = mesh_aio_channel(config, f"127.0.0.1:{process.port}", PeerRole.EVENTMANAGER)
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest(service="gridmesh.v1.EventManager")
         try:
@@ -521,7 +524,7 @@ def test_an_eventmanager_without_rabbitmq_never_serves_and_gives_up_with_unavail
     async def scenario() -> None:
         process = build_server(broken)
         await process.listen()
-        channel = aio.insecure_channel(f"127.0.0.1:{process.port}")
+        channel = mesh_aio_channel(config, f"127.0.0.1:{process.port}", PeerRole.EVENTMANAGER)
         health = health_pb2_grpc.HealthStub(channel)
         check = health_pb2.HealthCheckRequest(service="gridmesh.v1.EventManager")
         try:

@@ -35,9 +35,10 @@ from gridmesh.clients import (
 )
 from gridmesh.clients.replica import ReplicaAction
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.eventmanager import EventManagerProcess, build_server
 from tests.cleanup import delete_topology, delete_znodes
-from tests.helpers import wait_for
+from tests.helpers import certificates, mesh_channel, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -84,6 +85,7 @@ class EventManagerThread:
         self._thread = threading.Thread(target=self._loop.run_forever, name="eventmanager", daemon=True)
         self._thread.start()
         self.process: EventManagerProcess = self._call(self._start(config))
+        self.config = config
         self.target = f"127.0.0.1:{self.process.port}"
 
     async def _start(self, config: MeshConfig) -> EventManagerProcess:
@@ -113,6 +115,7 @@ def env(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
             "GRIDMESH_EVENTMANAGER_MAX_REDELIVERIES": "3",
         }
     )
+    certificates(config)
     e = Env(config)
     try:
         yield e
@@ -135,7 +138,8 @@ def eventmanager(env: Env) -> Iterator[EventManagerThread]:
 
 @pytest.fixture
 def events(eventmanager: EventManagerThread) -> Iterator[EventClient]:
-    with EventClient(eventmanager.target, rpc_timeout_s=WAIT_S) as client:
+    channel = mesh_channel(eventmanager.config, eventmanager.target, PeerRole.EVENTMANAGER)
+    with channel, EventClient(eventmanager.target, channel=channel, rpc_timeout_s=WAIT_S) as client:
         yield client
 
 

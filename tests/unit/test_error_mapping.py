@@ -33,6 +33,7 @@ async def _call(error: Exception) -> tuple[grpc.RpcError, grpc.RpcError]:
         "127.0.0.1:0",
         [lambda s: storekeeper_pb2_grpc.add_StoreKeeperServicer_to_server(servicer, s)],
         ["gridmesh.v1.StoreKeeper"],
+        tls=None,
     )
     await host.server.start()
     try:

@@ -19,7 +19,7 @@ def test_a_stop_before_ready_cancels_the_readying_and_shuts_down():
             raise
 
     async def scenario() -> None:
-        host = build_grpc_server("127.0.0.1:0", [], ())
+        host = build_grpc_server("127.0.0.1:0", [], (), tls=None)
         stop = asyncio.Event()
         serving = asyncio.create_task(serve_until_signal(host, ready=never_ready, stop=stop, grace_s=0))
         await asyncio.sleep(0.1)
@@ -33,7 +33,7 @@ def test_a_stop_before_ready_cancels_the_readying_and_shuts_down():
 
 def test_a_ready_process_serves_until_stopped():
     async def scenario() -> None:
-        host = build_grpc_server("127.0.0.1:0", [], ())
+        host = build_grpc_server("127.0.0.1:0", [], (), tls=None)
         readied = asyncio.Event()
 
         async def ready() -> None:

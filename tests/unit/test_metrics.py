@@ -37,7 +37,7 @@ def test_a_process_counts_calls_and_messages_and_publishes_its_endpoint_while_it
     config = _config(tmp_path)
 
     async def scenario() -> None:
-        host = build_grpc_server("127.0.0.1:0", [], ())
+        host = build_grpc_server("127.0.0.1:0", [], (), tls=None)
         export_metrics(host, config, "scheduler")
         stop = asyncio.Event()
         serving = asyncio.create_task(serve_until_signal(host, stop=stop, grace_s=0))

@@ -23,6 +23,8 @@ from gridmesh import clients
 from gridmesh.clients._coalesce import AsyncCoalescer
 from gridmesh.clients.tasks import MAX_BATCH
 from gridmesh.config import API_KEY_VAR
+from gridmesh.core.access import PeerRole
+from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 RPC_TIMEOUT_S = 30.0
@@ -128,9 +130,10 @@ def key_metadata() -> tuple[tuple[str, str], ...]:
 class BenchClient:
     """One channel and the Scheduler stub on it."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: MeshTls | None = None) -> None:
+        """``tls``: the admin certificate, when ``target`` is the Scheduler itself."""
         self.target = target
-        self.channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.channel = aio_channel(target, tls, PeerRole.SCHEDULER, CHANNEL_OPTIONS)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self.channel)
         # Concurrent submits share SubmitTasks calls, as the client library's do.
         self._submits: AsyncCoalescer[scheduler_pb2.SubmitTaskRequest, str] = AsyncCoalescer(

@@ -29,7 +29,9 @@ from gridmesh.bench.client import BenchClient, BenchError, Completions, key_meta
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.task_types import LOGGED_BURN, ensure_exec_log_dir
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.core.builtin_tasks import burn_units
+from gridmesh.grpc_support.tls import MeshTls, channel
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 
 Metrics = dict[str, Any]
@@ -73,6 +75,12 @@ class RunContext:
     """The mesh's settings (R1/R2: MySQL and RabbitMQ)."""
     eventmanager: str = ""
     """The EventManager as this profile reaches it (the edge, or directly)."""
+    admin_tls: MeshTls | None = None
+    """The admin certificate, for calls to the mesh's processes themselves
+    (the worker nodes; None: TLS is off)."""
+    target_tls: MeshTls | None = None
+    """What calls to the profile's target present: the admin certificate
+    when it is the Scheduler or the EventManager itself, else nothing."""
     quick: bool = False
 
     def left(self) -> float:
@@ -209,12 +217,15 @@ class Killer(threading.Thread):
     whose task started less than 8 ms ago and early in its run (by the
     execution log)."""
 
-    def __init__(self, log_path: Path, worker_addresses: list[str], kill_after: int, deadline: float) -> None:
+    def __init__(
+        self, log_path: Path, worker_addresses: list[str], kill_after: int, deadline: float, tls: MeshTls | None
+    ) -> None:
         super().__init__(name="w4-killer", daemon=True)
         self.tail = wl.ExecLogTail(log_path)
         self.kill: Kill | None = None
         self.error: str | None = None
         self._addresses = worker_addresses
+        self._tls = tls
         self._kill_after = kill_after
         self._deadline = deadline
         self._halt = threading.Event()
@@ -225,7 +236,7 @@ class Killer(threading.Thread):
             self.join(timeout=5)
 
     def run(self) -> None:
-        channels = [grpc.insecure_channel(a) for a in self._addresses]
+        channels = [channel(a, self._tls, PeerRole.WORKER) for a in self._addresses]
         stubs = [worker_pb2_grpc.WorkerStub(c) for c in channels]
         try:
             self._hunt(stubs)
@@ -305,7 +316,7 @@ async def run_w4(ctx: RunContext) -> tuple[Metrics, str]:
         return submit_request(LOGGED_BURN.name, {"units": units, "tag": tag, "log": log.name}, ctx.result_dir)
 
     completions = ctx.client.completions()
-    killer = Killer(log_path, ctx.worker_addresses, wl.KILL_AFTER_W4, time.monotonic() + ctx.left())
+    killer = Killer(log_path, ctx.worker_addresses, wl.KILL_AFTER_W4, time.monotonic() + ctx.left(), ctx.admin_tls)
     try:
         await warm_up(ctx, completions, [burn(0, i, warm_log) for i in range(wl.SLOTS)])
         if len(wl.read_exec_log(warm_log)) != wl.SLOTS:
@@ -368,9 +379,9 @@ async def run_w4(ctx: RunContext) -> tuple[Metrics, str]:
 # -- E1 ------------------------------------------------------------------------------------------
 
 
-def _grpc_latencies(target: str, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
-    with grpc.insecure_channel(target) as channel:
-        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+def _grpc_latencies(target: str, tls: MeshTls | None, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
+    with channel(target, tls, PeerRole.SCHEDULER) as ch:
+        stub = scheduler_pb2_grpc.SchedulerStub(ch)
         request = scheduler_pb2.GetTaskRequest(task_id=task_id)
         for _ in range(E1_WARMUP_CALLS):
             stub.GetTask(request, timeout=10, metadata=key_metadata())
@@ -414,7 +425,7 @@ def _json_latencies(edge: str, task_id: str, n: int, count: Callable[[], None]) 
     return out
 
 
-def measure_e1(edge: str, direct: str, task_id: str, n: int, tally: Tally) -> Metrics:
+def measure_e1(edge: str, direct: str, tls: MeshTls | None, task_id: str, n: int, tally: Tally) -> Metrics:
     """Sequential ``GetTask`` of one task: straight to the Scheduler, through
     Envoy (gRPC), through Envoy (HTTP/JSON, one kept-alive connection)."""
     done = [0]
@@ -424,8 +435,8 @@ def measure_e1(edge: str, direct: str, task_id: str, n: int, tally: Tally) -> Me
         done[0] += 1
 
     metrics: Metrics = {"n": n}
-    metrics.update(latency_metrics(_grpc_latencies(direct, task_id, n, count), "direct_grpc_"))
-    metrics.update(latency_metrics(_grpc_latencies(edge, task_id, n, count), "envoy_grpc_"))
+    metrics.update(latency_metrics(_grpc_latencies(direct, tls, task_id, n, count), "direct_grpc_"))
+    metrics.update(latency_metrics(_grpc_latencies(edge, None, task_id, n, count), "envoy_grpc_"))
     metrics.update(latency_metrics(_json_latencies(edge, task_id, n, count), "envoy_json_"))
     for path in ("envoy_grpc", "envoy_json"):
         for p in ("p50", "p99"):
@@ -435,7 +446,7 @@ def measure_e1(edge: str, direct: str, task_id: str, n: int, tally: Tally) -> Me
 
 async def run_e1(ctx: RunContext) -> tuple[Metrics, str]:
     task = await ctx.client.wait(await ctx.client.submit(noop_request(ctx.result_dir)), timeout=ctx.left())
-    metrics = await asyncio.to_thread(measure_e1, ctx.edge, ctx.direct, task.task_id, ctx.n, ctx.tally)
+    metrics = await asyncio.to_thread(measure_e1, ctx.edge, ctx.direct, ctx.admin_tls, task.task_id, ctx.n, ctx.tally)
     return metrics, "envoy_json_overhead_p50_ms"
 
 
@@ -455,13 +466,17 @@ def _replication_args(ctx: RunContext) -> tuple[MeshConfig, str, float, Callable
 
 async def run_r1(ctx: RunContext) -> tuple[Metrics, str]:
     config, target, deadline, progress = _replication_args(ctx)
-    return await asyncio.to_thread(replication.measure_r1, config, target, ctx.n, deadline, progress), "events_per_s"
+    return await asyncio.to_thread(
+        replication.measure_r1, config, target, ctx.target_tls, ctx.n, deadline, progress
+    ), "events_per_s"
 
 
 async def run_r2(ctx: RunContext) -> tuple[Metrics, str]:
     config, target, deadline, progress = _replication_args(ctx)
     rate = replication.r2_rate(ctx.quick)
-    metrics = await asyncio.to_thread(replication.measure_r2, config, target, ctx.n, rate, deadline, progress)
+    metrics = await asyncio.to_thread(
+        replication.measure_r2, config, target, ctx.target_tls, ctx.n, rate, deadline, progress
+    )
     return metrics, "p50_ms"
 
 

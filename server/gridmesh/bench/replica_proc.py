@@ -24,13 +24,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 import pymysql
 
 from gridmesh.clients.events import EventClient
 from gridmesh.clients.replica import MySQLReplicaStore, ReplicaApplier, ReplicaTable
+from gridmesh.core.access import PeerRole
 from gridmesh.core.replication import ReplicaAction
+from gridmesh.grpc_support.tls import MeshTls, channel
 from gridmesh.v1 import common_pb2
 
 PASSWORD_VAR = "GRIDMESH_BENCH_MYSQL_PASSWORD"
@@ -68,6 +71,14 @@ class TimedStore:
         self._inner.close()
 
 
+def event_client(target: str, tls: MeshTls | None, rpc_timeout_s: float) -> EventClient:
+    """An EventClient through the edge, or (with the admin certificate
+    ``tls``) straight to the EventManager."""
+    if tls is None:
+        return EventClient(target, rpc_timeout_s=rpc_timeout_s)
+    return EventClient(target, channel=channel(target, tls, PeerRole.EVENTMANAGER), rpc_timeout_s=rpc_timeout_s)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gridmesh.bench.replica_proc")
     p.add_argument("--target", required=True)
@@ -78,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mysql-user", default="gridmesh")
     p.add_argument("--database", required=True)
     p.add_argument("--applied", required=True)
+    p.add_argument("--tls-dir", default="", help="the mesh's certificates: the target is the EventManager itself")
     a = p.parse_args(argv)
 
+    tls = MeshTls.from_dir(Path(a.tls_dir), PeerRole.ADMIN) if a.tls_dir else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -95,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cur.execute(TABLE_DDL)
         conn.commit()
     table = ReplicaTable(a.publisher, ENTITY_TYPE, table=TABLE, columns=COLUMNS)
-    with open(a.applied, "a", buffering=1 << 16) as out, EventClient(a.target, rpc_timeout_s=30) as events:
+    with open(a.applied, "a", buffering=1 << 16) as out, event_client(a.target, tls, 30) as events:
         store = TimedStore(MySQLReplicaStore(connect, [table]), out)
         applier = ReplicaApplier(events, a.subscriber, connect, [table], store=store)
         applier.install()  # bookkeeping tables, and the subscription

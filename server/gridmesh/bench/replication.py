@@ -55,12 +55,13 @@ import pymysql
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.bench.client import BenchError
-from gridmesh.bench.replica_proc import ENTITY_TYPE, PASSWORD_VAR, READY, TABLE
+from gridmesh.bench.replica_proc import ENTITY_TYPE, PASSWORD_VAR, READY, TABLE, event_client
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.workloads import PAYLOAD
 from gridmesh.clients.events import EventClient, EventError, Operation, new_event
 from gridmesh.config import MeshConfig
 from gridmesh.core.replication import Topology
+from gridmesh.grpc_support.tls import MeshTls
 
 SUBSCRIBERS = 2
 VERSIONS = 10
@@ -226,6 +227,8 @@ class Replication:
     config: MeshConfig
     target: str
     """The EventManager, through the edge or directly."""
+    tls: MeshTls | None = None
+    """The admin certificate when ``target`` is the EventManager itself."""
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     appliers: list[Applier] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gridmesh-bench-r-")))
@@ -261,6 +264,7 @@ class Replication:
                 *("--target", self.target, "--subscriber", self.subscriber(i), "--publisher", self.publisher),
                 *("--mysql-host", m.host, "--mysql-port", str(m.port), "--mysql-user", m.user),
                 *("--database", self.database(i), "--applied", str(applied)),
+                *(("--tls-dir", str(self.config.tls_path)) if self.tls is not None else ()),
             ]
             with log:
                 proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -330,7 +334,7 @@ class Replication:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(applier.proc.pid, signal.SIGKILL)
                 applier.proc.wait(STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception), EventClient(self.target, rpc_timeout_s=10) as events:
+        with contextlib.suppress(Exception), event_client(self.target, self.tls, 10) as events:
             for i in range(SUBSCRIBERS):
                 with contextlib.suppress(EventError):
                     events.unsubscribe(self.subscriber(i), self.publisher, ENTITY_TYPE)
@@ -357,8 +361,8 @@ class Replication:
 
 
 @contextlib.contextmanager
-def replication(config: MeshConfig, target: str, deadline: float) -> Iterator[Replication]:
-    run = Replication(config, target)
+def replication(config: MeshConfig, target: str, tls: MeshTls | None, deadline: float) -> Iterator[Replication]:
+    run = Replication(config, target, tls)
     try:
         run.start(deadline)
         yield run
@@ -411,10 +415,15 @@ def warm_up(run: Replication, publisher: Publisher, deadline: float) -> None:
 
 
 def measure_r1(
-    config: MeshConfig, target: str, n: int, deadline: float, progress: Callable[[Callable[[], int]], None]
+    config: MeshConfig,
+    target: str,
+    tls: MeshTls | None,
+    n: int,
+    deadline: float,
+    progress: Callable[[Callable[[], int]], None],
 ) -> dict[str, Any]:
     plan = EventPlan.of(n)
-    with replication(config, target, deadline) as run, EventClient(target, rpc_timeout_s=60) as events:
+    with replication(config, target, tls, deadline) as run, event_client(target, tls, 60) as events:
         publisher = Publisher(events, run)
         warm_up(run, publisher, deadline)
         progress(lambda: publisher.published)
@@ -445,10 +454,16 @@ def measure_r1(
 
 
 def measure_r2(
-    config: MeshConfig, target: str, n: int, rate: int, deadline: float, progress: Callable[[Callable[[], int]], None]
+    config: MeshConfig,
+    target: str,
+    tls: MeshTls | None,
+    n: int,
+    rate: int,
+    deadline: float,
+    progress: Callable[[Callable[[], int]], None],
 ) -> dict[str, Any]:
     plan = EventPlan.of(n)
-    with replication(config, target, deadline) as run, EventClient(target, rpc_timeout_s=60) as events:
+    with replication(config, target, tls, deadline) as run, event_client(target, tls, 60) as events:
         publisher = Publisher(events, run)
         warm_up(run, publisher, deadline)
         progress(lambda: publisher.published)

@@ -32,8 +32,10 @@ from gridmesh.bench.table import render
 from gridmesh.bench.workloads import SLOTS, WORKLOADS, Workload
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import API_KEY_VAR, MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import InvalidArgument, Unavailable
 from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.v1 import scheduler_pb2
 
 SCHEDULER_SERVICE = "gridmesh.v1.Scheduler"
@@ -176,7 +178,10 @@ def edge_address(config: MeshConfig) -> str:
 
 def leading_scheduler(config: MeshConfig) -> str | None:
     """The Scheduler that serves (a standby answers NOT_SERVING)."""
-    return next((a for a in config.scheduler_addresses if grpc_health(a, SCHEDULER_SERVICE) == "SERVING"), None)
+    tls = MeshTls.load(config, PeerRole.ADMIN)
+    return next(
+        (a for a in config.scheduler_addresses if grpc_health(a, SCHEDULER_SERVICE, tls=tls) == "SERVING"), None
+    )
 
 
 def answers(config: MeshConfig, direct: bool) -> bool:
@@ -255,8 +260,8 @@ def discover(config: MeshConfig, worker_addresses: list[str]) -> machine.Process
     return machine.ProcessMap(ours, found, machine.ancestors(os.getpid()))
 
 
-async def _workers(target: str) -> list[scheduler_pb2.WorkerInfo]:
-    client = BenchClient(target)
+async def _workers(target: str, tls: MeshTls | None) -> list[scheduler_pb2.WorkerInfo]:
+    client = BenchClient(target, tls)
     try:
         return await client.workers()
     finally:
@@ -282,10 +287,19 @@ class Session:
     records: list[dict[str, Any]] = field(default_factory=list)
     config: MeshConfig | None = None
     eventmanager: str = ""
+    admin_tls: MeshTls | None = None
+    """The admin certificate, for calls to the mesh's processes themselves
+    (None: TLS is off)."""
+    via_scheduler: bool = False
+    """Whether ``target`` is the Scheduler itself (else the edge)."""
+
+    @property
+    def target_tls(self) -> MeshTls | None:
+        return self.admin_tls if self.via_scheduler else None
 
 
 async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -> tuple[dict[str, Any], str]:
-    client = BenchClient(session.target)
+    client = BenchClient(session.target, session.target_tls)
     ctx = RunContext(
         client=client,
         n=n,
@@ -297,6 +311,8 @@ async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -
         tally=tally,
         config=session.config,
         eventmanager=session.eventmanager,
+        admin_tls=session.admin_tls,
+        target_tls=session.target_tls,
         quick=session.options.quick,
     )
     try:
@@ -412,7 +428,12 @@ def _run(
     if direct is None:
         raise Unavailable(f"no Scheduler serves at {', '.join(config.scheduler_addresses)}")
     target = direct if options.direct else edge
-    workers = [w for w in asyncio.run(_workers(target)) if w.state == scheduler_pb2.ACTIVE]
+    admin_tls = MeshTls.load(config, PeerRole.ADMIN)
+    workers = [
+        w
+        for w in asyncio.run(_workers(target, admin_tls if options.direct else None))
+        if w.state == scheduler_pb2.ACTIVE
+    ]
     if not workers:
         raise Unavailable("no active worker node is registered with the Scheduler")
     slots = sum(w.slots for w in workers)
@@ -455,6 +476,8 @@ def _run(
         progress=progress,
         config=config,
         eventmanager=f"{config.eventmanager.host}:{config.eventmanager.port}" if options.direct else edge,
+        admin_tls=admin_tls,
+        via_scheduler=options.direct,
     )
     busy_gates = 0
 

@@ -21,15 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gridmesh import clients
+from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, MeshConfig
 from gridmesh.console.app import assets_path, check_assets
-from gridmesh.core.access import Role
+from gridmesh.core.access import PeerRole, Role
 from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import server as prometheus_server
 
 SERVICE_START_TIMEOUT_S = 30.0
@@ -50,6 +52,8 @@ class Component:
     spec: procs.ProcessSpec
     health_service: str
     """gRPC health service name; empty for Envoy (checked on its admin port)."""
+    peer: PeerRole | None = None
+    """The role its certificate names (mutual TLS); None: plaintext, or not gRPC."""
 
     @property
     def address(self) -> str:
@@ -83,6 +87,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
             config.scheduler.port,
             _python_module("scheduler", "gridmesh.scheduler", env),
             "gridmesh.v1.Scheduler",
+            PeerRole.SCHEDULER,
         ),
         Component(
             "storekeeper",
@@ -90,6 +95,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
             config.storekeeper.port,
             _python_module("storekeeper", "gridmesh.storekeeper", env),
             "gridmesh.v1.StoreKeeper",
+            PeerRole.STOREKEEPER,
         ),
         Component(
             "eventmanager",
@@ -97,6 +103,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
             config.eventmanager.port,
             _python_module("eventmanager", "gridmesh.eventmanager", env),
             "gridmesh.v1.EventManager",
+            PeerRole.EVENTMANAGER,
         ),
     ]
     if config.scheduler.standby_port:
@@ -112,6 +119,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
                     {**env, "GRIDMESH_SCHEDULER_PORT": str(config.scheduler.standby_port)},
                 ),
                 "gridmesh.v1.Scheduler",
+                PeerRole.SCHEDULER,
             ),
         )
     for i in range(workers):
@@ -123,6 +131,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
                 port,
                 _python_module(f"worker-{i + 1}", "gridmesh.worker", env, "--port", str(port)),
                 "gridmesh.v1.Worker",
+                PeerRole.WORKER,
             )
         )
     if config.demo.enabled:  # the replication demo (gridmesh up --demo)
@@ -143,7 +152,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
         result.append(Component("prometheus", config.metrics.host, config.metrics.prometheus_port, spec, ""))
     if config.auth.enabled:  # the edge's authorizer, asked by Envoy about every call
         spec = _python_module("authz", "gridmesh.edge.authz", env)
-        result.append(Component("authz", config.auth.host, config.auth.port, spec, AUTHZ_SERVICE))
+        result.append(Component("authz", config.auth.host, config.auth.port, spec, AUTHZ_SERVICE, PeerRole.AUTHZ))
     envoy_config = config.state_path / "envoy" / "envoy.yaml"
     result.append(
         Component(
@@ -176,10 +185,12 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     if component.name == "prometheus":
         return "healthy" if http_ok(f"{prometheus_server.url(config)}/-/ready") else "DOWN"
-    health = grpc_health(component.address, component.health_service)
+    tls = MeshTls.load(config, PeerRole.ADMIN) if component.peer is not None else None
+    peer = component.peer or PeerRole.SCHEDULER
+    health = grpc_health(component.address, component.health_service, tls=tls, peer=peer)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
         others = [a for a in config.scheduler_addresses if a != component.address]
-        leads = any(grpc_health(a, component.health_service) == "SERVING" for a in others)
+        leads = any(grpc_health(a, component.health_service, tls=tls, peer=peer) == "SERVING" for a in others)
         return "standby" if leads else "waiting for leadership"
     return "healthy" if health == "SERVING" else health
 
@@ -306,6 +317,8 @@ def up(
     if "storekeeper" in roles:
         config.storage_root.mkdir(parents=True, exist_ok=True)
 
+    if config.tls.enabled:
+        ensure_certificates(config, progress)
     if "prometheus" in roles and prometheus_enabled(config):
         ensure_prometheus(config, progress)
     if "edge" in roles:
@@ -381,6 +394,18 @@ def ensure_prometheus(config: MeshConfig, progress: Progress) -> None:
     data.mkdir(parents=True, exist_ok=True)
     config.metrics_targets.mkdir(parents=True, exist_ok=True)
     (data / "prometheus.yml").write_text(prometheus_server.render(config))
+
+
+def ensure_certificates(config: MeshConfig, progress: Progress) -> None:
+    """The mesh's CA and a certificate per role (mutual TLS), made once under
+    ``tls.dir``; an operator's own, placed there, are kept as they are."""
+    hosts = {socket.gethostname(), socket.getfqdn()}
+    for host in (config.scheduler.host, config.storekeeper.host, config.eventmanager.host, config.worker.host):
+        if host not in ("0.0.0.0", "::", ""):
+            hosts.add(host)
+    issued = pki.ensure(config.tls_path, list(PeerRole), sorted(hosts))
+    if issued:
+        progress("tls", f"issued certificates for {', '.join(issued)} in {config.tls_path} (CA: ca.crt)")
 
 
 def ensure_admin_key(config: MeshConfig, progress: Progress) -> None:

@@ -209,3 +209,58 @@ def check_bound(role_header: str, role: Role, requested: str) -> None:
     name = bound_name(role_header, role)
     if name and name != requested:
         raise PermissionDenied(f"this key acts as {role} {name!r}, not {requested!r}", field=str(role))
+
+
+class PeerRole(enum.StrEnum):
+    """What a process of the mesh is, as its certificate names it (mutual
+    TLS inside the mesh; see :mod:`gridmesh.grpc_support.tls`)."""
+
+    SCHEDULER = "scheduler"
+    STOREKEEPER = "storekeeper"
+    WORKER = "worker"
+    EVENTMANAGER = "eventmanager"
+    EDGE = "edge"
+    """Envoy: every public call, on behalf of the key the authorizer verified."""
+    AUTHZ = "authz"
+    """The edge's authorizer."""
+    ADMIN = "admin"
+    """Operator tools on a mesh host: ``gridmesh status``, the bench, the tests."""
+
+
+_ANY_PEER = frozenset(PeerRole)
+_CLIENT_SIDE = frozenset({PeerRole.EDGE, PeerRole.ADMIN})
+
+PEER_ALLOWED: dict[str, frozenset[PeerRole]] = {
+    # the most specific entry (a method before its service) wins
+    "gridmesh.v1.Scheduler/GetTask": _CLIENT_SIDE | {PeerRole.STOREKEEPER},
+    "gridmesh.v1.Scheduler/": _CLIENT_SIDE,
+    "gridmesh.v1.WorkQueue/ReportCompletions": frozenset({PeerRole.STOREKEEPER}),
+    "gridmesh.v1.WorkQueue/": frozenset({PeerRole.WORKER}),
+    "gridmesh.v1.StoreKeeper/StoreResult": frozenset({PeerRole.WORKER}),
+    "gridmesh.v1.StoreKeeper/StoreResults": frozenset({PeerRole.WORKER}),
+    "gridmesh.v1.StoreKeeper/": _CLIENT_SIDE,
+    "gridmesh.v1.EventManager/": _CLIENT_SIDE,
+    "gridmesh.v1.Worker/": frozenset({PeerRole.ADMIN}),
+    "envoy.service.auth.v3.Authorization/": frozenset({PeerRole.EDGE}),
+    "grpc.health.v1.Health/": _ANY_PEER,
+    "grpc.reflection.": _ANY_PEER,
+}
+"""Which component may call which RPC of another (``Service/Method`` or a
+prefix): workers the worker protocol and result writes, the StoreKeeper its
+completion reports, the edge and local operator tools the public API."""
+
+
+def check_peer(peer: str, method: str) -> None:
+    """Returns if a component whose certificate names ``peer`` may call
+    ``method`` (``/Service/Method``); :class:`PermissionDenied` naming the
+    roles that may, if not."""
+    path = method.lstrip("/")
+    entry = next((prefix for prefix in _PEER_PREFIXES if path.startswith(prefix)), None)
+    allowed = PEER_ALLOWED[entry] if entry is not None else frozenset()
+    if peer in allowed:
+        return
+    may = ", ".join(sorted(allowed)) or "none: it is not an RPC of the mesh"
+    raise PermissionDenied(f"a {peer or 'certificate without a role'} peer may not call {path}; needs one of: {may}")
+
+
+_PEER_PREFIXES = sorted(PEER_ALLOWED, key=len, reverse=True)

@@ -234,6 +234,7 @@ def build_server(config: MeshConfig) -> tuple[GrpcHost, Replication]:
         f"{config.demo.host}:{config.demo.customers_port}",
         [lambda server: customers_pb2_grpc.add_CustomerServiceServicer_to_server(servicer, server)],
         SERVICES,
+        tls=None,  # a user's own microservice: the mesh's certificates are not its to hold
     )
     return host, replication
 

@@ -260,6 +260,7 @@ def build_server(config: MeshConfig) -> tuple[GrpcHost, Replication]:
         f"{config.demo.host}:{config.demo.orders_port}",
         [lambda server: orders_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)],
         SERVICES,
+        tls=None,  # a user's own microservice: the mesh's certificates are not its to hold
     )
     return host, replication
 

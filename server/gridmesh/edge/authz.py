@@ -30,7 +30,16 @@ from google.rpc import status_pb2
 from grpc import aio
 
 from gridmesh.config import MeshConfig
-from gridmesh.core.access import KEY_ID_HEADER, ROLE_HEADER, KeyRecord, decide, key_from_headers, matches, parse_key
+from gridmesh.core.access import (
+    KEY_ID_HEADER,
+    ROLE_HEADER,
+    KeyRecord,
+    PeerRole,
+    decide,
+    key_from_headers,
+    matches,
+    parse_key,
+)
 from gridmesh.core.errors import GridmeshError, PermissionDenied, Unauthenticated
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.server import (
@@ -39,6 +48,7 @@ from gridmesh.grpc_support.server import (
     run_process,
     serve_until_signal,
 )
+from gridmesh.grpc_support.tls import MeshTls
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +162,7 @@ async def serve(config: MeshConfig) -> None:
             )
         ],
         (SERVICE,),
+        tls=MeshTls.load(config, PeerRole.AUTHZ),
     )
     reading: asyncio.Task[None] | None = None
 

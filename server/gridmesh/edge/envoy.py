@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
+from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 
 TRANSCODED_SERVICES = ("gridmesh.v1.Scheduler", "gridmesh.v1.StoreKeeper", "gridmesh.v1.EventManager")
 DEMO_SERVICES = {"gridmesh.demo.v1.CustomerService": "demo-customers", "gridmesh.demo.v1.OrderService": "demo-orders"}
@@ -88,7 +90,36 @@ def descriptor_set_path() -> Path:
     return Path(str(resources.files("gridmesh.v1") / "gridmesh.pb"))
 
 
-def _cluster(name: str, host: str, ports: list[int], health_service: str | None) -> dict[str, Any]:
+def _upstream_tls(config: MeshConfig, peer: PeerRole) -> dict[str, Any]:
+    """Envoy's side of the mesh's mutual TLS: it presents the edge's
+    certificate and takes only a backend whose certificate names ``peer``."""
+    directory = config.tls_path
+    name = pki.role_dns_name(peer)
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(pki.cert_path(directory, PeerRole.EDGE))},
+                        "private_key": {"filename": str(pki.key_path(directory, PeerRole.EDGE))},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(directory / pki.CA_CERT)},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
+                },
+            },
+        },
+    }
+
+
+def _cluster(
+    name: str, host: str, ports: list[int], health_service: str | None, tls: dict[str, Any] | None = None
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -126,6 +157,8 @@ def _cluster(name: str, host: str, ports: list[int], health_service: str | None)
             }
         ]
         cluster["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    if tls is not None:
+        cluster["transport_socket"] = tls
     return cluster
 
 
@@ -231,6 +264,10 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     """The whole bootstrap configuration as a dict."""
     descriptor = str(descriptor or descriptor_set_path())
     edge = config.envoy
+
+    def tls(peer: PeerRole) -> dict[str, Any] | None:
+        return _upstream_tls(config, peer) if config.tls.enabled else None
+
     transcoder = {
         "name": "envoy.filters.http.grpc_json_transcoder",
         "typed_config": {
@@ -317,12 +354,29 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                         *([config.scheduler.standby_port] if config.scheduler.standby_port else []),
                     ],
                     "gridmesh.v1.Scheduler",
+                    tls(PeerRole.SCHEDULER),
                 ),
-                _cluster("storekeeper", config.storekeeper.host, [config.storekeeper.port], None),
-                _cluster("eventmanager", config.eventmanager.host, [config.eventmanager.port], None),
+                _cluster(
+                    "storekeeper", config.storekeeper.host, [config.storekeeper.port], None, tls(PeerRole.STOREKEEPER)
+                ),
+                _cluster(
+                    "eventmanager",
+                    config.eventmanager.host,
+                    [config.eventmanager.port],
+                    None,
+                    tls(PeerRole.EVENTMANAGER),
+                ),
                 *([_console_cluster(config)] if config.console.enabled else []),
                 *(
-                    [_cluster("authz", config.auth.host, [config.auth.port], "envoy.service.auth.v3.Authorization")]
+                    [
+                        _cluster(
+                            "authz",
+                            config.auth.host,
+                            [config.auth.port],
+                            "envoy.service.auth.v3.Authorization",
+                            tls(PeerRole.AUTHZ),
+                        )
+                    ]
                     if config.auth.enabled
                     else []
                 ),

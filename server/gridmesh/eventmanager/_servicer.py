@@ -18,12 +18,13 @@ from google.protobuf import empty_pb2
 from grpc import aio
 
 from gridmesh.adapters.rabbitmq import Consumer, Message
-from gridmesh.core.access import ROLE_HEADER, Role, check_bound
+from gridmesh.core.access import Role, check_bound
 from gridmesh.core.errors import GridmeshError, InvalidArgument
 from gridmesh.core.replication import Subscription
 from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_event
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.errors import status_code
+from gridmesh.grpc_support.tls import edge_role
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Subscribe(
         self, request: eventmanager_pb2.SubscribeRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.Subscription:
-        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, request.subscriber)
         subscription = await self._service.subscribe(
             request.publisher, request.entity_type, request.subscriber, snapshot=request.snapshot
         )
@@ -63,7 +64,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Unsubscribe(
         self, request: eventmanager_pb2.UnsubscribeRequest, context: aio.ServicerContext
     ) -> empty_pb2.Empty:
-        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, request.subscriber)
         await self._service.unsubscribe(request.publisher, request.entity_type, request.subscriber)
         return empty_pb2.Empty()
 
@@ -76,14 +77,14 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def Publish(
         self, request: common_pb2.EntityEvent, context: aio.ServicerContext
     ) -> eventmanager_pb2.PublishResponse:
-        check_bound(_role(context), Role.PUBLISHER, request.publisher)
+        check_bound(edge_role(context), Role.PUBLISHER, request.publisher)
         outcome = await self._service.publish(request)
         return eventmanager_pb2.PublishResponse(event_id=outcome.event_id, routed_to=outcome.routed_to)
 
     async def PublishBatch(
         self, request: eventmanager_pb2.PublishBatchRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.PublishBatchResponse:
-        role = _role(context)
+        role = edge_role(context)
         for event in request.events:  # one event as another publisher refuses the whole call
             check_bound(role, Role.PUBLISHER, event.publisher)
         outcomes = await self._service.publish_batch(request.events)
@@ -93,7 +94,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[eventmanager_pb2.Delivery]:
         start = await _first(request_iterator)
-        check_bound(_role(context), Role.SUBSCRIBER, start.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, start.subscriber)
         async for batch in self._deliveries(request_iterator, start, max_batch=1):
             for delivery in batch.deliveries:
                 yield delivery
@@ -102,7 +103,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         self, request_iterator: AsyncIterator[eventmanager_pb2.ConsumeRequest], context: aio.ServicerContext
     ) -> AsyncIterator[eventmanager_pb2.DeliveryBatch]:
         start = await _first(request_iterator)
-        check_bound(_role(context), Role.SUBSCRIBER, start.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, start.subscriber)
         if start.max_batch < 0:
             raise InvalidArgument(f"max_batch must be 0 or more, got {start.max_batch}", field="max_batch")
         async for batch in self._deliveries(request_iterator, start, max_batch=start.max_batch):
@@ -159,7 +160,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def GetQueueStats(
         self, request: eventmanager_pb2.GetQueueStatsRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.QueueStats:
-        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, request.subscriber)
         stats = await self._service.queue_stats(request.subscriber)
         return eventmanager_pb2.QueueStats(
             subscriber=stats.subscriber,
@@ -172,14 +173,9 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
     async def ListDeadLetters(
         self, request: eventmanager_pb2.ListDeadLettersRequest, context: aio.ServicerContext
     ) -> eventmanager_pb2.ListDeadLettersResponse:
-        check_bound(_role(context), Role.SUBSCRIBER, request.subscriber)
+        check_bound(edge_role(context), Role.SUBSCRIBER, request.subscriber)
         events = await self._service.dead_letters(request.subscriber, request.max)
         return eventmanager_pb2.ListDeadLettersResponse(events=events)
-
-
-def _role(context: aio.ServicerContext) -> str:
-    """The role the edge verified (empty for a call that did not come through it)."""
-    return next((value for key, value in context.invocation_metadata() or () if key == ROLE_HEADER), "")
 
 
 def _result(outcome: PublishOutcome) -> eventmanager_pb2.PublishResult:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import GridmeshError
 from gridmesh.eventmanager._service import EventManager
 from gridmesh.eventmanager._servicer import EventManagerServicer
@@ -35,6 +36,7 @@ from gridmesh.grpc_support.server import (
     serve_until_signal,
     shutdown,
 )
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
 
@@ -110,6 +112,7 @@ def build_server(config: MeshConfig) -> EventManagerProcess:
         f"{config.eventmanager.host}:{config.eventmanager.port}",
         [lambda server: eventmanager_pb2_grpc.add_EventManagerServicer_to_server(servicer, server)],
         SERVICES,
+        tls=MeshTls.load(config, PeerRole.EVENTMANAGER),
     )
     process = EventManagerProcess(host=host, service=service)
     host.stop_taking_work.append(process._stop_health)

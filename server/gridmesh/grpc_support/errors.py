@@ -27,6 +27,7 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from gridmesh.core import errors
+from gridmesh.grpc_support.handlers import Continuation, is_async, rewrap
 
 log = logging.getLogger(__name__)
 
@@ -118,44 +119,14 @@ def _wrap_responses(behavior: Callable[..., Any], method: str) -> Callable[..., 
     return _wrap_stream(behavior, method) if inspect.isasyncgenfunction(behavior) else _wrap_unary(behavior, method)
 
 
-def _is_async(handler: grpc.RpcMethodHandler) -> bool:
-    behavior = handler.unary_unary or handler.stream_unary or handler.unary_stream or handler.stream_stream
-    return inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)
-
-
 class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Maps exceptions raised by handlers to gRPC statuses (see module doc)."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not _is_async(handler):
+        if handler is None or not is_async(handler):
             # Generated base-class methods (sync) answer UNIMPLEMENTED themselves.
             return handler
-        method = handler_call_details.method
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_responses(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_responses(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rewrap(handler, handler_call_details.method, _wrap_unary, _wrap_responses)

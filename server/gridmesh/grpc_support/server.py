@@ -23,16 +23,17 @@ from gridmesh.adapters import prometheus
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.errors import ErrorMappingInterceptor
 from gridmesh.grpc_support.metrics import MessageCountingInterceptor
-from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2, worker_pb2
+from gridmesh.grpc_support.tls import MeshTls, PeerCheckInterceptor
+from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2
 
 log = logging.getLogger(__name__)
 
-# The public API of the mesh. Every process describes all of it through
-# reflection, so `grpcurl <edge> list` shows the whole mesh whichever
-# backend Envoy sends the reflection call to.
+# The public API of the mesh: what the edge routes. Every process describes
+# all of it (and nothing else: not the worker protocol, not a node's Worker
+# service) through reflection, so `grpcurl <edge> list` shows what a client
+# can call whichever backend Envoy sends the reflection call to.
 MESH_SERVICES: tuple[str, ...] = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
-    worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name,
     storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"].full_name,
     eventmanager_pb2.DESCRIPTOR.services_by_name["EventManager"].full_name,
 )
@@ -67,14 +68,18 @@ def build_grpc_server(
     registrations: Iterable[Registration],
     services: Sequence[str],
     *,
+    tls: MeshTls | None,
     extra_interceptors: Sequence[aio.ServerInterceptor] = (),
     options: Sequence[tuple[str, int]] = (),
 ) -> GrpcHost:
     """An aio server bound to ``address`` (port 0 = any free port) with the
     given servicers, health (every service NOT_SERVING until
-    :meth:`GrpcHost.set_serving`) and reflection."""
+    :meth:`GrpcHost.set_serving`) and reflection. With ``tls``, it takes only
+    mutual-TLS connections from the mesh's CA, and each call only from a
+    peer whose role may make it; without, plaintext from anyone."""
+    checks = [PeerCheckInterceptor()] if tls is not None else []
     server = aio.server(
-        interceptors=[MessageCountingInterceptor(), ErrorMappingInterceptor(), *extra_interceptors],
+        interceptors=[MessageCountingInterceptor(), ErrorMappingInterceptor(), *checks, *extra_interceptors],
         options=[("grpc.so_reuseport", 0), *options],
     )
     for register in registrations:
@@ -85,7 +90,9 @@ def build_grpc_server(
         (*MESH_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_insecure_port(address) if tls is None else server.add_secure_port(address, tls.server_credentials())
+    )
     if port == 0:
         raise OSError(f"cannot listen on {address}: the address is in use or not local")
     return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))

@@ -27,6 +27,7 @@ from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.stats import StatsReader
@@ -38,6 +39,7 @@ from gridmesh.grpc_support.server import (
     run_process,
     serve_until_signal,
 )
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
 from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
@@ -95,6 +97,7 @@ def build_server(
             lambda server: scheduler_pb2_grpc.add_WorkQueueServicer_to_server(work_queue, server),
         ],
         SERVICES,
+        tls=MeshTls.load(config, PeerRole.SCHEDULER),
     )
 
 

@@ -14,6 +14,7 @@ import time
 
 from gridmesh.adapters.filestore import FileStore
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
@@ -21,6 +22,7 @@ from gridmesh.grpc_support.server import (
     run_process,
     serve_until_signal,
 )
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
 from gridmesh.storekeeper.completions import SchedulerCompletions
 from gridmesh.storekeeper.index import ResultIndex
@@ -43,7 +45,8 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
     its schema: this blocks; :func:`serve` does it on a thread)."""
     if index is None:
         index = MySQLResultIndex.open(config.mysql, config.database("storekeeper"))
-    completions = SchedulerCompletions(config.scheduler_addresses)
+    tls = MeshTls.load(config, PeerRole.STOREKEEPER)
+    completions = SchedulerCompletions(config.scheduler_addresses, tls)
     service = ResultService(
         FileStore(config.storage_root), index, completions, max_result_bytes=config.storekeeper.max_result_bytes
     )
@@ -52,6 +55,7 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
         f"{config.storekeeper.host}:{config.storekeeper.port}",
         [lambda server: storekeeper_pb2_grpc.add_StoreKeeperServicer_to_server(servicer, server)],
         SERVICES,
+        tls=tls,
         # Let results up to the configured limit in; the service answers
         # larger ones itself, naming the limit.
         options=[("grpc.max_receive_message_length", config.storekeeper.max_result_bytes + MESSAGE_OVERHEAD_BYTES)],

@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 import grpc
 from grpc import aio
 
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import Unavailable
 from gridmesh.core.results import DEFAULT_CONTENT_TYPE, Lease, StoredResult
 from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.grpc_support.errors import error_of
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream
+from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,11 @@ _Key = tuple[bool, str, int]
 class SchedulerCompletions:
     """:class:`~gridmesh.core.results.Completions` over gRPC."""
 
-    def __init__(self, scheduler_addresses: list[str]) -> None:
+    def __init__(self, scheduler_addresses: list[str], tls: MeshTls | None) -> None:
         self._addresses = scheduler_addresses
-        self._channels = [aio.insecure_channel(a, options=channel_options()) for a in scheduler_addresses]
+        self._channels = [
+            aio_channel(a, tls, PeerRole.SCHEDULER, options=channel_options()) for a in scheduler_addresses
+        ]
         self._current = 0
         self._opened = False
         self._answered = False

@@ -20,6 +20,7 @@ from grpc import aio
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import (
@@ -29,6 +30,7 @@ from gridmesh.grpc_support.server import (
     export_metrics,
     serve_until_signal,
 )
+from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
 from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
@@ -91,6 +93,7 @@ def build_server(config: MeshConfig, port: int, node: WorkerNode) -> GrpcHost:
         f"{config.worker.host}:{port}",
         [lambda server: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, server)],
         SERVICES,
+        tls=node.settings.tls,
     )
 
 
@@ -109,6 +112,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
             scheduler_addresses=config.scheduler_addresses,
             storekeeper_address=f"{config.storekeeper.host}:{config.storekeeper.port}",
             prefetch=config.worker.prefetch_for(slots),
+            tls=MeshTls.load(config, PeerRole.WORKER),
         ),
         pool,
         lifecycle,

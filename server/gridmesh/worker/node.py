@@ -23,10 +23,12 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.grpc_support.convert import from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
+from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.observability import metrics
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
@@ -81,6 +83,9 @@ class NodeSettings:
     """Tasks held beyond the slots, each waiting there for a slot (worker.prefetch)."""
     heartbeat_interval_s: float = 2.0
     counters: Counters = field(default_factory=Counters)
+    tls: MeshTls | None = None
+    """The node's worker certificate, presented to the Scheduler and the
+    StoreKeeper (None: plaintext)."""
 
 
 _PERMANENT_STORE_ERRORS = frozenset(
@@ -150,10 +155,14 @@ class WorkerNode:
         self._unacked: dict[
             tuple[str, int], tuple[scheduler_pb2.ReportTaskRequest, asyncio.Future[scheduler_pb2.ReportResult]]
         ] = {}
-        self._schedulers = [aio.insecure_channel(a, options=channel_options()) for a in settings.scheduler_addresses]
+        self._schedulers = [
+            aio_channel(a, settings.tls, PeerRole.SCHEDULER, channel_options()) for a in settings.scheduler_addresses
+        ]
         self._current = 0
         self._queue = scheduler_pb2_grpc.WorkQueueStub(self._schedulers[0])
-        self._store_channel = aio.insecure_channel(settings.storekeeper_address, options=channel_options())
+        self._store_channel = aio_channel(
+            settings.storekeeper_address, settings.tls, PeerRole.STOREKEEPER, channel_options()
+        )
         self._results = result_stream(storekeeper_pb2_grpc.StoreKeeperStub(self._store_channel))
         self._tasks: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
