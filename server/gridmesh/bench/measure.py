@@ -243,8 +243,8 @@ class Killer(threading.Thread):
         except grpc.RpcError as e:
             self.error = f"GetWorkerStatus failed: {e}"
         finally:
-            for channel in channels:
-                channel.close()
+            for ch in channels:
+                ch.close()
 
     def _running_pids(self, stubs: list[worker_pb2_grpc.WorkerStub]) -> set[int]:
         pids = set()
