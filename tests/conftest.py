@@ -12,10 +12,13 @@ cannot be started fails the tests; nothing is skipped.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from gridmesh.adapters import pki
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.cli import backing, mesh, procs
+from gridmesh.clients import CA_FILE_VAR
 from gridmesh.config import API_KEY_VAR, ENV_PREFIX, MeshConfig, load_config
-from gridmesh.core.access import new_key
+from gridmesh.core.access import PeerRole, new_key
 
 log = logging.getLogger("tests")
 
@@ -82,6 +87,15 @@ process presents it (``GRIDMESH_API_KEY``) through TaskClient, EventClient
 and tests.helpers."""
 os.environ[API_KEY_VAR] = TEST_ADMIN_KEY
 
+TEST_TLS_DIR = Path(tempfile.mkdtemp(prefix="gridmesh-tests-tls-"))
+"""The CA and certificates of every mesh the tests start (``tls.dir``), made
+as ``gridmesh up`` makes them: the test process trusts the edges' CA
+(``GRIDMESH_CA_FILE``, as a user exports it) and presents the local admin's
+certificate to the mesh's own processes (tests.helpers.mesh_channel)."""
+pki.ensure(TEST_TLS_DIR, list(PeerRole))
+os.environ[CA_FILE_VAR] = str(TEST_TLS_DIR / pki.CA_CERT)
+atexit.register(shutil.rmtree, TEST_TLS_DIR, True)
+
 
 def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
     """A fresh namespace, free ports and its own state directory, on the
@@ -96,6 +110,7 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
         {
             "GRIDMESH_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
             "GRIDMESH_STATE_DIR": str(state_dir),
+            "GRIDMESH_TLS_DIR": str(TEST_TLS_DIR),
             "GRIDMESH_SCHEDULER_PORT": str(free_port()),
             "GRIDMESH_STOREKEEPER_PORT": str(free_port()),
             "GRIDMESH_EVENTMANAGER_PORT": str(free_port()),

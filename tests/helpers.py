@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,18 +58,33 @@ def mesh_aio_channel(config: MeshConfig, address: str, peer: PeerRole, own: Peer
     return tls.aio_channel(address, tls.MeshTls.load(config, own), peer)
 
 
+def edge_ca_file() -> str:
+    """The CA of the test meshes' edges (tests.conftest sets it, as a user exports it)."""
+    return os.environ[clients.CA_FILE_VAR]
+
+
+def edge_tls() -> ssl.SSLContext:
+    """Verifies the edge's certificate against :func:`edge_ca_file`."""
+    return ssl.create_default_context(cafile=edge_ca_file())
+
+
+def edge_channel(edge: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A gRPC channel to the edge over TLS, as a client outside the mesh opens it."""
+    return clients.edge_channel(edge, options=options)
+
+
 def http(
     edge: str, method: str, path: str, body: bytes | dict[str, Any] | None = None, *, key: str | None = None
 ) -> tuple[int, bytes]:
     """(status, body) of one HTTP call to the edge; a dict body is sent as
     JSON. ``key``: the API key presented (default the tests' admin key)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(f"http://{edge}{path}", data=data, method=method)
+    request = urllib.request.Request(f"https://{edge}{path}", data=data, method=method)
     request.add_header("Content-Type", "application/json")
     for name, value in key_metadata(key):
         request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=edge_tls()) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -86,8 +102,8 @@ def http_json(
 
 def ndjson(edge: str, path: str, timeout: float = 60) -> Iterator[dict[str, Any]]:
     """The objects of a newline-delimited JSON stream, as they arrive."""
-    request = urllib.request.Request(f"http://{edge}{path}", headers=dict(key_metadata()))
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    request = urllib.request.Request(f"https://{edge}{path}", headers=dict(key_metadata()))
+    with urllib.request.urlopen(request, timeout=timeout, context=edge_tls()) as response:
         for line in response:
             if line.strip():
                 yield json.loads(line)
@@ -95,7 +111,8 @@ def ndjson(edge: str, path: str, timeout: float = 60) -> Iterator[dict[str, Any]
 
 def grpcurl(*args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
     headers = [arg for name, value in key_metadata(key) for arg in ("-H", f"{name}: {value}")]
-    return subprocess.run([GRPCURL, "-plaintext", *headers, *args], capture_output=True, text=True, timeout=30)
+    tls = ["-cacert", edge_ca_file()]
+    return subprocess.run([GRPCURL, *tls, *headers, *args], capture_output=True, text=True, timeout=30)
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05) -> T:

@@ -13,6 +13,7 @@ starts.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import tomllib
 import types
@@ -157,6 +158,10 @@ class EnvoyConfig:
     """Edge port: gRPC and HTTP/JSON."""
     admin_port: int = 9901
     """Envoy admin interface port."""
+    plaintext: bool = False
+    """Serve the edge without TLS. Allowed only on a loopback ``host``; by
+    default the edge serves TLS with the mesh's ``edge`` certificate, and
+    clients trust ``<tls.dir>/ca.crt`` (``$GRIDMESH_CA_FILE``)."""
 
 
 @dataclass(frozen=True)
@@ -337,6 +342,20 @@ class MeshConfig:
         return Path(root).expanduser() if root else self.state_path / "tls"
 
     @property
+    def edge_address(self) -> str:
+        return f"{self.envoy.host}:{self.envoy.port}"
+
+    @property
+    def edge_ca_file(self) -> str | None:
+        """The CA certificate a client of the edge trusts; None for a plaintext edge."""
+        return None if self.envoy.plaintext else str(self.tls_path / "ca.crt")
+
+    @property
+    def edge_url(self) -> str:
+        """``https://host:port`` of the edge (``http://`` for a plaintext one)."""
+        return f"{'http' if self.envoy.plaintext else 'https'}://{self.edge_address}"
+
+    @property
     def metrics_targets(self) -> Path:
         """The file_sd directory: one target file per running process."""
         root = self.metrics.targets_dir
@@ -459,6 +478,15 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
     raise ConfigError(f"config key {_display(key)} has an unsupported type")
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _validate(section: Any, where: str) -> None:
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
@@ -471,6 +499,11 @@ def _validate(section: Any, where: str) -> None:
             raise ConfigError(f"config key {_display(key)} must be -1 (as many as slots) or more, got {value}")
         if f.name.endswith(("_s", "_bytes", "_messages")) and value <= 0:
             raise ConfigError(f"config key {_display(key)} must be positive, got {value}")
+    if isinstance(section, EnvoyConfig) and section.plaintext and not _loopback(section.host):
+        raise ConfigError(
+            f"config key {_display('envoy.plaintext')} is allowed only with a loopback envoy.host, "
+            f"not {section.host!r}: serve the edge over TLS anywhere else"
+        )
     if isinstance(section, MeshConfig) and not _NAMESPACE_RE.match(section.namespace):
         raise ConfigError(
             f"config key {_display('namespace')} must match [a-z][a-z0-9_]{{0,30}}, got {section.namespace!r}"

@@ -111,7 +111,7 @@ def test_down_stops_exactly_what_up_started(backing_services, tmp_path):
         assert set(started) == {
             "scheduler", "storekeeper", "eventmanager", "worker-1", "worker-2", "console", "authz", "envoy",
         }  # fmt: skip
-        edge = f"http://{config.envoy.host}:{config.envoy.port}/"
+        edge = f"https://{config.envoy.host}:{config.envoy.port}/"
         assert f"web console              {edge}" in up.stdout
         opened = gridmesh(env, "console", "--print-url")
         assert opened.returncode == 0 and opened.stdout.strip() == edge, opened.stderr

@@ -8,6 +8,8 @@ Each test saves a screenshot of the page it drove under
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -18,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
-from tests.conftest import RunningMesh, mesh_with_analytics
+from gridmesh.core.access import PeerRole
+from tests.conftest import TEST_TLS_DIR, RunningMesh, mesh_with_analytics
 from tests.e2e.nodes import exited, extra_node, listed_workers
 from tests.helpers import admin_key, http, http_json, wait_for
 
@@ -48,11 +54,21 @@ def console_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPath
         yield running
 
 
+def edge_spki_sha256() -> str:
+    """Base64 SHA-256 of the test edges' public key (Chromium's pin format)."""
+    cert = x509.load_pem_x509_certificate(pki.cert_path(TEST_TLS_DIR, PeerRole.EDGE).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev test installs Debian's chromium"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # The edge's certificate is trusted by its public key, as a user
+        # trusting the mesh's CA would (no certificate errors ignored).
+        trust = f"--ignore-certificate-errors-spki-list={edge_spki_sha256()}"
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, trust])
         try:
             yield browser
         finally:
@@ -61,7 +77,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, console_mesh: RunningMesh) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=f"http://{console_mesh.edge}")
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=f"https://{console_mesh.edge}")
     context.add_init_script(f"sessionStorage.setItem('gridmesh.apiKey', {json.dumps(admin_key())})")  # signed in
     page = context.new_page()
     try:
@@ -118,7 +134,7 @@ def test_a_word_count_submitted_from_the_form_turns_succeeded_in_the_live_table_
 
 
 def test_the_console_asks_for_a_key_refuses_a_wrong_one_and_signs_out(browser, console_mesh):
-    context = browser.new_context(base_url=f"http://{console_mesh.edge}")  # no key in this tab
+    context = browser.new_context(base_url=f"https://{console_mesh.edge}")  # no key in this tab
     try:
         page = context.new_page()
         page.goto("/#/tasks")

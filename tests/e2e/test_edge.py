@@ -12,7 +12,7 @@ import pytest
 
 from gridmesh.cli import mesh, procs
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from tests.helpers import admin_key, grpcurl, http, http_json, key_metadata
+from tests.helpers import admin_key, edge_ca_file, edge_channel, grpcurl, http, http_json, key_metadata
 
 BUILTINS = {"noop", "echo", "sleep", "burn", "word_count", "primes"}
 
@@ -44,7 +44,8 @@ def test_a_body_over_the_edge_limit_is_413_naming_the_limit_and_queues_nothing(e
     body.write_text(json.dumps({"task_type": "echo", "params": {"blob": "x" * 20_000_000}, "result_dir": "big"}))
     # curl, as a user would: Envoy may answer before it has read the whole body
     done = subprocess.run(
-        ["curl", "-sS", "-XPOST", f"http://{edge}/v1/tasks", "-H", "Content-Type: application/json",
+        ["curl", "-sS", "--cacert", edge_ca_file(), "-XPOST", f"https://{edge}/v1/tasks",
+         "-H", "Content-Type: application/json",
          "-H", f"Authorization: Bearer {admin_key()}",
          "--data-binary", f"@{body}", "-w", "\n%{http_code}"],
         capture_output=True, text=True, timeout=60,
@@ -61,7 +62,7 @@ def test_a_grpc_message_over_the_limit_is_resource_exhausted_naming_the_limit(ed
     request = scheduler_pb2.SubmitTaskRequest(task_type="echo", result_dir="big")
     request.params.update({"blob": "x" * 20_000_000})
     options = [("grpc.max_send_message_length", 64 * 2**20)]
-    with grpc.insecure_channel(edge, options=options) as channel, pytest.raises(grpc.RpcError) as info:
+    with edge_channel(edge, options=options) as channel, pytest.raises(grpc.RpcError) as info:
         scheduler_pb2_grpc.SchedulerStub(channel).SubmitTask(request, timeout=30, metadata=key_metadata())
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "4194304" in (info.value.details() or ""), info.value.details()
@@ -79,7 +80,7 @@ INTERNAL_RPCS = [
 
 @pytest.mark.parametrize("method", INTERNAL_RPCS)
 def test_an_internal_rpc_through_the_edge_is_unimplemented_over_grpc_and_404_over_http(edge, method):
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=10)  # an empty message: every field at its default (e.g. no worker id)
@@ -91,7 +92,7 @@ def test_an_internal_rpc_through_the_edge_is_unimplemented_over_grpc_and_404_ove
 
 @pytest.mark.parametrize("method", ["/gridmesh.v1.WorkQueue/PullTasks", "/gridmesh.v1.StoreKeeper/StoreResults"])
 def test_the_internal_streams_through_the_edge_are_unimplemented(edge, method):
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         call = channel.stream_stream(method, request_serializer=bytes, response_deserializer=bytes)
         with pytest.raises(grpc.RpcError) as info:
             list(call(iter([b""]), timeout=10))
@@ -155,7 +156,7 @@ def test_a_service_that_is_down_is_503_over_http_and_unavailable_over_grpc(mesh_
     try:
         status, _ = http(edge, "GET", "/v1/subscriptions")
         assert status == 503
-        with grpc.insecure_channel(edge) as channel:
+        with edge_channel(edge) as channel:
             stub = eventmanager_pb2_grpc.EventManagerStub(channel)
             with pytest.raises(grpc.RpcError) as info:
                 stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10, metadata=key_metadata())

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import grpc
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -27,7 +26,7 @@ from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.e2e.watching import TerminalNotices, submit_noops
-from tests.helpers import http_json, key_metadata, mesh_channel, wait_for
+from tests.helpers import edge_channel, http_json, key_metadata, mesh_channel, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
 
@@ -132,7 +131,7 @@ class TerminalWatch:
     """Collects every terminal notice the Scheduler sends for some tasks."""
 
     def __init__(self, fm: FaultMesh, task_ids: list[str]) -> None:
-        self.channel = grpc.insecure_channel(fm.edge)
+        self.channel = edge_channel(fm.edge)
         stub = scheduler_pb2_grpc.SchedulerStub(self.channel)
         self.call = stub.WatchTasks(
             scheduler_pb2.WatchTasksRequest(task_ids=task_ids, terminal_only=True), metadata=key_metadata()

@@ -9,8 +9,10 @@ refused call changes nothing."""
 
 from __future__ import annotations
 
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
+from http.client import HTTPException
 from typing import Any
 
 import grpc
@@ -20,7 +22,7 @@ from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.edge.keys import KeyStore
-from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.probe import grpc_health, to_component
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.v1 import (
     common_pb2,
@@ -31,7 +33,7 @@ from gridmesh.v1 import (
     storekeeper_pb2,
     storekeeper_pb2_grpc,
 )
-from tests.helpers import ANONYMOUS, http, http_json, key_metadata, mesh_channel, wait_for
+from tests.helpers import ANONYMOUS, edge_channel, http, http_json, key_metadata, mesh_channel, wait_for
 
 ROLES = ("admin", "operator", "submitter", "viewer", "publisher:customers", "subscriber:audit")
 ANY_KEY = "gmk_000000000000_" + "A" * 43
@@ -165,7 +167,7 @@ def test_admin_may_call_everything_and_a_malformed_or_unknown_key_is_401(edge, k
 
 def test_over_grpc_no_key_is_unauthenticated_a_wrong_role_permission_denied(edge, keys):
     request = scheduler_pb2.SubmitTaskRequest(task_type="noop", result_dir="security")
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         for key, code in (
             (ANONYMOUS, grpc.StatusCode.UNAUTHENTICATED),
@@ -195,7 +197,7 @@ def test_a_publisher_key_publishes_only_as_its_publisher_whatever_headers_it_sen
     )
     assert status == 403, error  # one event as another publisher refuses the whole batch
     # The role the services read is the edge's: a client cannot claim one.
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         stub = eventmanager_pb2_grpc.EventManagerStub(channel)
         event = common_pb2.EntityEvent(
             event_id=str(uuid.uuid4()), publisher="orders", entity_type="order", entity_id="o-1",
@@ -210,7 +212,7 @@ def test_a_publisher_key_publishes_only_as_its_publisher_whatever_headers_it_sen
 def test_a_subscriber_key_consumes_only_its_own_queue(edge, keys):
     status, error = http_json(edge, "GET", "/v1/subscribers/billing/queue", key=keys["subscriber:audit"])
     assert status == 403 and "acts as subscriber 'audit', not 'billing'" in error["message"], error
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         stub = eventmanager_pb2_grpc.EventManagerStub(channel)
         start = eventmanager_pb2.ConsumeRequest(start=eventmanager_pb2.ConsumeStart(subscriber="billing"))
         call = stub.Consume(iter([start]), timeout=10, metadata=key_metadata(keys["subscriber:audit"]))
@@ -240,7 +242,7 @@ def test_a_revoked_key_is_refused_within_seconds_and_an_expired_one_too(edge, me
 
 
 def test_health_needs_no_key_and_internal_rpcs_stay_unrouted_for_any_key(edge, keys):
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
@@ -275,9 +277,9 @@ def test_every_internal_port_refuses_plaintext_and_a_foreign_ca_at_the_handshake
     answers = {}
     for name, (address, peer) in _internal_ports(mesh_config).items():
         answers[name] = (
-            grpc_health(address, tls=None),
-            grpc_health(address, tls=foreign, peer=peer),
-            grpc_health(address, tls=own, peer=peer),
+            grpc_health(address),  # plaintext
+            grpc_health(address, connect=to_component(foreign, peer)),
+            grpc_health(address, connect=to_component(own, peer)),
         )
     # UNREACHABLE: the channel never got past the handshake; the mesh's own admin certificate is answered.
     assert answers == {name: ("UNREACHABLE", "UNREACHABLE", "SERVING") for name in answers}
@@ -311,3 +313,15 @@ def test_a_worker_certificate_cannot_reach_the_eventmanager_whatever_role_header
         with pytest.raises(grpc.RpcError) as info:
             stub.ListSubscriptions(eventmanager_pb2.ListSubscriptionsRequest(), timeout=10, metadata=forged)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_the_edge_serves_only_tls_and_its_certificate_is_the_meshs(edge):
+    status, _ = http_json(edge, "GET", "/v1/task-types")  # https, checked against the mesh's CA
+    assert status == 200
+    with pytest.raises((OSError, HTTPException)):  # plain HTTP on the TLS port: no HTTP answer
+        urllib.request.urlopen(f"http://{edge}/v1/task-types", timeout=10)
+    with grpc.insecure_channel(edge) as channel, pytest.raises(grpc.RpcError) as info:
+        scheduler_pb2_grpc.SchedulerStub(channel).ListTaskTypes(
+            scheduler_pb2.ListTaskTypesRequest(), timeout=10, metadata=key_metadata()
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE

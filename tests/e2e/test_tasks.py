@@ -17,7 +17,7 @@ import pytest
 
 from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.helpers import grpcurl, http, http_json, key_metadata, mesh_channel, ndjson, wait_for
+from tests.helpers import edge_channel, grpcurl, http, http_json, key_metadata, mesh_channel, ndjson, wait_for
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
@@ -65,7 +65,7 @@ def test_a_watcher_that_connects_late_gets_the_current_state_first(edge):
 
 
 def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_filters(edge):
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         ids = [submit(edge, "sleep", {"ms": 50})["task_id"] for _ in range(3)]
         seen: dict[str, str] = {}
@@ -80,7 +80,7 @@ def test_watch_tasks_streams_every_change_of_the_named_tasks_and_terminal_only_f
 
 
 def test_watch_tasks_of_one_task_type_streams_only_that_types_changes(edge):
-    with grpc.insecure_channel(edge) as channel:
+    with edge_channel(edge) as channel:
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         call = stub.WatchTasks(
             scheduler_pb2.WatchTasksRequest(task_type="primes", terminal_only=True), timeout=60, metadata=key_metadata()

@@ -23,6 +23,7 @@ import pytest
 
 from gridmesh.clients import TaskClient, TaskError, submit_request
 from gridmesh.v1 import common_pb2, scheduler_pb2
+from tests.helpers import edge_channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -195,7 +196,7 @@ class CallCounter(grpc.UnaryUnaryClientInterceptor):
 
 def test_concurrent_submits_share_submit_tasks_calls_and_each_answers_its_own_task(edge):
     counter = CallCounter()
-    channel = grpc.intercept_channel(grpc.insecure_channel(edge), counter)
+    channel = grpc.intercept_channel(edge_channel(edge), counter)
     with TaskClient(channel=channel) as client, concurrent.futures.ThreadPoolExecutor(32) as pool:
         futures = [
             pool.submit(client.submit, "echo", {"n": n}, "coalesced", idempotency_key=f"co-{uuid.uuid4()}-{n}")

@@ -89,3 +89,10 @@ def test_missing_or_broken_file_is_refused(tmp_path: Path):
     broken.write_text("[scheduler\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config({}, broken)
+
+
+def test_a_plaintext_edge_is_allowed_only_on_loopback() -> None:
+    assert load_config({"GRIDMESH_ENVOY_PLAINTEXT": "true"}).edge_url == "http://127.0.0.1:8080"
+    assert load_config({}).edge_url == "https://127.0.0.1:8080"
+    with pytest.raises(ConfigError, match=r"envoy\.plaintext.*loopback.*0\.0\.0\.0"):
+        load_config({"GRIDMESH_ENVOY_PLAINTEXT": "true", "GRIDMESH_ENVOY_HOST": "0.0.0.0"})

@@ -4,8 +4,10 @@ HTTP/JSON) by the generated Envoy config only when the demo is enabled."""
 
 import subprocess
 
+from gridmesh.adapters import pki
 from gridmesh.cli import mesh
 from gridmesh.config import load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.edge.envoy import DEMO_SERVICES, build_envoy_config, envoy_binary, render_envoy_config
 
 DEMO_ENV = {"GRIDMESH_DEMO_ENABLED": "true", "GRIDMESH_DEMO_CUSTOMERS_PORT": "15091", "GRIDMESH_ENVOY_PORT": "18080"}
@@ -44,7 +46,9 @@ def test_with_the_demo_envoy_transcodes_and_routes_both_services_to_their_ports(
 
 def test_envoy_accepts_the_config_with_the_demo(tmp_path):
     path = tmp_path / "envoy.yaml"
-    path.write_text(render_envoy_config(load_config(DEMO_ENV)))
+    config = load_config({**DEMO_ENV, "GRIDMESH_STATE_DIR": str(tmp_path)})
+    pki.ensure(config.tls_path, list(PeerRole))  # Envoy reads its certificates at start
+    path.write_text(render_envoy_config(config))
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
         capture_output=True,

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gridmesh.adapters import pki
 from gridmesh.config import load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.edge.envoy import build_envoy_config, descriptor_set_path, envoy_binary, render_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +25,10 @@ def test_descriptor_set_ships_with_the_package():
 
 
 def test_envoy_accepts_the_generated_config(tmp_path):
-    config = load_config({"GRIDMESH_ENVOY_PORT": "18080", "GRIDMESH_SCHEDULER_PORT": "15051"})
+    config = load_config(
+        {"GRIDMESH_ENVOY_PORT": "18080", "GRIDMESH_SCHEDULER_PORT": "15051", "GRIDMESH_STATE_DIR": str(tmp_path)}
+    )
+    pki.ensure(config.tls_path, list(PeerRole))  # Envoy reads its certificates at start
     path = tmp_path / "envoy.yaml"
     path.write_text(render_envoy_config(config))
     result = subprocess.run(

@@ -162,3 +162,9 @@ def test_the_scheduler_port_takes_only_a_worker_certificate_from_its_own_ca(tmp_
         "wrong server": grpc.StatusCode.UNAVAILABLE,
     }
     assert beats == 1  # only the worker's call reached the servicer
+
+
+def test_a_host_joining_a_mesh_never_makes_a_ca_of_its_own(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"copy its ca\.crt and worker\.crt/worker\.key"):
+        pki.ensure(tmp_path / "tls", [PeerRole.WORKER], new_ca=False)
+    assert not (tmp_path / "tls" / "ca.crt").exists()

@@ -1,7 +1,7 @@
 """Python client library of gridmesh: task submission and watching, the
 transactional outbox for publishers and the replica applier for subscribers."""
 
-from gridmesh.clients._channel import key_metadata
+from gridmesh.clients._channel import CA_FILE_VAR, edge_channel, edge_credentials, key_metadata
 from gridmesh.clients.tasks import (
     DEFAULT_TARGET,
     TERMINAL_STATES,
@@ -13,11 +13,14 @@ from gridmesh.clients.tasks import (
 )
 
 __all__ = [
+    "CA_FILE_VAR",
     "DEFAULT_TARGET",
     "TERMINAL_STATES",
     "Download",
     "TaskClient",
     "TaskError",
+    "edge_channel",
+    "edge_credentials",
     "is_terminal",
     "key_metadata",
     "submit_request",

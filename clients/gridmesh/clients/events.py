@@ -261,8 +261,10 @@ class EventClient(ChannelClient):
         channel: grpc.Channel | None = None,
         rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
         api_key: str | None = None,
+        ca_file: str | None = None,
+        plaintext: bool = False,
     ) -> None:
-        super().__init__(target, channel, rpc_timeout_s, CHANNEL_OPTIONS, api_key)
+        super().__init__(target, channel, rpc_timeout_s, CHANNEL_OPTIONS, api_key, ca_file, plaintext)
         self._stub = eventmanager_pb2_grpc.EventManagerStub(self._channel)
 
     def _unary(self, method: Callable[..., T], request: Any) -> T:

@@ -137,8 +137,10 @@ class TaskClient(ChannelClient):
         channel: grpc.Channel | None = None,
         rpc_timeout_s: float | None = DEFAULT_RPC_TIMEOUT_S,
         api_key: str | None = None,
+        ca_file: str | None = None,
+        plaintext: bool = False,
     ) -> None:
-        super().__init__(target, channel, rpc_timeout_s, api_key=api_key)
+        super().__init__(target, channel, rpc_timeout_s, api_key=api_key, ca_file=ca_file, plaintext=plaintext)
         self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._storekeeper = storekeeper_pb2_grpc.StoreKeeperStub(self._channel)
         self._submits: Coalescer[scheduler_pb2.SubmitTaskRequest, common_pb2.Task] = Coalescer(

@@ -53,10 +53,11 @@ def key_path(directory: Path, role: str) -> Path:
     return directory / f"{role}.key"
 
 
-def ensure(directory: Path, roles: Iterable[str], hosts: Iterable[str] = ()) -> list[str]:
-    """Creates the CA and each role's certificate that ``directory`` lacks;
-    returns the roles it issued a certificate for. Without ``ca.key`` (an
-    operator's own CA), every role's files must be there already."""
+def ensure(directory: Path, roles: Iterable[str], hosts: Iterable[str] = (), *, new_ca: bool = True) -> list[str]:
+    """Creates the CA (unless not ``new_ca``: a host joining a mesh must use
+    the mesh's) and each role's certificate that ``directory`` lacks; returns
+    the roles it issued a certificate for. Without ``ca.key`` (an operator's
+    own CA, or a joining host), every role's files must be there already."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     missing = [r for r in roles if not (cert_path(directory, r).exists() and key_path(directory, r).exists())]
@@ -66,6 +67,12 @@ def ensure(directory: Path, roles: Iterable[str], hosts: Iterable[str] = ()) -> 
         names = ", ".join(f"{r}.crt/{r}.key" for r in missing)
         raise ConfigError(f"{directory} has a CA certificate but not its key, and lacks {names}: place them there")
     if not (directory / CA_CERT).exists():
+        if not new_ca:
+            names = ", ".join(f"{r}.crt/{r}.key" for r in missing)
+            raise ConfigError(
+                f"{directory} has no CA certificate: a host joining a mesh uses the mesh's; copy its ca.crt and "
+                f"{names} there from the mesh's tls directory"
+            )
         _write_ca(directory)
     ca_key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)

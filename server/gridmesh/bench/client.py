@@ -127,13 +127,25 @@ def key_metadata() -> tuple[tuple[str, str], ...]:
     return clients.key_metadata(os.environ.get(API_KEY_VAR))
 
 
+def to_edge(edge_ca: str | None) -> Callable[[str], grpc.Channel]:
+    """Opens blocking channels to the edge: TLS trusting ``edge_ca``, plaintext without."""
+    return lambda target: clients.edge_channel(target, ca_file=edge_ca, plaintext=edge_ca is None)
+
+
 class BenchClient:
     """One channel and the Scheduler stub on it."""
 
-    def __init__(self, target: str, tls: MeshTls | None = None) -> None:
-        """``tls``: the admin certificate, when ``target`` is the Scheduler itself."""
+    def __init__(self, target: str, *, tls: MeshTls | None = None, edge_ca: str | None = None) -> None:
+        """``tls``: the admin certificate, when ``target`` is the Scheduler
+        itself; else ``target`` is the edge, reached over TLS trusting
+        ``edge_ca`` (plaintext without)."""
         self.target = target
-        self.channel = aio_channel(target, tls, PeerRole.SCHEDULER, CHANNEL_OPTIONS)
+        if tls is not None:
+            self.channel = aio_channel(target, tls, PeerRole.SCHEDULER, CHANNEL_OPTIONS)
+        elif edge_ca is not None:
+            self.channel = aio.secure_channel(target, clients.edge_credentials(edge_ca), options=CHANNEL_OPTIONS)
+        else:
+            self.channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self.channel)
         # Concurrent submits share SubmitTasks calls, as the client library's do.
         self._submits: AsyncCoalescer[scheduler_pb2.SubmitTaskRequest, str] = AsyncCoalescer(

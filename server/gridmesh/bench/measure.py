@@ -12,6 +12,7 @@ import asyncio
 import http.client
 import os
 import signal
+import ssl
 import statistics
 import threading
 import time
@@ -25,12 +26,13 @@ import grpc
 
 from gridmesh.bench import replication
 from gridmesh.bench import workloads as wl
-from gridmesh.bench.client import BenchClient, BenchError, Completions, key_metadata, submit_request
+from gridmesh.bench.client import BenchClient, BenchError, Completions, key_metadata, submit_request, to_edge
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.task_types import LOGGED_BURN, ensure_exec_log_dir
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.builtin_tasks import burn_units
+from gridmesh.grpc_support.probe import Connect, to_component
 from gridmesh.grpc_support.tls import MeshTls, channel
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 
@@ -81,6 +83,8 @@ class RunContext:
     target_tls: MeshTls | None = None
     """What calls to the profile's target present: the admin certificate
     when it is the Scheduler or the EventManager itself, else nothing."""
+    edge_ca: str | None = None
+    """The CA the edge's certificate is checked against (None: a plaintext edge)."""
     quick: bool = False
 
     def left(self) -> float:
@@ -379,8 +383,8 @@ async def run_w4(ctx: RunContext) -> tuple[Metrics, str]:
 # -- E1 ------------------------------------------------------------------------------------------
 
 
-def _grpc_latencies(target: str, tls: MeshTls | None, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
-    with channel(target, tls, PeerRole.SCHEDULER) as ch:
+def _grpc_latencies(target: str, connect: Connect, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
+    with connect(target) as ch:
         stub = scheduler_pb2_grpc.SchedulerStub(ch)
         request = scheduler_pb2.GetTaskRequest(task_id=task_id)
         for _ in range(E1_WARMUP_CALLS):
@@ -396,9 +400,13 @@ def _grpc_latencies(target: str, tls: MeshTls | None, task_id: str, n: int, coun
     return out
 
 
-def _json_latencies(edge: str, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
+def _json_latencies(edge: str, edge_ca: str | None, task_id: str, n: int, count: Callable[[], None]) -> list[float]:
     host, _, port = edge.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)  # one kept-alive connection
+    conn = (  # one kept-alive connection
+        http.client.HTTPSConnection(host, int(port), timeout=10, context=ssl.create_default_context(cafile=edge_ca))
+        if edge_ca
+        else http.client.HTTPConnection(host, int(port), timeout=10)
+    )
     path = f"/v1/tasks/{task_id}"
 
     def get() -> bytes:
@@ -425,7 +433,9 @@ def _json_latencies(edge: str, task_id: str, n: int, count: Callable[[], None]) 
     return out
 
 
-def measure_e1(edge: str, direct: str, tls: MeshTls | None, task_id: str, n: int, tally: Tally) -> Metrics:
+def measure_e1(
+    edge: str, direct: str, tls: MeshTls | None, edge_ca: str | None, task_id: str, n: int, tally: Tally
+) -> Metrics:
     """Sequential ``GetTask`` of one task: straight to the Scheduler, through
     Envoy (gRPC), through Envoy (HTTP/JSON, one kept-alive connection)."""
     done = [0]
@@ -435,9 +445,13 @@ def measure_e1(edge: str, direct: str, tls: MeshTls | None, task_id: str, n: int
         done[0] += 1
 
     metrics: Metrics = {"n": n}
-    metrics.update(latency_metrics(_grpc_latencies(direct, tls, task_id, n, count), "direct_grpc_"))
-    metrics.update(latency_metrics(_grpc_latencies(edge, None, task_id, n, count), "envoy_grpc_"))
-    metrics.update(latency_metrics(_json_latencies(edge, task_id, n, count), "envoy_json_"))
+    metrics.update(
+        latency_metrics(
+            _grpc_latencies(direct, to_component(tls, PeerRole.SCHEDULER), task_id, n, count), "direct_grpc_"
+        )
+    )
+    metrics.update(latency_metrics(_grpc_latencies(edge, to_edge(edge_ca), task_id, n, count), "envoy_grpc_"))
+    metrics.update(latency_metrics(_json_latencies(edge, edge_ca, task_id, n, count), "envoy_json_"))
     for path in ("envoy_grpc", "envoy_json"):
         for p in ("p50", "p99"):
             metrics[f"{path}_overhead_{p}_ms"] = round(metrics[f"{path}_{p}_ms"] - metrics[f"direct_grpc_{p}_ms"], 3)
@@ -446,7 +460,9 @@ def measure_e1(edge: str, direct: str, tls: MeshTls | None, task_id: str, n: int
 
 async def run_e1(ctx: RunContext) -> tuple[Metrics, str]:
     task = await ctx.client.wait(await ctx.client.submit(noop_request(ctx.result_dir)), timeout=ctx.left())
-    metrics = await asyncio.to_thread(measure_e1, ctx.edge, ctx.direct, ctx.admin_tls, task.task_id, ctx.n, ctx.tally)
+    metrics = await asyncio.to_thread(
+        measure_e1, ctx.edge, ctx.direct, ctx.admin_tls, ctx.edge_ca, task.task_id, ctx.n, ctx.tally
+    )
     return metrics, "envoy_json_overhead_p50_ms"
 
 
@@ -467,7 +483,7 @@ def _replication_args(ctx: RunContext) -> tuple[MeshConfig, str, float, Callable
 async def run_r1(ctx: RunContext) -> tuple[Metrics, str]:
     config, target, deadline, progress = _replication_args(ctx)
     return await asyncio.to_thread(
-        replication.measure_r1, config, target, ctx.target_tls, ctx.n, deadline, progress
+        replication.measure_r1, config, target, ctx.target_tls, ctx.edge_ca, ctx.n, deadline, progress
     ), "events_per_s"
 
 
@@ -475,7 +491,7 @@ async def run_r2(ctx: RunContext) -> tuple[Metrics, str]:
     config, target, deadline, progress = _replication_args(ctx)
     rate = replication.r2_rate(ctx.quick)
     metrics = await asyncio.to_thread(
-        replication.measure_r2, config, target, ctx.target_tls, ctx.n, rate, deadline, progress
+        replication.measure_r2, config, target, ctx.target_tls, ctx.edge_ca, ctx.n, rate, deadline, progress
     )
     return metrics, "p50_ms"
 

@@ -71,11 +71,11 @@ class TimedStore:
         self._inner.close()
 
 
-def event_client(target: str, tls: MeshTls | None, rpc_timeout_s: float) -> EventClient:
-    """An EventClient through the edge, or (with the admin certificate
-    ``tls``) straight to the EventManager."""
+def event_client(target: str, tls: MeshTls | None, edge_ca: str | None, rpc_timeout_s: float) -> EventClient:
+    """An EventClient through the edge (TLS trusting ``edge_ca``, plaintext
+    without), or (with the admin certificate ``tls``) straight to the EventManager."""
     if tls is None:
-        return EventClient(target, rpc_timeout_s=rpc_timeout_s)
+        return EventClient(target, rpc_timeout_s=rpc_timeout_s, ca_file=edge_ca, plaintext=edge_ca is None)
     return EventClient(target, channel=channel(target, tls, PeerRole.EVENTMANAGER), rpc_timeout_s=rpc_timeout_s)
 
 
@@ -90,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--database", required=True)
     p.add_argument("--applied", required=True)
     p.add_argument("--tls-dir", default="", help="the mesh's certificates: the target is the EventManager itself")
+    p.add_argument("--ca-file", default="", help="the edge's CA (the target is the edge; none: plaintext)")
     a = p.parse_args(argv)
 
     tls = MeshTls.from_dir(Path(a.tls_dir), PeerRole.ADMIN) if a.tls_dir else None
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cur.execute(TABLE_DDL)
         conn.commit()
     table = ReplicaTable(a.publisher, ENTITY_TYPE, table=TABLE, columns=COLUMNS)
-    with open(a.applied, "a", buffering=1 << 16) as out, event_client(a.target, tls, 30) as events:
+    with open(a.applied, "a", buffering=1 << 16) as out, event_client(a.target, tls, a.ca_file or None, 30) as events:
         store = TimedStore(MySQLReplicaStore(connect, [table]), out)
         applier = ReplicaApplier(events, a.subscriber, connect, [table], store=store)
         applier.install()  # bookkeeping tables, and the subscription

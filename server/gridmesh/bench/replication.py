@@ -229,6 +229,8 @@ class Replication:
     """The EventManager, through the edge or directly."""
     tls: MeshTls | None = None
     """The admin certificate when ``target`` is the EventManager itself."""
+    edge_ca: str | None = None
+    """Else the CA the edge's certificate is checked against (None: a plaintext edge)."""
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
     appliers: list[Applier] = field(default_factory=list)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gridmesh-bench-r-")))
@@ -265,6 +267,7 @@ class Replication:
                 *("--mysql-host", m.host, "--mysql-port", str(m.port), "--mysql-user", m.user),
                 *("--database", self.database(i), "--applied", str(applied)),
                 *(("--tls-dir", str(self.config.tls_path)) if self.tls is not None else ()),
+                *(("--ca-file", self.edge_ca) if self.edge_ca else ()),
             ]
             with log:
                 proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -334,7 +337,7 @@ class Replication:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(applier.proc.pid, signal.SIGKILL)
                 applier.proc.wait(STOP_TIMEOUT_S)
-        with contextlib.suppress(Exception), event_client(self.target, self.tls, 10) as events:
+        with contextlib.suppress(Exception), event_client(self.target, self.tls, self.edge_ca, 10) as events:
             for i in range(SUBSCRIBERS):
                 with contextlib.suppress(EventError):
                     events.unsubscribe(self.subscriber(i), self.publisher, ENTITY_TYPE)
@@ -361,8 +364,10 @@ class Replication:
 
 
 @contextlib.contextmanager
-def replication(config: MeshConfig, target: str, tls: MeshTls | None, deadline: float) -> Iterator[Replication]:
-    run = Replication(config, target, tls)
+def replication(
+    config: MeshConfig, target: str, tls: MeshTls | None, edge_ca: str | None, deadline: float
+) -> Iterator[Replication]:
+    run = Replication(config, target, tls, edge_ca)
     try:
         run.start(deadline)
         yield run
@@ -418,12 +423,13 @@ def measure_r1(
     config: MeshConfig,
     target: str,
     tls: MeshTls | None,
+    edge_ca: str | None,
     n: int,
     deadline: float,
     progress: Callable[[Callable[[], int]], None],
 ) -> dict[str, Any]:
     plan = EventPlan.of(n)
-    with replication(config, target, tls, deadline) as run, event_client(target, tls, 60) as events:
+    with replication(config, target, tls, edge_ca, deadline) as run, event_client(target, tls, edge_ca, 60) as events:
         publisher = Publisher(events, run)
         warm_up(run, publisher, deadline)
         progress(lambda: publisher.published)
@@ -457,13 +463,14 @@ def measure_r2(
     config: MeshConfig,
     target: str,
     tls: MeshTls | None,
+    edge_ca: str | None,
     n: int,
     rate: int,
     deadline: float,
     progress: Callable[[Callable[[], int]], None],
 ) -> dict[str, Any]:
     plan = EventPlan.of(n)
-    with replication(config, target, tls, deadline) as run, event_client(target, tls, 60) as events:
+    with replication(config, target, tls, edge_ca, deadline) as run, event_client(target, tls, edge_ca, 60) as events:
         publisher = Publisher(events, run)
         warm_up(run, publisher, deadline)
         progress(lambda: publisher.published)

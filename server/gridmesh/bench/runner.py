@@ -34,7 +34,7 @@ from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import API_KEY_VAR, MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import InvalidArgument, Unavailable
-from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.probe import grpc_health, to_component
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.v1 import scheduler_pb2
 
@@ -178,16 +178,17 @@ def edge_address(config: MeshConfig) -> str:
 
 def leading_scheduler(config: MeshConfig) -> str | None:
     """The Scheduler that serves (a standby answers NOT_SERVING)."""
-    tls = MeshTls.load(config, PeerRole.ADMIN)
+    connect = to_component(MeshTls.load(config, PeerRole.ADMIN), PeerRole.SCHEDULER)
     return next(
-        (a for a in config.scheduler_addresses if grpc_health(a, SCHEDULER_SERVICE, tls=tls) == "SERVING"), None
+        (a for a in config.scheduler_addresses if grpc_health(a, SCHEDULER_SERVICE, connect=connect) == "SERVING"),
+        None,
     )
 
 
 def answers(config: MeshConfig, direct: bool) -> bool:
     if direct:
         return leading_scheduler(config) is not None
-    return grpc_health(edge_address(config), SCHEDULER_SERVICE) == "SERVING"
+    return grpc_health(config.edge_address, SCHEDULER_SERVICE, connect=mesh.to_edge(config)) == "SERVING"
 
 
 @contextlib.contextmanager
@@ -260,8 +261,8 @@ def discover(config: MeshConfig, worker_addresses: list[str]) -> machine.Process
     return machine.ProcessMap(ours, found, machine.ancestors(os.getpid()))
 
 
-async def _workers(target: str, tls: MeshTls | None) -> list[scheduler_pb2.WorkerInfo]:
-    client = BenchClient(target, tls)
+async def _workers(target: str, tls: MeshTls | None, edge_ca: str | None) -> list[scheduler_pb2.WorkerInfo]:
+    client = BenchClient(target, tls=tls, edge_ca=edge_ca)
     try:
         return await client.workers()
     finally:
@@ -290,6 +291,8 @@ class Session:
     admin_tls: MeshTls | None = None
     """The admin certificate, for calls to the mesh's processes themselves
     (None: TLS is off)."""
+    edge_ca: str | None = None
+    """The CA the edge's certificate is checked against (None: a plaintext edge)."""
     via_scheduler: bool = False
     """Whether ``target`` is the Scheduler itself (else the edge)."""
 
@@ -299,7 +302,7 @@ class Session:
 
 
 async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -> tuple[dict[str, Any], str]:
-    client = BenchClient(session.target, session.target_tls)
+    client = BenchClient(session.target, tls=session.target_tls, edge_ca=session.edge_ca)
     ctx = RunContext(
         client=client,
         n=n,
@@ -313,6 +316,7 @@ async def _measure(session: Session, workload: Workload, n: int, tally: Tally) -
         eventmanager=session.eventmanager,
         admin_tls=session.admin_tls,
         target_tls=session.target_tls,
+        edge_ca=session.edge_ca,
         quick=session.options.quick,
     )
     try:
@@ -431,7 +435,7 @@ def _run(
     admin_tls = MeshTls.load(config, PeerRole.ADMIN)
     workers = [
         w
-        for w in asyncio.run(_workers(target, admin_tls if options.direct else None))
+        for w in asyncio.run(_workers(target, admin_tls if options.direct else None, config.edge_ca_file))
         if w.state == scheduler_pb2.ACTIVE
     ]
     if not workers:
@@ -477,6 +481,7 @@ def _run(
         config=config,
         eventmanager=f"{config.eventmanager.host}:{config.eventmanager.port}" if options.direct else edge,
         admin_tls=admin_tls,
+        edge_ca=config.edge_ca_file,
         via_scheduler=options.direct,
     )
     busy_gates = 0

@@ -24,7 +24,7 @@ Handler = Callable[[EventClient, argparse.Namespace], None]
 
 
 def _client(config: MeshConfig) -> EventClient:
-    return EventClient(f"{config.envoy.host}:{config.envoy.port}", api_key=mesh.api_key(config))
+    return mesh.event_client(config)
 
 
 def _command(handler: Handler) -> Callable[[MeshConfig, argparse.Namespace], int]:

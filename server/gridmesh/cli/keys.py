@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 
 from gridmesh.cli.stats import parse_duration
@@ -86,6 +87,12 @@ def cmd_list(config: MeshConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_path(config: MeshConfig, args: argparse.Namespace) -> int:
+    if args.ca:
+        if config.edge_ca_file is None:
+            print("gridmesh: the edge serves plaintext (envoy.plaintext): there is no CA to trust", file=sys.stderr)
+            return 1
+        print(config.edge_ca_file)
+        return 0
     print(config.credentials_path)
     return 0
 
@@ -119,6 +126,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
     p = keys_sub.add_parser("path", help="where the local admin's key is (the CLI's default credential)")
+    p.add_argument("--ca", action="store_true", help="where the CA certificate the edge's clients trust is, instead")
     p.set_defaults(func=cmd_path)
     p = keys_sub.add_parser("revoke", help="refuse a key from now on")
     p.add_argument("key_id", metavar="ID", help="the key's id (gmk_<id>_…), as `keys list` shows it")

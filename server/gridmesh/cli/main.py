@@ -47,15 +47,24 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
         print(f"\nthis host's part of the mesh ({', '.join(sorted(roles))}) is up in {took:.1f} s")
         print(f"  logs                     {mesh.log_dir(config)}")
         return 0
-    edge = f"{config.envoy.host}:{config.envoy.port}"
+    edge, url = config.edge_address, config.edge_url
+    ca = config.edge_ca_file
+    curl = f"curl --cacert {ca}" if ca else "curl"
     print(f"\nthe mesh is up in {time.perf_counter() - started:.1f} s:")
     if config.console.enabled:
         print(f"  web console              {mesh.console_url(config)}   (gridmesh console opens it)")
-    print(f"  edge (gRPC + HTTP/JSON)  {edge}        e.g. curl {edge}/v1/task-types")
+    print(f"  edge (gRPC + HTTP/JSON)  {url}")
+    if ca:
+        print(f"  edge CA certificate      {ca}   (clients trust it: export GRIDMESH_CA_FILE={ca})")
     if config.auth.enabled:
         print(f"  admin API key            {config.credentials_path}   (the CLI uses it; gridmesh keys makes more)")
-        print(f'                           e.g. curl -H "Authorization: Bearer $(cat {config.credentials_path})" \\')
-        print(f"                                     {edge}/v1/task-types")
+        print(f'  e.g.                     {curl} -H "Authorization: Bearer $(cat {config.credentials_path})" \\')
+        print(f"                                {url}/v1/task-types")
+        grpcurl = f"grpcurl -cacert {ca}" if ca else "grpcurl -plaintext"
+        print(f'                           {grpcurl} -H "authorization: Bearer $(cat {config.credentials_path})" \\')
+        print(f"                                {edge} list")
+    else:
+        print(f"  e.g.                     {curl} {url}/v1/task-types")
     print(f"  envoy admin              {config.envoy.host}:{config.envoy.admin_port}")
     if mesh.prometheus_enabled(config):
         query = "sum by (kind, task_type) (gridmesh_task_events_total)"
@@ -66,7 +75,7 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     if config.demo.enabled:
         print(
             f"  demo                     {config.demo.host}:{config.demo.customers_port} (customers), "
-            f":{config.demo.orders_port} (orders); e.g. curl {edge}/demo/v1/customers"
+            f":{config.demo.orders_port} (orders); e.g. {curl} {url}/demo/v1/customers"
         )
     print(f"  logs                     {mesh.log_dir(config)}")
     return 0
@@ -126,7 +135,7 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
 
 
 def _client(config: MeshConfig) -> TaskClient:
-    return TaskClient(f"{config.envoy.host}:{config.envoy.port}", api_key=mesh.api_key(config))
+    return mesh.task_client(config)
 
 
 def cmd_worker_drain(config: MeshConfig, args: argparse.Namespace) -> int:

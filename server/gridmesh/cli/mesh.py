@@ -24,13 +24,14 @@ from gridmesh import clients
 from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
+from gridmesh.clients import EventClient, TaskClient
 from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, MeshConfig
 from gridmesh.console.app import assets_path, check_assets
 from gridmesh.core.access import PeerRole, Role
 from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
-from gridmesh.grpc_support.probe import grpc_health
+from gridmesh.grpc_support.probe import Connect, grpc_health, to_component
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import server as prometheus_server
 
@@ -179,20 +180,51 @@ def component_health(config: MeshConfig, component: Component) -> str:
     if component.name == "analytics":
         return analytics_health(config)
     if component.name == "envoy":
-        edge = grpc_health(component.address, "gridmesh.v1.Scheduler") if envoy_ready(config) else "DOWN"
+        edge = (
+            grpc_health(component.address, "gridmesh.v1.Scheduler", connect=to_edge(config))
+            if envoy_ready(config)
+            else "DOWN"
+        )
         return "healthy" if edge == "SERVING" else edge
     if component.name == "console":
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     if component.name == "prometheus":
         return "healthy" if http_ok(f"{prometheus_server.url(config)}/-/ready") else "DOWN"
     tls = MeshTls.load(config, PeerRole.ADMIN) if component.peer is not None else None
-    peer = component.peer or PeerRole.SCHEDULER
-    health = grpc_health(component.address, component.health_service, tls=tls, peer=peer)
+    connect = to_component(tls, component.peer or PeerRole.SCHEDULER)
+    health = grpc_health(component.address, component.health_service, connect=connect)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):
         others = [a for a in config.scheduler_addresses if a != component.address]
-        leads = any(grpc_health(a, component.health_service, tls=tls, peer=peer) == "SERVING" for a in others)
+        leads = any(grpc_health(a, component.health_service, connect=connect) == "SERVING" for a in others)
         return "standby" if leads else "waiting for leadership"
     return "healthy" if health == "SERVING" else health
+
+
+def to_edge(config: MeshConfig) -> Connect:
+    """Opens channels to the edge as a client: TLS trusting the mesh's CA
+    (plaintext if the edge is configured so)."""
+    return lambda address: clients.edge_channel(address, ca_file=config.edge_ca_file, plaintext=config.envoy.plaintext)
+
+
+def task_client(config: MeshConfig) -> TaskClient:
+    """The CLI's TaskClient: to the edge, with the key of :func:`api_key` and
+    TLS trusting the mesh's CA."""
+    return TaskClient(
+        config.edge_address,
+        api_key=api_key(config),
+        ca_file=config.edge_ca_file,
+        plaintext=config.envoy.plaintext,
+    )
+
+
+def event_client(config: MeshConfig) -> EventClient:
+    """The CLI's EventClient (see :func:`task_client`)."""
+    return EventClient(
+        config.edge_address,
+        api_key=api_key(config),
+        ca_file=config.edge_ca_file,
+        plaintext=config.envoy.plaintext,
+    )
 
 
 def analytics_health(config: MeshConfig) -> str:
@@ -227,7 +259,7 @@ def http_ok(url: str) -> bool:
 
 
 def console_url(config: MeshConfig) -> str:
-    return f"http://{config.envoy.host}:{config.envoy.port}/"
+    return f"{config.edge_url}/"
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -317,8 +349,8 @@ def up(
     if "storekeeper" in roles:
         config.storage_root.mkdir(parents=True, exist_ok=True)
 
-    if config.tls.enabled:
-        ensure_certificates(config, progress)
+    if config.tls.enabled or not config.envoy.plaintext:
+        ensure_certificates(config, progress, roles)
     if "prometheus" in roles and prometheus_enabled(config):
         ensure_prometheus(config, progress)
     if "edge" in roles:
@@ -396,14 +428,37 @@ def ensure_prometheus(config: MeshConfig, progress: Progress) -> None:
     (data / "prometheus.yml").write_text(prometheus_server.render(config))
 
 
-def ensure_certificates(config: MeshConfig, progress: Progress) -> None:
+_CERTIFICATES = {
+    "scheduler": (PeerRole.SCHEDULER,),
+    "storekeeper": (PeerRole.STOREKEEPER,),
+    "eventmanager": (PeerRole.EVENTMANAGER,),
+    "worker": (PeerRole.WORKER,),
+    "edge": (PeerRole.EDGE, PeerRole.AUTHZ),
+}
+"""The certificates the processes of each role of a host present."""
+
+
+def ensure_certificates(config: MeshConfig, progress: Progress, roles: frozenset[str] = frozenset(ROLES)) -> None:
     """The mesh's CA and a certificate per role (mutual TLS), made once under
-    ``tls.dir``; an operator's own, placed there, are kept as they are."""
+    ``tls.dir``; an operator's own, placed there, are kept as they are. The
+    host that runs the Scheduler makes the CA; a host that joins a mesh
+    (``up --only worker``, say) needs the mesh's CA and its roles' files
+    there, and the admin's (``up`` checks health with it)."""
+    if "scheduler" in roles:
+        needed = list(PeerRole)
+    else:
+        needed = [PeerRole.ADMIN, *(c for role in sorted(roles) for c in _CERTIFICATES.get(role, ()))]
     hosts = {socket.gethostname(), socket.getfqdn()}
-    for host in (config.scheduler.host, config.storekeeper.host, config.eventmanager.host, config.worker.host):
+    for host in (
+        config.scheduler.host,
+        config.storekeeper.host,
+        config.eventmanager.host,
+        config.worker.host,
+        config.envoy.host,
+    ):
         if host not in ("0.0.0.0", "::", ""):
             hosts.add(host)
-    issued = pki.ensure(config.tls_path, list(PeerRole), sorted(hosts))
+    issued = pki.ensure(config.tls_path, needed, sorted(hosts), new_ca="scheduler" in roles)
     if issued:
         progress("tls", f"issued certificates for {', '.join(issued)} in {config.tls_path} (CA: ca.crt)")
 

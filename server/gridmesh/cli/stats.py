@@ -120,7 +120,7 @@ def stats_text(response: scheduler_pb2.GetStatsResponse, now: datetime) -> str:
 def cmd_stats(config: MeshConfig, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     request = build_request(args, now)
-    with grpc.insecure_channel(f"{config.envoy.host}:{config.envoy.port}") as channel:
+    with mesh.to_edge(config)(config.edge_address) as channel:
         try:
             response = scheduler_pb2_grpc.SchedulerStub(channel).GetStats(
                 request, timeout=TIMEOUT_S, metadata=mesh.key_metadata(config)

@@ -94,7 +94,17 @@ class Replication:
     ) -> Replication:
         db = MySQL(config.mysql, config.database(f"demo_{name}"))
         connect = functools.partial(db.connect, db.database)
-        events = EventClient(f"{config.eventmanager.host}:{config.eventmanager.port}", rpc_timeout_s=10)
+        # Through the edge, as any microservice outside the mesh: TLS and a
+        # key. The demo runs on the mesh's host, so it borrows the local
+        # admin's key (it publishes as itself and consumes its own queue; a
+        # real service gets publisher and subscriber keys of its own).
+        events = EventClient(
+            config.edge_address,
+            rpc_timeout_s=10,
+            api_key=_local_admin_key(config),
+            ca_file=config.edge_ca_file,
+            plaintext=config.envoy.plaintext,
+        )
         outbox = Outbox(connect, publisher=name)
         return cls(
             name=name,
@@ -149,6 +159,13 @@ async def serve(host: GrpcHost, replication: Replication) -> None:
 
     host.close_adapters.append(close)
     await serve_until_signal(host, ready=ready)
+
+
+def _local_admin_key(config: MeshConfig) -> str | None:
+    try:
+        return config.credentials_path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 __all__ = ["Replication", "blocking", "decode_token", "encode_token", "page_size", "serve"]

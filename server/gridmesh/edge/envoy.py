@@ -117,6 +117,28 @@ def _upstream_tls(config: MeshConfig, peer: PeerRole) -> dict[str, Any]:
     }
 
 
+def _edge_tls(config: MeshConfig) -> dict[str, Any]:
+    """TLS for the edge's clients: the edge's certificate (signed by the
+    mesh's CA, which clients trust), HTTP/2 (gRPC) or HTTP/1.1 by ALPN."""
+    directory = config.tls_path
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(pki.cert_path(directory, PeerRole.EDGE))},
+                        "private_key": {"filename": str(pki.key_path(directory, PeerRole.EDGE))},
+                    }
+                ],
+            },
+        },
+    }
+
+
 def _cluster(
     name: str, host: str, ports: list[int], health_service: str | None, tls: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -342,7 +364,9 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 {
                     "name": "edge",
                     "address": {"socket_address": {"address": edge.host, "port_value": edge.port}},
-                    "filter_chains": [{"filters": [hcm]}],
+                    "filter_chains": [
+                        {"filters": [hcm], **({} if edge.plaintext else {"transport_socket": _edge_tls(config)})}
+                    ],
                 }
             ],
             "clusters": [
