@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridmesh.clients._channel import API_KEY_VAR, CA_FILE_VAR
 from gridmesh.core.errors import ConfigError
 
 ENV_PREFIX = "GRIDMESH_"
 CONFIG_FILE_VAR = "GRIDMESH_CONFIG"
-API_KEY_VAR = "GRIDMESH_API_KEY"
-"""The API key clients and the CLI present at the edge."""
-# Variables with the prefix that are not config keys.
-_NON_CONFIG_VARS = frozenset({CONFIG_FILE_VAR, API_KEY_VAR})
+# Variables with the prefix that are not config keys: the clients' own.
+_NON_CONFIG_VARS = frozenset({CONFIG_FILE_VAR, API_KEY_VAR, CA_FILE_VAR})
 
 
 @dataclass(frozen=True)

@@ -96,3 +96,8 @@ def test_a_plaintext_edge_is_allowed_only_on_loopback() -> None:
     assert load_config({}).edge_url == "https://127.0.0.1:8080"
     with pytest.raises(ConfigError, match=r"envoy\.plaintext.*loopback.*0\.0\.0\.0"):
         load_config({"GRIDMESH_ENVOY_PLAINTEXT": "true", "GRIDMESH_ENVOY_HOST": "0.0.0.0"})
+
+
+def test_the_clients_own_variables_are_not_config_keys() -> None:
+    env = {"GRIDMESH_API_KEY": "gmk_x", "GRIDMESH_CA_FILE": "/etc/ssl/mesh-ca.crt", "GRIDMESH_NAMESPACE": "blue"}
+    assert load_config(env).namespace == "blue"
