@@ -11,8 +11,10 @@ import json
 import queue
 import threading
 import uuid
+from datetime import datetime, timedelta
 
 import grpc
+import psutil
 import pytest
 
 from gridmesh.core.access import PeerRole
@@ -28,6 +30,16 @@ def submit(edge: str, task_type: str, params: dict, result_dir: str = "e2e", **e
     )
     assert status == 200, body
     return body
+
+
+def finished(edge: str, task_id: str) -> dict:
+    """The task once it has ended."""
+
+    def ended() -> dict | None:
+        task = http_json(edge, "GET", f"/v1/tasks/{task_id}")[1]
+        return task if task["state"] in TERMINAL else None
+
+    return wait_for(f"task {task_id} to end", ended)
 
 
 def test_word_count_over_http_is_watched_to_succeeded_and_its_result_downloads_with_its_sha256(edge, mesh_config):
@@ -175,6 +187,43 @@ def test_worker_status_shows_running_tasks_with_their_os_pid_and_cancel_stops_th
     assert status == 400 and "already CANCELLED" in again["message"]
 
 
+def test_a_task_that_outlives_its_run_timeout_ends_failed_timeout_and_its_process_is_gone(edge, mesh_config):
+    task = submit(edge, "sleep", {"ms": 60_000}, "timeouts", run_timeout="1.5s", max_attempts=1)
+    assert task["run_timeout"] == "1.500s"
+    worker_address = f"{mesh_config.worker.host}:{mesh_config.worker.base_port}"
+    with mesh_channel(mesh_config, worker_address, PeerRole.WORKER) as channel:
+        status = worker_pb2_grpc.WorkerStub(channel).GetWorkerStatus
+
+        def running():
+            return next((r for r in status(worker_pb2.GetWorkerStatusRequest(), timeout=5).running
+                         if r.task_id == task["task_id"]), None)  # fmt: skip
+
+        pid = wait_for("the sleep task to run", running).pid
+    final = wait_for(
+        "the task to end",
+        lambda: (t := http_json(edge, "GET", f"/v1/tasks/{task['task_id']}")[1])["state"] in TERMINAL and t,
+    )
+    assert final["state"] == "FAILED" and final["failure_reason"] == "TIMEOUT", final
+    assert "run_timeout of 1.5 s" in final["error"] and f"pid {pid}" in final["error"]
+    assert not psutil.pid_exists(pid)  # killed (and reaped), not left running
+    ran = datetime.fromisoformat(final["finished_at"]) - datetime.fromisoformat(final["started_at"])
+    assert timedelta(seconds=1.5) <= ran < timedelta(seconds=30)  # ended by the limit, long before the sleep's 60 s
+    # the node's slot is free again: a task runs after it
+    after = submit(edge, "noop", {}, "timeouts")
+    wait_for(
+        "a task after it", lambda: http_json(edge, "GET", f"/v1/tasks/{after['task_id']}")[1]["state"] == "SUCCEEDED"
+    )
+
+
+def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):
+    quick = submit(edge, "noop", {}, "timeouts", run_timeout="30s")
+    done = wait_for(
+        "the task to end",
+        lambda: (t := http_json(edge, "GET", f"/v1/tasks/{quick['task_id']}")[1])["state"] in TERMINAL and t,
+    )
+    assert done["state"] == "SUCCEEDED" and done["failure_reason"] == "FAILURE_REASON_UNSPECIFIED"
+
+
 def test_workers_are_listed_with_slots_and_state(edge):
     status, body = http_json(edge, "GET", "/v1/workers")
     assert status == 200
@@ -197,6 +246,8 @@ def test_workers_are_listed_with_slots_and_state(edge):
         ({"task_type": "noop", "params": {}, "result_dir": "x" * 300}, "result_dir"),
         ({"task_type": "echo", "params": {"blob": "x" * 1_100_000}, "result_dir": "x"}, "params"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "max_attempts": 1000}, "max_attempts"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "-1s"}, "run_timeout"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "864000s"}, "run_timeout"),
     ],
 )
 def test_bad_submits_get_400_naming_the_field_and_queue_nothing(edge, body, field):

@@ -254,6 +254,8 @@ def test_get_shows_every_field_as_an_aligned_key_value_block():
             f"result:           demo/{TASK_ID}.json (45 bytes)",
             f"sha256:           {SHA}",
             "error:            -",
+            "failure_reason:   -",
+            "run_timeout:      -",
             "idempotency_key:  -",
             "created:          2026-03-01T12:00:00.000Z",
             "started:          2026-03-01T12:00:00.250Z",
@@ -381,3 +383,14 @@ def test_result_info_block_says_where_and_what_the_result_is():
         "content_type:  application/json",
         "stored:        2026-03-01T12:00:01.400Z",
     ]
+
+
+def test_a_timed_out_task_shows_its_failure_reason_and_run_timeout():
+    task = common_pb2.Task(
+        task_id=TASK_ID, task_type="sleep", state=common_pb2.FAILED, failure_reason=common_pb2.Task.TIMEOUT,
+        error="the task ran longer than its run_timeout of 1.5 s; its process (pid 42) was killed",
+    )  # fmt: skip
+    task.run_timeout.FromMilliseconds(1500)
+    block = tasks.task_block(task).splitlines()
+    assert "failure_reason:   TIMEOUT" in block and "run_timeout:      1.5 s" in block
+    assert "failure_reason:  TIMEOUT" in tasks.outcome_block(task).splitlines()

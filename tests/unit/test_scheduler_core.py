@@ -22,7 +22,7 @@ from gridmesh.core.scheduler import (
     Success,
     clip_error,
 )
-from gridmesh.core.tasks import Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.core.workers import Assignment, CancelNotice, DrainNotice, TakeBack, WorkerState
 from gridmesh.scheduler.store import MemoryTaskStore
@@ -101,6 +101,8 @@ def test_submit_answers_queued_with_a_uuid_and_logs_pending():
         (SubmitRequest("noop", {}, "a/../b"), "result_dir"),
         (SubmitRequest("noop", {}, "out", max_attempts=99), "max_attempts"),
         (SubmitRequest("echo", {"x": "y" * 2_000_000}, "out"), "params"),
+        (SubmitRequest("noop", {}, "out", run_timeout_s=-1), "run_timeout"),
+        (SubmitRequest("noop", {}, "out", run_timeout_s=8 * 86_400), "run_timeout"),
     ],
 )
 def test_bad_submits_are_refused_naming_the_field_and_nothing_is_queued(request_, field):
@@ -362,6 +364,7 @@ def test_a_crashed_task_is_retried_silently_at_high_priority_then_fails_after_ma
         assert third.fencing_token > second.fencing_token
         failed = await h.core.report("w1", crashing, third.fencing_token, Crash("killed by SIGKILL"))
         assert failed.state is TaskState.FAILED and "2 attempts" in failed.error
+        assert failed.failure_reason is FailureReason.CRASHED
         terminal = []
         while not watcher.queue.empty():
             item = watcher.queue.get_nowait()
@@ -412,7 +415,8 @@ def test_cancel_queued_at_once_running_tells_its_worker_and_finished_is_refused(
         h.core.grant_credit(link, 1)
         (assignment,) = h.assignments(link)
         assert assignment.task.task_id == running
-        assert (await h.core.cancel(queued)).state is TaskState.CANCELLED
+        cancelled = await h.core.cancel(queued)
+        assert cancelled.state is TaskState.CANCELLED and cancelled.failure_reason is FailureReason.CANCELLED
         assert h.core.queued == 0
         assert (await h.core.cancel(running)).state is TaskState.CANCELLED
         (notice,) = h.assignments(link)
@@ -663,5 +667,27 @@ def test_a_node_passed_over_while_silent_takes_the_queued_work_at_its_next_heart
         h.core.heartbeat("w1", [])  # back: no new credit comes, its old credit still stands
         (assignment,) = h.assignments(link)
         assert assignment.task.task_id == task_id and h.core.queued == 0
+
+    run(body)
+
+
+def test_a_run_timeout_comes_from_the_submit_else_the_type_and_a_timeout_report_keeps_its_reason():
+    async def body(h: Harness) -> None:
+        given = await h.submit("sleep", params={"ms": 10}, run_timeout_s=2.5)
+        default = await h.submit("noop")
+        assert (await h.core.get(given)).run_timeout_s == 2.5
+        assert (await h.core.get(default)).run_timeout_s == REGISTRY.get("noop").run_timeout_s
+        link = h.worker(slots=2)
+        h.core.grant_credit(link, 2)
+        first, second = h.assignments(link)
+        assert first.task.run_timeout_s == 2.5  # the worker gets the limit with the task
+        timed_out = await h.core.report(
+            "w1", given, first.fencing_token, Failure("ran past 2.5 s", FailureReason.TIMEOUT)
+        )
+        assert timed_out.state is TaskState.FAILED and timed_out.failure_reason is FailureReason.TIMEOUT
+        raised = await h.core.report("w1", default, second.fencing_token, Failure("boom"))
+        assert raised.failure_reason is FailureReason.ERROR
+        stored = await h.store.get(given)
+        assert stored is not None and stored.failure_reason is FailureReason.TIMEOUT  # committed with it
 
     run(body)

@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,7 @@ class TaskClient(ChannelClient):
         priority: str | int = "NORMAL",
         idempotency_key: str = "",
         max_attempts: int = 0,
+        run_timeout: float | timedelta | None = None,
     ) -> common_pb2.Task:
         """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
 
@@ -165,7 +167,10 @@ class TaskClient(ChannelClient):
         None). ``priority`` is ``"LOW"``, ``"NORMAL"`` or ``"HIGH"`` (or
         the ``Priority`` enum value). Submitting the same non-empty
         ``idempotency_key`` again answers the task it created the first
-        time. ``max_attempts`` 0 means the Scheduler's default. An unknown
+        time. ``max_attempts`` 0 means the Scheduler's default.
+        ``run_timeout`` (seconds or a timedelta; None: the task type's
+        default) kills an attempt that runs longer: the task ends ``FAILED``
+        with ``failure_reason`` ``TIMEOUT``. An unknown
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
@@ -183,6 +188,7 @@ class TaskClient(ChannelClient):
             priority=priority,
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
+            run_timeout=run_timeout,
         )
         return self._submits.call(request)
 
@@ -394,12 +400,13 @@ def submit_request(
     priority: str | int = "NORMAL",
     idempotency_key: str = "",
     max_attempts: int = 0,
+    run_timeout: float | timedelta | None = None,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """One submit as a request message (see :meth:`TaskClient.submit` for
     the arguments; for :meth:`TaskClient.submit_many`)."""
     struct = struct_pb2.Struct()
     struct.update(dict(params))
-    return scheduler_pb2.SubmitTaskRequest(
+    request = scheduler_pb2.SubmitTaskRequest(
         task_type=task_type,
         params=struct,
         result_dir=result_dir,
@@ -407,6 +414,10 @@ def submit_request(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
     )
+    if run_timeout is not None:
+        seconds = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else float(run_timeout)
+        request.run_timeout.FromNanoseconds(round(seconds * 1e9))
+    return request
 
 
 def _resuming(

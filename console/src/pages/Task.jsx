@@ -58,6 +58,7 @@ export function TaskPage({ taskId }) {
           <dt>type</dt><dd>{task.task_type}</dd>
           <dt>priority</dt><dd>{task.priority}</dd>
           <dt>attempt</dt><dd>{task.attempt} of {task.max_attempts}</dd>
+          {task.run_timeout ? <><dt>run timeout</dt><dd>{task.run_timeout}</dd></> : null}
           <dt>worker</dt><dd class="mono">{task.worker_id || "–"}</dd>
           <dt>result directory</dt><dd class="mono">{task.result_dir}</dd>
           <dt>params</dt><dd><pre>{JSON.stringify(task.params, null, 2)}</pre></dd>
@@ -96,7 +97,7 @@ export function TaskPage({ taskId }) {
         ) : null}
         {task.error ? (
           <>
-            <h3>Error</h3>
+            <h3>Error{reasonOf(task) ? <> <span class="failure-reason">{reasonOf(task)}</span></> : null}</h3>
             <pre class="task-error">{task.error}</pre>
           </>
         ) : null}
@@ -169,4 +170,10 @@ function Result({ taskId }) {
       ) : null}
     </section>
   );
+}
+
+// Why a task ended FAILED or CANCELLED (TIMEOUT, CRASHED, …); empty otherwise.
+function reasonOf(task) {
+  const reason = task.failure_reason;
+  return reason && reason !== "FAILURE_REASON_UNSPECIFIED" ? reason : "";
 }

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -63,7 +64,21 @@ TASK_FAILED: LifecycleEventType
 TASK_RETRIED: LifecycleEventType
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_type", "params", "result_dir", "state", "priority", "attempt", "max_attempts", "worker_id", "result_path", "result_size_bytes", "result_sha256", "error", "idempotency_key", "created_at", "started_at", "finished_at")
+    __slots__ = ("task_id", "task_type", "params", "result_dir", "state", "priority", "attempt", "max_attempts", "worker_id", "result_path", "result_size_bytes", "result_sha256", "error", "idempotency_key", "created_at", "started_at", "finished_at", "run_timeout", "failure_reason")
+    class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FAILURE_REASON_UNSPECIFIED: _ClassVar[Task.FailureReason]
+        ERROR: _ClassVar[Task.FailureReason]
+        TIMEOUT: _ClassVar[Task.FailureReason]
+        EXPIRED: _ClassVar[Task.FailureReason]
+        CRASHED: _ClassVar[Task.FailureReason]
+        CANCELLED: _ClassVar[Task.FailureReason]
+    FAILURE_REASON_UNSPECIFIED: Task.FailureReason
+    ERROR: Task.FailureReason
+    TIMEOUT: Task.FailureReason
+    EXPIRED: Task.FailureReason
+    CRASHED: Task.FailureReason
+    CANCELLED: Task.FailureReason
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +96,8 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_type: str
     params: _struct_pb2.Struct
@@ -98,7 +115,9 @@ class Task(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     started_at: _timestamp_pb2.Timestamp
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., result_sha256: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    run_timeout: _duration_pb2.Duration
+    failure_reason: Task.FailureReason
+    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., result_sha256: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failure_reason: _Optional[_Union[Task.FailureReason, str]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("task", "occurred_at", "position")

@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
@@ -26,20 +27,22 @@ DRAINING: WorkerState
 OFFLINE: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts")
+    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     params: _struct_pb2.Struct
     result_dir: str
     priority: _common_pb2.Priority
     idempotency_key: str
     max_attempts: int
-    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ...) -> None: ...
+    run_timeout: _duration_pb2.Duration
+    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("requests",)
@@ -360,10 +363,12 @@ class TaskSuccess(_message.Message):
     def __init__(self, result_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., result_sha256: _Optional[str] = ...) -> None: ...
 
 class TaskFailure(_message.Message):
-    __slots__ = ("error",)
+    __slots__ = ("error", "reason")
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     error: str
-    def __init__(self, error: _Optional[str] = ...) -> None: ...
+    reason: _common_pb2.Task.FailureReason
+    def __init__(self, error: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Task.FailureReason, str]] = ...) -> None: ...
 
 class TaskCrash(_message.Message):
     __slots__ = ("reason",)

@@ -46,7 +46,7 @@ def _as_dict(record: KeyRecord, now: datetime) -> dict[str, object]:
 
 def cmd_create(config: MeshConfig, args: argparse.Namespace) -> int:
     name = args.publisher or args.subscriber or ""
-    expires = datetime.now(UTC) + parse_duration(args.expires) if args.expires else None
+    expires = datetime.now(UTC) + parse_duration(args.expires, "--expires") if args.expires else None
     store = KeyStore.open(config)
     try:
         record, key = store.create(args.role, name, expires_at=expires, note=args.note)

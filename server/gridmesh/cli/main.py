@@ -116,7 +116,7 @@ def cmd_console(config: MeshConfig, args: argparse.Namespace) -> int:
     url = mesh.console_url(config)
     if not config.console.enabled:
         raise ConfigError("the console is disabled (console.enabled = false)")
-    if not mesh.http_ok(url):
+    if not mesh.http_ok(url, config.edge_ca_file):
         print(f"gridmesh: nothing answers at {url}; start the mesh with: gridmesh up", file=sys.stderr)
         return 1
     if args.print_url or not webbrowser.open(url):
@@ -177,6 +177,7 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
             priority=args.priority,
             idempotency_key=args.idempotency_key,
             max_attempts=args.max_attempts,
+            run_timeout=stats.parse_duration(args.run_timeout, "--run-timeout") if args.run_timeout else None,
         )
         _emit(args, task, tasks.submitted_line(task))
         if not args.wait:
@@ -335,6 +336,12 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--priority", type=str.upper, choices=["LOW", "NORMAL", "HIGH"], default="NORMAL")
     p.add_argument("--idempotency-key", default="", metavar="KEY", help="submitting KEY again answers the same task")
     p.add_argument("--max-attempts", type=positive_int, default=0, metavar="N", help="default: the Scheduler's")
+    p.add_argument(
+        "--run-timeout",
+        default="",
+        metavar="DURATION",
+        help="kill an attempt that runs longer (90s, 5m, 1h): it ends FAILED, TIMEOUT (default: the type's)",
+    )
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")
     p.set_defaults(func=cmd_submit)

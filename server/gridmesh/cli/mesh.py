@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import socket
+import ssl
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -250,9 +251,11 @@ def envoy_ready(config: MeshConfig) -> bool:
     return http_ok(f"http://{config.envoy.host}:{config.envoy.admin_port}/ready")
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, ca_file: str | None = None) -> bool:
+    """Whether ``url`` answers 200 (an https one checked against ``ca_file``)."""
+    context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
             return bool(response.status == 200)
     except OSError:
         return False

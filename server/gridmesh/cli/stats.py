@@ -33,11 +33,11 @@ WINDOW_COLUMNS = (
 )  # fmt: skip
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, option: str = "--since") -> timedelta:
     """``90s``, ``30m``, ``2h``, ``1d``."""
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise InvalidArgument(f"--since {text!r} is not a duration such as 30m, 2h or 1d")
+        raise InvalidArgument(f"{option} {text!r} is not a duration such as 90s, 30m, 2h or 1d")
     return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 

@@ -122,6 +122,11 @@ def state_name(state: int) -> str:
     return _enum_name(common_pb2.TaskState, state)
 
 
+def failure_reason_name(reason: int) -> str:
+    """``TIMEOUT``, ``CRASHED``, …; empty when unset."""
+    return _enum_name(common_pb2.Task.FailureReason, reason) if reason else ""
+
+
 def priority_name(priority: int) -> str:
     """The priority's name; ``PRIORITY_UNSPECIFIED`` shows as ``NORMAL`` (what it means)."""
     return "NORMAL" if priority == common_pb2.PRIORITY_UNSPECIFIED else _enum_name(common_pb2.Priority, priority)
@@ -129,6 +134,10 @@ def priority_name(priority: int) -> str:
 
 def worker_state_name(state: int) -> str:
     return _enum_name(scheduler_pb2.WorkerState, state)
+
+
+def _run_timeout(task: common_pb2.Task) -> str:
+    return f"{task.run_timeout.ToTimedelta().total_seconds():g} s" if task.HasField("run_timeout") else NOT_SET
 
 
 def _or_not_set(value: str) -> str:
@@ -169,6 +178,8 @@ def task_block(task: common_pb2.Task) -> str:
             ("result", result),
             ("sha256", _or_not_set(task.result_sha256)),
             ("error", _or_not_set(task.error)),
+            ("failure_reason", _or_not_set(failure_reason_name(task.failure_reason))),
+            ("run_timeout", _run_timeout(task)),
             ("idempotency_key", _or_not_set(task.idempotency_key)),
             ("created", format_time(task.created_at)),
             ("started", format_time(task.started_at)),
@@ -190,6 +201,8 @@ def outcome_block(task: common_pb2.Task) -> str:
         rows += [("result", f"{task.result_path} ({task.result_size_bytes} bytes)"), ("sha256", task.result_sha256)]
     if task.error:
         rows.append(("error", task.error))
+    if task.failure_reason:
+        rows.append(("failure_reason", failure_reason_name(task.failure_reason)))
     return _block(rows)
 
 
@@ -201,6 +214,8 @@ def event_line(event: common_pb2.TaskEvent) -> str:
         f"{format_time(event.occurred_at):<24}  {task.task_id:<36}  {task.task_type:<10}  "
         f"{state_name(task.state):<9}  attempt {task.attempt}  worker {_or_not_set(task.worker_id)}"
     )
+    if task.failure_reason:
+        line += f"  {failure_reason_name(task.failure_reason)}"
     if task.error:
         line += f"  error: {task.error}"
     return line

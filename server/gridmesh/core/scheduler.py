@@ -44,7 +44,7 @@ from gridmesh.core.errors import (
 )
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.names import check_result_dir, check_uuid
-from gridmesh.core.tasks import DispatchQueue, Priority, Task, TaskState
+from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher, WatchFilter, WatchHub
 from gridmesh.core.workers import (
@@ -142,6 +142,8 @@ class SubmitRequest:
     priority: Priority = Priority.UNSPECIFIED
     idempotency_key: str = ""
     max_attempts: int = 0
+    run_timeout_s: float = 0.0
+    """0: the task type's default."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,7 @@ class Success:
 @dataclass(frozen=True)
 class Failure:
     error: str
+    reason: FailureReason = FailureReason.ERROR
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,7 @@ class SchedulerCore:
                 f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {request.max_attempts}",
                 field="max_attempts",
             )
+        check_run_timeout(request.run_timeout_s)
         key = request.idempotency_key
         if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidArgument(
@@ -378,6 +382,7 @@ class SchedulerCore:
     async def _insert(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
         self._seq += 1
         priority = request.priority.effective()
+        run_timeout_s = request.run_timeout_s or self._types.get(request.task_type).run_timeout_s
         task = Task(
             task_id=str(uuid.uuid4()),
             task_type=request.task_type,
@@ -390,6 +395,7 @@ class SchedulerCore:
             created_at=self._now(),
             seq=self._seq,
             idempotency_key=request.idempotency_key,
+            run_timeout_s=run_timeout_s,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -470,6 +476,7 @@ class SchedulerCore:
                 worker.send(CancelNotice(task_id, token))
         task.state = TaskState.CANCELLED
         task.error = "cancelled by a client"
+        task.failure_reason = FailureReason.CANCELLED
         task.finished_at = self._now()
         await self._commit(task, None)
         return task.snapshot()
@@ -588,6 +595,7 @@ class SchedulerCore:
             self._release_lease(task)
             task.state = TaskState.FAILED
             task.error = clip_error(outcome.error) or "the task raised an error"
+            task.failure_reason = outcome.reason
             task.finished_at = self._now()
             event = self._event(LifecycleKind.FAILED, task)
         else:
@@ -679,6 +687,7 @@ class SchedulerCore:
             return retried
         task.state = TaskState.FAILED
         task.error = f"the task's process died in each of its {task.attempt} attempts; last: {reason}"
+        task.failure_reason = FailureReason.CRASHED
         task.finished_at = self._now()
         return self._event(LifecycleKind.FAILED, task)
 
@@ -823,6 +832,19 @@ class SchedulerCore:
     @property
     def heartbeat_interval_s(self) -> float:
         return self._settings.heartbeat_interval_s
+
+
+MAX_RUN_TIMEOUT_S = 7 * 86_400.0
+
+
+def check_run_timeout(seconds: float) -> None:
+    """A run_timeout is positive and at most a week (0: none given)."""
+    if seconds < 0 or seconds > MAX_RUN_TIMEOUT_S or seconds != seconds:
+        raise InvalidArgument(
+            f"run_timeout must be between 0 (none: the task type's default) and {MAX_RUN_TIMEOUT_S:.0f} s, "
+            f"got {seconds:g} s",
+            field="run_timeout",
+        )
 
 
 def clip_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

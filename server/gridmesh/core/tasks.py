@@ -27,6 +27,22 @@ class TaskState(enum.IntEnum):
         return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
 
 
+class FailureReason(enum.IntEnum):
+    """Why a task ended FAILED (or CANCELLED), machine-readable."""
+
+    UNSPECIFIED = 0
+    ERROR = 1
+    """The task raised an error (or its result could not be stored)."""
+    TIMEOUT = 2
+    """It ran longer than its run_timeout: its process was killed."""
+    EXPIRED = 3
+    """Its deadline passed before it started; it never ran."""
+    CRASHED = 4
+    """Its process or node died in each of its max_attempts attempts."""
+    CANCELLED = 5
+    """A client cancelled it."""
+
+
 class Priority(enum.IntEnum):
     UNSPECIFIED = 0
     LOW = 1
@@ -63,6 +79,9 @@ class Task:
     result_size_bytes: int = 0
     result_sha256: str = ""
     error: str = ""
+    failure_reason: FailureReason = FailureReason.UNSPECIFIED
+    run_timeout_s: float = 0.0
+    """How long one attempt may run before its process is killed (0: no limit)."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

@@ -40,6 +40,9 @@ class TaskType:
     """JSON Schema (draft 2020-12) the params must satisfy."""
     run: TaskFunction
     """Runs in a worker's pool process; returns a JSON-serialisable result."""
+    run_timeout_s: float = 0.0
+    """How long one attempt may run before its process is killed, unless a
+    submit gives its own (0: no limit)."""
     _validator: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

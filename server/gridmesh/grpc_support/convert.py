@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 
 def integral_numbers(value: Any) -> Any:
@@ -43,3 +43,16 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def from_timestamp(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
+
+
+def to_duration(seconds: float) -> duration_pb2.Duration | None:
+    """``seconds`` as a Duration; None (unset) for 0."""
+    if not seconds:
+        return None
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+def from_duration(duration: duration_pb2.Duration) -> float:
+    return float(duration.ToNanoseconds() / 1e9)

@@ -15,7 +15,7 @@ from grpc import aio
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import Crash, Failure, Outcome, SchedulerCore, SubmitRequest, Success
 from gridmesh.core.stats import StatsReader
-from gridmesh.core.tasks import Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher
 from gridmesh.core.workers import (
@@ -28,7 +28,7 @@ from gridmesh.core.workers import (
     WorkerRecord,
     WorkerState,
 )
-from gridmesh.grpc_support.convert import dict_to_struct, struct_to_dict, to_timestamp
+from gridmesh.grpc_support.convert import dict_to_struct, from_duration, struct_to_dict, to_duration, to_timestamp
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each
 from gridmesh.observability import metrics
@@ -55,6 +55,8 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         created_at=to_timestamp(task.created_at),
         started_at=to_timestamp(task.started_at),
         finished_at=to_timestamp(task.finished_at),
+        run_timeout=to_duration(task.run_timeout_s),
+        failure_reason=int(task.failure_reason),  # type: ignore[arg-type]
     )
 
 
@@ -97,6 +99,7 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         priority=Priority(_enum(Priority, request.priority, "priority")),
         idempotency_key=request.idempotency_key,
         max_attempts=request.max_attempts,
+        run_timeout_s=from_duration(request.run_timeout),
     )
 
 
@@ -410,7 +413,10 @@ def _worker_outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
             field="success",
         )
     if kind == "failure":
-        return Failure(request.failure.error)
+        reason = request.failure.reason or FailureReason.ERROR
+        if reason not in (FailureReason.ERROR, FailureReason.TIMEOUT):
+            raise InvalidArgument("a worker reports a failure as ERROR or TIMEOUT", field="failure.reason")
+        return Failure(request.failure.error, FailureReason(reason))
     if kind == "crash":
         return Crash(request.crash.reason)
     if kind == "stopped":

@@ -16,7 +16,7 @@ from typing import Any
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
 from gridmesh.core.scheduler import Counters, TaskStore
-from gridmesh.core.tasks import Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
 from gridmesh.core.watch import WatchFilter
 
 MIGRATIONS = [
@@ -52,6 +52,9 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN revision BIGINT NOT NULL DEFAULT 0, ADD KEY ix_tasks_revision (revision)",
     # The revision through which every life-cycle event reached Kafka.
     "CREATE TABLE lifecycle_progress (id TINYINT NOT NULL PRIMARY KEY, position BIGINT NOT NULL) ENGINE=InnoDB",
+    # Time limits: how long one attempt may run, and why a task failed.
+    "ALTER TABLE tasks ADD COLUMN run_timeout_ms BIGINT NOT NULL DEFAULT 0,"
+    " ADD COLUMN failure_reason TINYINT NOT NULL DEFAULT 0",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -61,9 +64,9 @@ _SAVE_PROGRESS = (
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at, revision"
+    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 20)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 22)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -77,6 +80,7 @@ _MUTABLE = (
     "started_at",
     "finished_at",
     "revision",
+    "failure_reason",
 )
 # A save is an upsert of the whole row, so that a group of saves is one
 # multi-row statement (see adapters.mysql.Row).
@@ -113,6 +117,8 @@ def _row(task: Task) -> tuple[Any, ...]:
         _naive(task.started_at),
         _naive(task.finished_at),
         task.revision,
+        round(task.run_timeout_s * 1000),
+        int(task.failure_reason),
     )
 
 
@@ -138,6 +144,8 @@ def _task(row: tuple[Any, ...]) -> Task:
         started_at=_aware(row[17]),
         finished_at=_aware(row[18]),
         revision=row[19],
+        run_timeout_s=row[20] / 1000,
+        failure_reason=FailureReason(row[21]),
     )
 
 

@@ -25,12 +25,12 @@ from grpc import aio
 
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
-from gridmesh.grpc_support.convert import from_timestamp, struct_to_dict, to_timestamp
+from gridmesh.grpc_support.convert import from_duration, from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.observability import metrics
-from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
+from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,10 @@ class RunningTask:
     result_dir: str
     started_at: datetime
     slot: Slot
+    run_timeout_s: float = 0.0
+    """Kill the process when the task runs longer (0: no limit)."""
     cancelled: bool = False
+    timed_out: bool = False
     renewed_at: float = field(default_factory=time.monotonic)
     """When a heartbeat last renewed this task's lease (monotonic)."""
 
@@ -375,6 +378,7 @@ class WorkerNode:
             result_dir=task.result_dir,
             started_at=datetime.now(UTC),
             slot=slot,
+            run_timeout_s=from_duration(task.run_timeout),
         )
         self.running[task.task_id] = running
         self._idle.clear()
@@ -401,21 +405,39 @@ class WorkerNode:
             running.cancelled = True
             running.slot.kill()
 
+    def _time_out(self, running: RunningTask) -> None:
+        """``running`` outlived its run_timeout: its process is killed."""
+        if self.running.get(running.task_id) is running and not running.cancelled:
+            log.info(
+                "task %s ran past its run_timeout of %g s: killing its process", running.task_id, running.run_timeout_s
+            )
+            running.timed_out = True
+            running.slot.kill()
+
     async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
         self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
         began = time.monotonic()
+        limit = (
+            asyncio.get_running_loop().call_later(running.run_timeout_s, self._time_out, running)
+            if running.run_timeout_s
+            else None
+        )
         try:
             result = await running.slot.run(running.task_type, params)
             metrics.RUN_TIME.labels(running.task_type).observe(time.monotonic() - began)
-            outcome = "cancelled" if running.cancelled else _OUTCOMES.get(result.kind, "crashed")
+            timed_out = running.timed_out and result.kind == "stopped"
+            outcome = _OUTCOMES.get(result.kind, "crashed")
+            outcome = "cancelled" if running.cancelled else "timed_out" if timed_out else outcome
             metrics.TASKS_RUN.labels(running.task_type, outcome).inc()
         finally:
+            if limit is not None:
+                limit.cancel()
             self._pool.release(running.slot)
             del self.running[running.task_id]
             self._fill_slots()
             self._set_idle_if_done()
             self._credit()
-        if running.cancelled or result.kind == "stopped":
+        if running.cancelled or (result.kind == "stopped" and not timed_out):
             return  # the Scheduler already ended the task
         request = scheduler_pb2.ReportTaskRequest(
             worker_id=self.settings.worker_id,
@@ -430,7 +452,14 @@ class WorkerNode:
         if result.kind == "ok":
             await self._complete(running, result.payload)
             return
-        if result.kind == "error":
+        if timed_out:
+            request.failure.error = (
+                f"the task ran longer than its run_timeout of {running.run_timeout_s:g} s; "
+                f"its process (pid {result.pid}) was killed"
+            )
+            request.failure.reason = common_pb2.Task.TIMEOUT
+            self.counters.failed += 1
+        elif result.kind == "error":
             request.failure.error = result.payload.decode(errors="replace")
             self.counters.failed += 1
         else:
