@@ -32,7 +32,9 @@ def main() -> None:
     config = load_config(os.environ)
     db = MySQL(config.mysql, config.database("demo_customers"))
     outbox = Outbox(functools.partial(db.connect, db.database), publisher="customers")
-    with EventClient(f"{config.eventmanager.host}:{config.eventmanager.port}") as events:
+    # Through the edge, as the demo's own relay (TLS, the local admin's key).
+    key = config.credentials_path.read_text().strip()
+    with EventClient(config.edge_address, api_key=key, ca_file=config.edge_ca_file) as events:
         relay = OutboxRelay(outbox, events, batch_size=int(sys.argv[1]), store=StopBeforeMarking(outbox))
         relay.run_once()
 

@@ -42,9 +42,11 @@ def test_a_body_over_the_edge_limit_is_413_naming_the_limit_and_queues_nothing(e
     _, before = http_json(edge, "GET", "/v1/tasks?page_size=1")
     body = tmp_path / "huge.json"
     body.write_text(json.dumps({"task_type": "echo", "params": {"blob": "x" * 20_000_000}, "result_dir": "big"}))
-    # curl, as a user would: Envoy may answer before it has read the whole body
+    # curl, as a user would: Envoy may answer before it has read the whole
+    # body. Over HTTP/1.1: Debian 12's curl (7.88) takes the RST_STREAM that
+    # follows an early HTTP/2 answer for an error and drops the answer.
     done = subprocess.run(
-        ["curl", "-sS", "--cacert", edge_ca_file(), "-XPOST", f"https://{edge}/v1/tasks",
+        ["curl", "-sS", "--http1.1", "--cacert", edge_ca_file(), "-XPOST", f"https://{edge}/v1/tasks",
          "-H", "Content-Type: application/json",
          "-H", f"Authorization: Bearer {admin_key()}",
          "--data-binary", f"@{body}", "-w", "\n%{http_code}"],

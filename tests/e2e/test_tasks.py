@@ -11,7 +11,7 @@ import json
 import queue
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import psutil
@@ -215,6 +215,27 @@ def test_a_task_that_outlives_its_run_timeout_ends_failed_timeout_and_its_proces
     )
 
 
+def test_a_task_whose_deadline_passes_while_queued_ends_expired_and_never_runs(edge, mesh_config):
+    # Fill the only node: its slots and its prefetch room (HIGH, so nothing is taken back for the LOW task).
+    capacity = mesh_config.worker.slots + mesh_config.worker.prefetch_for(mesh_config.worker.slots)
+    blockers = [submit(edge, "sleep", {"ms": 20_000}, "deadlines", priority="HIGH") for _ in range(capacity)]
+    try:
+        states = lambda: {http_json(edge, "GET", f"/v1/tasks/{b['task_id']}")[1]["state"] for b in blockers}  # noqa: E731
+        wait_for("the node to be full", lambda: states() == {"RUNNING"})
+        deadline = datetime.now(UTC) + timedelta(seconds=2)
+        task = submit(edge, "noop", {}, "deadlines", priority="LOW", deadline=deadline.isoformat())
+        assert task["state"] == "QUEUED" and datetime.fromisoformat(task["deadline"]) == deadline
+        final = finished(edge, task["task_id"])
+        assert final["state"] == "FAILED" and final["failure_reason"] == "EXPIRED", final
+        assert "never ran" in final["error"] and not final["worker_id"] and "started_at" not in final
+        expired_at = datetime.fromisoformat(final["finished_at"])
+        assert deadline <= expired_at < deadline + timedelta(seconds=5)
+        assert http(edge, "GET", f"/v1/results/{task['task_id']}")[0] == 404  # nothing ran, nothing stored
+    finally:
+        for b in blockers:
+            http_json(edge, "POST", f"/v1/tasks/{b['task_id']}:cancel", {})
+
+
 def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):
     quick = submit(edge, "noop", {}, "timeouts", run_timeout="30s")
     done = wait_for(
@@ -248,6 +269,7 @@ def test_workers_are_listed_with_slots_and_state(edge):
         ({"task_type": "noop", "params": {}, "result_dir": "x", "max_attempts": 1000}, "max_attempts"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "-1s"}, "run_timeout"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "864000s"}, "run_timeout"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
     ],
 )
 def test_bad_submits_get_400_naming_the_field_and_queue_nothing(edge, body, field):

@@ -691,3 +691,46 @@ def test_a_run_timeout_comes_from_the_submit_else_the_type_and_a_timeout_report_
         assert stored is not None and stored.failure_reason is FailureReason.TIMEOUT  # committed with it
 
     run(body)
+
+
+def test_a_queued_task_past_its_deadline_ends_expired_and_is_never_dispatched():
+    async def body(h: Harness) -> None:
+        soon = h.wall.at + timedelta(seconds=5)
+        expiring = await h.submit("noop", deadline=soon)
+        later = await h.submit("noop", deadline=soon + timedelta(hours=1))
+        assert h.core.seconds_to_next_deadline() == 5.0
+        assert h.core.expire_deadlines() == 0
+        h.wall.at = soon
+        assert h.core.expire_deadlines() == 1
+        await asyncio.sleep(0)  # let the commit be published
+        task = await h.core.get(expiring)
+        assert task.state is TaskState.FAILED and task.failure_reason is FailureReason.EXPIRED
+        assert "never ran" in task.error and task.started_at is None
+        link = h.worker(slots=2)
+        h.core.grant_credit(link, 2)
+        assert [a.task.task_id for a in h.assignments(link)] == [later]  # only the one still in time
+        assert [e.kind for e in h.log.events if e.task_id == expiring] == [LifecycleKind.PENDING, LifecycleKind.FAILED]
+
+    run(body)
+
+
+def test_a_task_whose_deadline_passes_before_a_worker_asks_is_expired_instead_of_dispatched():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit("noop", deadline=h.wall.at + timedelta(seconds=1))
+        h.wall.at += timedelta(seconds=2)  # no expiry pass ran yet
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        assert h.assignments(link) == []
+        await asyncio.sleep(0)  # let the commit be published
+        assert (await h.core.get(task_id)).failure_reason is FailureReason.EXPIRED
+
+    run(body)
+
+
+def test_a_deadline_that_has_passed_is_refused():
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidArgument) as info:
+            await h.submit("noop", deadline=h.wall.at)
+        assert info.value.field == "deadline" and h.store.rows == {}
+
+    run(body)

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,7 @@ class TaskClient(ChannelClient):
         idempotency_key: str = "",
         max_attempts: int = 0,
         run_timeout: float | timedelta | None = None,
+        deadline: datetime | None = None,
     ) -> common_pb2.Task:
         """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
 
@@ -170,7 +171,9 @@ class TaskClient(ChannelClient):
         time. ``max_attempts`` 0 means the Scheduler's default.
         ``run_timeout`` (seconds or a timedelta; None: the task type's
         default) kills an attempt that runs longer: the task ends ``FAILED``
-        with ``failure_reason`` ``TIMEOUT``. An unknown
+        with ``failure_reason`` ``TIMEOUT``. A task that has not started by
+        ``deadline`` (an aware datetime, in the future) ends ``FAILED`` with
+        ``failure_reason`` ``EXPIRED`` and never runs. An unknown
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
@@ -189,6 +192,7 @@ class TaskClient(ChannelClient):
             idempotency_key=idempotency_key,
             max_attempts=max_attempts,
             run_timeout=run_timeout,
+            deadline=deadline,
         )
         return self._submits.call(request)
 
@@ -401,6 +405,7 @@ def submit_request(
     idempotency_key: str = "",
     max_attempts: int = 0,
     run_timeout: float | timedelta | None = None,
+    deadline: datetime | None = None,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """One submit as a request message (see :meth:`TaskClient.submit` for
     the arguments; for :meth:`TaskClient.submit_many`)."""
@@ -417,6 +422,10 @@ def submit_request(
     if run_timeout is not None:
         seconds = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else float(run_timeout)
         request.run_timeout.FromNanoseconds(round(seconds * 1e9))
+    if deadline is not None:
+        if deadline.tzinfo is None:
+            raise ValueError("deadline must be an aware datetime (with a time zone)")
+        request.deadline.FromDatetime(deadline)
     return request
 
 

@@ -27,7 +27,7 @@ DRAINING: WorkerState
 OFFLINE: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout")
+    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout", "deadline")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class SubmitTaskRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     params: _struct_pb2.Struct
     result_dir: str
@@ -42,7 +43,8 @@ class SubmitTaskRequest(_message.Message):
     idempotency_key: str
     max_attempts: int
     run_timeout: _duration_pb2.Duration
-    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    deadline: _timestamp_pb2.Timestamp
+    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("requests",)

@@ -134,6 +134,13 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
 # -- task commands: each talks to the edge through a TaskClient ----------------------
 
 
+def _deadline(text: str) -> datetime:
+    """``--deadline``: a time, or a delay from now."""
+    if text[:1].isdigit() and not any(c in text for c in "-:T"):
+        return datetime.now(UTC) + stats.parse_duration(text, "--deadline")
+    return stats.parse_time(text, "--deadline")
+
+
 def _client(config: MeshConfig) -> TaskClient:
     return mesh.task_client(config)
 
@@ -178,6 +185,7 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             max_attempts=args.max_attempts,
             run_timeout=stats.parse_duration(args.run_timeout, "--run-timeout") if args.run_timeout else None,
+            deadline=_deadline(args.deadline) if args.deadline else None,
         )
         _emit(args, task, tasks.submitted_line(task))
         if not args.wait:
@@ -341,6 +349,12 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="",
         metavar="DURATION",
         help="kill an attempt that runs longer (90s, 5m, 1h): it ends FAILED, TIMEOUT (default: the type's)",
+    )
+    p.add_argument(
+        "--deadline",
+        default="",
+        metavar="TIME",
+        help="if it has not started by then, it ends FAILED, EXPIRED: a time (2026-03-01T12:00:00Z) or a delay (90s)",
     )
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import itertools
 import logging
 import time
@@ -144,6 +145,8 @@ class SubmitRequest:
     max_attempts: int = 0
     run_timeout_s: float = 0.0
     """0: the task type's default."""
+    deadline: datetime | None = None
+    """The latest time the task may start (None: no deadline)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,11 @@ class SchedulerCore:
         """The last committed snapshot of each task in ``_tasks``."""
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._queue = DispatchQueue()
+        self._deadlines: list[tuple[datetime, str]] = []
+        """(deadline, task id) of queued tasks that have one: a heap."""
+        self.deadlines_changed = asyncio.Event()
+        """Set when a task with a deadline is queued (the expiry loop may
+        have to wake sooner than it planned)."""
         self._workers = WorkerRegistry(
             lease_ttl_s=settings.lease_ttl_s,
             heartbeat_interval_s=settings.heartbeat_interval_s,
@@ -226,7 +234,7 @@ class SchedulerCore:
             self._remember(task)
             self._views[task.task_id] = task.snapshot()
             if task.state is TaskState.QUEUED:
-                self._queue.push(task)
+                self._enqueue(task)
             else:
                 self._workers.keep(task.task_id, task.worker_id, task.fencing_token)
         return len(self._tasks)
@@ -299,6 +307,10 @@ class SchedulerCore:
                 field="max_attempts",
             )
         check_run_timeout(request.run_timeout_s)
+        if request.deadline is not None and request.deadline <= self._now():
+            raise InvalidArgument(
+                f"deadline {request.deadline.isoformat()} has passed; it must be in the future", field="deadline"
+            )
         key = request.idempotency_key
         if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidArgument(
@@ -357,7 +369,7 @@ class SchedulerCore:
         if existing.state is TaskState.QUEUED:
             self._remember(existing)
             self._views[existing.task_id] = existing.snapshot()
-            self._queue.push(existing)
+            self._enqueue(existing)
             self._dispatch()
         return existing.snapshot()
 
@@ -396,6 +408,7 @@ class SchedulerCore:
             seq=self._seq,
             idempotency_key=request.idempotency_key,
             run_timeout_s=run_timeout_s,
+            deadline=request.deadline,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -416,7 +429,7 @@ class SchedulerCore:
         self._remember(task)
         self._publish(task.snapshot(), self._event(LifecycleKind.PENDING, task))
         accepted = task.snapshot()
-        self._queue.push(task)
+        self._enqueue(task)
         self._dispatch()
         return accepted
 
@@ -655,6 +668,45 @@ class SchedulerCore:
         if task.idempotency_key:
             self._keys[task.idempotency_key] = task.task_id
 
+    def _enqueue(self, task: Task, *, front: bool = False) -> None:
+        """Queue ``task`` (at the head of its level if ``front``), minding its deadline."""
+        if front:
+            self._queue.push_front(task)
+        else:
+            self._queue.push(task)
+        if task.deadline is not None:
+            heapq.heappush(self._deadlines, (task.deadline, task.task_id))
+            self.deadlines_changed.set()
+
+    def seconds_to_next_deadline(self) -> float | None:
+        """How long until the earliest deadline of a queued task (None: none)."""
+        if not self._deadlines:
+            return None
+        return max(0.0, (self._deadlines[0][0] - self._now()).total_seconds())
+
+    def expire_deadlines(self) -> int:
+        """End FAILED (EXPIRED) every queued task whose deadline has passed;
+        returns how many. It never ran (the deadline is the latest start)."""
+        now = self._now()
+        expired = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, task_id = heapq.heappop(self._deadlines)
+            task = self._tasks.get(task_id)
+            if task is None or task.state is not TaskState.QUEUED or task_id not in self._queue:
+                continue  # started (or ended) in time; a retry queues it with its deadline again
+            self._queue.discard(task_id)
+            self._expire(task, now)
+            expired += 1
+        return expired
+
+    def _expire(self, task: Task, now: datetime) -> None:
+        assert task.deadline is not None
+        task.state = TaskState.FAILED
+        task.failure_reason = FailureReason.EXPIRED
+        task.error = f"its deadline {task.deadline.isoformat()} passed before it started; it never ran"
+        task.finished_at = now
+        self._commit_nowait(task, self._event(LifecycleKind.FAILED, task))
+
     def _release_lease(self, task: Task) -> None:
         self._workers.release(task.task_id)
 
@@ -663,7 +715,7 @@ class SchedulerCore:
         given back): queued again at the head of its level, the same attempt."""
         self._release_lease(task)
         self._unlease(task)
-        self._queue.push_front(task)
+        self._enqueue(task, front=True)
         self._commit_nowait(task, None)
 
     @staticmethod
@@ -683,7 +735,7 @@ class SchedulerCore:
             task.attempt += 1
             task.priority = Priority.HIGH
             self._unlease(task)
-            self._queue.push(task)
+            self._enqueue(task)
             return retried
         task.state = TaskState.FAILED
         task.error = f"the task's process died in each of its {task.attempt} attempts; last: {reason}"
@@ -703,6 +755,9 @@ class SchedulerCore:
             if task_id is None:
                 break
             task = self._tasks[task_id]
+            if task.deadline is not None and task.deadline <= (now := self._now()):
+                self._expire(task, now)
+                continue
             token, _ = self._workers.lease(task_id, worker)
             task.state = TaskState.RUNNING
             task.worker_id = worker.worker_id

@@ -82,6 +82,8 @@ class Task:
     failure_reason: FailureReason = FailureReason.UNSPECIFIED
     run_timeout_s: float = 0.0
     """How long one attempt may run before its process is killed (0: no limit)."""
+    deadline: datetime | None = None
+    """The latest time an attempt may start; past it a QUEUED task ends EXPIRED."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

@@ -28,7 +28,14 @@ from gridmesh.core.workers import (
     WorkerRecord,
     WorkerState,
 )
-from gridmesh.grpc_support.convert import dict_to_struct, from_duration, struct_to_dict, to_duration, to_timestamp
+from gridmesh.grpc_support.convert import (
+    dict_to_struct,
+    from_duration,
+    from_timestamp,
+    struct_to_dict,
+    to_duration,
+    to_timestamp,
+)
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each
 from gridmesh.observability import metrics
@@ -57,6 +64,7 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         finished_at=to_timestamp(task.finished_at),
         run_timeout=to_duration(task.run_timeout_s),
         failure_reason=int(task.failure_reason),  # type: ignore[arg-type]
+        deadline=to_timestamp(task.deadline),
     )
 
 
@@ -100,6 +108,7 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         idempotency_key=request.idempotency_key,
         max_attempts=request.max_attempts,
         run_timeout_s=from_duration(request.run_timeout),
+        deadline=from_timestamp(request.deadline) if request.HasField("deadline") else None,
     )
 
 
@@ -414,8 +423,8 @@ def _worker_outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
         )
     if kind == "failure":
         reason = request.failure.reason or FailureReason.ERROR
-        if reason not in (FailureReason.ERROR, FailureReason.TIMEOUT):
-            raise InvalidArgument("a worker reports a failure as ERROR or TIMEOUT", field="failure.reason")
+        if reason not in (FailureReason.ERROR, FailureReason.TIMEOUT, FailureReason.EXPIRED):
+            raise InvalidArgument("a worker reports a failure as ERROR, TIMEOUT or EXPIRED", field="failure.reason")
         return Failure(request.failure.error, FailureReason(reason))
     if kind == "crash":
         return Crash(request.crash.reason)

@@ -55,6 +55,7 @@ MIGRATIONS = [
     # Time limits: how long one attempt may run, and why a task failed.
     "ALTER TABLE tasks ADD COLUMN run_timeout_ms BIGINT NOT NULL DEFAULT 0,"
     " ADD COLUMN failure_reason TINYINT NOT NULL DEFAULT 0",
+    "ALTER TABLE tasks ADD COLUMN deadline DATETIME(6) NULL",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -64,9 +65,9 @@ _SAVE_PROGRESS = (
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason"
+    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 22)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 23)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -119,6 +120,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.revision,
         round(task.run_timeout_s * 1000),
         int(task.failure_reason),
+        _naive(task.deadline),
     )
 
 
@@ -146,6 +148,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         revision=row[19],
         run_timeout_s=row[20] / 1000,
         failure_reason=FailureReason(row[21]),
+        deadline=_aware(row[22]),
     )
 
 

@@ -341,10 +341,32 @@ class WorkerNode:
         self._idle.clear()
 
     def _fill_slots(self) -> None:
-        """Start held tasks while slots are free, in order."""
+        """Start held tasks while slots are free, in order; one whose deadline
+        passed while it was held never starts: it is reported EXPIRED."""
         while self.held and self._pool.free:
             _, _, assignment = heapq.heappop(self.held)
+            task = assignment.task
+            if task.HasField("deadline") and from_timestamp(task.deadline) <= datetime.now(UTC):
+                self._expired(assignment)
+                continue
             self._start(assignment)
+
+    def _expired(self, assignment: scheduler_pb2.TaskAssignment) -> None:
+        task = assignment.task
+        log.info("task %s passed its deadline while held here: not started", task.task_id)
+        failure = scheduler_pb2.TaskFailure(
+            error=f"its deadline {from_timestamp(task.deadline).isoformat()} passed before it started; it never ran",
+            reason=common_pb2.Task.EXPIRED,
+        )
+        request = scheduler_pb2.ReportTaskRequest(
+            worker_id=self.settings.worker_id,
+            task_id=task.task_id,
+            fencing_token=assignment.fencing_token,
+            failure=failure,
+        )
+        self._spawn(self._report(request))
+        self._set_idle_if_done()
+        self._credit()
 
     def _unhold(self, task_id: str, token: int) -> bool:
         """Forget a held task; whether it was held (not started)."""
