@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -178,7 +179,7 @@ def edge_address(config: MeshConfig) -> str:
 
 def leading_scheduler(config: MeshConfig) -> str | None:
     """The Scheduler that serves (a standby answers NOT_SERVING)."""
-    connect = to_component(MeshTls.load(config, PeerRole.ADMIN), PeerRole.SCHEDULER)
+    connect = to_component(functools.partial(MeshTls.load, config, PeerRole.ADMIN), PeerRole.SCHEDULER)
     return next(
         (a for a in config.scheduler_addresses if grpc_health(a, SCHEDULER_SERVICE, connect=connect) == "SERVING"),
         None,

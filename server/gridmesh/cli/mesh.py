@@ -10,6 +10,7 @@ directory, and waits for each to be healthy. ``down`` stops exactly what
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import socket
@@ -191,7 +192,7 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     if component.name == "prometheus":
         return "healthy" if http_ok(f"{prometheus_server.url(config)}/-/ready") else "DOWN"
-    tls = MeshTls.load(config, PeerRole.ADMIN) if component.peer is not None else None
+    tls = functools.partial(MeshTls.load, config, PeerRole.ADMIN) if component.peer is not None else None
     connect = to_component(tls, component.peer or PeerRole.SCHEDULER)
     health = grpc_health(component.address, component.health_service, connect=connect)
     if health == "NOT_SERVING" and component.name.startswith("scheduler"):

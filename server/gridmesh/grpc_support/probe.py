@@ -8,6 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.core.access import PeerRole
+from gridmesh.core.errors import ConfigError
 from gridmesh.grpc_support.tls import MeshTls, channel
 
 Connect = Callable[[str], grpc.Channel]
@@ -15,9 +16,14 @@ Connect = Callable[[str], grpc.Channel]
 
 def grpc_health(address: str, service: str = "", timeout_s: float = 1.0, *, connect: Connect | None = None) -> str:
     """``SERVING``, ``NOT_SERVING``, ``UNKNOWN`` … or ``UNREACHABLE``, over
-    the channel ``connect`` opens (default: plaintext)."""
+    the channel ``connect`` opens (default: plaintext); ``NO_CREDENTIALS``
+    when the certificates it needs are not there (yet)."""
     try:
-        with (connect or grpc.insecure_channel)(address) as ch:
+        ch = (connect or grpc.insecure_channel)(address)
+    except (OSError, ConfigError):
+        return "NO_CREDENTIALS"
+    try:
+        with ch:
             stub = health_pb2_grpc.HealthStub(ch)
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
     except grpc.RpcError as e:
@@ -25,7 +31,8 @@ def grpc_health(address: str, service: str = "", timeout_s: float = 1.0, *, conn
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-def to_component(tls: MeshTls | None, peer: PeerRole) -> Connect:
+def to_component(tls: MeshTls | Callable[[], MeshTls | None] | None, peer: PeerRole) -> Connect:
     """Opens channels to a mesh process of role ``peer``, presenting ``tls``
-    (None: plaintext, when the mesh's TLS is off)."""
-    return lambda address: channel(address, tls, peer)
+    (None: plaintext, when the mesh's TLS is off; a callable: loaded when a
+    channel is opened, e.g. ``MeshTls.load`` before ``up`` made the files)."""
+    return lambda address: channel(address, tls() if callable(tls) else tls, peer)
