@@ -15,10 +15,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from gridmesh.bench.task_types import ensure_exec_log_dir
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
@@ -337,6 +339,32 @@ def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accept
         assert all(f["state"] == "SUCCEEDED" for f in finals.values()), finals
     finally:
         fm.restart(leader)
+
+
+def test_a_delayed_task_runs_once_when_due_across_a_kill_9_of_the_leader_during_its_delay(fault_mesh):
+    fm = fault_mesh
+    leader = wait_for("a leader", fm.leader)
+    log_name = f"delayed-{uuid.uuid4().hex[:8]}"
+    log_path = ensure_exec_log_dir() / log_name
+    task_id = submit(fm, "logged_burn", {"units": 0, "tag": 1, "log": log_name}, delay="4s")
+    submitted = get(fm, task_id)
+    due = datetime.fromisoformat(submitted["not_before"])
+    delay = due - datetime.fromisoformat(submitted["created_at"])
+    assert submitted["state"] == "QUEUED" and abs(delay - timedelta(seconds=4)) < timedelta(seconds=0.1)
+    os.killpg(fm.pid(leader), signal.SIGKILL)  # during the delay
+    try:
+        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
+        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
+        assert datetime.now(UTC) < due, "the takeover outlasted the delay: the test proves nothing"
+        final = wait_terminal(fm, task_id, timeout=60)
+        assert final["state"] == "SUCCEEDED" and final["attempt"] == 1, final
+        starts = [line.split() for line in log_path.read_text().splitlines() if " start " in line]
+        assert len(starts) == 1, starts  # ran once
+        started = datetime.fromtimestamp(float(starts[0][-1]), UTC)
+        assert started >= due, (started, due)  # not before it was due
+    finally:
+        fm.restart(leader)
+        log_path.unlink(missing_ok=True)
 
 
 def test_a_scheduler_restart_with_tasks_queued_and_running_loses_none(fault_mesh):

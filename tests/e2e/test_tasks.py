@@ -270,6 +270,11 @@ def test_workers_are_listed_with_slots_and_state(edge):
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "-1s"}, "run_timeout"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "864000s"}, "run_timeout"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "delay": "-5s"}, "delay"),
+        (
+            {"task_type": "noop", "params": {}, "result_dir": "x", "delay": "5s", "not_before": "2030-01-01T00:00:00Z"},
+            "delay",
+        ),
     ],
 )
 def test_bad_submits_get_400_naming_the_field_and_queue_nothing(edge, body, field):

@@ -257,6 +257,7 @@ def test_get_shows_every_field_as_an_aligned_key_value_block():
             "failure_reason:   -",
             "run_timeout:      -",
             "deadline:         -",
+            "not_before:       -",
             "idempotency_key:  -",
             "created:          2026-03-01T12:00:00.000Z",
             "started:          2026-03-01T12:00:00.250Z",

@@ -698,10 +698,10 @@ def test_a_queued_task_past_its_deadline_ends_expired_and_is_never_dispatched():
         soon = h.wall.at + timedelta(seconds=5)
         expiring = await h.submit("noop", deadline=soon)
         later = await h.submit("noop", deadline=soon + timedelta(hours=1))
-        assert h.core.seconds_to_next_deadline() == 5.0
-        assert h.core.expire_deadlines() == 0
+        assert h.core.seconds_to_next_timer() == 5.0
+        assert h.core.run_timers() == (0, 0)
         h.wall.at = soon
-        assert h.core.expire_deadlines() == 1
+        assert h.core.run_timers() == (0, 1)
         await asyncio.sleep(0)  # let the commit be published
         task = await h.core.get(expiring)
         assert task.state is TaskState.FAILED and task.failure_reason is FailureReason.EXPIRED
@@ -732,5 +732,48 @@ def test_a_deadline_that_has_passed_is_refused():
         with pytest.raises(InvalidArgument) as info:
             await h.submit("noop", deadline=h.wall.at)
         assert info.value.field == "deadline" and h.store.rows == {}
+
+    run(body)
+
+
+def test_a_delayed_task_is_queued_at_once_but_dispatched_only_when_due_also_by_a_new_leader():
+    async def body(h: Harness) -> None:
+        delayed = await h.submit("noop", delay_s=3)
+        task = await h.core.get(delayed)
+        assert task.state is TaskState.QUEUED and task.not_before == h.wall.at + timedelta(seconds=3)
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        assert h.assignments(link) == [] and h.core.delayed == 1 and h.core.queued == 0
+        assert h.core.seconds_to_next_timer() == 3.0
+        # The leader dies during the delay: its successor loads the task, still waiting.
+        successor = SchedulerCore(h.store, h.log, REGISTRY, SchedulerSettings(), clock=h.clock, now=h.wall)
+        await successor.load()
+        successor.register_worker("w2", "w2:1", 1, REGISTRY.names())
+        new_link = successor.open_link("w2")
+        successor.grant_credit(new_link, 1)
+        assert Harness.assignments(new_link) == [] and successor.run_timers() == (0, 0)
+        h.wall.at += timedelta(seconds=3)
+        assert successor.run_timers() == (1, 0)
+        (assignment,) = Harness.assignments(new_link)
+        assert assignment.task.task_id == delayed and assignment.task.attempt == 1
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"delay_s": -1}, "delay"),
+        ({"delay_s": 400 * 86_400}, "delay"),
+        ({"delay_s": 5, "not_before": datetime(2026, 1, 1, 0, 1, tzinfo=UTC)}, "delay"),
+        ({"not_before": datetime(2027, 6, 1, tzinfo=UTC)}, "not_before"),
+        ({"delay_s": 60, "deadline": datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)}, "deadline"),
+    ],
+)
+def test_bad_delays_are_refused_naming_the_field(kw, field):
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidArgument) as info:
+            await h.submit("noop", **kw)
+        assert info.value.field == field and h.store.rows == {}
 
     run(body)

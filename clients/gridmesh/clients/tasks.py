@@ -161,6 +161,8 @@ class TaskClient(ChannelClient):
         max_attempts: int = 0,
         run_timeout: float | timedelta | None = None,
         deadline: datetime | None = None,
+        delay: float | timedelta | None = None,
+        not_before: datetime | None = None,
     ) -> common_pb2.Task:
         """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
 
@@ -173,7 +175,9 @@ class TaskClient(ChannelClient):
         default) kills an attempt that runs longer: the task ends ``FAILED``
         with ``failure_reason`` ``TIMEOUT``. A task that has not started by
         ``deadline`` (an aware datetime, in the future) ends ``FAILED`` with
-        ``failure_reason`` ``EXPIRED`` and never runs. An unknown
+        ``failure_reason`` ``EXPIRED`` and never runs. A task given a
+        ``delay`` (seconds or a timedelta) or ``not_before`` (an aware
+        datetime) is stored at once but dispatched only when due. An unknown
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
@@ -193,6 +197,8 @@ class TaskClient(ChannelClient):
             max_attempts=max_attempts,
             run_timeout=run_timeout,
             deadline=deadline,
+            delay=delay,
+            not_before=not_before,
         )
         return self._submits.call(request)
 
@@ -406,6 +412,8 @@ def submit_request(
     max_attempts: int = 0,
     run_timeout: float | timedelta | None = None,
     deadline: datetime | None = None,
+    delay: float | timedelta | None = None,
+    not_before: datetime | None = None,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """One submit as a request message (see :meth:`TaskClient.submit` for
     the arguments; for :meth:`TaskClient.submit_many`)."""
@@ -420,13 +428,19 @@ def submit_request(
         max_attempts=max_attempts,
     )
     if run_timeout is not None:
-        seconds = run_timeout.total_seconds() if isinstance(run_timeout, timedelta) else float(run_timeout)
-        request.run_timeout.FromNanoseconds(round(seconds * 1e9))
-    if deadline is not None:
-        if deadline.tzinfo is None:
-            raise ValueError("deadline must be an aware datetime (with a time zone)")
-        request.deadline.FromDatetime(deadline)
+        request.run_timeout.FromNanoseconds(_nanoseconds(run_timeout))
+    if delay is not None:
+        request.delay.FromNanoseconds(_nanoseconds(delay))
+    for field, value in (("deadline", deadline), ("not_before", not_before)):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError(f"{field} must be an aware datetime (with a time zone)")
+            getattr(request, field).FromDatetime(value)
     return request
+
+
+def _nanoseconds(value: float | timedelta) -> int:
+    return round((value.total_seconds() if isinstance(value, timedelta) else float(value)) * 1e9)
 
 
 def _resuming(

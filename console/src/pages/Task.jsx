@@ -59,6 +59,8 @@ export function TaskPage({ taskId }) {
           <dt>priority</dt><dd>{task.priority}</dd>
           <dt>attempt</dt><dd>{task.attempt} of {task.max_attempts}</dd>
           {task.run_timeout ? <><dt>run timeout</dt><dd>{task.run_timeout}</dd></> : null}
+          {task.not_before ? <><dt>due</dt><dd>{time(task.not_before)}{task.state === "QUEUED" && Date.parse(task.not_before) > Date.now() ? " (waiting)" : ""}</dd></> : null}
+          {task.deadline ? <><dt>deadline</dt><dd>{time(task.deadline)}</dd></> : null}
           <dt>worker</dt><dd class="mono">{task.worker_id || "–"}</dd>
           <dt>result directory</dt><dd class="mono">{task.result_dir}</dd>
           <dt>params</dt><dd><pre>{JSON.stringify(task.params, null, 2)}</pre></dd>

@@ -134,11 +134,11 @@ def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
 # -- task commands: each talks to the edge through a TaskClient ----------------------
 
 
-def _deadline(text: str) -> datetime:
-    """``--deadline``: a time, or a delay from now."""
+def _time_or_delay(text: str, option: str) -> datetime:
+    """``--deadline``, ``--not-before``: a time, or a delay from now (``90s``)."""
     if text[:1].isdigit() and not any(c in text for c in "-:T"):
-        return datetime.now(UTC) + stats.parse_duration(text, "--deadline")
-    return stats.parse_time(text, "--deadline")
+        return datetime.now(UTC) + stats.parse_duration(text, option)
+    return stats.parse_time(text, option)
 
 
 def _client(config: MeshConfig) -> TaskClient:
@@ -185,7 +185,8 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
             max_attempts=args.max_attempts,
             run_timeout=stats.parse_duration(args.run_timeout, "--run-timeout") if args.run_timeout else None,
-            deadline=_deadline(args.deadline) if args.deadline else None,
+            deadline=_time_or_delay(args.deadline, "--deadline") if args.deadline else None,
+            not_before=_time_or_delay(args.not_before, "--not-before") if args.not_before else None,
         )
         _emit(args, task, tasks.submitted_line(task))
         if not args.wait:
@@ -355,6 +356,12 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="",
         metavar="TIME",
         help="if it has not started by then, it ends FAILED, EXPIRED: a time (2026-03-01T12:00:00Z) or a delay (90s)",
+    )
+    p.add_argument(
+        "--not-before",
+        default="",
+        metavar="TIME",
+        help="delay the task: stored now, run from then on: a time (2026-03-01T12:00:00Z) or a delay (90s)",
     )
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")

@@ -181,6 +181,7 @@ def task_block(task: common_pb2.Task) -> str:
             ("failure_reason", _or_not_set(failure_reason_name(task.failure_reason))),
             ("run_timeout", _run_timeout(task)),
             ("deadline", format_time(task.deadline)),
+            ("not_before", format_time(task.not_before)),
             ("idempotency_key", _or_not_set(task.idempotency_key)),
             ("created", format_time(task.created_at)),
             ("started", format_time(task.started_at)),

@@ -147,6 +147,10 @@ class SubmitRequest:
     """0: the task type's default."""
     deadline: datetime | None = None
     """The latest time the task may start (None: no deadline)."""
+    not_before: datetime | None = None
+    """Not dispatched before this time (a delayed task)."""
+    delay_s: float = 0.0
+    """Or: not dispatched before this long after the submit."""
 
 
 @dataclass(frozen=True)
@@ -201,9 +205,12 @@ class SchedulerCore:
         self._queue = DispatchQueue()
         self._deadlines: list[tuple[datetime, str]] = []
         """(deadline, task id) of queued tasks that have one: a heap."""
-        self.deadlines_changed = asyncio.Event()
-        """Set when a task with a deadline is queued (the expiry loop may
-        have to wake sooner than it planned)."""
+        self._delayed: list[tuple[datetime, str]] = []
+        """(not before, task id) of QUEUED tasks not due yet, which wait
+        here instead of in the dispatch queue: a heap."""
+        self.timers_changed = asyncio.Event()
+        """Set when a task with a deadline or a due time is queued (the
+        timer loop may have to wake sooner than it planned)."""
         self._workers = WorkerRegistry(
             lease_ttl_s=settings.lease_ttl_s,
             heartbeat_interval_s=settings.heartbeat_interval_s,
@@ -307,9 +314,15 @@ class SchedulerCore:
                 field="max_attempts",
             )
         check_run_timeout(request.run_timeout_s)
+        not_before = self._not_before(request)
         if request.deadline is not None and request.deadline <= self._now():
             raise InvalidArgument(
                 f"deadline {request.deadline.isoformat()} has passed; it must be in the future", field="deadline"
+            )
+        if request.deadline is not None and not_before is not None and request.deadline <= not_before:
+            raise InvalidArgument(
+                f"deadline {request.deadline.isoformat()} is not after the task's due time {not_before.isoformat()}",
+                field="deadline",
             )
         key = request.idempotency_key
         if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
@@ -323,7 +336,7 @@ class SchedulerCore:
                 return existing
             self._pending_keys[key] = asyncio.get_running_loop().create_future()
         try:
-            task = await self._insert_or_adopt(request, result_dir, max_attempts)
+            task = await self._insert_or_adopt(request, result_dir, max_attempts, not_before)
         except BaseException as e:
             if key:
                 self._resolve_key(key, e)
@@ -349,9 +362,28 @@ class SchedulerCore:
             results.append(outcome)
         return results
 
-    async def _insert_or_adopt(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
+    def _not_before(self, request: SubmitRequest) -> datetime | None:
+        """When a delayed task becomes due (None: at once); checked."""
+        if request.not_before is not None and request.delay_s:
+            raise InvalidArgument("give not_before or delay, not both", field="delay")
+        if not 0 <= request.delay_s <= MAX_DELAY_S or request.delay_s != request.delay_s:
+            raise InvalidArgument(
+                f"delay must be between 0 and {MAX_DELAY_S / 86_400:.0f} days, got {request.delay_s:g} s", field="delay"
+            )
+        if request.delay_s:
+            return self._now() + timedelta(seconds=request.delay_s)
+        if request.not_before is not None and request.not_before > self._now() + timedelta(seconds=MAX_DELAY_S):
+            raise InvalidArgument(
+                f"not_before is more than {MAX_DELAY_S / 86_400:.0f} days away: {request.not_before.isoformat()}",
+                field="not_before",
+            )
+        return request.not_before
+
+    async def _insert_or_adopt(
+        self, request: SubmitRequest, result_dir: str, max_attempts: int, not_before: datetime | None
+    ) -> Task:
         try:
-            return await self._insert(request, result_dir, max_attempts)
+            return await self._insert(request, result_dir, max_attempts, not_before)
         except AlreadyExists as taken:
             if not request.idempotency_key:
                 raise
@@ -391,7 +423,9 @@ class SchedulerCore:
             return self._views[self._keys[key]].snapshot()
         return await self._store.find_by_idempotency_key(key)
 
-    async def _insert(self, request: SubmitRequest, result_dir: str, max_attempts: int) -> Task:
+    async def _insert(
+        self, request: SubmitRequest, result_dir: str, max_attempts: int, not_before: datetime | None
+    ) -> Task:
         self._seq += 1
         priority = request.priority.effective()
         run_timeout_s = request.run_timeout_s or self._types.get(request.task_type).run_timeout_s
@@ -409,6 +443,7 @@ class SchedulerCore:
             idempotency_key=request.idempotency_key,
             run_timeout_s=run_timeout_s,
             deadline=request.deadline,
+            not_before=not_before,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -669,22 +704,46 @@ class SchedulerCore:
             self._keys[task.idempotency_key] = task.task_id
 
     def _enqueue(self, task: Task, *, front: bool = False) -> None:
-        """Queue ``task`` (at the head of its level if ``front``), minding its deadline."""
-        if front:
+        """Queue ``task`` (at the head of its level if ``front``), minding its
+        deadline; one not due yet waits for its time (:meth:`run_timers`)."""
+        if task.not_before is not None and task.not_before > self._now():
+            heapq.heappush(self._delayed, (task.not_before, task.task_id))
+            self.timers_changed.set()
+        elif front:
             self._queue.push_front(task)
         else:
             self._queue.push(task)
         if task.deadline is not None:
             heapq.heappush(self._deadlines, (task.deadline, task.task_id))
-            self.deadlines_changed.set()
+            self.timers_changed.set()
 
-    def seconds_to_next_deadline(self) -> float | None:
-        """How long until the earliest deadline of a queued task (None: none)."""
-        if not self._deadlines:
-            return None
-        return max(0.0, (self._deadlines[0][0] - self._now()).total_seconds())
+    def seconds_to_next_timer(self) -> float | None:
+        """How long until the earliest due time or deadline of a queued task (None: none)."""
+        first = min((heap[0][0] for heap in (self._delayed, self._deadlines) if heap), default=None)
+        return None if first is None else max(0.0, (first - self._now()).total_seconds())
 
-    def expire_deadlines(self) -> int:
+    def run_timers(self) -> tuple[int, int]:
+        """Queue every delayed task that is due, and end every queued task
+        whose deadline has passed; returns (released, expired)."""
+        released = self._release_due()
+        expired = self._expire_deadlines()
+        if released:
+            self._dispatch()
+        return released, expired
+
+    def _release_due(self) -> int:
+        now = self._now()
+        released = 0
+        while self._delayed and self._delayed[0][0] <= now:
+            due, task_id = heapq.heappop(self._delayed)
+            task = self._tasks.get(task_id)
+            if task is None or task.state is not TaskState.QUEUED or task.not_before != due:
+                continue  # cancelled meanwhile
+            self._queue.push(task)
+            released += 1
+        return released
+
+    def _expire_deadlines(self) -> int:
         """End FAILED (EXPIRED) every queued task whose deadline has passed;
         returns how many. It never ran (the deadline is the latest start)."""
         now = self._now()
@@ -692,9 +751,9 @@ class SchedulerCore:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, task_id = heapq.heappop(self._deadlines)
             task = self._tasks.get(task_id)
-            if task is None or task.state is not TaskState.QUEUED or task_id not in self._queue:
+            if task is None or task.state is not TaskState.QUEUED:
                 continue  # started (or ended) in time; a retry queues it with its deadline again
-            self._queue.discard(task_id)
+            self._queue.discard(task_id)  # or it waits for its due time: it will find it FAILED
             self._expire(task, now)
             expired += 1
         return expired
@@ -869,6 +928,11 @@ class SchedulerCore:
     # -- introspection (tests, status) ---------------------------------------------
 
     @property
+    def delayed(self) -> int:
+        """QUEUED tasks waiting for their due time (not in :attr:`queued`)."""
+        return sum(1 for _, task_id in self._delayed if (t := self._tasks.get(task_id)) and t.state is TaskState.QUEUED)
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 
@@ -890,6 +954,8 @@ class SchedulerCore:
 
 
 MAX_RUN_TIMEOUT_S = 7 * 86_400.0
+MAX_DELAY_S = 366 * 86_400.0
+"""How far ahead a task may be delayed."""
 
 
 def check_run_timeout(seconds: float) -> None:

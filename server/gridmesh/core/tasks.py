@@ -84,6 +84,8 @@ class Task:
     """How long one attempt may run before its process is killed (0: no limit)."""
     deadline: datetime | None = None
     """The latest time an attempt may start; past it a QUEUED task ends EXPIRED."""
+    not_before: datetime | None = None
+    """A delayed task is QUEUED but not dispatched before this time."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

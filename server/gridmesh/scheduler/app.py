@@ -160,7 +160,7 @@ class Leadership:
         self._thread = threading.Thread(target=self._campaign, name="scheduler-election", daemon=True)
         self._reaper = threading.Thread(target=self._reap, name="scheduler-election-reaper", daemon=True)
         self._expiry: asyncio.Task[None] | None = None
-        self._deadlines: asyncio.Task[None] | None = None
+        self._timers: asyncio.Task[None] | None = None
         zk.on_session_lost.append(self._stepdown.set)
 
     def start(self) -> None:
@@ -208,7 +208,7 @@ class Leadership:
         active = await core.load()
         self._holder.core = core
         self._expiry = asyncio.create_task(self._expire_leases(core))
-        self._deadlines = asyncio.create_task(self._expire_deadlines(core))
+        self._timers = asyncio.create_task(self._run_timers(core))
         await self._host.set_serving(True)
         log.info("leading as %s with %d active tasks", self._identifier, active)
 
@@ -220,17 +220,18 @@ class Leadership:
             core.close()
         if self._expiry is not None:
             self._expiry.cancel()
-        if self._deadlines is not None:
-            self._deadlines.cancel()
+        if self._timers is not None:
+            self._timers.cancel()
 
-    async def _expire_deadlines(self, core: SchedulerCore) -> None:
-        """While leading: end each queued task whose deadline passes, when it
-        passes (woken sooner when a task with a nearer deadline is queued)."""
+    async def _run_timers(self, core: SchedulerCore) -> None:
+        """While leading: queue each delayed task when it is due, and end
+        each queued task whose deadline passes, when it passes (woken sooner
+        when a task with a nearer time is queued)."""
         while True:
-            core.deadlines_changed.clear()
+            core.timers_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(core.deadlines_changed.wait(), core.seconds_to_next_deadline())
-            expired = core.expire_deadlines()
+                await asyncio.wait_for(core.timers_changed.wait(), core.seconds_to_next_timer())
+            _, expired = core.run_timers()
             if expired:
                 log.info("%d queued tasks passed their deadline: EXPIRED", expired)
 

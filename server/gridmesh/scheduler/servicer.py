@@ -65,6 +65,7 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         run_timeout=to_duration(task.run_timeout_s),
         failure_reason=int(task.failure_reason),  # type: ignore[arg-type]
         deadline=to_timestamp(task.deadline),
+        not_before=to_timestamp(task.not_before),
     )
 
 
@@ -109,6 +110,8 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         max_attempts=request.max_attempts,
         run_timeout_s=from_duration(request.run_timeout),
         deadline=from_timestamp(request.deadline) if request.HasField("deadline") else None,
+        not_before=from_timestamp(request.not_before) if request.HasField("not_before") else None,
+        delay_s=from_duration(request.delay),
     )
 
 

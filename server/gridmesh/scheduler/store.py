@@ -56,6 +56,7 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN run_timeout_ms BIGINT NOT NULL DEFAULT 0,"
     " ADD COLUMN failure_reason TINYINT NOT NULL DEFAULT 0",
     "ALTER TABLE tasks ADD COLUMN deadline DATETIME(6) NULL",
+    "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -65,9 +66,9 @@ _SAVE_PROGRESS = (
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline"
+    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline, not_before"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 23)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 24)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -121,6 +122,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         round(task.run_timeout_s * 1000),
         int(task.failure_reason),
         _naive(task.deadline),
+        _naive(task.not_before),
     )
 
 
@@ -149,6 +151,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         run_timeout_s=row[20] / 1000,
         failure_reason=FailureReason(row[21]),
         deadline=_aware(row[22]),
+        not_before=_aware(row[23]),
     )
 
 
