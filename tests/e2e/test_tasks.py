@@ -236,6 +236,25 @@ def test_a_task_whose_deadline_passes_while_queued_ends_expired_and_never_runs(e
             http_json(edge, "POST", f"/v1/tasks/{b['task_id']}:cancel", {})
 
 
+def test_a_failing_task_is_retried_after_backoffs_within_its_policy_then_fails_with_its_error(edge):
+    policy = {"max_attempts": 3, "initial_backoff": "0.4s", "max_backoff": "5s", "multiplier": 2}
+    task = submit(edge, "fail", {"message": "not yet"}, "retries", retry=policy)
+    assert task["retry"]["max_attempts"] == 3 and task["retry"]["initial_backoff"] == "0.400s"
+    events = [e for e in ndjson(edge, f"/v1/tasks/{task['task_id']}:watch")]
+    final = events[-1]["task"]
+    assert final["state"] == "FAILED" and final["failure_reason"] == "ERROR" and final["attempt"] == 3
+    assert final["error"] == "TaskFailed: not yet"
+    retried = {e["task"]["attempt"]: e for e in events if e["task"]["state"] == "QUEUED" and e["task"]["attempt"] > 1}
+    started = {e["task"]["attempt"]: e for e in events if e["task"]["state"] == "RUNNING"}
+    assert sorted(retried) == [2, 3], [(e["task"]["state"], e["task"]["attempt"]) for e in events]
+    for attempt, (low, high) in {2: (0.2, 0.4), 3: (0.4, 0.8)}.items():
+        due = datetime.fromisoformat(retried[attempt]["task"]["not_before"])
+        waited = (due - datetime.fromisoformat(retried[attempt]["occurred_at"])).total_seconds()
+        assert low - 0.01 <= waited <= high + 0.01, (attempt, waited)  # drawn within the policy's range
+        if attempt in started:  # the attempt ran only once due
+            assert datetime.fromisoformat(started[attempt]["occurred_at"]) >= due
+
+
 def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):
     quick = submit(edge, "noop", {}, "timeouts", run_timeout="30s")
     done = wait_for(
@@ -271,6 +290,7 @@ def test_workers_are_listed_with_slots_and_state(edge):
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "864000s"}, "run_timeout"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "delay": "-5s"}, "delay"),
+        ({"task_type": "fail", "params": {}, "result_dir": "x", "retry": {"max_attempts": 0}}, "retry.max_attempts"),
         (
             {"task_type": "noop", "params": {}, "result_dir": "x", "delay": "5s", "not_before": "2030-01-01T00:00:00Z"},
             "delay",

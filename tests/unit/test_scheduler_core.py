@@ -22,7 +22,7 @@ from gridmesh.core.scheduler import (
     Success,
     clip_error,
 )
-from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.core.workers import Assignment, CancelNotice, DrainNotice, TakeBack, WorkerState
 from gridmesh.scheduler.store import MemoryTaskStore
@@ -47,7 +47,9 @@ class WallClock:
 
 
 class Harness:
-    def __init__(self, ttl: float = 10.0, store: MemoryTaskStore | None = None) -> None:
+    def __init__(
+        self, ttl: float = 10.0, store: MemoryTaskStore | None = None, jitter: Callable[[], float] = lambda: 1.0
+    ) -> None:
         self.store = store or MemoryTaskStore()
         self.log = MemoryLifecycleLog()
         self.clock = Clock()
@@ -59,6 +61,7 @@ class Harness:
             SchedulerSettings(lease_ttl_s=ttl, default_max_attempts=3),
             clock=self.clock,
             now=self.wall,
+            random=jitter,
         )
 
     async def submit(self, task_type: str = "noop", **kw: Any) -> str:
@@ -774,6 +777,69 @@ def test_bad_delays_are_refused_naming_the_field(kw, field):
     async def body(h: Harness) -> None:
         with pytest.raises(InvalidArgument) as info:
             await h.submit("noop", **kw)
+        assert info.value.field == field and h.store.rows == {}
+
+    run(body)
+
+
+def test_a_task_that_raises_is_retried_after_a_growing_backoff_as_a_delayed_task_then_fails():
+    async def body(h: Harness) -> None:
+        policy = RetryPolicy(max_attempts=3, initial_backoff_s=2, max_backoff_s=5, multiplier=3)
+        task_id = await h.submit("fail", retry=policy)
+        link = h.worker(slots=1)
+        waits = []
+        for attempt in (1, 2, 3):
+            h.core.grant_credit(link, 1)
+            (assignment,) = h.assignments(link)
+            assert assignment.task.attempt == attempt
+            failed_at = h.wall.at
+            task = await h.core.report("w1", task_id, assignment.fencing_token, Failure("TaskFailed: nope"))
+            if attempt < 3:
+                assert task.state is TaskState.QUEUED and task.not_before is not None
+                waits.append((task.not_before - failed_at).total_seconds())
+                h.core.grant_credit(link, 1)
+                assert h.assignments(link) == []  # waiting out its backoff
+                h.wall.at = task.not_before
+                h.core.run_timers()
+        assert waits == [2.0, 5.0]  # 2 s, then 2 x 3 = 6 capped at 5 (the jitter drew the top of each range)
+        assert task.state is TaskState.FAILED and task.failure_reason is FailureReason.ERROR
+        assert task.error == "TaskFailed: nope" and task.attempt == 3
+        kinds = [e.kind for e in h.log.events if e.task_id == task_id]
+        assert kinds == [LifecycleKind.PENDING, LifecycleKind.RETRIED, LifecycleKind.RETRIED, LifecycleKind.FAILED]
+
+    run(body)
+
+
+def test_a_non_retryable_error_fails_at_once_and_the_jitter_stays_within_its_bounds():
+    async def body(h: Harness) -> None:
+        policy = RetryPolicy(max_attempts=5, non_retryable_errors=("ValueError",))
+        task_id = await h.submit("fail", retry=policy)
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        task = await h.core.report("w1", task_id, assignment.fencing_token, Failure("ValueError: bad input"))
+        assert task.state is TaskState.FAILED and task.attempt == 1
+
+    run(body)
+    policy = RetryPolicy(max_attempts=9, initial_backoff_s=1, max_backoff_s=10, multiplier=2)
+    assert [policy.backoff_bounds(n) for n in (1, 2, 3, 4, 5)] == [(0.5, 1), (1, 2), (2, 4), (4, 8), (5, 10)]
+    assert policy.backoff_s(3, lambda: 0.0) == 2 and policy.backoff_s(3, lambda: 1.0) == 4
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        (RetryPolicy(max_attempts=0), "retry.max_attempts"),
+        (RetryPolicy(max_attempts=3, initial_backoff_s=0), "retry.initial_backoff"),
+        (RetryPolicy(max_attempts=3, initial_backoff_s=5, max_backoff_s=1), "retry.max_backoff"),
+        (RetryPolicy(max_attempts=3, multiplier=0.5), "retry.multiplier"),
+        (RetryPolicy(max_attempts=3, non_retryable_errors=("not a type",)), "retry.non_retryable_errors"),
+    ],
+)
+def test_bad_retry_policies_are_refused_naming_the_field(policy, field):
+    async def body(h: Harness) -> None:
+        with pytest.raises(InvalidArgument) as info:
+            await h.submit("fail", retry=policy)
         assert info.value.field == field and h.store.rows == {}
 
     run(body)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from google.rpc import status_pb2
 
 from gridmesh.clients._channel import ChannelClient
@@ -163,6 +163,7 @@ class TaskClient(ChannelClient):
         deadline: datetime | None = None,
         delay: float | timedelta | None = None,
         not_before: datetime | None = None,
+        retry: common_pb2.RetryPolicy | Mapping[str, Any] | None = None,
     ) -> common_pb2.Task:
         """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
 
@@ -177,7 +178,10 @@ class TaskClient(ChannelClient):
         ``deadline`` (an aware datetime, in the future) ends ``FAILED`` with
         ``failure_reason`` ``EXPIRED`` and never runs. A task given a
         ``delay`` (seconds or a timedelta) or ``not_before`` (an aware
-        datetime) is stored at once but dispatched only when due. An unknown
+        datetime) is stored at once but dispatched only when due. ``retry``
+        (a ``RetryPolicy`` or its JSON form, e.g. ``{"max_attempts": 5,
+        "initial_backoff": "0.5s", "non_retryable_errors": ["ValueError"]}``)
+        tries a task that raises again after a backoff. An unknown
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
@@ -199,6 +203,7 @@ class TaskClient(ChannelClient):
             deadline=deadline,
             delay=delay,
             not_before=not_before,
+            retry=retry,
         )
         return self._submits.call(request)
 
@@ -414,6 +419,7 @@ def submit_request(
     deadline: datetime | None = None,
     delay: float | timedelta | None = None,
     not_before: datetime | None = None,
+    retry: common_pb2.RetryPolicy | Mapping[str, Any] | None = None,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """One submit as a request message (see :meth:`TaskClient.submit` for
     the arguments; for :meth:`TaskClient.submit_many`)."""
@@ -431,6 +437,10 @@ def submit_request(
         request.run_timeout.FromNanoseconds(_nanoseconds(run_timeout))
     if delay is not None:
         request.delay.FromNanoseconds(_nanoseconds(delay))
+    if isinstance(retry, common_pb2.RetryPolicy):
+        request.retry.CopyFrom(retry)
+    elif retry is not None:
+        json_format.ParseDict(dict(retry), request.retry)
     for field, value in (("deadline", deadline), ("not_before", not_before)):
         if value is not None:
             if value.tzinfo is None:

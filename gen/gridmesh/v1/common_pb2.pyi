@@ -3,10 +3,11 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -64,7 +65,7 @@ TASK_FAILED: LifecycleEventType
 TASK_RETRIED: LifecycleEventType
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_type", "params", "result_dir", "state", "priority", "attempt", "max_attempts", "worker_id", "result_path", "result_size_bytes", "result_sha256", "error", "idempotency_key", "created_at", "started_at", "finished_at", "run_timeout", "failure_reason", "deadline", "not_before")
+    __slots__ = ("task_id", "task_type", "params", "result_dir", "state", "priority", "attempt", "max_attempts", "worker_id", "result_path", "result_size_bytes", "result_sha256", "error", "idempotency_key", "created_at", "started_at", "finished_at", "run_timeout", "failure_reason", "deadline", "not_before", "retry")
     class FailureReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FAILURE_REASON_UNSPECIFIED: _ClassVar[Task.FailureReason]
@@ -100,6 +101,7 @@ class Task(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_type: str
     params: _struct_pb2.Struct
@@ -121,7 +123,22 @@ class Task(_message.Message):
     failure_reason: Task.FailureReason
     deadline: _timestamp_pb2.Timestamp
     not_before: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., result_sha256: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failure_reason: _Optional[_Union[Task.FailureReason, str]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    retry: RetryPolicy
+    def __init__(self, task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_path: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., result_sha256: _Optional[str] = ..., error: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., failure_reason: _Optional[_Union[Task.FailureReason, str]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("max_attempts", "initial_backoff", "max_backoff", "multiplier", "non_retryable_errors")
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    NON_RETRYABLE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    max_attempts: int
+    initial_backoff: _duration_pb2.Duration
+    max_backoff: _duration_pb2.Duration
+    multiplier: float
+    non_retryable_errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, max_attempts: _Optional[int] = ..., initial_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., multiplier: _Optional[float] = ..., non_retryable_errors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("task", "occurred_at", "position")

@@ -27,7 +27,7 @@ DRAINING: WorkerState
 OFFLINE: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout", "deadline", "not_before", "delay")
+    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout", "deadline", "not_before", "delay", "retry")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class SubmitTaskRequest(_message.Message):
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     DELAY_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     params: _struct_pb2.Struct
     result_dir: str
@@ -48,7 +49,8 @@ class SubmitTaskRequest(_message.Message):
     deadline: _timestamp_pb2.Timestamp
     not_before: _timestamp_pb2.Timestamp
     delay: _duration_pb2.Duration
-    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    retry: _common_pb2.RetryPolicy
+    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[_common_pb2.RetryPolicy, _Mapping]] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("requests",)

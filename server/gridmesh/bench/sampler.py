@@ -66,7 +66,7 @@ def sample(
     peak = peak_nproc = 0
     peak_parts = dict.fromkeys(parts, 0)
     last_enumeration = 0.0
-    while not stopped():
+    while True:  # one sample at least, even when stopped at once
         now = time.monotonic()
         if now - last_enumeration >= ENUMERATE_S:
             last_enumeration = now
@@ -92,6 +92,8 @@ def sample(
         peak, peak_nproc = max(peak, total), max(peak_nproc, nproc)
         for name, members in services.items():
             peak_svc[name] = max(peak_svc[name], rss_bytes(members))
+        if stopped():
+            break
         time.sleep(interval)
     wall = time.time() - since
     end_cpu = cpu_snapshot()

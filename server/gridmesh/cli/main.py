@@ -187,6 +187,7 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
             run_timeout=stats.parse_duration(args.run_timeout, "--run-timeout") if args.run_timeout else None,
             deadline=_time_or_delay(args.deadline, "--deadline") if args.deadline else None,
             not_before=_time_or_delay(args.not_before, "--not-before") if args.not_before else None,
+            retry=tasks.parse_json_object(args.retry, "--retry") if args.retry else None,
         )
         _emit(args, task, tasks.submitted_line(task))
         if not args.wait:
@@ -362,6 +363,12 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="",
         metavar="TIME",
         help="delay the task: stored now, run from then on: a time (2026-03-01T12:00:00Z) or a delay (90s)",
+    )
+    p.add_argument(
+        "--retry",
+        default="",
+        metavar="JSON",
+        help='retry policy, e.g. \'{"max_attempts": 5, "initial_backoff": "1s"}\' (default: the type\'s)',
     )
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")

@@ -40,13 +40,20 @@ _JSON_KINDS = {
 def parse_params(text: str) -> dict[str, Any]:
     """The ``--params`` JSON object; :class:`InvalidArgument` with one line
     saying what is wrong otherwise."""
+    return parse_json_object(text, "--params", '{"text": "a b a"}')
+
+
+def parse_json_object(text: str, option: str, example: str = '{"max_attempts": 5}') -> dict[str, Any]:
+    """A JSON object given to ``option``; :class:`InvalidArgument` with one line
+    saying what is wrong otherwise."""
+    field = option.removeprefix("--")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidArgument(f"--params is not valid JSON: {e}", field="params") from None
+        raise InvalidArgument(f"{option} is not valid JSON: {e}", field=field) from None
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
-        raise InvalidArgument(f'--params must be a JSON object such as {{"text": "a b a"}}, got {kind}', field="params")
+        raise InvalidArgument(f"{option} must be a JSON object such as {example}, got {kind}", field=field)
     return value
 
 

@@ -75,6 +75,22 @@ def primes(params: dict[str, Any]) -> dict[str, Any]:
     return {"n": n, "count": sum(sieve)}
 
 
+class TaskFailed(Exception):
+    """What ``fail`` raises unless told another type."""
+
+
+_FAIL_TYPES: dict[str, type[Exception]] = {
+    "TaskFailed": TaskFailed,
+    "ValueError": ValueError,
+    "RuntimeError": RuntimeError,
+    "KeyError": KeyError,
+}
+
+
+def fail(params: dict[str, Any]) -> dict[str, Any]:
+    raise _FAIL_TYPES[params.get("error", "TaskFailed")](params.get("message", "failed on purpose"))
+
+
 def _int(maximum: int, what: str) -> dict[str, Any]:
     return {"type": "integer", "minimum": 0, "maximum": maximum, "description": what}
 
@@ -131,6 +147,20 @@ BUILTIN_TASK_TYPES = (
             "description": 'give {"text": "..."}',
         },
         run=word_count,
+    ),
+    TaskType(
+        name="fail",
+        description="Raises error(message): to try retry policies and failure handling.",
+        params_schema={
+            "type": "object",
+            "properties": {
+                "error": {"enum": sorted(_FAIL_TYPES), "description": "the exception type raised"},
+                "message": {"type": "string", "maxLength": 1000},
+            },
+            "additionalProperties": False,
+            "description": 'give {"error": "ValueError", "message": "..."} (both optional)',
+        },
+        run=fail,
     ),
     TaskType(
         name="primes",

@@ -27,6 +27,7 @@ import base64
 import heapq
 import itertools
 import logging
+import random
 import time
 import uuid
 from collections import OrderedDict
@@ -45,7 +46,7 @@ from gridmesh.core.errors import (
 )
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.names import check_result_dir, check_uuid
-from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, Task, TaskState
+from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher, WatchFilter, WatchHub
 from gridmesh.core.workers import (
@@ -151,6 +152,8 @@ class SubmitRequest:
     """Not dispatched before this time (a delayed task)."""
     delay_s: float = 0.0
     """Or: not dispatched before this long after the submit."""
+    retry: RetryPolicy | None = None
+    """None: the task type's."""
 
 
 @dataclass(frozen=True)
@@ -191,12 +194,15 @@ class SchedulerCore:
         *,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _now,
+        random: Callable[[], float] = random.random,
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
         self._types = registry
         self._settings = settings
         self._now = now
+        self._random = random
+        """Draws each retry's backoff within its bounds (jitter)."""
         self._tasks: dict[str, Task] = {}
         """Live state of every task in memory (all active, recent finished)."""
         self._views: dict[str, Task] = {}
@@ -314,6 +320,8 @@ class SchedulerCore:
                 field="max_attempts",
             )
         check_run_timeout(request.run_timeout_s)
+        if request.retry is not None:
+            check_retry(request.retry)
         not_before = self._not_before(request)
         if request.deadline is not None and request.deadline <= self._now():
             raise InvalidArgument(
@@ -444,6 +452,7 @@ class SchedulerCore:
             run_timeout_s=run_timeout_s,
             deadline=request.deadline,
             not_before=not_before,
+            retry=request.retry or self._types.get(request.task_type).retry,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -641,11 +650,16 @@ class SchedulerCore:
             event = self._event(LifecycleKind.COMPLETED, task)
         elif isinstance(outcome, Failure):
             self._release_lease(task)
-            task.state = TaskState.FAILED
-            task.error = clip_error(outcome.error) or "the task raised an error"
-            task.failure_reason = outcome.reason
-            task.finished_at = self._now()
-            event = self._event(LifecycleKind.FAILED, task)
+            error = clip_error(outcome.error) or "the task raised an error"
+            retry = task.retry if outcome.reason is not FailureReason.EXPIRED else None
+            if retry is not None and retry.retries(task.attempt, error):
+                event = self._retry_later(task, retry, error)
+            else:
+                task.state = TaskState.FAILED
+                task.error = error
+                task.failure_reason = outcome.reason
+                task.finished_at = self._now()
+                event = self._event(LifecycleKind.FAILED, task)
         else:
             event = self._retry_or_fail(task, clip_error(outcome.reason))
         done = self._commit(task, event)
@@ -784,6 +798,17 @@ class SchedulerCore:
         task.worker_id = ""
         task.fencing_token = 0
         task.started_at = None
+
+    def _retry_later(self, task: Task, policy: RetryPolicy, error: str) -> LifecycleEvent:
+        """The attempt failed and ``policy`` tries again: the task waits out
+        its backoff as a delayed task (QUEUED, due at ``not_before``)."""
+        retried = self._event(LifecycleKind.RETRIED, task, error=error)
+        backoff = policy.backoff_s(task.attempt, self._random)
+        task.attempt += 1
+        self._unlease(task)
+        task.not_before = self._now() + timedelta(seconds=backoff)
+        self._enqueue(task)
+        return retried
 
     def _retry_or_fail(self, task: Task, reason: str) -> LifecycleEvent:
         """The task's process or node died: queue it again at HIGH priority
@@ -953,6 +978,26 @@ class SchedulerCore:
         return self._settings.heartbeat_interval_s
 
 
+def check_retry(policy: RetryPolicy) -> None:
+    """A retry policy's numbers are in range and its error names are type names."""
+
+    def bad(field: str, message: str) -> InvalidArgument:
+        return InvalidArgument(f"retry.{field} {message}", field=f"retry.{field}")
+
+    if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        raise bad("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}")
+    if not 0 < policy.initial_backoff_s <= MAX_BACKOFF_S:
+        raise bad("initial_backoff", f"must be more than 0 and at most {MAX_BACKOFF_S:.0f} s")
+    if not policy.initial_backoff_s <= policy.max_backoff_s <= MAX_BACKOFF_S:
+        raise bad("max_backoff", f"must be at least initial_backoff and at most {MAX_BACKOFF_S:.0f} s")
+    if not 1 <= policy.multiplier <= 10:
+        raise bad("multiplier", f"must be between 1 and 10, got {policy.multiplier:g}")
+    for name in policy.non_retryable_errors:
+        if not name.isidentifier():
+            raise bad("non_retryable_errors", f"names error types such as ValueError, not {name!r}")
+
+
+MAX_BACKOFF_S = 86_400.0
 MAX_RUN_TIMEOUT_S = 7 * 86_400.0
 MAX_DELAY_S = 366 * 86_400.0
 """How far ahead a task may be delayed."""

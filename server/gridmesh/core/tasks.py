@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,36 @@ class Priority(enum.IntEnum):
         return Priority.NORMAL if self is Priority.UNSPECIFIED else self
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a task that raises (or outlives its run_timeout) is tried again:
+    up to ``max_attempts`` attempts in all, each retry waiting a backoff
+    drawn between half and all of ``initial_backoff_s * multiplier ** (n - 1)``
+    (capped at ``max_backoff_s``) as a delayed task; an error whose type is
+    in ``non_retryable_errors`` (e.g. ``ValueError``) fails at once."""
+
+    max_attempts: int = 1
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    multiplier: float = 2.0
+    non_retryable_errors: tuple[str, ...] = ()
+
+    def retries(self, attempt: int, error: str) -> bool:
+        """Whether a task whose attempt ``attempt`` failed with ``error``
+        (``TypeName: message``) is tried again."""
+        error_type = error.partition(":")[0].strip()
+        return attempt < self.max_attempts and error_type not in self.non_retryable_errors
+
+    def backoff_bounds(self, attempt: int) -> tuple[float, float]:
+        """The range the wait before attempt ``attempt + 1`` is drawn from (seconds)."""
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
+        return ceiling / 2, ceiling
+
+    def backoff_s(self, attempt: int, random: Callable[[], float]) -> float:
+        low, high = self.backoff_bounds(attempt)
+        return low + (high - low) * random()
+
+
 @dataclass
 class Task:
     """A task as the Scheduler keeps it. Mutated only by :class:`SchedulerCore`
@@ -86,6 +117,8 @@ class Task:
     """The latest time an attempt may start; past it a QUEUED task ends EXPIRED."""
     not_before: datetime | None = None
     """A delayed task is QUEUED but not dispatched before this time."""
+    retry: RetryPolicy | None = None
+    """How a failed attempt is tried again (None: it is not)."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

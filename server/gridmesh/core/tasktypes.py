@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 
 from gridmesh.core.errors import InvalidArgument, NotFound
+from gridmesh.core.tasks import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ class TaskType:
     run_timeout_s: float = 0.0
     """How long one attempt may run before its process is killed, unless a
     submit gives its own (0: no limit)."""
+    retry: RetryPolicy | None = None
+    """How a failed attempt is tried again, unless a submit gives its own
+    (None: a task that raises fails at once)."""
     _validator: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from grpc import aio
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import Crash, Failure, Outcome, SchedulerCore, SubmitRequest, Success
 from gridmesh.core.stats import StatsReader
-from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher
 from gridmesh.core.workers import (
@@ -66,6 +66,33 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         failure_reason=int(task.failure_reason),  # type: ignore[arg-type]
         deadline=to_timestamp(task.deadline),
         not_before=to_timestamp(task.not_before),
+        retry=_retry_to_proto(task.retry),
+    )
+
+
+def _retry_to_proto(policy: RetryPolicy | None) -> common_pb2.RetryPolicy | None:
+    if policy is None:
+        return None
+    return common_pb2.RetryPolicy(
+        max_attempts=policy.max_attempts,
+        initial_backoff=to_duration(policy.initial_backoff_s),
+        max_backoff=to_duration(policy.max_backoff_s),
+        multiplier=policy.multiplier,
+        non_retryable_errors=list(policy.non_retryable_errors),
+    )
+
+
+def _retry_from_proto(policy: common_pb2.RetryPolicy) -> RetryPolicy:
+    """Unset numbers take :class:`RetryPolicy`'s defaults."""
+    defaults = RetryPolicy()
+    return RetryPolicy(
+        max_attempts=policy.max_attempts,
+        initial_backoff_s=(
+            from_duration(policy.initial_backoff) if policy.HasField("initial_backoff") else defaults.initial_backoff_s
+        ),
+        max_backoff_s=from_duration(policy.max_backoff) if policy.HasField("max_backoff") else defaults.max_backoff_s,
+        multiplier=policy.multiplier or defaults.multiplier,
+        non_retryable_errors=tuple(policy.non_retryable_errors),
     )
 
 
@@ -112,6 +139,7 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         deadline=from_timestamp(request.deadline) if request.HasField("deadline") else None,
         not_before=from_timestamp(request.not_before) if request.HasField("not_before") else None,
         delay_s=from_duration(request.delay),
+        retry=_retry_from_proto(request.retry) if request.HasField("retry") else None,
     )
 
 

@@ -9,6 +9,7 @@ pool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
 from gridmesh.core.scheduler import Counters, TaskStore
-from gridmesh.core.tasks import FailureReason, Priority, Task, TaskState
+from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.watch import WatchFilter
 
 MIGRATIONS = [
@@ -57,6 +58,7 @@ MIGRATIONS = [
     " ADD COLUMN failure_reason TINYINT NOT NULL DEFAULT 0",
     "ALTER TABLE tasks ADD COLUMN deadline DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
+    "ALTER TABLE tasks ADD COLUMN retry_policy TEXT NULL",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -66,9 +68,9 @@ _SAVE_PROGRESS = (
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline, not_before"
+    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline, not_before, retry_policy"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 24)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 25)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -83,6 +85,7 @@ _MUTABLE = (
     "finished_at",
     "revision",
     "failure_reason",
+    "not_before",
 )
 # A save is an upsert of the whole row, so that a group of saves is one
 # multi-row statement (see adapters.mysql.Row).
@@ -123,6 +126,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         int(task.failure_reason),
         _naive(task.deadline),
         _naive(task.not_before),
+        json.dumps(dataclasses.asdict(task.retry)) if task.retry is not None else None,
     )
 
 
@@ -152,7 +156,15 @@ def _task(row: tuple[Any, ...]) -> Task:
         failure_reason=FailureReason(row[21]),
         deadline=_aware(row[22]),
         not_before=_aware(row[23]),
+        retry=_retry_policy(row[24]),
     )
+
+
+def _retry_policy(text: str | None) -> RetryPolicy | None:
+    if not text:
+        return None
+    fields = json.loads(text)
+    return RetryPolicy(**{**fields, "non_retryable_errors": tuple(fields.get("non_retryable_errors", ()))})
 
 
 class MySQLTaskStore(TaskStore):
