@@ -111,6 +111,8 @@ CALLS = [
     ("GetQueueStats", "GET", "/v1/subscribers/audit/queue", None, "subscriber:audit", "submitter"),
     ("ListDeadLetters", "GET", "/v1/subscribers/audit/dead-letters", None, "operator", "publisher:customers"),
     ("CancelTask", "POST", "/v1/tasks/{task}:cancel", {}, "submitter", "viewer"),
+    ("RerunTask", "POST", "/v1/tasks/{task}:rerun", {}, "submitter", "operator"),
+    ("RerunTasks", "POST", "/v1/tasks:rerun", {"dry_run": True}, "submitter", "viewer"),
     ("DrainNode", "POST", "/v1/workers/no-such-node:drain", {}, "operator", "viewer"),
 ]  # fmt: skip
 
@@ -153,6 +155,8 @@ def test_every_public_rpc_needs_a_key_whose_role_may_call_it(
         assert status == 404 and "no worker 'no-such-node'" in answer["message"], answer
     elif what == "CancelTask":  # reached the Scheduler: the task is finished
         assert status == 400 and "already SUCCEEDED" in answer["message"], answer
+    elif what == "RerunTask":  # reached the Scheduler: the task succeeded
+        assert status == 400 and "only FAILED or CANCELLED" in answer["message"], answer
     else:
         assert status == 200, (what, status, answer)
 

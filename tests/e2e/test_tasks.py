@@ -255,6 +255,25 @@ def test_a_failing_task_is_retried_after_backoffs_within_its_policy_then_fails_w
             assert datetime.fromisoformat(started[attempt]["occurred_at"]) >= due
 
 
+def test_a_failed_task_is_rerun_as_a_new_task_and_an_unfinished_or_succeeded_one_is_refused(edge):
+    failed = finished(edge, submit(edge, "fail", {"message": "first time"}, "reruns")["task_id"])
+    assert failed["state"] == "FAILED" and failed["failure_reason"] == "ERROR"
+    status, again = http_json(edge, "POST", f"/v1/tasks/{failed['task_id']}:rerun", {})
+    assert status == 200 and again["rerun_of"] == failed["task_id"] and again["task_id"] != failed["task_id"]
+    assert (again["task_type"], again["params"], again["result_dir"]) == ("fail", {"message": "first time"}, "reruns")
+    assert finished(edge, again["task_id"])["state"] == "FAILED"  # it ran again
+    assert http_json(edge, "GET", f"/v1/tasks/{failed['task_id']}")[1] == failed  # the original is unchanged
+    ok = finished(edge, submit(edge, "noop", {}, "reruns")["task_id"])
+    status, error = http_json(edge, "POST", f"/v1/tasks/{ok['task_id']}:rerun", {})
+    assert status == 400 and "only FAILED or CANCELLED" in error["message"]
+    _, before = http_json(edge, "GET", "/v1/tasks?page_size=1")
+    status, counted = http_json(
+        edge, "POST", "/v1/tasks:rerun", {"task_type": "fail", "failure_reason": "ERROR", "dry_run": True}
+    )
+    assert status == 200 and counted["matched"] >= 2 and counted["tasks"] == []
+    assert http_json(edge, "GET", "/v1/tasks?page_size=1")[1] == before  # a dry run makes nothing
+
+
 def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):
     quick = submit(edge, "noop", {}, "timeouts", run_timeout="30s")
     done = wait_for(

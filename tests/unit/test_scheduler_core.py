@@ -16,6 +16,7 @@ from gridmesh.core.scheduler import (
     MAX_ERROR_CHARS,
     Crash,
     Failure,
+    RerunFilter,
     SchedulerCore,
     SchedulerSettings,
     SubmitRequest,
@@ -841,5 +842,50 @@ def test_bad_retry_policies_are_refused_naming_the_field(policy, field):
         with pytest.raises(InvalidArgument) as info:
             await h.submit("fail", retry=policy)
         assert info.value.field == field and h.store.rows == {}
+
+    run(body)
+
+
+def test_rerun_makes_a_new_task_from_a_failed_one_and_refuses_an_unfinished_one():
+    async def body(h: Harness) -> None:
+        policy = RetryPolicy(max_attempts=1)
+        failed = await h.submit("fail", params={"message": "x"}, run_timeout_s=9, retry=policy, priority=Priority.LOW)
+        queued = await h.submit("noop")
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        await h.core.report("w1", failed, assignment.fencing_token, Failure("TaskFailed: x"))
+        again = await h.core.rerun(failed)
+        original = await h.core.get(failed)
+        assert again.task_id != failed and again.rerun_of == failed and again.state is TaskState.QUEUED
+        assert (again.task_type, again.params, again.result_dir, again.priority) == (
+            "fail",
+            {"message": "x"},
+            "out",
+            Priority.LOW,
+        )
+        assert again.run_timeout_s == 9 and again.retry == policy and again.attempt == 1
+        assert original.state is TaskState.FAILED and original.rerun_of == ""  # unchanged
+        with pytest.raises(FailedPrecondition, match="only FAILED or CANCELLED"):
+            await h.core.rerun(queued)
+        with pytest.raises(NotFound):
+            await h.core.rerun("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+
+    run(body)
+
+
+def test_rerun_by_filter_counts_on_a_dry_run_and_reruns_only_what_matches():
+    async def body(h: Harness) -> None:
+        ids = [await h.submit("noop") for _ in range(3)] + [await h.submit("echo")]
+        for task_id in ids:
+            await h.core.cancel(task_id)
+        matching = RerunFilter(task_type="noop", failure_reason=FailureReason.CANCELLED)
+        assert await h.core.rerun_many(matching, 0, dry_run=True) == (3, [])
+        assert h.core.queued == 0  # a dry run makes nothing
+        matched, made = await h.core.rerun_many(matching, 2, dry_run=False)
+        assert matched == 2 and [t.rerun_of for t in made] == ids[:2]  # oldest first, up to the limit
+        with pytest.raises(InvalidArgument) as info:
+            await h.core.rerun_many(RerunFilter(state=TaskState.RUNNING), 0, dry_run=True)
+        assert info.value.field == "state"
 
     run(body)

@@ -264,6 +264,15 @@ class TaskClient(ChannelClient):
         change. A finished task raises ``FAILED_PRECONDITION``."""
         return self._unary(self._scheduler.CancelTask, scheduler_pb2.CancelTaskRequest(task_id=task_id))
 
+    def rerun(self, task_id: str) -> common_pb2.Task:
+        """Runs a ``FAILED`` or ``CANCELLED`` task again as a new task (its
+        ``rerun_of`` names the original); any other raises ``FAILED_PRECONDITION``."""
+        return self._unary(self._scheduler.RerunTask, scheduler_pb2.RerunTaskRequest(task_id=task_id))
+
+    def rerun_many(self, request: scheduler_pb2.RerunTasksRequest) -> scheduler_pb2.RerunTasksResponse:
+        """Reruns every finished task the filter matches (``dry_run``: counts them only)."""
+        return self._unary(self._scheduler.RerunTasks, request)
+
     def watch(self, task_id: str, resume_after: int = 0) -> Generator[common_pb2.TaskEvent, None, None]:
         """The task's current state, then every change; ends after a terminal
         state. Closing the iterator early cancels the stream.

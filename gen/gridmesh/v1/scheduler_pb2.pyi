@@ -98,6 +98,38 @@ class ListTasksResponse(_message.Message):
     next_page_token: str
     def __init__(self, tasks: _Optional[_Iterable[_Union[_common_pb2.Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class RerunTaskRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class RerunTasksRequest(_message.Message):
+    __slots__ = ("state", "task_type", "failure_reason", "created_after", "created_before", "limit", "dry_run")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.TaskState
+    task_type: str
+    failure_reason: _common_pb2.Task.FailureReason
+    created_after: _timestamp_pb2.Timestamp
+    created_before: _timestamp_pb2.Timestamp
+    limit: int
+    dry_run: bool
+    def __init__(self, state: _Optional[_Union[_common_pb2.TaskState, str]] = ..., task_type: _Optional[str] = ..., failure_reason: _Optional[_Union[_common_pb2.Task.FailureReason, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class RerunTasksResponse(_message.Message):
+    __slots__ = ("matched", "tasks")
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    matched: int
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Task]
+    def __init__(self, matched: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[_common_pb2.Task, _Mapping]]] = ...) -> None: ...
+
 class CancelTaskRequest(_message.Message):
     __slots__ = ("task_id",)
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

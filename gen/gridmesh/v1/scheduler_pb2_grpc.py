@@ -60,6 +60,16 @@ class SchedulerStub:
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_common__pb2.Task.FromString,
                 _registered_method=True)
+        self.RerunTask = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/RerunTask',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTaskRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_common__pb2.Task.FromString,
+                _registered_method=True)
+        self.RerunTasks = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/RerunTasks',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.FromString,
+                _registered_method=True)
         self.WatchTask = channel.unary_stream(
                 '/gridmesh.v1.Scheduler/WatchTask',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.WatchTaskRequest.SerializeToString,
@@ -125,6 +135,23 @@ class SchedulerServicer:
 
     def CancelTask(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunTask(self, request, context):
+        """Runs a FAILED or CANCELLED task again as a new task: the same type,
+        params, result_dir, priority, attempts, run_timeout and retry policy; the
+        new task names the original in rerun_of, and the original is unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunTasks(self, request, context):
+        """RerunTask for every FAILED or CANCELLED task a filter matches (oldest
+        first, up to limit), or with dry_run only how many it matches.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -199,6 +226,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.CancelTaskRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'RerunTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunTask,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTaskRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_common__pb2.Task.SerializeToString,
+            ),
+            'RerunTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunTasks,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.SerializeToString,
             ),
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
@@ -366,6 +403,60 @@ class Scheduler:
             '/gridmesh.v1.Scheduler/CancelTask',
             gridmesh_dot_v1_dot_scheduler__pb2.CancelTaskRequest.SerializeToString,
             gridmesh_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/RerunTask',
+            gridmesh_dot_v1_dot_scheduler__pb2.RerunTaskRequest.SerializeToString,
+            gridmesh_dot_v1_dot_common__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/RerunTasks',
+            gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,6 +24,7 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.edge.envoy import render_envoy_config
 from gridmesh.observability import server as prometheus_server
+from gridmesh.v1 import scheduler_pb2
 
 Command = Callable[[MeshConfig, argparse.Namespace], int]
 DRAIN_POLL_S = 0.2
@@ -244,6 +245,33 @@ def cmd_cancel(config: MeshConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rerun(config: MeshConfig, args: argparse.Namespace) -> int:
+    with _client(config) as client:
+        if args.task_id:
+            task = client.rerun(args.task_id)
+            _emit(args, task, tasks.submitted_line(task))
+            return 0
+        request = scheduler_pb2.RerunTasksRequest(
+            state=args.state or "TASK_STATE_UNSPECIFIED",
+            task_type=args.task_type,
+            failure_reason=args.reason or "FAILURE_REASON_UNSPECIFIED",
+            limit=args.limit,
+            dry_run=args.dry_run,
+        )
+        if args.since:
+            request.created_after.FromDatetime(datetime.now(UTC) - stats.parse_duration(args.since, "--since"))
+        response = client.rerun_many(request)
+    if args.json:
+        print(tasks.json_line(response), flush=True)
+    elif args.dry_run:
+        print(f"{response.matched} tasks match; --dry-run: none rerun")
+    else:
+        print(f"{response.matched} tasks match; rerun as:")
+        for task in response.tasks:
+            print(f"  {tasks.submitted_line(task)}  (rerun of {task.rerun_of})")
+    return 0
+
+
 def cmd_watch(config: MeshConfig, args: argparse.Namespace) -> int:
     with _client(config) as client:
         events = (
@@ -405,6 +433,20 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = sub.add_parser("cancel", parents=[as_json], help="cancel a queued or running task")
     p.add_argument("task_id", metavar="ID")
     p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser(
+        "rerun", parents=[as_json], help="run a FAILED or CANCELLED task again, or every one a filter matches"
+    )
+    p.add_argument("task_id", metavar="ID", nargs="?", default="", help="the task (or give a filter instead)")
+    p.add_argument("--state", type=str.upper, choices=["FAILED", "CANCELLED"], help="default: both")
+    p.add_argument("--type", dest="task_type", default="", metavar="TYPE")
+    p.add_argument(
+        "--reason", type=str.upper, choices=["ERROR", "TIMEOUT", "EXPIRED", "CRASHED", "CANCELLED"], default=None
+    )
+    p.add_argument("--since", default="", metavar="DURATION", help="created within this long (90s, 30m, 2h, 1d)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="at most N, oldest first (default 100)")
+    p.add_argument("--dry-run", action="store_true", help="only count what matches")
+    p.set_defaults(func=cmd_rerun)
 
     p = sub.add_parser("tasks", parents=[as_json], help="list tasks, newest first")
     p.add_argument("--state", type=str.upper, choices=states, help="only tasks in this state")

@@ -94,7 +94,7 @@ _READ = (
 )
 _SUBMIT = (
     _methods("Scheduler", "SubmitTask", "SubmitTasks", "GetTask", "ListTasks", "WatchTask", "WatchTasks")
-    | _methods("Scheduler", "CancelTask", "ListTaskTypes")
+    | _methods("Scheduler", "CancelTask", "RerunTask", "RerunTasks", "ListTaskTypes")
     | _RESULTS
 )
 _OPERATE = _methods("Scheduler", "ListWorkers", "DrainNode", "GetStats", "ListTaskTypes") | _methods(

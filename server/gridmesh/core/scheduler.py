@@ -124,8 +124,37 @@ class TaskStore(Protocol):
     async def list_tasks(self, state: TaskState, task_type: str, limit: int, before_seq: int | None) -> list[Task]:
         """Tasks newest first, optionally filtered, with ``seq < before_seq``."""
 
+    async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
+        """FAILED or CANCELLED tasks ``matching`` selects, oldest first, at most ``limit``."""
+
 
 # -- values exchanged with the servicers ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RerunFilter:
+    """Which finished tasks ``RerunTasks`` runs again."""
+
+    state: TaskState = TaskState.UNSPECIFIED
+    """FAILED or CANCELLED; UNSPECIFIED: both."""
+    task_type: str = ""
+    failure_reason: FailureReason = FailureReason.UNSPECIFIED
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def matches(self, task: Task) -> bool:
+        return (
+            task.state in ((self.state,) if self.state is not TaskState.UNSPECIFIED else RERUNNABLE)
+            and (not self.task_type or task.task_type == self.task_type)
+            and (self.failure_reason is FailureReason.UNSPECIFIED or task.failure_reason is self.failure_reason)
+            and (self.created_after is None or task.created_at > self.created_after)
+            and (self.created_before is None or task.created_at < self.created_before)
+        )
+
+
+RERUNNABLE = (TaskState.FAILED, TaskState.CANCELLED)
+MAX_RERUN_BATCH = 1000
+DEFAULT_RERUN_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -539,6 +568,54 @@ class SchedulerCore:
         return task.snapshot()
 
     # -- watching --------------------------------------------------------------
+
+    async def rerun(self, task_id: str) -> Task:
+        """A new task that runs a FAILED or CANCELLED one again: the same
+        type, params, result_dir, priority, attempts, run_timeout and retry
+        policy; ``rerun_of`` names the original, which is unchanged."""
+        self._check_alive()
+        task_id = check_uuid(task_id, "task_id")
+        original = self._views.get(task_id) or await self._store.get(task_id)
+        if original is None:
+            raise NotFound(f"task {task_id} does not exist")
+        if original.state not in RERUNNABLE:
+            raise FailedPrecondition(
+                f"task {task_id} is {original.state.name}; only FAILED or CANCELLED tasks can be rerun"
+            )
+        return await self._rerun(original)
+
+    async def rerun_many(self, matching: RerunFilter, limit: int, dry_run: bool) -> tuple[int, list[Task]]:
+        """(how many tasks ``matching`` selects, the new tasks) — none made on a dry run."""
+        self._check_alive()
+        if matching.state not in (TaskState.UNSPECIFIED, *RERUNNABLE):
+            raise InvalidArgument("state must be FAILED or CANCELLED (or unset: both)", field="state")
+        if matching.task_type:
+            self._check_type_filter(matching.task_type)
+        if not 0 <= limit <= MAX_RERUN_BATCH:
+            raise InvalidArgument(f"limit must be between 0 and {MAX_RERUN_BATCH}, got {limit}", field="limit")
+        found = await self._store.finished(matching, limit or DEFAULT_RERUN_BATCH)
+        if dry_run:
+            return len(found), []
+        return len(found), list(await asyncio.gather(*(self._rerun(t) for t in found)))
+
+    async def _rerun(self, original: Task) -> Task:
+        self._seq += 1
+        task = Task(
+            task_id=str(uuid.uuid4()),
+            task_type=original.task_type,
+            params=dict(original.params),
+            result_dir=original.result_dir,
+            state=TaskState.QUEUED,
+            priority=original.priority,
+            attempt=1,
+            max_attempts=original.max_attempts,
+            created_at=self._now(),
+            seq=self._seq,
+            run_timeout_s=original.run_timeout_s,
+            retry=original.retry,
+            rerun_of=original.task_id,
+        )
+        return await asyncio.shield(self._accept(task))
 
     def watch(self, task_ids: Iterable[str], terminal_only: bool, task_type: str = "") -> Watcher:
         ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)

@@ -119,6 +119,8 @@ class Task:
     """A delayed task is QUEUED but not dispatched before this time."""
     retry: RetryPolicy | None = None
     """How a failed attempt is tried again (None: it is not)."""
+    rerun_of: str = ""
+    """The task this one runs again (``RerunTask``)."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from grpc import aio
 
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
-from gridmesh.core.scheduler import Crash, Failure, Outcome, SchedulerCore, SubmitRequest, Success
+from gridmesh.core.scheduler import Crash, Failure, Outcome, RerunFilter, SchedulerCore, SubmitRequest, Success
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
@@ -67,6 +67,7 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         deadline=to_timestamp(task.deadline),
         not_before=to_timestamp(task.not_before),
         retry=_retry_to_proto(task.retry),
+        rerun_of=task.rerun_of,
     )
 
 
@@ -119,7 +120,9 @@ def _changed_at(task: Task) -> datetime:
     return task.finished_at or task.started_at or task.created_at
 
 
-def _enum(cls: type[Priority] | type[TaskState], value: int, field: str) -> Priority | TaskState:
+def _enum(
+    cls: type[Priority] | type[TaskState] | type[FailureReason], value: int, field: str
+) -> Priority | TaskState | FailureReason:
     try:
         return cls(value)
     except ValueError:
@@ -208,6 +211,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         task = await self._holder.get().cancel(request.task_id)
         metrics.CANCELLED.labels(task.task_type).inc()
         return task_to_proto(task)
+
+    async def RerunTask(self, request: scheduler_pb2.RerunTaskRequest, context: aio.ServicerContext) -> common_pb2.Task:
+        return task_to_proto(await self._holder.get().rerun(request.task_id))
+
+    async def RerunTasks(
+        self, request: scheduler_pb2.RerunTasksRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.RerunTasksResponse:
+        matching = RerunFilter(
+            state=TaskState(_enum(TaskState, request.state, "state")),
+            task_type=request.task_type,
+            failure_reason=FailureReason(_enum(FailureReason, request.failure_reason, "failure_reason")),
+            created_after=from_timestamp(request.created_after) if request.HasField("created_after") else None,
+            created_before=from_timestamp(request.created_before) if request.HasField("created_before") else None,
+        )
+        matched, tasks = await self._holder.get().rerun_many(matching, request.limit, request.dry_run)
+        return scheduler_pb2.RerunTasksResponse(matched=matched, tasks=[task_to_proto(t) for t in tasks])
 
     async def WatchTask(
         self, request: scheduler_pb2.WatchTaskRequest, context: aio.ServicerContext

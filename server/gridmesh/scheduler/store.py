@@ -16,7 +16,7 @@ from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
-from gridmesh.core.scheduler import Counters, TaskStore
+from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, TaskStore
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.watch import WatchFilter
 
@@ -59,6 +59,7 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN deadline DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN retry_policy TEXT NULL",
+    "ALTER TABLE tasks ADD COLUMN rerun_of CHAR(36) NULL, ADD KEY ix_tasks_finished (state, created_at)",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -68,9 +69,10 @@ _SAVE_PROGRESS = (
 _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
-    " created_at, started_at, finished_at, revision, run_timeout_ms, failure_reason, deadline, not_before, retry_policy"
+    " created_at, started_at, finished_at, revision,"
+    " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 25)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 26)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -127,6 +129,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         _naive(task.deadline),
         _naive(task.not_before),
         json.dumps(dataclasses.asdict(task.retry)) if task.retry is not None else None,
+        task.rerun_of or None,
     )
 
 
@@ -157,6 +160,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         deadline=_aware(row[22]),
         not_before=_aware(row[23]),
         retry=_retry_policy(row[24]),
+        rerun_of=row[25] or "",
     )
 
 
@@ -274,6 +278,30 @@ class MySQLTaskStore(TaskStore):
 
         return await self._db.read(work)
 
+    async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
+        states = (matching.state,) if matching.state is not TaskState.UNSPECIFIED else RERUNNABLE
+        clauses = [f"state IN ({', '.join(['%s'] * len(states))})"]
+        args: list[object] = [int(state) for state in states]
+        if matching.task_type:
+            clauses.append("task_type=%s")
+            args.append(matching.task_type)
+        if matching.failure_reason is not FailureReason.UNSPECIFIED:
+            clauses.append("failure_reason=%s")
+            args.append(int(matching.failure_reason))
+        if matching.created_after is not None:
+            clauses.append("created_at>%s")
+            args.append(_naive(matching.created_after))
+        if matching.created_before is not None:
+            clauses.append("created_at<%s")
+            args.append(_naive(matching.created_before))
+        where = " AND ".join(clauses)
+
+        def work(cur: Cursor) -> list[Task]:
+            cur.execute(f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT %s", (*args, limit))
+            return [_task(r) for r in cur.fetchall()]
+
+        return await self._db.read(work)
+
 
 class MemoryTaskStore(TaskStore):
     """The same contract in memory (unit tests). ``fail_saves`` makes every
@@ -343,3 +371,7 @@ class MemoryTaskStore(TaskStore):
             and (before_seq is None or t.seq < before_seq)
         ]
         return tasks[:limit]
+
+    async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
+        found = [t.snapshot() for t in sorted(self.rows.values(), key=lambda t: t.seq) if matching.matches(t)]
+        return found[:limit]
