@@ -8,10 +8,12 @@ import { TaskPage } from "./pages/Task.jsx";
 import { WorkersPage } from "./pages/Workers.jsx";
 import { StatsPage } from "./pages/Stats.jsx";
 import { ReplicationPage } from "./pages/Replication.jsx";
+import { SchedulesPage } from "./pages/Schedules.jsx";
 import { api, apiKey, signIn, signOut } from "./api.js";
 
 const NAV = [
   ["#/tasks", "Tasks"],
+  ["#/schedules", "Schedules"],
   ["#/workers", "Workers"],
   ["#/stats", "Statistics"],
   ["#/replication", "Replication"],
@@ -32,6 +34,7 @@ function route(hash) {
   const parts = path.split("/").filter(Boolean);
   if (parts[0] === "tasks" && parts[1]) return <TaskPage key={parts[1]} taskId={decodeURIComponent(parts[1])} />;
   if (parts[0] === "workers") return <WorkersPage />;
+  if (parts[0] === "schedules") return <SchedulesPage />;
   if (parts[0] === "stats") return <StatsPage />;
   if (parts[0] === "replication") return <ReplicationPage />;
   return <TasksPage />;

@@ -238,6 +238,36 @@ def test_a_worker_is_drained_from_the_workers_page(page, console_mesh):
     expect(page.locator("tr[data-worker-id]")).to_contain_text("ACTIVE")
 
 
+def test_the_schedules_page_shows_a_schedule_and_pauses_resumes_and_deletes_it(page, console_mesh):
+    edge = console_mesh.edge
+    body = {"cron": "*/15 * * * *", "time_zone": "Europe/Berlin", "task": {"task_type": "noop", "result_dir": "c"}}
+    status, schedule = http_json(edge, "POST", "/v1/schedules", body)
+    assert status == 200, schedule
+    page.goto("/#/schedules")
+    row = page.locator(f"tr[data-schedule-id='{schedule['schedule_id']}']")
+    expect(row).to_contain_text("*/15 * * * *")
+    expect(row).to_contain_text("Europe/Berlin")
+    screenshot(page, "schedules")
+    row.get_by_role("button", name="Pause").click()
+    expect(row).to_contain_text("paused", timeout=LIVE_TIMEOUT_MS)
+    assert http_json(edge, "GET", f"/v1/schedules/{schedule['schedule_id']}")[1]["paused"] is True
+    row.get_by_role("button", name="Resume").click()
+    expect(row.get_by_role("button", name="Pause")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    row.get_by_role("button", name="Delete").click()
+    expect(row).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
+    assert http_json(edge, "GET", f"/v1/schedules/{schedule['schedule_id']}")[0] == 404
+
+
+def test_a_timed_out_task_shows_its_failure_reason_on_its_page(page, console_mesh):
+    edge = console_mesh.edge
+    body = {"task_type": "sleep", "params": {"ms": 30_000}, "result_dir": "c", "run_timeout": "1s", "max_attempts": 1}
+    status, task = http_json(edge, "POST", "/v1/tasks", body)
+    assert status == 200, task
+    page.goto(f"/#/tasks/{task['task_id']}")
+    expect(page.locator(".failure-reason")).to_have_text("TIMEOUT", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("pre.task-error")).to_contain_text("run_timeout of 1 s")
+
+
 def test_the_statistics_page_charts_the_windows_of_get_stats(page, console_mesh):
     edge = console_mesh.edge
     start = datetime.now(UTC) - timedelta(minutes=5)

@@ -113,6 +113,9 @@ CALLS = [
     ("CancelTask", "POST", "/v1/tasks/{task}:cancel", {}, "submitter", "viewer"),
     ("RerunTask", "POST", "/v1/tasks/{task}:rerun", {}, "submitter", "operator"),
     ("RerunTasks", "POST", "/v1/tasks:rerun", {"dry_run": True}, "submitter", "viewer"),
+    ("CreateSchedule", "POST", "/v1/schedules",
+     {"cron": "0 0 1 1 *", "task": {"task_type": "noop", "result_dir": "security"}}, "submitter", "viewer"),
+    ("ListSchedules", "GET", "/v1/schedules", None, "viewer", "publisher:customers"),
     ("DrainNode", "POST", "/v1/workers/no-such-node:drain", {}, "operator", "viewer"),
 ]  # fmt: skip
 

@@ -850,10 +850,10 @@ def test_rerun_makes_a_new_task_from_a_failed_one_and_refuses_an_unfinished_one(
     async def body(h: Harness) -> None:
         policy = RetryPolicy(max_attempts=1)
         failed = await h.submit("fail", params={"message": "x"}, run_timeout_s=9, retry=policy, priority=Priority.LOW)
-        queued = await h.submit("noop")
         link = h.worker(slots=1)
         h.core.grant_credit(link, 1)
         (assignment,) = h.assignments(link)
+        queued = await h.submit("noop")
         await h.core.report("w1", failed, assignment.fencing_token, Failure("TaskFailed: x"))
         again = await h.core.rerun(failed)
         original = await h.core.get(failed)

@@ -273,6 +273,29 @@ class TaskClient(ChannelClient):
         """Reruns every finished task the filter matches (``dry_run``: counts them only)."""
         return self._unary(self._scheduler.RerunTasks, request)
 
+    # -- schedules ------------------------------------------------------------
+
+    def create_schedule(self, schedule: scheduler_pb2.Schedule) -> scheduler_pb2.Schedule:
+        """Creates a schedule (``cron`` + ``time_zone``, or ``interval``, and a
+        ``task`` template); answers it with its id and first tick."""
+        return self._unary(self._scheduler.CreateSchedule, scheduler_pb2.CreateScheduleRequest(schedule=schedule))
+
+    def list_schedules(self) -> builtins.list[scheduler_pb2.Schedule]:
+        return builtins.list(self._unary(self._scheduler.ListSchedules, scheduler_pb2.ListSchedulesRequest()).schedules)
+
+    def get_schedule(self, schedule_id: str) -> scheduler_pb2.Schedule:
+        return self._unary(self._scheduler.GetSchedule, scheduler_pb2.GetScheduleRequest(schedule_id=schedule_id))
+
+    def pause_schedule(self, schedule_id: str) -> scheduler_pb2.Schedule:
+        return self._unary(self._scheduler.PauseSchedule, scheduler_pb2.PauseScheduleRequest(schedule_id=schedule_id))
+
+    def resume_schedule(self, schedule_id: str) -> scheduler_pb2.Schedule:
+        request = scheduler_pb2.ResumeScheduleRequest(schedule_id=schedule_id)
+        return self._unary(self._scheduler.ResumeSchedule, request)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._unary(self._scheduler.DeleteSchedule, scheduler_pb2.DeleteScheduleRequest(schedule_id=schedule_id))
+
     def watch(self, task_id: str, resume_after: int = 0) -> Generator[common_pb2.TaskEvent, None, None]:
         """The task's current state, then every change; ends after a terminal
         state. Closing the iterator early cancels the stream.

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from gridmesh.v1 import common_pb2 as gridmesh_dot_v1_dot_common__pb2
 from gridmesh.v1 import scheduler_pb2 as gridmesh_dot_v1_dot_scheduler__pb2
 
@@ -69,6 +70,36 @@ class SchedulerStub:
                 '/gridmesh.v1.Scheduler/RerunTasks',
                 request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/CreateSchedule',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/ListSchedules',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/GetSchedule',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/PauseSchedule',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/ResumeSchedule',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/gridmesh.v1.Scheduler/DeleteSchedule',
+                request_serializer=gridmesh_dot_v1_dot_scheduler__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.WatchTask = channel.unary_stream(
                 '/gridmesh.v1.Scheduler/WatchTask',
@@ -156,6 +187,46 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """A task template submitted at every tick of a cron expression (in a time
+        zone) or of a fixed interval: each tick creates exactly one task, across
+        fail-overs and restarts; ticks missed while no Scheduler led, or while
+        paused, follow the catch-up policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchTask(self, request, context):
         """The current state first, then every change; ends after a terminal state.
         """
@@ -236,6 +307,36 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.RerunTasks,
                     request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.GetScheduleRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_scheduler__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=gridmesh_dot_v1_dot_scheduler__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'WatchTask': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchTask,
@@ -457,6 +558,168 @@ class Scheduler:
             '/gridmesh.v1.Scheduler/RerunTasks',
             gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksRequest.SerializeToString,
             gridmesh_dot_v1_dot_scheduler__pb2.RerunTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/CreateSchedule',
+            gridmesh_dot_v1_dot_scheduler__pb2.CreateScheduleRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/ListSchedules',
+            gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/GetSchedule',
+            gridmesh_dot_v1_dot_scheduler__pb2.GetScheduleRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/PauseSchedule',
+            gridmesh_dot_v1_dot_scheduler__pb2.PauseScheduleRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/ResumeSchedule',
+            gridmesh_dot_v1_dot_scheduler__pb2.ResumeScheduleRequest.SerializeToString,
+            gridmesh_dot_v1_dot_scheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.Scheduler/DeleteSchedule',
+            gridmesh_dot_v1_dot_scheduler__pb2.DeleteScheduleRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

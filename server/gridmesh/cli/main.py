@@ -17,7 +17,7 @@ from google.protobuf import message
 
 from gridmesh.adapters import prometheus
 from gridmesh.bench.cli import add_bench_command
-from gridmesh.cli import events, keys, mesh, stats, tasks
+from gridmesh.cli import events, keys, mesh, schedules, stats, tasks
 from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
@@ -353,6 +353,7 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--json", action="store_true", help="one JSON object per line (proto field names) instead of text"
     )
     states = ["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"]
+    schedules.register(sub, as_json)
 
     p = sub.add_parser(
         "submit",

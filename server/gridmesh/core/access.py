@@ -87,14 +87,18 @@ def _methods(service: str, *names: str) -> set[str]:
 
 
 _RESULTS = _methods("StoreKeeper", "GetResult", "GetResultInfo", "ListResults")
+_SCHEDULES_READ = _methods("Scheduler", "ListSchedules", "GetSchedule")
 _READ = (
     _methods("Scheduler", "GetTask", "ListTasks", "WatchTask", "WatchTasks", "ListTaskTypes", "ListWorkers", "GetStats")
+    | _SCHEDULES_READ
     | _RESULTS
     | _methods("EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters")
 )
 _SUBMIT = (
     _methods("Scheduler", "SubmitTask", "SubmitTasks", "GetTask", "ListTasks", "WatchTask", "WatchTasks")
     | _methods("Scheduler", "CancelTask", "RerunTask", "RerunTasks", "ListTaskTypes")
+    | _methods("Scheduler", "CreateSchedule", "PauseSchedule", "ResumeSchedule", "DeleteSchedule")
+    | _SCHEDULES_READ
     | _RESULTS
 )
 _OPERATE = _methods("Scheduler", "ListWorkers", "DrainNode", "GetStats", "ListTaskTypes") | _methods(

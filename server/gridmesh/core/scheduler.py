@@ -340,17 +340,7 @@ class SchedulerCore:
         """Validate, commit and queue a task; return it QUEUED. The same
         idempotency key always returns the same task."""
         self._check_alive()
-        self._types.validate(request.task_type, request.params, self._settings.max_params_bytes)
-        result_dir = check_result_dir(request.result_dir)
-        max_attempts = request.max_attempts or self._settings.default_max_attempts
-        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-            raise InvalidArgument(
-                f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {request.max_attempts}",
-                field="max_attempts",
-            )
-        check_run_timeout(request.run_timeout_s)
-        if request.retry is not None:
-            check_retry(request.retry)
+        result_dir, max_attempts = self.check_submit(request)
         not_before = self._not_before(request)
         if request.deadline is not None and request.deadline <= self._now():
             raise InvalidArgument(
@@ -381,6 +371,23 @@ class SchedulerCore:
         if key:
             self._resolve_key(key, task)
         return task
+
+    def check_submit(self, request: SubmitRequest) -> tuple[str, int]:
+        """What a submit checks of the task itself (its type, params,
+        result_dir, attempts, run_timeout, retry policy), as the checked
+        ``(result_dir, max_attempts)``; :class:`InvalidArgument` naming the field."""
+        self._types.validate(request.task_type, request.params, self._settings.max_params_bytes)
+        result_dir = check_result_dir(request.result_dir)
+        max_attempts = request.max_attempts or self._settings.default_max_attempts
+        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise InvalidArgument(
+                f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {request.max_attempts}",
+                field="max_attempts",
+            )
+        check_run_timeout(request.run_timeout_s)
+        if request.retry is not None:
+            check_retry(request.retry)
+        return result_dir, max_attempts
 
     async def submit_many(self, requests: Sequence[SubmitRequest]) -> list[Task | GridmeshError]:
         """Submit each request on its own: its task, or the error that

@@ -21,6 +21,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -31,6 +32,7 @@ from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
+from gridmesh.core.schedules import Schedules, ScheduleStore
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
 from gridmesh.grpc_support.server import (
@@ -133,6 +135,10 @@ def _running(pid: int) -> bool:
         return False
 
 
+class LeaderStore(TaskStore, ScheduleStore, Protocol):
+    """What a leader keeps: its tasks and its schedules."""
+
+
 class Leadership:
     """Runs the ZooKeeper election on its own thread and switches this
     process between leading (a loaded core, SERVING) and standing by."""
@@ -142,7 +148,7 @@ class Leadership:
         *,
         host: GrpcHost,
         holder: CoreHolder,
-        store: TaskStore,
+        store: LeaderStore,
         lifecycle: LifecycleLog,
         registry: TaskTypeRegistry,
         settings: SchedulerSettings,
@@ -161,6 +167,7 @@ class Leadership:
         self._reaper = threading.Thread(target=self._reap, name="scheduler-election-reaper", daemon=True)
         self._expiry: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
+        self._ticks: asyncio.Task[None] | None = None
         zk.on_session_lost.append(self._stepdown.set)
 
     def start(self) -> None:
@@ -209,6 +216,10 @@ class Leadership:
         self._holder.core = core
         self._expiry = asyncio.create_task(self._expire_leases(core))
         self._timers = asyncio.create_task(self._run_timers(core))
+        schedules = Schedules(self._store, core.submit, core.check_submit, lambda: datetime.now(UTC))
+        await schedules.load()
+        self._holder.schedules = schedules
+        self._ticks = asyncio.create_task(self._run_schedules(schedules))
         await self._host.set_serving(True)
         log.info("leading as %s with %d active tasks", self._identifier, active)
 
@@ -222,6 +233,9 @@ class Leadership:
             self._expiry.cancel()
         if self._timers is not None:
             self._timers.cancel()
+        self._holder.schedules = None
+        if self._ticks is not None:
+            self._ticks.cancel()
 
     async def _run_timers(self, core: SchedulerCore) -> None:
         """While leading: queue each delayed task when it is due, and end
@@ -234,6 +248,21 @@ class Leadership:
             _, expired = core.run_timers()
             if expired:
                 log.info("%d queued tasks passed their deadline: EXPIRED", expired)
+
+    async def _run_schedules(self, schedules: Schedules) -> None:
+        """While leading: submit each schedule's task at each tick (woken
+        sooner when a schedule is created or resumed). A failed pass (the
+        database away) is tried again shortly: every tick's submit is
+        idempotent, so none runs twice."""
+        while True:
+            schedules.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(schedules.changed.wait(), schedules.seconds_to_next())
+            try:
+                await schedules.fire_due()
+            except Exception:
+                log.warning("could not fire the due schedules; trying again", exc_info=True)
+                await asyncio.sleep(1.0)
 
     async def _expire_leases(self, core: SchedulerCore) -> None:
         """While leading: expire leases, and keep the life-cycle log's

@@ -10,10 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from google.protobuf import empty_pb2
 from grpc import aio
 
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import Crash, Failure, Outcome, RerunFilter, SchedulerCore, SubmitRequest, Success
+from gridmesh.core.schedules import CatchUp, Schedule, Schedules, ScheduleSpec
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
@@ -121,8 +123,8 @@ def _changed_at(task: Task) -> datetime:
 
 
 def _enum(
-    cls: type[Priority] | type[TaskState] | type[FailureReason], value: int, field: str
-) -> Priority | TaskState | FailureReason:
+    cls: type[Priority] | type[TaskState] | type[FailureReason] | type[CatchUp], value: int, field: str
+) -> Priority | TaskState | FailureReason | CatchUp:
     try:
         return cls(value)
     except ValueError:
@@ -146,16 +148,51 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
     )
 
 
+def _submit_to_proto(request: SubmitRequest) -> scheduler_pb2.SubmitTaskRequest:
+    return scheduler_pb2.SubmitTaskRequest(
+        task_type=request.task_type,
+        params=dict_to_struct(request.params),
+        result_dir=request.result_dir,
+        priority=int(request.priority),  # type: ignore[arg-type]
+        max_attempts=request.max_attempts,
+        run_timeout=to_duration(request.run_timeout_s),
+        retry=_retry_to_proto(request.retry),
+    )
+
+
+def schedule_to_proto(schedule: Schedule) -> scheduler_pb2.Schedule:
+    return scheduler_pb2.Schedule(
+        schedule_id=schedule.schedule_id,
+        cron=schedule.spec.cron,
+        time_zone=schedule.spec.time_zone if schedule.spec.cron else "",
+        interval=to_duration(schedule.spec.interval_s),
+        task=_submit_to_proto(schedule.template),
+        catch_up=int(schedule.catch_up),  # type: ignore[arg-type]
+        catch_up_limit=schedule.catch_up_limit,
+        paused=schedule.paused,
+        next_tick=to_timestamp(schedule.next_tick),
+        last_tick=to_timestamp(schedule.last_tick),
+        last_task_id=schedule.last_task_id,
+        created_at=to_timestamp(schedule.created_at),
+    )
+
+
 class CoreHolder:
     """The core while this Scheduler leads; None while it stands by."""
 
     def __init__(self) -> None:
         self.core: SchedulerCore | None = None
+        self.schedules: Schedules | None = None
 
     def get(self) -> SchedulerCore:
         if self.core is None:
             raise NotLeader("this Scheduler is a standby; the leader serves requests (retry through the edge)")
         return self.core
+
+    def get_schedules(self) -> Schedules:
+        if self.schedules is None:
+            raise NotLeader("this Scheduler is a standby; the leader serves requests (retry through the edge)")
+        return self.schedules
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -211,6 +248,42 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         task = await self._holder.get().cancel(request.task_id)
         metrics.CANCELLED.labels(task.task_type).inc()
         return task_to_proto(task)
+
+    async def CreateSchedule(
+        self, request: scheduler_pb2.CreateScheduleRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.Schedule:
+        s = request.schedule
+        spec = ScheduleSpec(cron=s.cron, time_zone=s.time_zone or "UTC", interval_s=from_duration(s.interval))
+        catch_up = CatchUp(_enum(CatchUp, s.catch_up, "catch_up"))
+        schedule = await self._holder.get_schedules().create(spec, _submit_request(s.task), catch_up, s.catch_up_limit)
+        return schedule_to_proto(schedule)
+
+    async def ListSchedules(
+        self, request: scheduler_pb2.ListSchedulesRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.ListSchedulesResponse:
+        schedules = self._holder.get_schedules().list()
+        return scheduler_pb2.ListSchedulesResponse(schedules=[schedule_to_proto(s) for s in schedules])
+
+    async def GetSchedule(
+        self, request: scheduler_pb2.GetScheduleRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.Schedule:
+        return schedule_to_proto(self._holder.get_schedules().get(request.schedule_id))
+
+    async def PauseSchedule(
+        self, request: scheduler_pb2.PauseScheduleRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.Schedule:
+        return schedule_to_proto(await self._holder.get_schedules().pause(request.schedule_id))
+
+    async def ResumeSchedule(
+        self, request: scheduler_pb2.ResumeScheduleRequest, context: aio.ServicerContext
+    ) -> scheduler_pb2.Schedule:
+        return schedule_to_proto(await self._holder.get_schedules().resume(request.schedule_id))
+
+    async def DeleteSchedule(
+        self, request: scheduler_pb2.DeleteScheduleRequest, context: aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._holder.get_schedules().delete(request.schedule_id)
+        return empty_pb2.Empty()
 
     async def RerunTask(self, request: scheduler_pb2.RerunTaskRequest, context: aio.ServicerContext) -> common_pb2.Task:
         return task_to_proto(await self._holder.get().rerun(request.task_id))

@@ -16,7 +16,8 @@ from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.core.errors import AlreadyExists, Unavailable
-from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, TaskStore
+from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, SubmitRequest, TaskStore
+from gridmesh.core.schedules import CatchUp, Schedule, ScheduleSpec
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.watch import WatchFilter
 
@@ -60,6 +61,20 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN retry_policy TEXT NULL",
     "ALTER TABLE tasks ADD COLUMN rerun_of CHAR(36) NULL, ADD KEY ix_tasks_finished (state, created_at)",
+    """
+    CREATE TABLE schedules (
+      schedule_id CHAR(36) NOT NULL PRIMARY KEY,
+      spec TEXT NOT NULL,
+      template LONGTEXT NOT NULL,
+      catch_up TINYINT NOT NULL,
+      catch_up_limit INT NOT NULL,
+      created_at DATETIME(6) NOT NULL,
+      next_tick DATETIME(6) NOT NULL,
+      paused TINYINT NOT NULL,
+      last_tick DATETIME(6) NULL,
+      last_task_id CHAR(36) NOT NULL DEFAULT ''
+    ) ENGINE=InnoDB
+    """,
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -184,6 +199,24 @@ class MySQLTaskStore(TaskStore):
         self._writer.close()
         self._db.close()
 
+    # -- schedules (ScheduleStore) -----------------------------------------------
+
+    async def load_schedules(self) -> list[Schedule]:
+        def work(cur: Cursor) -> list[Schedule]:
+            cur.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM schedules")
+            return [_schedule(r) for r in cur.fetchall()]
+
+        return await self._db.read(work)
+
+    async def save_schedule(self, schedule: Schedule) -> None:
+        await self._writer.submit_async(Row(_SAVE_SCHEDULE, _schedule_row(schedule)))
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        def work(cur: Cursor) -> None:
+            cur.execute("DELETE FROM schedules WHERE schedule_id=%s", (schedule_id,))
+
+        await self._writer.submit_async(work)
+
     async def insert(self, task: Task) -> None:
         await self._writer.submit_async(Row(_INSERT, _row(task)))
 
@@ -303,6 +336,61 @@ class MySQLTaskStore(TaskStore):
         return await self._db.read(work)
 
 
+_SCHEDULE_COLUMNS = (
+    "schedule_id, spec, template, catch_up, catch_up_limit, created_at, next_tick, paused, last_tick, last_task_id"
+)
+_SAVE_SCHEDULE = (
+    f"INSERT INTO schedules ({_SCHEDULE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)}) ON DUPLICATE KEY UPDATE "
+    "next_tick=VALUES(next_tick), paused=VALUES(paused), last_tick=VALUES(last_tick), "
+    "last_task_id=VALUES(last_task_id)"
+)
+
+
+def _template_json(request: SubmitRequest) -> str:
+    fields = dataclasses.asdict(request)
+    fields["priority"] = int(request.priority)
+    return json.dumps(fields, separators=(",", ":"))
+
+
+def _template(text: str) -> SubmitRequest:
+    fields = json.loads(text)
+    retry = fields.pop("retry")
+    return SubmitRequest(
+        **{**fields, "priority": Priority(fields["priority"]), "deadline": None, "not_before": None},
+        retry=RetryPolicy(**{**retry, "non_retryable_errors": tuple(retry["non_retryable_errors"])}) if retry else None,
+    )
+
+
+def _schedule_row(s: Schedule) -> tuple[Any, ...]:
+    return (
+        s.schedule_id,
+        json.dumps(dataclasses.asdict(s.spec), separators=(",", ":")),
+        _template_json(s.template),
+        int(s.catch_up),
+        s.catch_up_limit,
+        _naive(s.created_at),
+        _naive(s.next_tick),
+        int(s.paused),
+        _naive(s.last_tick),
+        s.last_task_id,
+    )
+
+
+def _schedule(row: tuple[Any, ...]) -> Schedule:
+    return Schedule(
+        schedule_id=row[0],
+        spec=ScheduleSpec(**json.loads(row[1])),
+        template=_template(row[2]),
+        catch_up=CatchUp(row[3]),
+        catch_up_limit=row[4],
+        created_at=_aware(row[5]) or datetime.now(UTC),
+        next_tick=_aware(row[6]) or datetime.now(UTC),
+        paused=bool(row[7]),
+        last_tick=_aware(row[8]),
+        last_task_id=row[9],
+    )
+
+
 class MemoryTaskStore(TaskStore):
     """The same contract in memory (unit tests). ``fail_saves`` makes every
     later save fail, as a lost database would."""
@@ -312,6 +400,16 @@ class MemoryTaskStore(TaskStore):
         self.progress: int | None = None
         self.saves = 0
         self.fail_saves = False
+        self.schedules: dict[str, Schedule] = {}
+
+    async def load_schedules(self) -> list[Schedule]:
+        return [s.snapshot() for s in self.schedules.values()]
+
+    async def save_schedule(self, schedule: Schedule) -> None:
+        self.schedules[schedule.schedule_id] = schedule.snapshot()
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        self.schedules.pop(schedule_id, None)
 
     async def insert(self, task: Task) -> None:
         if task.idempotency_key and any(t.idempotency_key == task.idempotency_key for t in self.rows.values()):
