@@ -119,6 +119,8 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
             "GRIDMESH_ENVOY_ADMIN_PORT": str(free_port()),
             "GRIDMESH_CONSOLE_PORT": str(free_port()),
             "GRIDMESH_AUTH_PORT": str(free_port()),
+            # Retention looks for expired tasks every half second (tests/e2e/test_tasks.py waits for it).
+            "GRIDMESH_SCHEDULER_SWEEP_INTERVAL_S": "0.5",
             # Spark (~1 GB, ~10 s of CPU to start) only where a test asks for it.
             "GRIDMESH_ANALYTICS_ENABLED": "false",
             # Likewise the Prometheus server (tests/e2e/test_observability.py runs one).

@@ -103,6 +103,13 @@ class SchedulerConfig:
     """Attempts of a task whose submit did not say (1 + silent retries)."""
     max_params_bytes: int = 1_048_576
     """Largest serialized params a submit may carry."""
+    result_ttl_s: float = 7 * 86_400.0
+    """How long a finished task and its result are kept, unless its submit
+    gives its own result_ttl; then the retention sweeper deletes both."""
+    sweep_interval_s: float = 60.0
+    """How often the leading Scheduler's retention sweeper looks for expired tasks."""
+    sweep_batch: int = 500
+    """Tasks the sweeper deletes per round (bounded batches)."""
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,28 @@ def test_a_failed_task_is_rerun_as_a_new_task_and_an_unfinished_or_succeeded_one
     assert http_json(edge, "GET", "/v1/tasks?page_size=1")[1] == before  # a dry run makes nothing
 
 
+def test_retention_deletes_an_expired_task_and_its_result_file_and_nothing_else(edge, mesh_config):
+    short = finished(edge, submit(edge, "word_count", {"text": "gone soon"}, "retention", result_ttl="2s")["task_id"])
+    kept = finished(edge, submit(edge, "word_count", {"text": "kept"}, "retention")["task_id"])
+    assert short["state"] == kept["state"] == "SUCCEEDED"
+    assert datetime.fromisoformat(short["expires_at"]) == datetime.fromisoformat(short["finished_at"]) + timedelta(
+        seconds=2
+    )
+    short_file = mesh_config.storage_root / short["result_path"]
+    assert short_file.exists()
+    _, error = wait_for(
+        "retention to delete the result",
+        lambda: r if (r := http_json(edge, "GET", f"/v1/results/{short['task_id']}"))[0] == 404 else None,
+    )
+    assert "expired" in error["message"], error
+    assert not short_file.exists()
+    assert wait_for("the task row to go", lambda: http_json(edge, "GET", f"/v1/tasks/{short['task_id']}")[0] == 404)
+    # Nothing else: the task kept for the default week is there, with its result.
+    assert http_json(edge, "GET", f"/v1/tasks/{kept['task_id']}")[1]["state"] == "SUCCEEDED"
+    assert http(edge, "GET", f"/v1/results/{kept['task_id']}")[0] == 200
+    assert (mesh_config.storage_root / kept["result_path"]).exists()
+
+
 def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):
     quick = submit(edge, "noop", {}, "timeouts", run_timeout="30s")
     done = wait_for(
@@ -309,6 +331,7 @@ def test_workers_are_listed_with_slots_and_state(edge):
         ({"task_type": "noop", "params": {}, "result_dir": "x", "run_timeout": "864000s"}, "run_timeout"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "deadline": "2020-01-01T00:00:00Z"}, "deadline"),
         ({"task_type": "noop", "params": {}, "result_dir": "x", "delay": "-5s"}, "delay"),
+        ({"task_type": "noop", "params": {}, "result_dir": "x", "result_ttl": "0.5s"}, "result_ttl"),
         ({"task_type": "fail", "params": {}, "result_dir": "x", "retry": {"max_attempts": 0}}, "retry.max_attempts"),
         (
             {"task_type": "noop", "params": {}, "result_dir": "x", "delay": "5s", "not_before": "2030-01-01T00:00:00Z"},

@@ -173,6 +173,23 @@ def test_a_result_whose_file_vanished_is_not_found_and_says_so(tmp_path):
     run(tmp_path, scenario)
 
 
+def test_an_expired_result_loses_its_file_and_says_it_expired_and_the_others_stay(tmp_path):
+    gone, kept = _task(), _task()
+
+    async def scenario(h: Harness):
+        await h.service.store(gone, "d", b"xyz")
+        await h.service.store(kept, "d", b"k")
+        assert await h.service.expire([gone, _task()]) == (1, 3)  # an unknown task is skipped
+        assert h.files() == [f"d/{kept}.json"]
+        with pytest.raises(NotFound) as e:
+            await h.service.info(gone)
+        assert "expired" in e.value.message
+        assert [r.task_id for r in (await h.service.list("d")).results] == [kept]
+        assert await h.service.expire([gone]) == (0, 0)  # once only
+
+    run(tmp_path, scenario)
+
+
 def _open_fds_on(path: Path) -> int:
     fds = Path("/proc/self/fd")
     count = 0

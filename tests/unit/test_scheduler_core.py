@@ -889,3 +889,37 @@ def test_rerun_by_filter_counts_on_a_dry_run_and_reruns_only_what_matches():
         assert info.value.field == "state"
 
     run(body)
+
+
+class Cleaner:
+    def __init__(self) -> None:
+        self.expired: list[str] = []
+
+    async def expire_results(self, task_ids: list[str]) -> tuple[int, int]:
+        self.expired += task_ids
+        return len(task_ids), 10 * len(task_ids)
+
+
+def test_retention_deletes_finished_tasks_past_their_ttl_results_first_and_never_a_running_one():
+    async def body(h: Harness) -> None:
+        done = await h.submit("noop", result_ttl_s=60)
+        running = await h.submit("noop", result_ttl_s=60)
+        link = h.worker(slots=2)
+        h.core.grant_credit(link, 2)
+        first, _ = h.assignments(link)
+        assert first.task.task_id == done
+        await h.core.report("w1", done, first.fencing_token, Success("out/a.json", 1, "0" * 64))
+        cancelled = await h.submit("noop", result_ttl_s=60)
+        await h.core.cancel(cancelled)
+        cleaner = Cleaner()
+        assert await h.core.sweep(cleaner, 100) == (0, 0, 0)  # not expired yet
+        h.wall.at += timedelta(seconds=61)
+        assert await h.core.sweep(cleaner, 1) == (1, 1, 10)  # bounded: one per round
+        assert await h.core.sweep(cleaner, 100) == (1, 0, 0)
+        assert cleaner.expired == [done]  # only a SUCCEEDED task has a result
+        assert set(h.store.rows) == {running}
+        with pytest.raises(NotFound):
+            await h.core.get(done)
+        assert (await h.core.get(running)).state is TaskState.RUNNING
+
+    run(body)

@@ -27,31 +27,31 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gridmesh/v1/common.proto\x12\x0bgridmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x06\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nresult_dir\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.gridmesh.v1.TaskState\x12\'\n\x08priority\x18\x06 \x01(\x0e\x32\x15.gridmesh.v1.Priority\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12\x11\n\tworker_id\x18\t \x01(\t\x12\x13\n\x0bresult_path\x18\n \x01(\t\x12\x19\n\x11result_size_bytes\x18\x0b \x01(\x03\x12\x15\n\rresult_sha256\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0brun_timeout\x18\x12 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0e\x66\x61ilure_reason\x18\x13 \x01(\x0e\x32\x1f.gridmesh.v1.Task.FailureReason\x12,\n\x08\x64\x65\x61\x64line\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05retry\x18\x16 \x01(\x0b\x32\x18.gridmesh.v1.RetryPolicy\x12\x10\n\x08rerun_of\x18\x17 \x01(\t\"p\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\t\n\x05\x45RROR\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0b\n\x07\x43RASHED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"\xb9\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x1c\n\x14non_retryable_errors\x18\x05 \x03(\t\"o\n\tTaskEvent\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.gridmesh.v1.Task\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x03 \x01(\x03\"\xf1\x01\n\x0b\x45ntityEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12)\n\toperation\x18\x05 \x01(\x0e\x32\x16.gridmesh.v1.Operation\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x12TaskLifecycleEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.gridmesh.v1.Priority\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nevent_type\x18\x07 \x01(\x0e\x32\x1f.gridmesh.v1.LifecycleEventType\x12\r\n\x05\x65rror\x18\x08 \x01(\t*j\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05*C\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06NORMAL\x10\x02\x12\x08\n\x04HIGH\x10\x03*J\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43REATE\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03*\x95\x01\n\x12LifecycleEventType\x12$\n LIFECYCLE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cTASK_PENDING\x10\x01\x12\x10\n\x0cTASK_STARTED\x10\x02\x12\x12\n\x0eTASK_COMPLETED\x10\x03\x12\x0f\n\x0bTASK_FAILED\x10\x04\x12\x10\n\x0cTASK_RETRIED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gridmesh/v1/common.proto\x12\x0bgridmesh.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x07\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nresult_dir\x18\x04 \x01(\t\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.gridmesh.v1.TaskState\x12\'\n\x08priority\x18\x06 \x01(\x0e\x32\x15.gridmesh.v1.Priority\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x08 \x01(\x05\x12\x11\n\tworker_id\x18\t \x01(\t\x12\x13\n\x0bresult_path\x18\n \x01(\t\x12\x19\n\x11result_size_bytes\x18\x0b \x01(\x03\x12\x15\n\rresult_sha256\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x17\n\x0fidempotency_key\x18\x0e \x01(\t\x12.\n\ncreated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0brun_timeout\x18\x12 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x0e\x66\x61ilure_reason\x18\x13 \x01(\x0e\x32\x1f.gridmesh.v1.Task.FailureReason\x12,\n\x08\x64\x65\x61\x64line\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nnot_before\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05retry\x18\x16 \x01(\x0b\x32\x18.gridmesh.v1.RetryPolicy\x12\x10\n\x08rerun_of\x18\x17 \x01(\t\x12-\n\nresult_ttl\x18\x18 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nexpires_at\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\rFailureReason\x12\x1e\n\x1a\x46\x41ILURE_REASON_UNSPECIFIED\x10\x00\x12\t\n\x05\x45RROR\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0b\n\x07\x43RASHED\x10\x04\x12\r\n\tCANCELLED\x10\x05\"\xb9\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nmultiplier\x18\x04 \x01(\x01\x12\x1c\n\x14non_retryable_errors\x18\x05 \x03(\t\"o\n\tTaskEvent\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x11.gridmesh.v1.Task\x12/\n\x0boccurred_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x03 \x01(\x03\"\xf1\x01\n\x0b\x45ntityEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\tpublisher\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntity_type\x18\x03 \x01(\t\x12\x11\n\tentity_id\x18\x04 \x01(\t\x12)\n\toperation\x18\x05 \x01(\x0e\x32\x16.gridmesh.v1.Operation\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12(\n\x07payload\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0boccurred_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x12TaskLifecycleEvent\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\'\n\x08priority\x18\x05 \x01(\x0e\x32\x15.gridmesh.v1.Priority\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\nevent_type\x18\x07 \x01(\x0e\x32\x1f.gridmesh.v1.LifecycleEventType\x12\r\n\x05\x65rror\x18\x08 \x01(\t*j\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tSUCCEEDED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05*C\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06NORMAL\x10\x02\x12\x08\n\x04HIGH\x10\x03*J\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\n\n\x06\x43REATE\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03*\x95\x01\n\x12LifecycleEventType\x12$\n LIFECYCLE_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0cTASK_PENDING\x10\x01\x12\x10\n\x0cTASK_STARTED\x10\x02\x12\x12\n\x0eTASK_COMPLETED\x10\x03\x12\x0f\n\x0bTASK_FAILED\x10\x04\x12\x10\n\x0cTASK_RETRIED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gridmesh.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATE']._serialized_start=1806
-  _globals['_TASKSTATE']._serialized_end=1912
-  _globals['_PRIORITY']._serialized_start=1914
-  _globals['_PRIORITY']._serialized_end=1981
-  _globals['_OPERATION']._serialized_start=1983
-  _globals['_OPERATION']._serialized_end=2057
-  _globals['_LIFECYCLEEVENTTYPE']._serialized_start=2060
-  _globals['_LIFECYCLEEVENTTYPE']._serialized_end=2209
+  _globals['_TASKSTATE']._serialized_start=1901
+  _globals['_TASKSTATE']._serialized_end=2007
+  _globals['_PRIORITY']._serialized_start=2009
+  _globals['_PRIORITY']._serialized_end=2076
+  _globals['_OPERATION']._serialized_start=2078
+  _globals['_OPERATION']._serialized_end=2152
+  _globals['_LIFECYCLEEVENTTYPE']._serialized_start=2155
+  _globals['_LIFECYCLEEVENTTYPE']._serialized_end=2304
   _globals['_TASK']._serialized_start=137
-  _globals['_TASK']._serialized_end=1006
-  _globals['_TASK_FAILUREREASON']._serialized_start=894
-  _globals['_TASK_FAILUREREASON']._serialized_end=1006
-  _globals['_RETRYPOLICY']._serialized_start=1009
-  _globals['_RETRYPOLICY']._serialized_end=1194
-  _globals['_TASKEVENT']._serialized_start=1196
-  _globals['_TASKEVENT']._serialized_end=1307
-  _globals['_ENTITYEVENT']._serialized_start=1310
-  _globals['_ENTITYEVENT']._serialized_end=1551
-  _globals['_TASKLIFECYCLEEVENT']._serialized_start=1554
-  _globals['_TASKLIFECYCLEEVENT']._serialized_end=1804
+  _globals['_TASK']._serialized_end=1101
+  _globals['_TASK_FAILUREREASON']._serialized_start=989
+  _globals['_TASK_FAILUREREASON']._serialized_end=1101
+  _globals['_RETRYPOLICY']._serialized_start=1104
+  _globals['_RETRYPOLICY']._serialized_end=1289
+  _globals['_TASKEVENT']._serialized_start=1291
+  _globals['_TASKEVENT']._serialized_end=1402
+  _globals['_ENTITYEVENT']._serialized_start=1405
+  _globals['_ENTITYEVENT']._serialized_end=1646
+  _globals['_TASKLIFECYCLEEVENT']._serialized_start=1649
+  _globals['_TASKLIFECYCLEEVENT']._serialized_end=1899
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ DRAINING: WorkerState
 OFFLINE: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout", "deadline", "not_before", "delay", "retry")
+    __slots__ = ("task_type", "params", "result_dir", "priority", "idempotency_key", "max_attempts", "run_timeout", "deadline", "not_before", "delay", "retry", "result_ttl")
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class SubmitTaskRequest(_message.Message):
     NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
     DELAY_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TTL_FIELD_NUMBER: _ClassVar[int]
     task_type: str
     params: _struct_pb2.Struct
     result_dir: str
@@ -51,7 +52,8 @@ class SubmitTaskRequest(_message.Message):
     not_before: _timestamp_pb2.Timestamp
     delay: _duration_pb2.Duration
     retry: _common_pb2.RetryPolicy
-    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[_common_pb2.RetryPolicy, _Mapping]] = ...) -> None: ...
+    result_ttl: _duration_pb2.Duration
+    def __init__(self, task_type: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., result_dir: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., idempotency_key: _Optional[str] = ..., max_attempts: _Optional[int] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry: _Optional[_Union[_common_pb2.RetryPolicy, _Mapping]] = ..., result_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SubmitTasksRequest(_message.Message):
     __slots__ = ("requests",)

@@ -29,6 +29,20 @@ class StoreResultRequest(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     def __init__(self, task_id: _Optional[str] = ..., result_dir: _Optional[str] = ..., content: _Optional[bytes] = ..., content_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class ExpireResultsRequest(_message.Message):
+    __slots__ = ("task_ids",)
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExpireResultsResponse(_message.Message):
+    __slots__ = ("deleted", "freed_bytes")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    freed_bytes: int
+    def __init__(self, deleted: _Optional[int] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
 class StoreResultResponse(_message.Message):
     __slots__ = ("path", "size_bytes", "sha256")
     PATH_FIELD_NUMBER: _ClassVar[int]

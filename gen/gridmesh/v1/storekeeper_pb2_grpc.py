@@ -45,6 +45,11 @@ class StoreKeeperStub:
                 request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.SerializeToString,
                 response_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
                 _registered_method=True)
+        self.ExpireResults = channel.unary_unary(
+                '/gridmesh.v1.StoreKeeper/ExpireResults',
+                request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsRequest.SerializeToString,
+                response_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsResponse.FromString,
+                _registered_method=True)
         self.GetResult = channel.unary_stream(
                 '/gridmesh.v1.StoreKeeper/GetResult',
                 request_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.GetResultRequest.SerializeToString,
@@ -87,6 +92,15 @@ class StoreKeeperServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExpireResults(self, request, context):
+        """Retention (the leading Scheduler's sweeper; not routed at the edge):
+        deletes these tasks' result files; their entries stay, so GetResult says
+        the result expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetResult(self, request, context):
         """The stored bytes, in chunks.
         """
@@ -118,6 +132,11 @@ def add_StoreKeeperServicer_to_server(servicer, server):
                     servicer.StoreResults,
                     request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.FromString,
                     response_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.SerializeToString,
+            ),
+            'ExpireResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpireResults,
+                    request_deserializer=gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsRequest.FromString,
+                    response_serializer=gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsResponse.SerializeToString,
             ),
             'GetResult': grpc.unary_stream_rpc_method_handler(
                     servicer.GetResult,
@@ -189,6 +208,33 @@ class StoreKeeper:
             '/gridmesh.v1.StoreKeeper/StoreResults',
             gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsRequest.SerializeToString,
             gridmesh_dot_v1_dot_storekeeper__pb2.StoreResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpireResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gridmesh.v1.StoreKeeper/ExpireResults',
+            gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsRequest.SerializeToString,
+            gridmesh_dot_v1_dot_storekeeper__pb2.ExpireResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

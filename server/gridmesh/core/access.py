@@ -242,6 +242,7 @@ PEER_ALLOWED: dict[str, frozenset[PeerRole]] = {
     "gridmesh.v1.WorkQueue/": frozenset({PeerRole.WORKER}),
     "gridmesh.v1.StoreKeeper/StoreResult": frozenset({PeerRole.WORKER}),
     "gridmesh.v1.StoreKeeper/StoreResults": frozenset({PeerRole.WORKER}),
+    "gridmesh.v1.StoreKeeper/ExpireResults": frozenset({PeerRole.SCHEDULER}),
     "gridmesh.v1.StoreKeeper/": _CLIENT_SIDE,
     "gridmesh.v1.EventManager/": _CLIENT_SIDE,
     "gridmesh.v1.Worker/": frozenset({PeerRole.ADMIN}),

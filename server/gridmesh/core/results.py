@@ -53,6 +53,8 @@ class StoredResult:
     content_type: str
     stored_at: datetime
     """When the file became durable (UTC, microsecond precision)."""
+    expired_at: datetime | None = None
+    """When retention deleted the file (the entry stays, to say so)."""
 
     @property
     def key(self) -> ResultKey:

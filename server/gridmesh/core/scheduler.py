@@ -127,6 +127,19 @@ class TaskStore(Protocol):
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         """FAILED or CANCELLED tasks ``matching`` selects, oldest first, at most ``limit``."""
 
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
+        """(id, state) of finished tasks whose retention ended before ``now``, oldest first."""
+
+    async def delete_tasks(self, task_ids: list[str]) -> None:
+        """Delete these finished tasks' rows (never a task that has not finished)."""
+
+
+class ResultCleaner(Protocol):
+    """Deletes stored results (the StoreKeeper, for retention)."""
+
+    async def expire_results(self, task_ids: list[str]) -> tuple[int, int]:
+        """(results deleted, bytes freed)."""
+
 
 # -- values exchanged with the servicers ------------------------------------------
 
@@ -163,6 +176,7 @@ class SchedulerSettings:
     heartbeat_interval_s: float = 2.0
     default_max_attempts: int = 3
     max_params_bytes: int = 1_048_576
+    result_ttl_s: float = 7 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,8 @@ class SubmitRequest:
     """Or: not dispatched before this long after the submit."""
     retry: RetryPolicy | None = None
     """None: the task type's."""
+    result_ttl_s: float = 0.0
+    """How long the finished task and its result are kept (0: the mesh's default)."""
 
 
 @dataclass(frozen=True)
@@ -385,6 +401,12 @@ class SchedulerCore:
                 field="max_attempts",
             )
         check_run_timeout(request.run_timeout_s)
+        if not (request.result_ttl_s == 0 or MIN_RESULT_TTL_S <= request.result_ttl_s <= MAX_RESULT_TTL_S):
+            raise InvalidArgument(
+                f"result_ttl must be between {MIN_RESULT_TTL_S:g} s and {MAX_RESULT_TTL_S / 86_400:.0f} days "
+                f"(or unset: the mesh's default), got {request.result_ttl_s:g} s",
+                field="result_ttl",
+            )
         if request.retry is not None:
             check_retry(request.retry)
         return result_dir, max_attempts
@@ -489,6 +511,7 @@ class SchedulerCore:
             deadline=request.deadline,
             not_before=not_before,
             retry=request.retry or self._types.get(request.task_type).retry,
+            result_ttl_s=request.result_ttl_s or self._settings.result_ttl_s,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -620,9 +643,31 @@ class SchedulerCore:
             seq=self._seq,
             run_timeout_s=original.run_timeout_s,
             retry=original.retry,
+            result_ttl_s=original.result_ttl_s,
             rerun_of=original.task_id,
         )
         return await asyncio.shield(self._accept(task))
+
+    async def sweep(self, results: ResultCleaner, limit: int) -> tuple[int, int, int]:
+        """Retention: delete up to ``limit`` finished tasks whose result_ttl
+        has passed, with their results (first, so no result outlives its
+        task); (tasks, results, bytes) deleted. Never a task that has not
+        finished."""
+        self._check_alive()
+        expired = await self._store.expired(self._now(), limit)
+        if not expired:
+            return 0, 0, 0
+        succeeded = [task_id for task_id, state in expired if state is TaskState.SUCCEEDED]
+        deleted, freed = await results.expire_results(succeeded) if succeeded else (0, 0)
+        ids = [task_id for task_id, _ in expired]
+        await self._store.delete_tasks(ids)
+        for task_id in ids:
+            task = self._tasks.pop(task_id, None)
+            self._views.pop(task_id, None)
+            self._finished.pop(task_id, None)
+            if task is not None and task.idempotency_key:
+                self._keys.pop(task.idempotency_key, None)
+        return len(ids), deleted, freed
 
     def watch(self, task_ids: Iterable[str], terminal_only: bool, task_type: str = "") -> Watcher:
         ids = frozenset(check_uuid(t, "task_ids") for t in task_ids)
@@ -1081,6 +1126,8 @@ def check_retry(policy: RetryPolicy) -> None:
             raise bad("non_retryable_errors", f"names error types such as ValueError, not {name!r}")
 
 
+MIN_RESULT_TTL_S = 1.0
+MAX_RESULT_TTL_S = 3660 * 86_400.0
 MAX_BACKOFF_S = 86_400.0
 MAX_RUN_TIMEOUT_S = 7 * 86_400.0
 MAX_DELAY_S = 366 * 86_400.0

@@ -11,7 +11,7 @@ import enum
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -121,6 +121,16 @@ class Task:
     """How a failed attempt is tried again (None: it is not)."""
     rerun_of: str = ""
     """The task this one runs again (``RerunTask``)."""
+    result_ttl_s: float = 0.0
+    """How long the task and its result are kept once it finished (retention)."""
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When retention deletes the finished task (None: not finished, or kept for ever)."""
+        if self.finished_at is None or not self.result_ttl_s:
+            return None
+        return self.finished_at + timedelta(seconds=self.result_ttl_s)
+
     started_at: datetime | None = None
     finished_at: datetime | None = None
     revision: int = 0

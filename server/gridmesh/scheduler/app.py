@@ -31,7 +31,7 @@ from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleLog
-from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, TaskStore
+from gridmesh.core.scheduler import ResultCleaner, SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.schedules import Schedules, ScheduleStore
 from gridmesh.core.stats import StatsReader
 from gridmesh.core.tasktypes import TaskTypeRegistry, default_registry
@@ -45,6 +45,7 @@ from gridmesh.grpc_support.server import (
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
 from gridmesh.observability.metrics import MeteredLifecycleLog
+from gridmesh.scheduler.results import StoreKeeperResults
 from gridmesh.scheduler.servicer import CoreHolder, SchedulerServicer, WorkQueueServicer
 from gridmesh.scheduler.stats import MySQLStatsReader
 from gridmesh.scheduler.store import MySQLTaskStore
@@ -70,6 +71,7 @@ def settings_of(config: MeshConfig) -> SchedulerSettings:
         heartbeat_interval_s=s.heartbeat_interval_s,
         default_max_attempts=s.default_max_attempts,
         max_params_bytes=s.max_params_bytes,
+        result_ttl_s=s.result_ttl_s,
     )
 
 
@@ -155,10 +157,14 @@ class Leadership:
         zk: ZooKeeper,
         identifier: str,
         stop: asyncio.Event,
+        results: ResultCleaner,
+        sweep_interval_s: float,
+        sweep_batch: int,
     ) -> None:
         self._host, self._holder, self._store = host, holder, store
         self._lifecycle, self._registry, self._settings = lifecycle, registry, settings
         self._zk, self._identifier, self._stop = zk, identifier, stop
+        self._results, self._sweep_interval_s, self._sweep_batch = results, sweep_interval_s, sweep_batch
         self._loop = asyncio.get_running_loop()
         self._stepdown = threading.Event()
         self._quit = threading.Event()
@@ -168,6 +174,7 @@ class Leadership:
         self._expiry: asyncio.Task[None] | None = None
         self._timers: asyncio.Task[None] | None = None
         self._ticks: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         zk.on_session_lost.append(self._stepdown.set)
 
     def start(self) -> None:
@@ -220,6 +227,7 @@ class Leadership:
         await schedules.load()
         self._holder.schedules = schedules
         self._ticks = asyncio.create_task(self._run_schedules(schedules))
+        self._sweeper = asyncio.create_task(self._sweep(core))
         await self._host.set_serving(True)
         log.info("leading as %s with %d active tasks", self._identifier, active)
 
@@ -234,8 +242,9 @@ class Leadership:
         if self._timers is not None:
             self._timers.cancel()
         self._holder.schedules = None
-        if self._ticks is not None:
-            self._ticks.cancel()
+        for job in (self._ticks, self._sweeper):
+            if job is not None:
+                job.cancel()
 
     async def _run_timers(self, core: SchedulerCore) -> None:
         """While leading: queue each delayed task when it is due, and end
@@ -248,6 +257,24 @@ class Leadership:
             _, expired = core.run_timers()
             if expired:
                 log.info("%d queued tasks passed their deadline: EXPIRED", expired)
+
+    async def _sweep(self, core: SchedulerCore) -> None:
+        """While leading: retention, in bounded batches (a full batch is
+        followed by the next at once)."""
+        while True:
+            try:
+                tasks, results, freed = await core.sweep(self._results, self._sweep_batch)
+            except Exception as e:
+                log.warning("retention sweep failed (%s); trying again later", e)
+                tasks = 0
+            else:
+                if tasks:
+                    log.info("retention deleted %d finished tasks and %d results (%d bytes)", tasks, results, freed)
+                    metrics.SWEPT.labels("tasks").inc(tasks)
+                    metrics.SWEPT.labels("results").inc(results)
+                    metrics.SWEPT.labels("bytes").inc(freed)
+            if tasks < self._sweep_batch:
+                await asyncio.sleep(self._sweep_interval_s)
 
     async def _run_schedules(self, schedules: Schedules) -> None:
         """While leading: submit each schedule's task at each tick (woken
@@ -300,6 +327,9 @@ async def serve(config: MeshConfig) -> None:
 
     holder = CoreHolder()
     watch_core(holder)
+    results = StoreKeeperResults(
+        f"{config.storekeeper.host}:{config.storekeeper.port}", MeshTls.load(config, PeerRole.SCHEDULER)
+    )
     host = build_server(config, holder, registry, stats)
     stop = asyncio.Event()
     identifier = election_identifier(host.port)
@@ -313,6 +343,9 @@ async def serve(config: MeshConfig) -> None:
         zk=zk,
         identifier=identifier,
         stop=stop,
+        results=results,
+        sweep_interval_s=config.scheduler.sweep_interval_s,
+        sweep_batch=config.scheduler.sweep_batch,
     )
 
     async def ready() -> None:
@@ -324,6 +357,7 @@ async def serve(config: MeshConfig) -> None:
         await asyncio.to_thread(stats.close)
         await asyncio.to_thread(lifecycle.close)
         await asyncio.to_thread(zk.stop)
+        await results.close()
 
     host.stop_taking_work.append(leadership.close)
     host.close_adapters.append(close_adapters)

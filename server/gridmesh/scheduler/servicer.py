@@ -70,6 +70,8 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         not_before=to_timestamp(task.not_before),
         retry=_retry_to_proto(task.retry),
         rerun_of=task.rerun_of,
+        result_ttl=to_duration(task.result_ttl_s),
+        expires_at=to_timestamp(task.expires_at),
     )
 
 
@@ -145,6 +147,7 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         not_before=from_timestamp(request.not_before) if request.HasField("not_before") else None,
         delay_s=from_duration(request.delay),
         retry=_retry_from_proto(request.retry) if request.HasField("retry") else None,
+        result_ttl_s=from_duration(request.result_ttl),
     )
 
 
@@ -157,6 +160,7 @@ def _submit_to_proto(request: SubmitRequest) -> scheduler_pb2.SubmitTaskRequest:
         max_attempts=request.max_attempts,
         run_timeout=to_duration(request.run_timeout_s),
         retry=_retry_to_proto(request.retry),
+        result_ttl=to_duration(request.result_ttl_s),
     )
 
 

@@ -61,6 +61,9 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN retry_policy TEXT NULL",
     "ALTER TABLE tasks ADD COLUMN rerun_of CHAR(36) NULL, ADD KEY ix_tasks_finished (state, created_at)",
+    # Retention: a finished task is deleted (its result too) once expires_at passes.
+    "ALTER TABLE tasks ADD COLUMN result_ttl_ms BIGINT NOT NULL DEFAULT 0,"
+    " ADD COLUMN expires_at DATETIME(6) NULL, ADD KEY ix_tasks_expires (expires_at)",
     """
     CREATE TABLE schedules (
       schedule_id CHAR(36) NOT NULL PRIMARY KEY,
@@ -85,9 +88,9 @@ _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
     " created_at, started_at, finished_at, revision,"
-    " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of"
+    " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of, result_ttl_ms, expires_at"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 26)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 28)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -103,6 +106,7 @@ _MUTABLE = (
     "revision",
     "failure_reason",
     "not_before",
+    "expires_at",
 )
 # A save is an upsert of the whole row, so that a group of saves is one
 # multi-row statement (see adapters.mysql.Row).
@@ -145,6 +149,8 @@ def _row(task: Task) -> tuple[Any, ...]:
         _naive(task.not_before),
         json.dumps(dataclasses.asdict(task.retry)) if task.retry is not None else None,
         task.rerun_of or None,
+        round(task.result_ttl_s * 1000),
+        _naive(task.expires_at),
     )
 
 
@@ -176,6 +182,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         not_before=_aware(row[23]),
         retry=_retry_policy(row[24]),
         rerun_of=row[25] or "",
+        result_ttl_s=row[26] / 1000,
     )
 
 
@@ -310,6 +317,27 @@ class MySQLTaskStore(TaskStore):
             return [_task(r) for r in cur.fetchall()]
 
         return await self._db.read(work)
+
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
+        def work(cur: Cursor) -> list[tuple[str, TaskState]]:
+            cur.execute(
+                "SELECT task_id, state FROM tasks WHERE expires_at < %s ORDER BY expires_at LIMIT %s",
+                (_naive(now), limit),
+            )
+            return [(row[0], TaskState(row[1])) for row in cur.fetchall()]
+
+        return await self._db.read(work)
+
+    async def delete_tasks(self, task_ids: list[str]) -> None:
+        if not task_ids:
+            return
+        marks = ", ".join(["%s"] * len(task_ids))
+
+        def work(cur: Cursor) -> None:
+            # Only finished tasks (expires_at is set when a task finishes): never a running one.
+            cur.execute(f"DELETE FROM tasks WHERE task_id IN ({marks}) AND expires_at IS NOT NULL", tuple(task_ids))
+
+        await self._writer.submit_async(work)
 
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         states = (matching.state,) if matching.state is not TaskState.UNSPECIFIED else RERUNNABLE
@@ -469,6 +497,18 @@ class MemoryTaskStore(TaskStore):
             and (before_seq is None or t.seq < before_seq)
         ]
         return tasks[:limit]
+
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
+        due = sorted(
+            (t for t in self.rows.values() if (at := t.expires_at) is not None and at < now),
+            key=lambda t: t.expires_at or now,
+        )
+        return [(t.task_id, t.state) for t in due[:limit]]
+
+    async def delete_tasks(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            if task_id in self.rows and self.rows[task_id].expires_at is not None:
+                del self.rows[task_id]
 
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         found = [t.snapshot() for t in sorted(self.rows.values(), key=lambda t: t.seq) if matching.matches(t)]

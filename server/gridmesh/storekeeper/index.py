@@ -7,6 +7,8 @@ bytes. The MySQL adapter is :mod:`gridmesh.storekeeper.mysql_index`.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
 from typing import Protocol
 
 from gridmesh.core.results import ResultKey, StoredResult
@@ -23,6 +25,9 @@ class ResultIndex(Protocol):
         """Insert or replace the entry of ``result.task_id``; durable when it
         returns. Must be idempotent (the same put twice = once)."""
         ...
+
+    async def expire(self, task_ids: list[str], at: datetime) -> None:
+        """Mark these entries expired (their files are deleted)."""
 
     async def list(self, result_dir: str, after: ResultKey | None, limit: int) -> list[StoredResult]:
         """At most ``limit`` entries in :class:`ResultKey` order, only of
@@ -47,9 +52,18 @@ class InMemoryResultIndex:
     async def put(self, result: StoredResult) -> None:
         self.entries[result.task_id] = result
 
+    async def expire(self, task_ids: list[str], at: datetime) -> None:
+        for task_id in task_ids:
+            if task_id in self.entries:
+                self.entries[task_id] = dataclasses.replace(self.entries[task_id], expired_at=at)
+
     async def list(self, result_dir: str, after: ResultKey | None, limit: int) -> list[StoredResult]:
         rows = sorted(
-            (r for r in self.entries.values() if not result_dir or r.result_dir == result_dir),
+            (
+                r
+                for r in self.entries.values()
+                if (not result_dir or r.result_dir == result_dir) and r.expired_at is None
+            ),
             key=lambda r: r.key,
         )
         if after is not None:

@@ -31,11 +31,13 @@ MIGRATIONS: tuple[str, ...] = (
         KEY results_by_dir (result_dir, stored_at, task_id)
     ) ENGINE=InnoDB
     """,
+    # Retention: the file is deleted, the entry stays to say so.
+    "ALTER TABLE results ADD COLUMN expired_at DATETIME(6) NULL",
 )
 
-_COLUMNS = "task_id, result_dir, path, size_bytes, sha256, content_type, stored_at"
+_COLUMNS = "task_id, result_dir, path, size_bytes, sha256, content_type, stored_at, expired_at"
 _UPSERT = f"""
-    INSERT INTO results ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
+    INSERT INTO results ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL)
     ON DUPLICATE KEY UPDATE
         result_dir = VALUES(result_dir), path = VALUES(path), size_bytes = VALUES(size_bytes),
         sha256 = VALUES(sha256), content_type = VALUES(content_type), stored_at = VALUES(stored_at)
@@ -84,8 +86,18 @@ class MySQLResultIndex:
         )
         await self._writer.submit_async(Row(_UPSERT, params))
 
+    async def expire(self, task_ids: list[str], at: datetime) -> None:
+        if not task_ids:
+            return
+        marks = ", ".join(["%s"] * len(task_ids))
+
+        def work(cur: Cursor) -> None:
+            cur.execute(f"UPDATE results SET expired_at=%s WHERE task_id IN ({marks})", (_naive_utc(at), *task_ids))
+
+        await self._writer.submit_async(work)
+
     async def list(self, result_dir: str, after: ResultKey | None, limit: int) -> list[StoredResult]:
-        where: list[str] = []
+        where: list[str] = ["expired_at IS NULL"]
         params: list[Any] = []
         if result_dir:
             where.append("result_dir = %s")
@@ -121,7 +133,7 @@ def _naive_utc(value: datetime) -> datetime:
 
 
 def _result(row: tuple[Any, ...]) -> StoredResult:
-    task_id, result_dir, path, size_bytes, sha256, content_type, stored_at = row
+    task_id, result_dir, path, size_bytes, sha256, content_type, stored_at, expired_at = row
     return StoredResult(
         task_id=task_id,
         result_dir=result_dir,
@@ -130,6 +142,7 @@ def _result(row: tuple[Any, ...]) -> StoredResult:
         sha256=sha256,
         content_type=content_type,
         stored_at=stored_at.replace(tzinfo=UTC),
+        expired_at=expired_at.replace(tzinfo=UTC) if expired_at is not None else None,
     )
 
 

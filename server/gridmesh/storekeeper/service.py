@@ -203,7 +203,28 @@ class ResultService:
                 self._index_later(found)
         if found is None:
             raise NotFound(f"no result stored for task {task_id}", field="task_id")
+        if found.expired_at is not None:
+            raise NotFound(
+                f"the result of task {task_id} expired: retention deleted it at {found.expired_at.isoformat()} "
+                "(its result_ttl had passed)",
+                field="task_id",
+            )
         return found
+
+    async def expire(self, task_ids: list[str]) -> tuple[int, int]:
+        """Retention: delete the files of these tasks' results and mark their
+        entries expired; (results deleted, bytes freed). Unknown ids are skipped."""
+        deleted, freed, marked = 0, 0, []
+        for task_id in task_ids:
+            found = await self._index.get(check_task_id(task_id))
+            if found is None or found.expired_at is not None:
+                continue
+            with contextlib.suppress(NotFound):  # already gone: the entry still says it expired
+                await self._run(self._files.remove, found.path)
+            deleted, freed = deleted + 1, freed + found.size_bytes
+            marked.append(found.task_id)
+        await self._index.expire(marked, datetime.now(UTC))
+        return deleted, freed
 
     async def read(self, task_id: str) -> tuple[StoredResult, AsyncGenerator[bytes, None]]:
         """The entry and the stored bytes, in chunks of at most ``chunk_bytes``

@@ -87,6 +87,12 @@ class StoreKeeperServicer(storekeeper_pb2_grpc.StoreKeeperServicer):
             results=[result_info(r) for r in page.results], next_page_token=page.next_page_token
         )
 
+    async def ExpireResults(
+        self, request: storekeeper_pb2.ExpireResultsRequest, context: aio.ServicerContext
+    ) -> storekeeper_pb2.ExpireResultsResponse:
+        deleted, freed = await self._service.expire(list(request.task_ids))
+        return storekeeper_pb2.ExpireResultsResponse(deleted=deleted, freed_bytes=freed)
+
 
 def _lease(request: storekeeper_pb2.StoreResultRequest) -> Lease | None:
     """The worker's lease the request carries, if any (a fencing token names one)."""
