@@ -164,6 +164,7 @@ class TaskClient(ChannelClient):
         delay: float | timedelta | None = None,
         not_before: datetime | None = None,
         retry: common_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+        result_ttl: float | timedelta | None = None,
     ) -> common_pb2.Task:
         """Submits a task; answers it ``QUEUED`` with its UUID in ``task_id``.
 
@@ -181,7 +182,9 @@ class TaskClient(ChannelClient):
         datetime) is stored at once but dispatched only when due. ``retry``
         (a ``RetryPolicy`` or its JSON form, e.g. ``{"max_attempts": 5,
         "initial_backoff": "0.5s", "non_retryable_errors": ["ValueError"]}``)
-        tries a task that raises again after a backoff. An unknown
+        tries a task that raises again after a backoff. ``result_ttl``
+        (seconds or a timedelta; None: the mesh's default) is how long the
+        finished task and its result are kept. An unknown
         type, params that do not fit it or an unsafe ``result_dir`` raise
         :class:`TaskError` ``INVALID_ARGUMENT``; a bad ``priority`` name
         raises :class:`ValueError` before anything is sent.
@@ -204,6 +207,7 @@ class TaskClient(ChannelClient):
             delay=delay,
             not_before=not_before,
             retry=retry,
+            result_ttl=result_ttl,
         )
         return self._submits.call(request)
 
@@ -452,6 +456,7 @@ def submit_request(
     delay: float | timedelta | None = None,
     not_before: datetime | None = None,
     retry: common_pb2.RetryPolicy | Mapping[str, Any] | None = None,
+    result_ttl: float | timedelta | None = None,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """One submit as a request message (see :meth:`TaskClient.submit` for
     the arguments; for :meth:`TaskClient.submit_many`)."""
@@ -469,6 +474,8 @@ def submit_request(
         request.run_timeout.FromNanoseconds(_nanoseconds(run_timeout))
     if delay is not None:
         request.delay.FromNanoseconds(_nanoseconds(delay))
+    if result_ttl is not None:
+        request.result_ttl.FromNanoseconds(_nanoseconds(result_ttl))
     if isinstance(retry, common_pb2.RetryPolicy):
         request.retry.CopyFrom(retry)
     elif retry is not None:

@@ -189,6 +189,7 @@ def cmd_submit(config: MeshConfig, args: argparse.Namespace) -> int:
             deadline=_time_or_delay(args.deadline, "--deadline") if args.deadline else None,
             not_before=_time_or_delay(args.not_before, "--not-before") if args.not_before else None,
             retry=tasks.parse_json_object(args.retry, "--retry") if args.retry else None,
+            result_ttl=stats.parse_duration(args.result_ttl, "--result-ttl") if args.result_ttl else None,
         )
         _emit(args, task, tasks.submitted_line(task))
         if not args.wait:
@@ -398,6 +399,12 @@ def _add_task_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         default="",
         metavar="JSON",
         help='retry policy, e.g. \'{"max_attempts": 5, "initial_backoff": "1s"}\' (default: the type\'s)',
+    )
+    p.add_argument(
+        "--result-ttl",
+        default="",
+        metavar="DURATION",
+        help="keep the finished task and its result this long (1h, 30d; default: the mesh's, 7 days)",
     )
     p.add_argument("--wait", action="store_true", help="wait until the task has ended")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after SECONDS")
