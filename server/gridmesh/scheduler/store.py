@@ -61,9 +61,6 @@ MIGRATIONS = [
     "ALTER TABLE tasks ADD COLUMN not_before DATETIME(6) NULL",
     "ALTER TABLE tasks ADD COLUMN retry_policy TEXT NULL",
     "ALTER TABLE tasks ADD COLUMN rerun_of CHAR(36) NULL, ADD KEY ix_tasks_finished (state, created_at)",
-    # Retention: a finished task is deleted (its result too) once expires_at passes.
-    "ALTER TABLE tasks ADD COLUMN result_ttl_ms BIGINT NOT NULL DEFAULT 0,"
-    " ADD COLUMN expires_at DATETIME(6) NULL, ADD KEY ix_tasks_expires (expires_at)",
     """
     CREATE TABLE schedules (
       schedule_id CHAR(36) NOT NULL PRIMARY KEY,
@@ -78,6 +75,9 @@ MIGRATIONS = [
       last_task_id CHAR(36) NOT NULL DEFAULT ''
     ) ENGINE=InnoDB
     """,
+    # Retention: a finished task is deleted (its result too) once expires_at passes.
+    "ALTER TABLE tasks ADD COLUMN result_ttl_ms BIGINT NOT NULL DEFAULT 0,"
+    " ADD COLUMN expires_at DATETIME(6) NULL, ADD KEY ix_tasks_expires (expires_at)",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
