@@ -341,9 +341,16 @@ def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accept
         fm.restart(leader)
 
 
+def leading_behind_the_edge(fm: FaultMesh) -> str:
+    """The leading Scheduler, once Envoy routes to it (its health checks lag a restart)."""
+    leader = wait_for("a leader", fm.leader)
+    wait_for("the edge to follow it", lambda: http_json(fm.edge, "GET", "/v1/workers")[0] == 200)
+    return leader
+
+
 def test_a_delayed_task_runs_once_when_due_across_a_kill_9_of_the_leader_during_its_delay(fault_mesh):
     fm = fault_mesh
-    leader = wait_for("a leader", fm.leader)
+    leader = leading_behind_the_edge(fm)
     log_name = f"delayed-{uuid.uuid4().hex[:8]}"
     log_path = ensure_exec_log_dir() / log_name
     task_id = submit(fm, "logged_burn", {"units": 0, "tag": 1, "log": log_name}, delay="4s")
@@ -382,7 +389,7 @@ def _schedule_tasks(fm: FaultMesh, schedule_id: str) -> list[tuple[datetime, dic
 
 def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_per_tick(fault_mesh):
     fm = fault_mesh
-    leader = wait_for("a leader", fm.leader)
+    leader = leading_behind_the_edge(fm)
     body = {"interval": "1s", "catch_up": "ALL", "task": {"task_type": "noop", "result_dir": "ticks"}}
     status, schedule = http_json(fm.edge, "POST", "/v1/schedules", body)
     assert status == 200, schedule
