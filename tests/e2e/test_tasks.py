@@ -294,6 +294,9 @@ def test_retention_deletes_an_expired_task_and_its_result_file_and_nothing_else(
     assert http_json(edge, "GET", f"/v1/tasks/{kept['task_id']}")[1]["state"] == "SUCCEEDED"
     assert http(edge, "GET", f"/v1/results/{kept['task_id']}")[0] == 200
     assert (mesh_config.storage_root / kept["result_path"]).exists()
+    # A watch resumed from before the deleted task's last change would miss it: refused, saying what to do.
+    status, error = http_json(edge, "GET", "/v1/tasks:watch?resume_after=1")
+    assert status == 400 and error["code"] == 11 and "list the tasks again" in error["message"], error
 
 
 def test_a_task_that_ends_within_its_run_timeout_succeeds(edge):

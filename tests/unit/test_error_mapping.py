@@ -57,6 +57,7 @@ async def _call(error: Exception) -> tuple[grpc.RpcError, grpc.RpcError]:
         (errors.FailedPrecondition("task is SUCCEEDED"), grpc.StatusCode.FAILED_PRECONDITION),
         (errors.AlreadyExists("exists"), grpc.StatusCode.ALREADY_EXISTS),
         (errors.ResourceExhausted("too big"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.OutOfRange("too old"), grpc.StatusCode.OUT_OF_RANGE),
         (errors.Unavailable("MySQL is unreachable"), grpc.StatusCode.UNAVAILABLE),
         (errors.NotLeader("standby"), grpc.StatusCode.UNAVAILABLE),
         (errors.Internal("MySQL refused the statement: Data too long"), grpc.StatusCode.INTERNAL),

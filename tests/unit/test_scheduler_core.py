@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unavailable
 from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
 from gridmesh.core.scheduler import (
     MAX_ERROR_CHARS,
@@ -921,5 +921,12 @@ def test_retention_deletes_finished_tasks_past_their_ttl_results_first_and_never
         with pytest.raises(NotFound):
             await h.core.get(done)
         assert (await h.core.get(running)).state is TaskState.RUNNING
+        # A watch resumed from before the deleted tasks' last changes would miss them: refused, named.
+        watcher = h.core.watch([], terminal_only=False)
+        pruned = await h.store.pruned_through()
+        with pytest.raises(OutOfRange, match="list the tasks again") as info:
+            await h.core.changes_after(pruned - 1, watcher)
+        assert info.value.field == "resume_after"
+        await h.core.changes_after(pruned, watcher)  # from there on, nothing is missing
 
     run(body)

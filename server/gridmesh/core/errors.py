@@ -40,6 +40,11 @@ class ResourceExhausted(GridmeshError):
     """A size or rate limit was hit."""
 
 
+class OutOfRange(GridmeshError):
+    """A position older than what the mesh still keeps (e.g. a watch resumed
+    after retention deleted changes since): list again instead."""
+
+
 class Unavailable(GridmeshError):
     """A backing service (MySQL, RabbitMQ, ZooKeeper, Kafka) or a peer is
     unreachable; retrying later may succeed."""

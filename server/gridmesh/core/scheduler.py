@@ -42,6 +42,7 @@ from gridmesh.core.errors import (
     GridmeshError,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     Unavailable,
 )
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
@@ -127,11 +128,15 @@ class TaskStore(Protocol):
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         """FAILED or CANCELLED tasks ``matching`` selects, oldest first, at most ``limit``."""
 
-    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
-        """(id, state) of finished tasks whose retention ended before ``now``, oldest first."""
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState, int]]:
+        """(id, state, revision) of finished tasks whose retention ended before ``now``, oldest first."""
 
-    async def delete_tasks(self, task_ids: list[str]) -> None:
-        """Delete these finished tasks' rows (never a task that has not finished)."""
+    async def delete_tasks(self, task_ids: list[str], revision: int) -> None:
+        """Delete these finished tasks' rows (never a task that has not finished), and
+        keep ``revision`` (their newest) as :meth:`pruned_through` if it is newer."""
+
+    async def pruned_through(self) -> int:
+        """The newest revision of a task retention deleted (0: none)."""
 
 
 class ResultCleaner(Protocol):
@@ -657,10 +662,10 @@ class SchedulerCore:
         expired = await self._store.expired(self._now(), limit)
         if not expired:
             return 0, 0, 0
-        succeeded = [task_id for task_id, state in expired if state is TaskState.SUCCEEDED]
+        succeeded = [task_id for task_id, state, _ in expired if state is TaskState.SUCCEEDED]
         deleted, freed = await results.expire_results(succeeded) if succeeded else (0, 0)
-        ids = [task_id for task_id, _ in expired]
-        await self._store.delete_tasks(ids)
+        ids = [task_id for task_id, _, _ in expired]
+        await self._store.delete_tasks(ids, max(revision for _, _, revision in expired))
         for task_id in ids:
             task = self._tasks.pop(task_id, None)
             self._views.pop(task_id, None)
@@ -682,6 +687,14 @@ class SchedulerCore:
         later reaches the watcher too."""
         if after < 0:
             raise InvalidArgument(f"resume_after must not be negative, got {after}", field="resume_after")
+        pruned = await self._store.pruned_through()
+        if after < pruned:
+            raise OutOfRange(
+                f"position {after} is older than what the mesh keeps: retention deleted tasks that changed "
+                f"after it (through position {pruned}); list the tasks again (ListTasks) and watch without "
+                "resume_after",
+                field="resume_after",
+            )
         return await self._store.changes_after(after, watcher.filter, limit)
 
     def unwatch(self, watcher: Watcher) -> None:

@@ -78,6 +78,8 @@ MIGRATIONS = [
     # Retention: a finished task is deleted (its result too) once expires_at passes.
     "ALTER TABLE tasks ADD COLUMN result_ttl_ms BIGINT NOT NULL DEFAULT 0,"
     " ADD COLUMN expires_at DATETIME(6) NULL, ADD KEY ix_tasks_expires (expires_at)",
+    # The newest revision among the tasks retention deleted: a watch resumed before it missed changes.
+    "CREATE TABLE retention_progress (id TINYINT NOT NULL PRIMARY KEY, revision BIGINT NOT NULL) ENGINE=InnoDB",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -318,17 +320,17 @@ class MySQLTaskStore(TaskStore):
 
         return await self._db.read(work)
 
-    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
-        def work(cur: Cursor) -> list[tuple[str, TaskState]]:
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState, int]]:
+        def work(cur: Cursor) -> list[tuple[str, TaskState, int]]:
             cur.execute(
-                "SELECT task_id, state FROM tasks WHERE expires_at < %s ORDER BY expires_at LIMIT %s",
+                "SELECT task_id, state, revision FROM tasks WHERE expires_at < %s ORDER BY expires_at LIMIT %s",
                 (_naive(now), limit),
             )
-            return [(row[0], TaskState(row[1])) for row in cur.fetchall()]
+            return [(row[0], TaskState(row[1]), int(row[2])) for row in cur.fetchall()]
 
         return await self._db.read(work)
 
-    async def delete_tasks(self, task_ids: list[str]) -> None:
+    async def delete_tasks(self, task_ids: list[str], revision: int) -> None:
         if not task_ids:
             return
         marks = ", ".join(["%s"] * len(task_ids))
@@ -336,8 +338,21 @@ class MySQLTaskStore(TaskStore):
         def work(cur: Cursor) -> None:
             # Only finished tasks (expires_at is set when a task finishes): never a running one.
             cur.execute(f"DELETE FROM tasks WHERE task_id IN ({marks}) AND expires_at IS NOT NULL", tuple(task_ids))
+            cur.execute(
+                "INSERT INTO retention_progress (id, revision) VALUES (1, %s) "
+                "ON DUPLICATE KEY UPDATE revision=GREATEST(revision, VALUES(revision))",
+                (revision,),
+            )
 
         await self._writer.submit_async(work)
+
+    async def pruned_through(self) -> int:
+        def work(cur: Cursor) -> int:
+            cur.execute("SELECT revision FROM retention_progress WHERE id=1")
+            row = cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._db.read(work)
 
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         states = (matching.state,) if matching.state is not TaskState.UNSPECIFIED else RERUNNABLE
@@ -429,6 +444,7 @@ class MemoryTaskStore(TaskStore):
         self.saves = 0
         self.fail_saves = False
         self.schedules: dict[str, Schedule] = {}
+        self.pruned = 0
 
     async def load_schedules(self) -> list[Schedule]:
         return [s.snapshot() for s in self.schedules.values()]
@@ -498,17 +514,21 @@ class MemoryTaskStore(TaskStore):
         ]
         return tasks[:limit]
 
-    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState]]:
+    async def expired(self, now: datetime, limit: int) -> list[tuple[str, TaskState, int]]:
         due = sorted(
             (t for t in self.rows.values() if (at := t.expires_at) is not None and at < now),
             key=lambda t: t.expires_at or now,
         )
-        return [(t.task_id, t.state) for t in due[:limit]]
+        return [(t.task_id, t.state, t.revision) for t in due[:limit]]
 
-    async def delete_tasks(self, task_ids: list[str]) -> None:
+    async def delete_tasks(self, task_ids: list[str], revision: int) -> None:
         for task_id in task_ids:
             if task_id in self.rows and self.rows[task_id].expires_at is not None:
                 del self.rows[task_id]
+        self.pruned = max(self.pruned, revision)
+
+    async def pruned_through(self) -> int:
+        return self.pruned
 
     async def finished(self, matching: RerunFilter, limit: int) -> list[Task]:
         found = [t.snapshot() for t in sorted(self.rows.values(), key=lambda t: t.seq) if matching.matches(t)]
