@@ -214,17 +214,18 @@ class ResultService:
     async def expire(self, task_ids: list[str]) -> tuple[int, int]:
         """Retention: delete the files of these tasks' results and mark their
         entries expired; (results deleted, bytes freed). Unknown ids are skipped."""
-        deleted, freed, marked = 0, 0, []
-        for task_id in task_ids:
-            found = await self._index.get(check_task_id(task_id))
-            if found is None or found.expired_at is not None:
-                continue
-            with contextlib.suppress(NotFound):  # already gone: the entry still says it expired
-                await self._run(self._files.remove, found.path)
-            deleted, freed = deleted + 1, freed + found.size_bytes
-            marked.append(found.task_id)
-        await self._index.expire(marked, datetime.now(UTC))
-        return deleted, freed
+        found = [r for task_id in task_ids if (r := await self._index.get(check_task_id(task_id))) is not None]
+        expiring = [r for r in found if r.expired_at is None]
+        # The entries first: from then on GetResult says the result expired (never "the file is gone").
+        await self._index.expire([r.task_id for r in expiring], datetime.now(UTC))
+        for result in expiring:
+            try:
+                await self._run(self._files.remove, result.path)
+            except NotFound:
+                pass  # already gone
+            except GridmeshError as e:  # left behind, said so; its entry says expired all the same
+                log.warning("retention could not remove %s: %s", result.path, e)
+        return len(expiring), sum(r.size_bytes for r in expiring)
 
     async def read(self, task_id: str) -> tuple[StoredResult, AsyncGenerator[bytes, None]]:
         """The entry and the stored bytes, in chunks of at most ``chunk_bytes``
