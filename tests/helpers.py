@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,6 +72,23 @@ def edge_tls() -> ssl.SSLContext:
 def edge_channel(edge: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
     """A gRPC channel to the edge over TLS, as a client outside the mesh opens it."""
     return clients.edge_channel(edge, options=options)
+
+
+def schedule_tasks(edge: str, schedule_id: str, task_type: str) -> list[tuple[datetime, dict[str, Any]]]:
+    """(tick, task) of each task a schedule made, oldest first (the tick read
+    from the task's idempotency key); none while the edge answers 503 (it
+    has not followed a new leader yet)."""
+    status, page = http_json(edge, "GET", f"/v1/tasks?page_size=1000&task_type={task_type}")
+    if status == 503:
+        return []
+    assert status == 200, page
+    prefix = f"schedule:{schedule_id}:"
+    made = [
+        (datetime.strptime(t["idempotency_key"].removeprefix(prefix), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC), t)
+        for t in page["tasks"]
+        if t["idempotency_key"].startswith(prefix)
+    ]
+    return sorted(made, key=lambda pair: pair[0])
 
 
 def http(

@@ -28,7 +28,7 @@ from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import WORKER_PORTS, free_port, mesh_env
 from tests.e2e.watching import TerminalNotices, submit_noops
-from tests.helpers import edge_channel, http_json, key_metadata, mesh_channel, wait_for
+from tests.helpers import edge_channel, http_json, key_metadata, mesh_channel, schedule_tasks, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
 
@@ -375,21 +375,6 @@ def test_a_delayed_task_runs_once_when_due_across_a_kill_9_of_the_leader_during_
         log_path.unlink(missing_ok=True)
 
 
-def _schedule_tasks(fm: FaultMesh, schedule_id: str) -> list[tuple[datetime, dict]]:
-    """(tick, task) of each task the schedule made (the tick from its idempotency key), oldest first."""
-    status, page = http_json(fm.edge, "GET", "/v1/tasks?page_size=1000&task_type=noop")
-    if status == 503:  # the edge has not followed a new leader yet
-        return []
-    assert status == 200, page
-    prefix = f"schedule:{schedule_id}:"
-    made = [
-        (datetime.strptime(t["idempotency_key"].removeprefix(prefix), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC), t)
-        for t in page["tasks"]
-        if t["idempotency_key"].startswith(prefix)
-    ]
-    return sorted(made, key=lambda pair: pair[0])
-
-
 def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_per_tick(fault_mesh):
     fm = fault_mesh
     leader = leading_behind_the_edge(fm)
@@ -399,7 +384,7 @@ def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_pe
     schedule_id, created = schedule["schedule_id"], datetime.fromisoformat(schedule["created_at"])
 
     def ticked_through(seconds: int) -> bool:
-        made = _schedule_tasks(fm, schedule_id)
+        made = schedule_tasks(fm.edge, schedule_id, "noop")
         return bool(made) and made[-1][0] >= created + timedelta(seconds=seconds)
 
     try:
@@ -410,7 +395,7 @@ def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_pe
         wait_for("20 s of ticks", lambda: ticked_through(20), timeout=60)  # 503s while the edge follows
         status, paused = http_json(fm.edge, "POST", f"/v1/schedules/{schedule_id}:pause", {})
         assert status == 200 and paused["paused"] is True
-        made = _schedule_tasks(fm, schedule_id)
+        made = schedule_tasks(fm.edge, schedule_id, "noop")
         ticks = [tick for tick, _ in made]
         assert ticks[0] <= created + timedelta(seconds=1.001)
         # One task per second, none doubled and none missing across the fail-over:

@@ -4,22 +4,11 @@ refused naming the field. The fail-over case is in test_faults.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from tests.helpers import http_json, wait_for
-
-
-def _tasks_of(edge: str, schedule_id: str) -> list[tuple[datetime, dict]]:
-    _, page = http_json(edge, "GET", "/v1/tasks?page_size=1000&task_type=echo")
-    prefix = f"schedule:{schedule_id}:"
-    made = [
-        (datetime.strptime(t["idempotency_key"].removeprefix(prefix), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC), t)
-        for t in page["tasks"]
-        if t["idempotency_key"].startswith(prefix)
-    ]
-    return sorted(made, key=lambda pair: pair[0])
+from tests.helpers import http_json, schedule_tasks, wait_for
 
 
 def test_a_cron_schedule_makes_one_task_per_tick_until_paused_and_is_deleted(edge):
@@ -37,7 +26,7 @@ def test_a_cron_schedule_makes_one_task_per_tick_until_paused_and_is_deleted(edg
         seconds=1
     )
     try:
-        made = wait_for("three ticks", lambda: m if len(m := _tasks_of(edge, schedule_id)) >= 3 else None)
+        made = wait_for("three ticks", lambda: m if len(m := schedule_tasks(edge, schedule_id, "echo")) >= 3 else None)
         ticks = [tick for tick, _ in made]
         assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(len(ticks))]  # one per second
         for tick, task in made:
@@ -56,7 +45,7 @@ def test_a_cron_schedule_makes_one_task_per_tick_until_paused_and_is_deleted(edg
     assert status == 200
     status, gone = http_json(edge, "GET", f"/v1/schedules/{schedule_id}")
     assert status == 404, gone
-    assert _tasks_of(edge, schedule_id)  # its tasks stay
+    assert schedule_tasks(edge, schedule_id, "echo")  # its tasks stay
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from gridmesh import clients
 from gridmesh.adapters import pki
@@ -208,25 +209,23 @@ def to_edge(config: MeshConfig) -> Connect:
     return lambda address: clients.edge_channel(address, ca_file=config.edge_ca_file, plaintext=config.envoy.plaintext)
 
 
+def _to_edge(config: MeshConfig) -> dict[str, Any]:
+    """How the CLI's clients reach the edge: its address, the key of
+    :func:`api_key`, TLS trusting the mesh's CA (or plaintext, if so configured)."""
+    return {
+        "target": config.edge_address,
+        "api_key": api_key(config),
+        "ca_file": config.edge_ca_file,
+        "plaintext": config.envoy.plaintext,
+    }
+
+
 def task_client(config: MeshConfig) -> TaskClient:
-    """The CLI's TaskClient: to the edge, with the key of :func:`api_key` and
-    TLS trusting the mesh's CA."""
-    return TaskClient(
-        config.edge_address,
-        api_key=api_key(config),
-        ca_file=config.edge_ca_file,
-        plaintext=config.envoy.plaintext,
-    )
+    return TaskClient(**_to_edge(config))
 
 
 def event_client(config: MeshConfig) -> EventClient:
-    """The CLI's EventClient (see :func:`task_client`)."""
-    return EventClient(
-        config.edge_address,
-        api_key=api_key(config),
-        ca_file=config.edge_ca_file,
-        plaintext=config.envoy.plaintext,
-    )
+    return EventClient(**_to_edge(config))
 
 
 def analytics_health(config: MeshConfig) -> str:

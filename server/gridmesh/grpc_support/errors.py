@@ -27,7 +27,7 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from gridmesh.core import errors
-from gridmesh.grpc_support.handlers import Continuation, is_async, rewrap
+from gridmesh.grpc_support.handlers import WrappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,8 @@ def _wrap_responses(behavior: Callable[..., Any], method: str) -> Callable[..., 
     return _wrap_stream(behavior, method) if inspect.isasyncgenfunction(behavior) else _wrap_unary(behavior, method)
 
 
-class ErrorMappingInterceptor(aio.ServerInterceptor):
+class ErrorMappingInterceptor(WrappingInterceptor):
     """Maps exceptions raised by handlers to gRPC statuses (see module doc)."""
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not is_async(handler):
-            # Generated base-class methods (sync) answer UNIMPLEMENTED themselves.
-            return handler
-        return rewrap(handler, handler_call_details.method, _wrap_unary, _wrap_responses)
+    wrap_unary = staticmethod(_wrap_unary)
+    wrap_responses = staticmethod(_wrap_responses)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from grpc import aio
 
 Behavior = Callable[..., Any]
 Wrap = Callable[[Behavior, str], Behavior]
@@ -38,3 +39,26 @@ def rewrap(handler: grpc.RpcMethodHandler, method: str, unary: Wrap, responses: 
 
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+class WrappingInterceptor(aio.ServerInterceptor):
+    """Wraps the behavior of each async handler: with :meth:`wrap_unary`
+    when it answers once, :meth:`wrap_responses` when it streams. Generated
+    base-class methods (sync) answer UNIMPLEMENTED themselves and pass as
+    they are."""
+
+    @staticmethod
+    def wrap_unary(behavior: Behavior, method: str) -> Behavior:
+        raise NotImplementedError
+
+    @staticmethod
+    def wrap_responses(behavior: Behavior, method: str) -> Behavior:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not is_async(handler):
+            return handler
+        return rewrap(handler, handler_call_details.method, self.wrap_unary, self.wrap_responses)

@@ -27,7 +27,7 @@ from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import ROLE_HEADER, PeerRole, check_peer
 from gridmesh.core.errors import ConfigError
-from gridmesh.grpc_support.handlers import Behavior, Continuation, is_async, rewrap
+from gridmesh.grpc_support.handlers import Behavior, WrappingInterceptor
 
 Options = Sequence[tuple[str, Any]]
 
@@ -139,17 +139,12 @@ def _check(context: aio.ServicerContext, method: str) -> None:
         check_peer(peer, method)
 
 
-class PeerCheckInterceptor(aio.ServerInterceptor):
+class PeerCheckInterceptor(WrappingInterceptor):
     """Refuses (PERMISSION_DENIED, naming the roles that may) a call from a
     peer whose certificate's role may not make it."""
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not is_async(handler):
-            return handler
-        return rewrap(handler, handler_call_details.method, _checked, _checked_responses)
+    wrap_unary = staticmethod(_checked)
+    wrap_responses = staticmethod(_checked_responses)
 
 
 __all__ = ["MeshTls", "PeerCheckInterceptor", "aio_channel", "channel", "edge_role", "peer_role"]
