@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -119,6 +120,17 @@ def test_the_shipped_alert_rules_load_and_promtool_accepts_them(observed):
     assert {"GridmeshComponentDown", "GridmeshNoSchedulerLeader", "GridmeshWorkQueuedButNoWorker"} <= names
     alerting = [r["name"] for g in groups for r in g["rules"] if r.get("state") in ("pending", "firing")]
     assert alerting == [], alerting  # a healthy mesh raises none, not even pending
+
+
+def test_every_query_of_the_grafana_dashboard_runs_on_the_real_prometheus(observed):
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(queries) >= 14
+    for query in queries:
+        _api(observed.config, "query", query=query)  # a PromQL error would answer status "error"
+    # …and one has the data it should: the two nodes' slots.
+    slots = 2 * observed.config.worker.slots
+    wait_for("the nodes' slots", lambda: _value(observed.config, "sum(gridmesh_worker_slots)") == slots)
 
 
 def test_the_eventmanager_counts_publishes_and_reports_each_subscribers_queue(observed):
