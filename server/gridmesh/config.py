@@ -252,6 +252,10 @@ class TlsConfig:
     ``<role>.key`` (empty = <state_dir>/tls). ``gridmesh up`` creates a local
     CA and what is missing; with an operator's own CA, place its
     ``ca.crt`` and the role files here and leave ``ca.key`` out."""
+    names: str = ""
+    """More DNS names or addresses the certificates ``up`` makes are valid
+    for, comma-separated: e.g. the public name clients reach the edge by
+    (localhost, 127.0.0.1, the config's hosts and this machine's names always are)."""
 
 
 @dataclass(frozen=True)

@@ -168,3 +168,15 @@ def test_a_host_joining_a_mesh_never_makes_a_ca_of_its_own(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"copy its ca\.crt and worker\.crt/worker\.key"):
         pki.ensure(tmp_path / "tls", [PeerRole.WORKER], new_ca=False)
     assert not (tmp_path / "tls" / "ca.crt").exists()
+
+
+def test_a_certificate_names_its_role_localhost_and_the_hosts_given_once_each(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    pki.ensure(tmp_path, [PeerRole.EDGE], ["edge.example.com", "10.0.0.4", "localhost", "edge.example.com"])
+    cert = x509.load_pem_x509_certificate(pki.cert_path(tmp_path, PeerRole.EDGE).read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = names.get_values_for_type(x509.DNSName)
+    ips = [str(ip) for ip in names.get_values_for_type(x509.IPAddress)]
+    assert dns == ["edge.gridmesh.internal", "localhost", "edge.example.com"] and ips == ["127.0.0.1", "10.0.0.4"]
+    assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == "edge"

@@ -92,6 +92,8 @@ def issue(
     now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [x509.DNSName(role_dns_name(role)), x509.DNSName("localhost")]
     for host in dict.fromkeys(["127.0.0.1", *hosts]):
+        if host == "localhost":
+            continue  # named above
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:

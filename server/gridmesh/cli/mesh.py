@@ -451,7 +451,7 @@ def ensure_certificates(config: MeshConfig, progress: Progress, roles: frozenset
         needed = list(PeerRole)
     else:
         needed = [PeerRole.ADMIN, *(c for role in sorted(roles) for c in _CERTIFICATES.get(role, ()))]
-    hosts = {socket.gethostname(), socket.getfqdn()}
+    hosts = {socket.gethostname(), socket.getfqdn(), *(n.strip() for n in config.tls.names.split(",") if n.strip())}
     for host in (
         config.scheduler.host,
         config.storekeeper.host,
