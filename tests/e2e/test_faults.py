@@ -503,7 +503,7 @@ def test_a_watch_resumes_after_a_kill_and_sees_every_terminal_notice_exactly_onc
     assert sorted(notices.of(ids)) == sorted(ids)  # every notice exactly once: none missed, none repeated
 
 
-def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_completed_event(fault_mesh):
+def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_started_and_completed_events(fault_mesh):
     """Events of changes committed just before the kill may still sit in the
     dead leader's producer buffer: the new leader emits again every event
     after the last position the log acknowledged, so none is missing."""
@@ -519,24 +519,25 @@ def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_completed_eve
     fm.restart(leader)
     succeeded = {t for t, task in finals.items() if task.state == SUCCEEDED}
     assert succeeded == set(ids)
-    topic = fm.config.topic("task.completed")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": fm.config.kafka.bootstrap_servers,
-            "group.id": f"t-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
-    )
-    seen: set[str] = set()
-    try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(fm.config.kafka.partitions)])
+    for kind in ("completed", "started"):  # started: also from the committed state, not only the nodes
+        topic = fm.config.topic(f"task.{kind}")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": fm.config.kafka.bootstrap_servers,
+                "group.id": f"t-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+            }
+        )
+        seen: set[str] = set()
+        try:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(fm.config.kafka.partitions)])
 
-        def all_seen() -> bool:
-            while (msg := consumer.poll(0.2)) is not None:
-                assert msg.error() is None, msg.error()
-                seen.add((msg.key() or b"").decode())
-            return succeeded <= seen
+            def all_seen(seen: set[str] = seen, consumer: Consumer = consumer) -> bool:
+                while (msg := consumer.poll(0.2)) is not None:
+                    assert msg.error() is None, msg.error()
+                    seen.add((msg.key() or b"").decode())
+                return succeeded <= seen
 
-        wait_for("a completed event of every succeeded task", all_seen, timeout=60)
-    finally:
-        consumer.close()
+            wait_for(f"a {kind} event of every succeeded task", all_seen, timeout=60)
+        finally:
+            consumer.close()

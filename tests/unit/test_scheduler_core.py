@@ -538,6 +538,7 @@ def test_a_new_leader_emits_again_the_events_after_the_last_acknowledged_positio
         await successor.load()
         assert [(e.kind, e.task_id, e.attempt) for e in log.events] == [
             (LifecycleKind.PENDING, after, 1),
+            (LifecycleKind.STARTED, after, 1),  # from the committed state too (the node's own may be lost)
             (LifecycleKind.COMPLETED, after, 1),
         ]
         assert before not in {e.task_id for e in log.events}
@@ -928,5 +929,23 @@ def test_retention_deletes_finished_tasks_past_their_ttl_results_first_and_never
             await h.core.changes_after(pruned - 1, watcher)
         assert info.value.field == "resume_after"
         await h.core.changes_after(pruned, watcher)  # from there on, nothing is missing
+
+    run(body)
+
+
+def test_a_reported_attempt_commits_the_workers_start_and_emits_its_started_event_with_it():
+    async def body(h: Harness) -> None:
+        task_id = await h.submit()
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        began = h.wall.at + timedelta(milliseconds=250)  # the node started it a little after the lease
+        done = await h.core.report("w1", task_id, assignment.fencing_token, Success("p", 1, "0" * 64, started_at=began))
+        assert done.started_at == began and (await h.store.get(task_id)).started_at == began  # type: ignore[union-attr]
+        events = [(e.kind, e.occurred_at) for e in h.log.events if e.task_id == task_id]
+        assert events[-2:] == [(LifecycleKind.STARTED, began), (LifecycleKind.COMPLETED, h.wall.at)]
+        assert {e.position for e in h.log.events if e.task_id == task_id and e.kind != LifecycleKind.PENDING} == {
+            h.store.rows[task_id].revision
+        }
 
     run(body)

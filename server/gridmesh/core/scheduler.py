@@ -211,12 +211,16 @@ class Success:
     result_path: str
     result_size_bytes: int
     result_sha256: str
+    started_at: datetime | None = None
+    """When the attempt's process started (the worker's clock)."""
 
 
 @dataclass(frozen=True)
 class Failure:
     error: str
     reason: FailureReason = FailureReason.ERROR
+    started_at: datetime | None = None
+    """When the attempt's process started (the worker's clock)."""
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,8 @@ class SchedulerCore:
 
     def _events_of_state(self, task: Task) -> list[LifecycleEvent]:
         """The Scheduler's events a task's committed state implies: accepted
-        (pending) and, if it ended, how. (Retries and starts are not implied
+        (pending), the start of its last attempt if that ran to a report, and,
+        if it ended, how. (Retries and earlier attempts' starts are not implied
         by a state alone: those are not emitted again.)"""
 
         def event(kind: LifecycleKind, attempt: int, at: datetime, error: str = "") -> LifecycleEvent:
@@ -337,6 +342,9 @@ class SchedulerCore:
 
         events = [event(LifecycleKind.PENDING, 1, task.created_at)]
         end = task.finished_at or task.created_at
+        ran = task.state is TaskState.SUCCEEDED or task.failure_reason in (FailureReason.ERROR, FailureReason.TIMEOUT)
+        if ran and task.started_at is not None:  # the worker's start of the last attempt (see report)
+            events.append(event(LifecycleKind.STARTED, task.attempt, task.started_at))
         if task.state is TaskState.SUCCEEDED:
             events.append(event(LifecycleKind.COMPLETED, task.attempt, end))
         elif task.state is TaskState.FAILED:
@@ -782,6 +790,12 @@ class SchedulerCore:
         task, reported = await self._leased(worker_id, task_id, token)
         if reported:
             return self._views.get(task.task_id, task).snapshot()  # the same report again (a lost answer)
+        started = None
+        if isinstance(outcome, Success | Failure) and outcome.started_at is not None:
+            # The attempt ran: its start comes from the committed state too, not only from the
+            # node's own event (lost if the node dies before it reaches Kafka).
+            task.started_at = outcome.started_at
+            started = replace(self._event(LifecycleKind.STARTED, task), occurred_at=outcome.started_at, error="")
         if isinstance(outcome, Success):
             self._release_lease(task)
             task.state = TaskState.SUCCEEDED
@@ -804,7 +818,7 @@ class SchedulerCore:
                 event = self._event(LifecycleKind.FAILED, task)
         else:
             event = self._retry_or_fail(task, clip_error(outcome.reason))
-        done = self._commit(task, event)
+        done = self._commit(task, event, started)
         self._dispatch()
         await done
         return task.snapshot()
@@ -1037,8 +1051,11 @@ class SchedulerCore:
             error=error or task.error,
         )
 
-    def _commit(self, task: Task, event: LifecycleEvent | None) -> asyncio.Future[None]:
-        """Hand the task's current state to the store; publish it once committed."""
+    def _commit(
+        self, task: Task, event: LifecycleEvent | None, started: LifecycleEvent | None = None
+    ) -> asyncio.Future[None]:
+        """Hand the task's current state to the store; publish it (and its
+        events, ``started`` first) once committed."""
         task.revision = next(self._revisions)
         snapshot = task.snapshot()
         saved = self._store.save(snapshot)
@@ -1050,7 +1067,7 @@ class SchedulerCore:
                 self._fail(error)
                 done.set_exception(Unavailable(f"the change to task {task.task_id} could not be saved: {error}"))
                 return
-            self._publish(snapshot, event)
+            self._publish(snapshot, event, started)
             done.set_result(None)
 
         saved.add_done_callback(committed)
@@ -1059,17 +1076,18 @@ class SchedulerCore:
     def _commit_nowait(self, task: Task, event: LifecycleEvent | None) -> None:
         self._commit(task, event).add_done_callback(_consume_exception)
 
-    def _publish(self, snapshot: Task, event: LifecycleEvent | None) -> None:
+    def _publish(
+        self, snapshot: Task, event: LifecycleEvent | None, started: LifecycleEvent | None = None
+    ) -> None:
         at = self._now()
-        if event is not None:
-            event = replace(event, position=snapshot.revision)
         if snapshot.task_id in self._tasks:
             self._views[snapshot.task_id] = snapshot
         if snapshot.state.terminal:
             self._forget_when_old(snapshot.task_id)
         self._watches.publish(snapshot, at)
-        if event is not None:
-            self._lifecycle.emit(event)
+        for e in (started, event):
+            if e is not None:
+                self._lifecycle.emit(replace(e, position=snapshot.revision))
 
     def _forget_when_old(self, task_id: str) -> None:
         self._finished[task_id] = None

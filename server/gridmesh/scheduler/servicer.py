@@ -536,7 +536,11 @@ def _completion(request: scheduler_pb2.ReportTaskRequest) -> Success:
     if request.WhichOneof("outcome") != "success":
         raise InvalidArgument("a completion reports a success", field="success")
     s = request.success
-    return Success(s.result_path, s.result_size_bytes, s.result_sha256)
+    return Success(s.result_path, s.result_size_bytes, s.result_sha256, _started_at(request))
+
+
+def _started_at(request: scheduler_pb2.ReportTaskRequest) -> datetime | None:
+    return from_timestamp(request.started_at) if request.HasField("started_at") else None
 
 
 def _worker_outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
@@ -552,7 +556,7 @@ def _worker_outcome(request: scheduler_pb2.ReportTaskRequest) -> Outcome:
         reason = request.failure.reason or FailureReason.ERROR
         if reason not in (FailureReason.ERROR, FailureReason.TIMEOUT, FailureReason.EXPIRED):
             raise InvalidArgument("a worker reports a failure as ERROR, TIMEOUT or EXPIRED", field="failure.reason")
-        return Failure(request.failure.error, FailureReason(reason))
+        return Failure(request.failure.error, FailureReason(reason), _started_at(request))
     if kind == "crash":
         return Crash(request.crash.reason)
     if kind == "stopped":
