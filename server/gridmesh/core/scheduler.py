@@ -1076,9 +1076,7 @@ class SchedulerCore:
     def _commit_nowait(self, task: Task, event: LifecycleEvent | None) -> None:
         self._commit(task, event).add_done_callback(_consume_exception)
 
-    def _publish(
-        self, snapshot: Task, event: LifecycleEvent | None, started: LifecycleEvent | None = None
-    ) -> None:
+    def _publish(self, snapshot: Task, event: LifecycleEvent | None, started: LifecycleEvent | None = None) -> None:
         at = self._now()
         if snapshot.task_id in self._tasks:
             self._views[snapshot.task_id] = snapshot
