@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
-from gridmesh.core.lifecycle import LifecycleEvent, LifecycleLog
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 
 LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -140,13 +140,16 @@ def serve(metrics: tuple[Counter | Gauge | Histogram, ...]) -> None:
 
 
 class MeteredLifecycleLog:
-    """A :class:`LifecycleLog` that counts what passes through it."""
+    """A :class:`LifecycleLog` that counts what passes through it, but the
+    kinds another process counts (``uncounted``)."""
 
-    def __init__(self, inner: LifecycleLog) -> None:
+    def __init__(self, inner: LifecycleLog, uncounted: frozenset[LifecycleKind] = frozenset()) -> None:
         self._inner = inner
+        self._uncounted = uncounted
 
     def emit(self, event: LifecycleEvent) -> None:
-        LIFECYCLE_EVENTS.labels(event.kind.name.lower(), event.task_type).inc()
+        if event.kind not in self._uncounted:
+            LIFECYCLE_EVENTS.labels(event.kind.name.lower(), event.task_type).inc()
         self._inner.emit(event)
 
     def acknowledged(self) -> int:

@@ -30,7 +30,7 @@ from gridmesh.adapters.mysql import MySQL
 from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
-from gridmesh.core.lifecycle import LifecycleLog
+from gridmesh.core.lifecycle import LifecycleKind, LifecycleLog
 from gridmesh.core.scheduler import ResultCleaner, SchedulerCore, SchedulerSettings, TaskStore
 from gridmesh.core.schedules import Schedules, ScheduleStore
 from gridmesh.core.stats import StatsReader
@@ -321,7 +321,11 @@ async def serve(config: MeshConfig) -> None:
     await asyncio.to_thread(store.setup)
     stats = MySQLStatsReader(MySQL(config.mysql, config.database("analytics")))
     await asyncio.to_thread(stats.setup)
-    lifecycle = MeteredLifecycleLog(KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)))
+    # A start is counted by the node that ran it; the Scheduler's copy (see SchedulerCore.report) is not.
+    lifecycle = MeteredLifecycleLog(
+        KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)),
+        uncounted=frozenset({LifecycleKind.STARTED}),
+    )
     zk = ZooKeeper(config.zookeeper, config.zk_root)
     await asyncio.to_thread(zk.start)
 
