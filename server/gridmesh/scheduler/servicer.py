@@ -501,11 +501,6 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
 
         async def answer(item: tuple[bool, scheduler_pb2.ReportTaskRequest]) -> tuple[bool, scheduler_pb2.ReportResult]:
             check, report = item
-            if self._holder.core is not core:
-                # This Scheduler stepped down while the stream was open: end the
-                # stream (UNAVAILABLE), so the StoreKeeper takes its completions
-                # to the new leader instead of waiting here for a shutdown.
-                raise NotLeader("this Scheduler no longer leads; report to the new leader")
             try:
                 if check:
                     await core.check_lease(report.worker_id, report.task_id, report.fencing_token)

@@ -128,6 +128,7 @@ class SchedulerCompletions:
     async def _call(self, check: bool, request: scheduler_pb2.ReportTaskRequest) -> None:
         deadline = time.monotonic() + REPORT_DEADLINE_S
         while True:
+            sent_to = self._current
             try:
                 _, answer = await self._stream.call((check, request), ANSWER_TIMEOUT_S)
             except aio.AioRpcError as e:  # the stream broke (or is silent): send it again, maybe elsewhere
@@ -141,8 +142,12 @@ class SchedulerCompletions:
                 self._answered = True
                 return
             if answer.code == grpc.StatusCode.UNAVAILABLE.value[0] and time.monotonic() < deadline:
-                # This Scheduler stepped down: a new stream, to the next one.
-                self._stream.close()
+                # This Scheduler stepped down: a new stream, to the next one
+                # (not to it again, however much it answered before) — unless
+                # another completion's answer has moved the stream already.
+                if sent_to == self._current:
+                    self._answered = False
+                    self._stream.close()
                 await asyncio.sleep(RETRY_S)
                 continue
             self._answered = True
