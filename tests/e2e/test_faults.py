@@ -341,78 +341,15 @@ def test_kill_9_of_the_leading_scheduler_the_standby_takes_over_and_every_accept
         fm.restart(leader)
 
 
-def leading_behind_the_edge(fm: FaultMesh) -> str:
-    """The leading Scheduler, once Envoy routes to it (its health checks lag a restart)."""
-    leader = wait_for("a leader", fm.leader)
-    wait_for("the edge to follow it", lambda: http_json(fm.edge, "GET", "/v1/workers")[0] == 200)
-    return leader
-
-
-def test_a_delayed_task_runs_once_when_due_across_a_kill_9_of_the_leader_during_its_delay(fault_mesh):
-    fm = fault_mesh
-    leader = leading_behind_the_edge(fm)
-    log_name = f"delayed-{uuid.uuid4().hex[:8]}"
-    log_path = ensure_exec_log_dir() / log_name
-    task_id = submit(fm, "logged_burn", {"units": 0, "tag": 1, "log": log_name}, delay="4s")
-    submitted = get(fm, task_id)
-    due = datetime.fromisoformat(submitted["not_before"])
-    delay = due - datetime.fromisoformat(submitted["created_at"])
-    assert submitted["state"] == "QUEUED" and abs(delay - timedelta(seconds=4)) < timedelta(seconds=0.1)
-    os.killpg(fm.pid(leader), signal.SIGKILL)  # during the delay
-    try:
-        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
-        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
-        assert datetime.now(UTC) < due, "the takeover outlasted the delay: the test proves nothing"
-        final = wait_terminal(fm, task_id, timeout=60)
-        assert final["state"] == "SUCCEEDED" and final["attempt"] == 1, final
-        starts = [line.split() for line in log_path.read_text().splitlines() if " start " in line]
-        assert len(starts) == 1, starts  # ran once
-        started = datetime.fromtimestamp(float(starts[0][-1]), UTC)
-        assert started >= due, (started, due)  # not before it was due
-    finally:
-        fm.restart(leader)
-        leading_behind_the_edge(fm)
-        log_path.unlink(missing_ok=True)
-
-
-def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_per_tick(fault_mesh):
-    fm = fault_mesh
-    leader = leading_behind_the_edge(fm)
-    body = {"interval": "1s", "catch_up": "ALL", "task": {"task_type": "noop", "result_dir": "ticks"}}
-    status, schedule = http_json(fm.edge, "POST", "/v1/schedules", body)
-    assert status == 200, schedule
-    schedule_id, created = schedule["schedule_id"], datetime.fromisoformat(schedule["created_at"])
-
-    def ticked_through(seconds: int) -> bool:
-        made = schedule_tasks(fm.edge, schedule_id, "noop")
-        return bool(made) and made[-1][0] >= created + timedelta(seconds=seconds)
-
-    try:
-        wait_for("ticks under the first leader", lambda: ticked_through(4))
-        os.killpg(fm.pid(leader), signal.SIGKILL)
-        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
-        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
-        wait_for("20 s of ticks", lambda: ticked_through(20), timeout=60)  # 503s while the edge follows
-        status, paused = http_json(fm.edge, "POST", f"/v1/schedules/{schedule_id}:pause", {})
-        assert status == 200 and paused["paused"] is True
-        made = schedule_tasks(fm.edge, schedule_id, "noop")
-        ticks = [tick for tick, _ in made]
-        assert ticks[0] <= created + timedelta(seconds=1.001)
-        # One task per second, none doubled and none missing across the fail-over:
-        assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(len(ticks))]
-        # Ticks under a live leader are fired as they fall due (the ones the kill missed, later):
-        lateness = [(datetime.fromisoformat(t["created_at"]) - tick).total_seconds() for tick, t in made[:3]]
-        assert all(0 <= late < 1.0 for late in lateness), lateness
-    finally:
-        fm.restart(leader)
-        leading_behind_the_edge(fm)
-        http_json(fm.edge, "DELETE", f"/v1/schedules/{schedule_id}")
-
-
 def test_a_scheduler_restart_with_tasks_queued_and_running_loses_none(fault_mesh):
     fm = fault_mesh
     ids = [submit(fm, "sleep", {"ms": 400}) for _ in range(10)]
     leader = wait_for("a leader", fm.leader)
+    other = "scheduler-standby" if leader == "scheduler" else "scheduler"
+    # The other one must stand by (a Scheduler restarted by an earlier test may still be starting).
+    wait_for(
+        "the other Scheduler to stand by", lambda: mesh.component_health(fm.config, fm.component(other)) == "standby"
+    )
     procs.stop(leader, fm.runs)  # SIGTERM: a clean restart
     try:
         finals = {t: wait_terminal(fm, t, timeout=90) for t in ids}
@@ -541,3 +478,71 @@ def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_started_and_c
             wait_for(f"a {kind} event of every succeeded task", all_seen, timeout=60)
         finally:
             consumer.close()
+
+
+def leading_behind_the_edge(fm: FaultMesh) -> str:
+    """The leading Scheduler, once Envoy routes to it (its health checks lag a restart)."""
+    leader = wait_for("a leader", fm.leader)
+    wait_for("the edge to follow it", lambda: http_json(fm.edge, "GET", "/v1/workers")[0] == 200)
+    return leader
+
+
+def test_a_delayed_task_runs_once_when_due_across_a_kill_9_of_the_leader_during_its_delay(fault_mesh):
+    fm = fault_mesh
+    leader = leading_behind_the_edge(fm)
+    log_name = f"delayed-{uuid.uuid4().hex[:8]}"
+    log_path = ensure_exec_log_dir() / log_name
+    task_id = submit(fm, "logged_burn", {"units": 0, "tag": 1, "log": log_name}, delay="4s")
+    submitted = get(fm, task_id)
+    due = datetime.fromisoformat(submitted["not_before"])
+    delay = due - datetime.fromisoformat(submitted["created_at"])
+    assert submitted["state"] == "QUEUED" and abs(delay - timedelta(seconds=4)) < timedelta(seconds=0.1)
+    os.killpg(fm.pid(leader), signal.SIGKILL)  # during the delay
+    try:
+        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
+        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
+        assert datetime.now(UTC) < due, "the takeover outlasted the delay: the test proves nothing"
+        final = wait_terminal(fm, task_id, timeout=60)
+        assert final["state"] == "SUCCEEDED" and final["attempt"] == 1, final
+        starts = [line.split() for line in log_path.read_text().splitlines() if " start " in line]
+        assert len(starts) == 1, starts  # ran once
+        started = datetime.fromtimestamp(float(starts[0][-1]), UTC)
+        assert started >= due, (started, due)  # not before it was due
+    finally:
+        fm.restart(leader)
+        leading_behind_the_edge(fm)
+        log_path.unlink(missing_ok=True)
+
+
+def test_a_schedule_every_second_across_a_kill_9_of_the_leader_makes_one_task_per_tick(fault_mesh):
+    fm = fault_mesh
+    leader = leading_behind_the_edge(fm)
+    body = {"interval": "1s", "catch_up": "ALL", "task": {"task_type": "noop", "result_dir": "ticks"}}
+    status, schedule = http_json(fm.edge, "POST", "/v1/schedules", body)
+    assert status == 200, schedule
+    schedule_id, created = schedule["schedule_id"], datetime.fromisoformat(schedule["created_at"])
+
+    def ticked_through(seconds: int) -> bool:
+        made = schedule_tasks(fm.edge, schedule_id, "noop")
+        return bool(made) and made[-1][0] >= created + timedelta(seconds=seconds)
+
+    try:
+        wait_for("ticks under the first leader", lambda: ticked_through(4))
+        os.killpg(fm.pid(leader), signal.SIGKILL)
+        standby = "scheduler-standby" if leader == "scheduler" else "scheduler"
+        wait_for("the standby to lead", lambda: fm.leader() == standby, timeout=30)
+        wait_for("20 s of ticks", lambda: ticked_through(20), timeout=60)  # 503s while the edge follows
+        status, paused = http_json(fm.edge, "POST", f"/v1/schedules/{schedule_id}:pause", {})
+        assert status == 200 and paused["paused"] is True
+        made = schedule_tasks(fm.edge, schedule_id, "noop")
+        ticks = [tick for tick, _ in made]
+        assert ticks[0] <= created + timedelta(seconds=1.001)
+        # One task per second, none doubled and none missing across the fail-over:
+        assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(len(ticks))]
+        # Ticks under a live leader are fired as they fall due (the ones the kill missed, later):
+        lateness = [(datetime.fromisoformat(t["created_at"]) - tick).total_seconds() for tick, t in made[:3]]
+        assert all(0 <= late < 1.0 for late in lateness), lateness
+    finally:
+        fm.restart(leader)
+        leading_behind_the_edge(fm)
+        http_json(fm.edge, "DELETE", f"/v1/schedules/{schedule_id}")
