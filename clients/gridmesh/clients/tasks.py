@@ -470,12 +470,9 @@ def submit_request(
         idempotency_key=idempotency_key,
         max_attempts=max_attempts,
     )
-    if run_timeout is not None:
-        request.run_timeout.FromNanoseconds(_nanoseconds(run_timeout))
-    if delay is not None:
-        request.delay.FromNanoseconds(_nanoseconds(delay))
-    if result_ttl is not None:
-        request.result_ttl.FromNanoseconds(_nanoseconds(result_ttl))
+    for name, duration in (("run_timeout", run_timeout), ("delay", delay), ("result_ttl", result_ttl)):
+        if duration is not None:
+            getattr(request, name).FromNanoseconds(_nanoseconds(duration))
     if isinstance(retry, common_pb2.RetryPolicy):
         request.retry.CopyFrom(retry)
     elif retry is not None:

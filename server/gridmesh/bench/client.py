@@ -127,11 +127,6 @@ def key_metadata() -> tuple[tuple[str, str], ...]:
     return clients.key_metadata(os.environ.get(API_KEY_VAR))
 
 
-def to_edge(edge_ca: str | None) -> Callable[[str], grpc.Channel]:
-    """Opens blocking channels to the edge: TLS trusting ``edge_ca``, plaintext without."""
-    return lambda target: clients.edge_channel(target, ca_file=edge_ca, plaintext=edge_ca is None)
-
-
 class BenchClient:
     """One channel and the Scheduler stub on it."""
 

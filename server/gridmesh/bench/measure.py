@@ -26,13 +26,13 @@ import grpc
 
 from gridmesh.bench import replication
 from gridmesh.bench import workloads as wl
-from gridmesh.bench.client import BenchClient, BenchError, Completions, key_metadata, submit_request, to_edge
+from gridmesh.bench.client import BenchClient, BenchError, Completions, key_metadata, submit_request
 from gridmesh.bench.stats import latency_metrics
 from gridmesh.bench.task_types import LOGGED_BURN, ensure_exec_log_dir
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.builtin_tasks import burn_units
-from gridmesh.grpc_support.probe import Connect, to_component
+from gridmesh.grpc_support.probe import Connect, to_component, to_edge
 from gridmesh.grpc_support.tls import MeshTls, channel
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 

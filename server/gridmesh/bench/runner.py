@@ -35,7 +35,7 @@ from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import API_KEY_VAR, MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import InvalidArgument, Unavailable
-from gridmesh.grpc_support.probe import grpc_health, to_component
+from gridmesh.grpc_support.probe import grpc_health, to_component, to_edge
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.v1 import scheduler_pb2
 
@@ -189,7 +189,7 @@ def leading_scheduler(config: MeshConfig) -> str | None:
 def answers(config: MeshConfig, direct: bool) -> bool:
     if direct:
         return leading_scheduler(config) is not None
-    return grpc_health(config.edge_address, SCHEDULER_SERVICE, connect=mesh.to_edge(config)) == "SERVING"
+    return grpc_health(config.edge_address, SCHEDULER_SERVICE, connect=to_edge(config.edge_ca_file)) == "SERVING"
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ from gridmesh.core.access import PeerRole, Role
 from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
-from gridmesh.grpc_support.probe import Connect, grpc_health, to_component
+from gridmesh.grpc_support.probe import grpc_health, to_component, to_edge
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import server as prometheus_server
 
@@ -184,7 +184,7 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return analytics_health(config)
     if component.name == "envoy":
         edge = (
-            grpc_health(component.address, "gridmesh.v1.Scheduler", connect=to_edge(config))
+            grpc_health(component.address, "gridmesh.v1.Scheduler", connect=to_edge(config.edge_ca_file))
             if envoy_ready(config)
             else "DOWN"
         )
@@ -203,13 +203,7 @@ def component_health(config: MeshConfig, component: Component) -> str:
     return "healthy" if health == "SERVING" else health
 
 
-def to_edge(config: MeshConfig) -> Connect:
-    """Opens channels to the edge as a client: TLS trusting the mesh's CA
-    (plaintext if the edge is configured so)."""
-    return lambda address: clients.edge_channel(address, ca_file=config.edge_ca_file, plaintext=config.envoy.plaintext)
-
-
-def _to_edge(config: MeshConfig) -> dict[str, Any]:
+def _client_args(config: MeshConfig) -> dict[str, Any]:
     """How the CLI's clients reach the edge: its address, the key of
     :func:`api_key`, TLS trusting the mesh's CA (or plaintext, if so configured)."""
     return {
@@ -221,11 +215,11 @@ def _to_edge(config: MeshConfig) -> dict[str, Any]:
 
 
 def task_client(config: MeshConfig) -> TaskClient:
-    return TaskClient(**_to_edge(config))
+    return TaskClient(**_client_args(config))
 
 
 def event_client(config: MeshConfig) -> EventClient:
-    return EventClient(**_to_edge(config))
+    return EventClient(**_client_args(config))
 
 
 def analytics_health(config: MeshConfig) -> str:

@@ -20,6 +20,7 @@ from gridmesh.cli.tasks import NOT_SET, format_age, format_time, json_line, tabl
 from gridmesh.clients import TaskError
 from gridmesh.config import MeshConfig
 from gridmesh.core.errors import InvalidArgument
+from gridmesh.grpc_support.probe import to_edge
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 __all__ = ["build_request", "cmd_stats", "register", "stats_text"]
@@ -120,7 +121,7 @@ def stats_text(response: scheduler_pb2.GetStatsResponse, now: datetime) -> str:
 def cmd_stats(config: MeshConfig, args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     request = build_request(args, now)
-    with mesh.to_edge(config)(config.edge_address) as channel:
+    with to_edge(config.edge_ca_file)(config.edge_address) as channel:
         try:
             response = scheduler_pb2_grpc.SchedulerStub(channel).GetStats(
                 request, timeout=TIMEOUT_S, metadata=mesh.key_metadata(config)

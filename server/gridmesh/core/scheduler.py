@@ -47,7 +47,7 @@ from gridmesh.core.errors import (
 )
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.names import check_result_dir, check_uuid
-from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, RetryPolicy, Task, TaskState
+from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, RetryPolicy, Task, TaskState, never_ran
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher, WatchFilter, WatchHub
 from gridmesh.core.workers import (
@@ -281,6 +281,8 @@ class SchedulerCore:
         self._keys: dict[str, str] = {}  # idempotency key -> task id, for tasks in memory
         self._pending_keys: dict[str, asyncio.Future[Task]] = {}
         self._seq = 0
+        self._pruned = 0
+        """The newest revision retention deleted (a resume before it is OUT_OF_RANGE)."""
         self._revisions = itertools.count(1)
         self._lifecycle_saved = 0
         self._failed: BaseException | None = None
@@ -297,6 +299,7 @@ class SchedulerCore:
         self._seq, self._workers.last_token = counters.seq, counters.fencing_token
         self._revisions = itertools.count(counters.revision + 1)
         await self._replay_lifecycle(counters.revision)
+        self._pruned = await self._store.pruned_through()
         for task in await self._store.load_active():
             self._remember(task)
             self._views[task.task_id] = task.snapshot()
@@ -507,7 +510,7 @@ class SchedulerCore:
     ) -> Task:
         self._seq += 1
         priority = request.priority.effective()
-        run_timeout_s = request.run_timeout_s or self._types.get(request.task_type).run_timeout_s
+        task_type = self._types.get(request.task_type)
         task = Task(
             task_id=str(uuid.uuid4()),
             task_type=request.task_type,
@@ -520,10 +523,10 @@ class SchedulerCore:
             created_at=self._now(),
             seq=self._seq,
             idempotency_key=request.idempotency_key,
-            run_timeout_s=run_timeout_s,
+            run_timeout_s=request.run_timeout_s or task_type.run_timeout_s,
             deadline=request.deadline,
             not_before=not_before,
-            retry=request.retry or self._types.get(request.task_type).retry,
+            retry=request.retry or task_type.retry,
             result_ttl_s=request.result_ttl_s or self._settings.result_ttl_s,
         )
         # Once handed to the store, the task is accepted even if the client
@@ -673,7 +676,9 @@ class SchedulerCore:
         succeeded = [task_id for task_id, state, _ in expired if state is TaskState.SUCCEEDED]
         deleted, freed = await results.expire_results(succeeded) if succeeded else (0, 0)
         ids = [task_id for task_id, _, _ in expired]
-        await self._store.delete_tasks(ids, max(revision for _, _, revision in expired))
+        newest = max(revision for _, _, revision in expired)
+        await self._store.delete_tasks(ids, newest)
+        self._pruned = max(self._pruned, newest)
         for task_id in ids:
             task = self._tasks.pop(task_id, None)
             self._views.pop(task_id, None)
@@ -695,7 +700,7 @@ class SchedulerCore:
         later reaches the watcher too."""
         if after < 0:
             raise InvalidArgument(f"resume_after must not be negative, got {after}", field="resume_after")
-        pruned = await self._store.pruned_through()
+        pruned = self._pruned
         if after < pruned:
             raise OutOfRange(
                 f"position {after} is older than what the mesh keeps: retention deleted tasks that changed "
@@ -932,7 +937,7 @@ class SchedulerCore:
         assert task.deadline is not None
         task.state = TaskState.FAILED
         task.failure_reason = FailureReason.EXPIRED
-        task.error = f"its deadline {task.deadline.isoformat()} passed before it started; it never ran"
+        task.error = never_ran(task.deadline)
         task.finished_at = now
         self._commit_nowait(task, self._event(LifecycleKind.FAILED, task))
 

@@ -44,6 +44,11 @@ class FailureReason(enum.IntEnum):
     """A client cancelled it."""
 
 
+def never_ran(deadline: datetime) -> str:
+    """The error of a task that ended EXPIRED."""
+    return f"its deadline {deadline.isoformat()} passed before it started; it never ran"
+
+
 class Priority(enum.IntEnum):
     UNSPECIFIED = 0
     LOW = 1

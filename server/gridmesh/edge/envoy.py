@@ -90,6 +90,15 @@ def descriptor_set_path() -> Path:
     return Path(str(resources.files("gridmesh.v1") / "gridmesh.pb"))
 
 
+def _edge_certificate(config: MeshConfig) -> dict[str, Any]:
+    """The edge's certificate and key: shown to clients, and to the services."""
+    directory = config.tls_path
+    return {
+        "certificate_chain": {"filename": str(pki.cert_path(directory, PeerRole.EDGE))},
+        "private_key": {"filename": str(pki.key_path(directory, PeerRole.EDGE))},
+    }
+
+
 def _upstream_tls(config: MeshConfig, peer: PeerRole) -> dict[str, Any]:
     """Envoy's side of the mesh's mutual TLS: it presents the edge's
     certificate and takes only a backend whose certificate names ``peer``."""
@@ -102,12 +111,7 @@ def _upstream_tls(config: MeshConfig, peer: PeerRole) -> dict[str, Any]:
             "sni": name,
             "common_tls_context": {
                 "alpn_protocols": ["h2"],
-                "tls_certificates": [
-                    {
-                        "certificate_chain": {"filename": str(pki.cert_path(directory, PeerRole.EDGE))},
-                        "private_key": {"filename": str(pki.key_path(directory, PeerRole.EDGE))},
-                    }
-                ],
+                "tls_certificates": [_edge_certificate(config)],
                 "validation_context": {
                     "trusted_ca": {"filename": str(directory / pki.CA_CERT)},
                     "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": name}}],
@@ -120,7 +124,6 @@ def _upstream_tls(config: MeshConfig, peer: PeerRole) -> dict[str, Any]:
 def _edge_tls(config: MeshConfig) -> dict[str, Any]:
     """TLS for the edge's clients: the edge's certificate (signed by the
     mesh's CA, which clients trust), HTTP/2 (gRPC) or HTTP/1.1 by ALPN."""
-    directory = config.tls_path
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -128,12 +131,7 @@ def _edge_tls(config: MeshConfig) -> dict[str, Any]:
             "common_tls_context": {
                 "alpn_protocols": ["h2", "http/1.1"],
                 "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                "tls_certificates": [
-                    {
-                        "certificate_chain": {"filename": str(pki.cert_path(directory, PeerRole.EDGE))},
-                        "private_key": {"filename": str(pki.key_path(directory, PeerRole.EDGE))},
-                    }
-                ],
+                "tls_certificates": [_edge_certificate(config)],
             },
         },
     }

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gridmesh.clients import edge_channel
 from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import ConfigError
 from gridmesh.grpc_support.tls import MeshTls, channel
@@ -29,6 +30,13 @@ def grpc_health(address: str, service: str = "", timeout_s: float = 1.0, *, conn
     except grpc.RpcError as e:
         return "UNREACHABLE" if e.code() == grpc.StatusCode.UNAVAILABLE else e.code().name
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def to_edge(ca_file: str | None) -> Connect:
+    """Opens channels to the edge as a client: TLS trusting ``ca_file`` (the
+    mesh's CA, ``config.edge_ca_file``), or plaintext without one (an edge
+    configured so)."""
+    return lambda address: edge_channel(address, ca_file=ca_file, plaintext=ca_file is None)
 
 
 def to_component(tls: MeshTls | Callable[[], MeshTls | None] | None, peer: PeerRole) -> Connect:

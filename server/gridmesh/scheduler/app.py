@@ -91,7 +91,11 @@ def watch_core(holder: CoreHolder) -> None:
 
 
 def build_server(
-    config: MeshConfig, holder: CoreHolder, registry: TaskTypeRegistry, stats: StatsReader | None = None
+    config: MeshConfig,
+    holder: CoreHolder,
+    registry: TaskTypeRegistry,
+    tls: MeshTls | None,
+    stats: StatsReader | None = None,
 ) -> GrpcHost:
     scheduler = SchedulerServicer(holder, registry, stats)
     work_queue = WorkQueueServicer(holder)
@@ -102,7 +106,7 @@ def build_server(
             lambda server: scheduler_pb2_grpc.add_WorkQueueServicer_to_server(work_queue, server),
         ],
         SERVICES,
-        tls=MeshTls.load(config, PeerRole.SCHEDULER),
+        tls=tls,
     )
 
 
@@ -331,10 +335,9 @@ async def serve(config: MeshConfig) -> None:
 
     holder = CoreHolder()
     watch_core(holder)
-    results = StoreKeeperResults(
-        f"{config.storekeeper.host}:{config.storekeeper.port}", MeshTls.load(config, PeerRole.SCHEDULER)
-    )
-    host = build_server(config, holder, registry, stats)
+    tls = MeshTls.load(config, PeerRole.SCHEDULER)
+    results = StoreKeeperResults(f"{config.storekeeper.host}:{config.storekeeper.port}", tls)
+    host = build_server(config, holder, registry, tls, stats)
     stop = asyncio.Event()
     identifier = election_identifier(host.port)
     leadership = Leadership(

@@ -25,6 +25,7 @@ from grpc import aio
 
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
+from gridmesh.core.tasks import never_ran
 from gridmesh.grpc_support.convert import from_duration, from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
@@ -355,7 +356,7 @@ class WorkerNode:
         task = assignment.task
         log.info("task %s passed its deadline while held here: not started", task.task_id)
         failure = scheduler_pb2.TaskFailure(
-            error=f"its deadline {from_timestamp(task.deadline).isoformat()} passed before it started; it never ran",
+            error=never_ran(from_timestamp(task.deadline)),
             reason=common_pb2.Task.EXPIRED,
         )
         request = scheduler_pb2.ReportTaskRequest(
