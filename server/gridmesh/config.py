@@ -70,6 +70,14 @@ class ZooKeeperConfig:
     request_timeout_s: float = 5.0
     """Longest wait for one ZooKeeper request (e.g. while it is down) before
     the call fails with UNAVAILABLE instead of hanging."""
+    server_id: int = 0
+    """For ``gridmesh up --only zookeeper`` on a host of an ensemble: this
+    host's place (1, 2, …) in ``hosts``; every host listed there is a server
+    of the ensemble. 0 = one standalone server at the first of ``hosts``."""
+    peer_port: int = 2888
+    """Port the servers of an ensemble follow their leader on."""
+    election_port: int = 3888
+    """Port the servers of an ensemble elect their leader on."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,21 @@ class KafkaConfig:
     replication_factor: int = 1
     """Replicas of each life-cycle topic when gridmesh creates it (3 on a cluster)."""
     controller_port: int = 0
-    """KRaft controller port of the broker ``gridmesh up`` starts (0 = a free one)."""
+    """KRaft controller port of the broker ``gridmesh up`` starts (0 = a free
+    one; a cluster's brokers need a fixed one)."""
+    node_id: int = 0
+    """For ``gridmesh up --only kafka`` on a host of a cluster: this host's
+    place (1, 2, …) in ``bootstrap_servers``; every broker listed there is
+    also a KRaft controller at ``controller_port``. 0 = one single-node broker
+    at the first of ``bootstrap_servers``."""
+    cluster_id: str = ""
+    """The KRaft cluster id every broker of a cluster formats its log with
+    (22 characters of URL-safe base64; empty = one made on the first start,
+    for a single node only)."""
+    min_insync_replicas: int = 1
+    """Replicas that must have an event before the broker acknowledges it
+    (the producer asks for all in-sync ones): 2 on a 3-broker cluster keeps
+    producing through the loss of one broker and loses nothing."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,11 @@ class SchedulerConfig:
     standby_port: int = 0
     """Port of a standby Scheduler that ``gridmesh up`` also starts (0 = none).
     Leader election through ZooKeeper picks which of the two serves."""
+    addresses: str = ""
+    """Every Scheduler of a mesh whose Schedulers run on several hosts
+    (``host:port``, comma-separated): whom workers, the StoreKeeper and the
+    edge call. Each Scheduler host gives its own ``host``
+    (``GRIDMESH_SCHEDULER_HOST``). Empty = ``host:port`` and the standby."""
     lease_ttl_s: float = 10.0
     """A worker that has not renewed a lease for this long loses it."""
     heartbeat_interval_s: float = 2.0
@@ -311,8 +338,11 @@ class MeshConfig:
 
     @property
     def scheduler_addresses(self) -> list[str]:
-        """The leader and, if configured, the standby Scheduler."""
+        """Every Scheduler: ``scheduler.addresses``, or the leader and, if
+        configured, the standby on this host."""
         s = self.scheduler
+        if s.addresses.strip():
+            return [a.strip() for a in s.addresses.split(",") if a.strip()]
         ports = [s.port, s.standby_port] if s.standby_port else [s.port]
         return [f"{s.host}:{p}" for p in ports]
 
@@ -503,7 +533,10 @@ def _validate(section: Any, where: str) -> None:
         key = f"{where}{f.name}"
         if f.name.endswith("port") and isinstance(value, int) and not 0 <= value <= 65535:
             raise ConfigError(f"config key {_display(key)} must be a TCP port (0-65535), got {value}")
-        if f.name in ("slots", "default_max_attempts", "max_redeliveries", "replication_factor") and value < 1:
+        if (
+            f.name in ("slots", "default_max_attempts", "max_redeliveries", "replication_factor", "min_insync_replicas")
+            and value < 1
+        ):
             raise ConfigError(f"config key {_display(key)} must be at least 1, got {value}")
         if f.name == "prefetch" and value < -1:
             raise ConfigError(f"config key {_display(key)} must be -1 (as many as slots) or more, got {value}")
@@ -514,6 +547,26 @@ def _validate(section: Any, where: str) -> None:
             f"config key {_display('envoy.plaintext')} is allowed only with a loopback envoy.host, "
             f"not {section.host!r}: serve the edge over TLS anywhere else"
         )
+    if isinstance(section, ZooKeeperConfig):
+        servers = len(section.hosts.split(","))
+        if not 0 <= section.server_id <= servers:
+            raise ConfigError(
+                f"config key {_display('zookeeper.server_id')} must be 0 or a place in zookeeper.hosts "
+                f"(1-{servers}), got {section.server_id}"
+            )
+    if isinstance(section, KafkaConfig) and section.node_id:
+        brokers = len(section.bootstrap_servers.split(","))
+        if not 1 <= section.node_id <= brokers:
+            raise ConfigError(
+                f"config key {_display('kafka.node_id')} must be 0 or a place in kafka.bootstrap_servers "
+                f"(1-{brokers}), got {section.node_id}"
+            )
+        if not section.controller_port or not re.fullmatch(r"[A-Za-z0-9_-]{22}", section.cluster_id):
+            raise ConfigError(
+                f"a broker of a cluster ({_display('kafka.node_id')} {section.node_id}) needs a fixed "
+                f"{_display('kafka.controller_port')} and the cluster's {_display('kafka.cluster_id')} "
+                "(22 characters of URL-safe base64, the same on every broker)"
+            )
     if isinstance(section, MeshConfig) and not _NAMESPACE_RE.match(section.namespace):
         raise ConfigError(
             f"config key {_display('namespace')} must match [a-z][a-z0-9_]{{0,30}}, got {section.namespace!r}"

@@ -176,7 +176,7 @@ def test_a_new_kafka_cluster_id_is_never_read_as_an_option(monkeypatch):
     # tool took such an id ("-48Qgrr…") for an option and refused to format.
     drawn = iter([b"\xf8" + bytes(15), bytes(16)])  # the first encodes to "-AAA…"
     monkeypatch.setattr(backing.uuid, "uuid4", lambda: uuid.UUID(bytes=next(drawn)))
-    assert backing._kafka_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+    assert backing.kafka_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_kafka_killed_mid_stream_keeps_every_acknowledged_record(
@@ -283,3 +283,21 @@ def test_mariadb_and_rabbitmq_would_start_with_the_packages_defaults(config: Mes
     assert rabbit.user == "rabbitmq" and rabbit.cwd == rabbit.env["HOME"] == "/var/lib/rabbitmq"  # type: ignore[index]
     mysql = backing.MySQL.from_config(config, apt).spec(config)
     assert mysql.argv == ["/usr/sbin/mariadbd", "--user=mysql", "--bind-address=127.0.0.1", "--port=3306"]
+
+
+def test_a_server_of_an_ensemble_is_configured_with_every_server_and_its_own_id(tmp_path: Path) -> None:
+    config = load_config(
+        {
+            "GRIDMESH_STATE_DIR": str(tmp_path),
+            "GRIDMESH_ZOOKEEPER_HOSTS": "10.9.0.1:2181,10.9.0.2:2181,10.9.0.3:2181",
+            "GRIDMESH_ZOOKEEPER_SERVER_ID": "2",
+        }
+    )
+    zk = backing.ZooKeeper.from_config(config, backing.AptInstaller())
+    assert zk.address == "10.9.0.2:2181"  # its own entry: where it listens and is probed
+    spec = zk.spec(config)
+    cfg = Path(spec.argv[-1]).read_text()
+    assert "clientPortAddress=10.9.0.2\n" in cfg
+    for i in (1, 2, 3):
+        assert f"server.{i}=10.9.0.{i}:2888:3888\n" in cfg
+    assert (tmp_path / "data" / "zookeeper" / "data" / "myid").read_text().strip() == "2"

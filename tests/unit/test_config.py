@@ -57,6 +57,10 @@ def test_file_is_read_and_environment_wins(tmp_path: Path):
         ({"GRIDMESH_MYSQL_PASSWD": "x"}, "mysql.passwd"),
         ({"GRIDMESH_NAMESPACE": "Bad Name"}, "namespace"),
         ({"GRIDMESH_WORKER_SLOTS": "0"}, "worker.slots"),
+        ({"GRIDMESH_ZOOKEEPER_SERVER_ID": "2"}, "zookeeper.server_id"),  # one host listed
+        ({"GRIDMESH_KAFKA_NODE_ID": "1"}, "kafka.cluster_id"),  # a cluster's broker needs its id
+        ({"GRIDMESH_KAFKA_NODE_ID": "4", "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": "a:1,b:1,c:1"}, "kafka.node_id"),
+        ({"GRIDMESH_KAFKA_MIN_INSYNC_REPLICAS": "0"}, "kafka.min_insync_replicas"),
     ],
 )
 def test_wrong_value_or_unknown_key_is_refused_naming_the_key(env, names):
@@ -101,3 +105,24 @@ def test_a_plaintext_edge_is_allowed_only_on_loopback() -> None:
 def test_the_clients_own_variables_are_not_config_keys() -> None:
     env = {"GRIDMESH_API_KEY": "gmk_x", "GRIDMESH_CA_FILE": "/etc/ssl/mesh-ca.crt", "GRIDMESH_NAMESPACE": "blue"}
     assert load_config(env).namespace == "blue"
+
+
+def test_schedulers_on_several_hosts_are_listed_once_for_all_who_call_them():
+    one_host = load_config({"GRIDMESH_SCHEDULER_STANDBY_PORT": "50052"})
+    assert one_host.scheduler_addresses == ["127.0.0.1:50051", "127.0.0.1:50052"]
+    hosts = load_config(
+        {"GRIDMESH_SCHEDULER_ADDRESSES": "10.0.0.2:50051, 10.0.0.3:50051", "GRIDMESH_SCHEDULER_HOST": "10.0.0.3"}
+    )
+    assert hosts.scheduler_addresses == ["10.0.0.2:50051", "10.0.0.3:50051"]
+
+
+def test_a_broker_of_a_cluster_is_accepted_with_its_cluster_id_and_controller_port():
+    config = load_config(
+        {
+            "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": "a:9092,b:9092,c:9092",
+            "GRIDMESH_KAFKA_NODE_ID": "3",
+            "GRIDMESH_KAFKA_CONTROLLER_PORT": "9093",
+            "GRIDMESH_KAFKA_CLUSTER_ID": "AAAAAAAAAAAAAAAAAAAAAA",
+        }
+    )
+    assert config.kafka.node_id == 3

@@ -35,6 +35,21 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 
 
+def suspension_allowance(session_timeout_s: float) -> float:
+    """How long a suspended connection may last before its session must count
+    as lost, so that whoever acts on the session (a leader) stops before
+    ZooKeeper could let another take over.
+
+    kazoo pings after a third of a session timeout of silence and drops the
+    connection when that ping is unanswered a third later: it says SUSPENDED
+    at most two thirds of a session timeout after ZooKeeper last heard from
+    it, and ZooKeeper expires the session a whole timeout after that. What
+    is left is a third; a tenth of the timeout of it is kept as a margin for
+    the step-down itself.
+    """
+    return session_timeout_s * (1 / 3 - 1 / 10)
+
+
 class ZooKeeper:
     """A kazoo session rooted at ``root`` (e.g. ``/<namespace>/gridmesh``);
     every path below is relative to it."""
@@ -51,10 +66,12 @@ class ZooKeeper:
         self.on_session_lost: list[Callable[[], None]] = []
         """Called (on a kazoo thread) when the session expired: every
         ephemeral node and leadership of this session is gone. Also called
-        when the connection stayed suspended for a whole session timeout:
+        when the connection stayed suspended for :func:`suspension_allowance`:
         kazoo only says LOST once it reconnects, but by then ZooKeeper may
-        have expired the session and elected another leader (Curator does
-        the same)."""
+        have expired the session and elected another leader, and a leader
+        must have stopped before that (Curator's leader latch stops at once
+        on SUSPENDED; this rides out a quick reconnection to another server
+        of the ensemble)."""
 
     def _wait(self, request: IAsyncResult) -> Any:
         """The result of a kazoo request, or Unavailable after the request timeout."""
@@ -113,7 +130,8 @@ class ZooKeeper:
             log.warning("ZooKeeper connection suspended")
             with self._suspension_lock:
                 if self._suspension is None:
-                    self._suspension = threading.Timer(self._config.session_timeout_s, self._suspended_too_long)
+                    allowance = suspension_allowance(self._config.session_timeout_s)
+                    self._suspension = threading.Timer(allowance, self._suspended_too_long)
                     self._suspension.daemon = True
                     self._suspension.start()
         elif state == KazooState.CONNECTED:
@@ -134,7 +152,8 @@ class ZooKeeper:
         if self._client.connected:
             return
         log.warning(
-            "ZooKeeper unreachable for a whole session timeout (%g s): the session counts as lost",
+            "ZooKeeper unreachable for %.1f s of a %g s session: the session counts as lost",
+            suspension_allowance(self._config.session_timeout_s),
             self._config.session_timeout_s,
         )
         self._session_lost()

@@ -533,6 +533,11 @@ class ZooKeeper(BackingService):
 
     hosts: str
     apt: AptInstaller = field(default_factory=AptInstaller)
+    server_id: int = 0
+    """This host's place in ``hosts`` when it is a server of an ensemble
+    (0: one standalone server at the first of ``hosts``)."""
+    peer_port: int = 2888
+    election_port: int = 3888
     server_script: str = "/usr/share/zookeeper/bin/zkServer.sh"
     """Debian's start script."""
     java_dir: Path = Path("/usr/share/java")
@@ -543,17 +548,22 @@ class ZooKeeper(BackingService):
     @classmethod
     def from_config(cls, config: MeshConfig, apt: AptInstaller) -> ZooKeeper:
         """The service as configured in ``config.zookeeper``."""
-        return cls(config.zookeeper.hosts, apt)
+        z = config.zookeeper
+        return cls(z.hosts, apt, z.server_id, z.peer_port, z.election_port)
+
+    @property
+    def _servers(self) -> list[tuple[str, int]]:
+        return [_host_port(entry, 2181) for entry in self.hosts.split(",")]
 
     @property
     def host(self) -> str:
-        """Host of the first server of the ensemble."""
-        return _host_port(self.hosts, 2181)[0]
+        """Host of this server: the first of ``hosts``, or this host's entry of an ensemble."""
+        return self._servers[max(self.server_id - 1, 0)][0]
 
     @property
     def port(self) -> int:
-        """Client port of the first server of the ensemble."""
-        return _host_port(self.hosts, 2181)[1]
+        """Client port of this server."""
+        return self._servers[max(self.server_id - 1, 0)][1]
 
     @property
     def address(self) -> str:
@@ -572,7 +582,7 @@ class ZooKeeper(BackingService):
         except OSError as e:
             return f"cannot query {self.address}: {e.strerror or e}"
         if reply.startswith(b"Zookeeper version"):
-            return None
+            return None  # a server of an ensemble answers so only once a quorum has formed
         first = reply.decode(errors="replace").strip().splitlines()[:1]
         return f"unexpected answer to srvr: {first[0] if first else '(nothing)'}"
 
@@ -589,6 +599,14 @@ class ZooKeeper(BackingService):
         root = _data_dir(config, self.name)
         data = root / "data"
         data.mkdir(parents=True, exist_ok=True)
+        ensemble = ""
+        if self.server_id:
+            (data / "myid").write_text(f"{self.server_id}\n")
+            ensemble = "".join(
+                # Each server listens for its peers on its own address only.
+                f"server.{i}={host}:{self.peer_port}:{self.election_port}\n"
+                for i, (host, _) in enumerate(self._servers, start=1)
+            )
         cfg = root / "zoo.cfg"
         cfg.write_text(
             "# written by gridmesh; rewritten on every start\n"
@@ -603,6 +621,7 @@ class ZooKeeper(BackingService):
             "4lw.commands.whitelist=srvr,ruok,mntr\n"
             "autopurge.snapRetainCount=3\n"
             "autopurge.purgeInterval=1\n"
+            f"{ensemble}"
         )
         log4j = root / "log4j.properties"
         log4j.write_text(
@@ -651,32 +670,46 @@ class Kafka(BackingService):
     controller_port: int = 0
     """The KRaft controller's port (0 = a free one at each start)."""
     apt: AptInstaller = field(default_factory=AptInstaller)
+    node_id: int = 0
+    """This host's place in ``bootstrap_servers`` when it is a broker of a
+    cluster, every one of them also a controller (0: a single node)."""
+    cluster_id: str = ""
+    """The cluster's KRaft id (a single node makes its own)."""
+    min_insync_replicas: int = 1
 
     name: ClassVar[str] = "kafka"
 
     @classmethod
     def from_config(cls, config: MeshConfig, apt: AptInstaller | None = None) -> Kafka:
         """The service as configured in ``config.kafka``."""
+        k = config.kafka
         return cls(
-            config.kafka.bootstrap_servers,
+            k.bootstrap_servers,
             config.cache_path,
-            config.kafka.controller_port,
+            k.controller_port,
             apt or AptInstaller(),
+            k.node_id,
+            k.cluster_id,
+            k.min_insync_replicas,
         )
 
     @property
+    def _brokers(self) -> list[tuple[str, int]]:
+        return [_host_port(entry, 9092) for entry in self.bootstrap_servers.split(",")]
+
+    @property
     def host(self) -> str:
-        """Host of the first bootstrap server."""
-        return _host_port(self.bootstrap_servers, 9092)[0]
+        """Host of this broker: the first bootstrap server, or this host's entry of a cluster."""
+        return self._brokers[max(self.node_id - 1, 0)][0]
 
     @property
     def port(self) -> int:
-        """Port of the first bootstrap server."""
-        return _host_port(self.bootstrap_servers, 9092)[1]
+        """Port of this broker."""
+        return self._brokers[max(self.node_id - 1, 0)][1]
 
     @property
     def address(self) -> str:
-        return self.bootstrap_servers
+        return f"{self.host}:{self.port}" if self.node_id else self.bootstrap_servers
 
     def check(self) -> str | None:
         # Without a listener librdkafka would retry until the timeout.
@@ -687,7 +720,7 @@ class Kafka(BackingService):
         from confluent_kafka.admin import AdminClient
 
         conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
+            "bootstrap.servers": self.address,
             "socket.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
             "logger": log,  # librdkafka's messages go to logging, not stderr
         }
@@ -715,12 +748,19 @@ class Kafka(BackingService):
         logs = root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         controller = self.controller_port or _free_port(self.host)
+        if self.node_id:  # every broker of the cluster is a controller too
+            node = self.node_id
+            voters = ",".join(f"{i}@{host}:{controller}" for i, (host, _) in enumerate(self._brokers, start=1))
+        else:
+            node, voters = 1, f"1@{self.host}:{controller}"
+        replicas = min(3, len(self._brokers)) if self.node_id else 1  # of Kafka's own internal topics
+        min_isr = min(self.min_insync_replicas, replicas)
         props = root / "server.properties"
         props.write_text(
             "# written by gridmesh; rewritten on every start\n"
             "process.roles=broker,controller\n"
-            "node.id=1\n"
-            f"controller.quorum.voters=1@{self.host}:{controller}\n"
+            f"node.id={node}\n"
+            f"controller.quorum.voters={voters}\n"
             f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller}\n"
             f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}\n"
             "controller.listener.names=CONTROLLER\n"
@@ -728,11 +768,13 @@ class Kafka(BackingService):
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
             f"log.dirs={logs}\n"
             "num.partitions=1\n"
-            "offsets.topic.replication.factor=1\n"
-            "transaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\n"
-            "share.coordinator.state.topic.replication.factor=1\n"
-            "share.coordinator.state.topic.min.isr=1\n"
+            f"min.insync.replicas={min_isr}\n"
+            f"offsets.topic.replication.factor={replicas}\n"
+            f"transaction.state.log.replication.factor={replicas}\n"
+            f"transaction.state.log.min.isr={min_isr}\n"
+            f"share.coordinator.state.topic.replication.factor={replicas}\n"
+            f"share.coordinator.state.topic.min.isr={min_isr}\n"
+            "unclean.leader.election.enable=false\n"
             "group.initial.rebalance.delay.ms=0\n"
         )
         log4j = root / "log4j2.properties"
@@ -752,15 +794,17 @@ class Kafka(BackingService):
         jvm = [java, KAFKA_HEAP, "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}", "-cp", class_path]
         if not (logs / "meta.properties").is_file():
             cluster_file = root / KAFKA_CLUSTER_ID_FILE
-            if not cluster_file.is_file():
-                cluster_file.write_text(_kafka_cluster_id())
+            if self.cluster_id:
+                cluster_file.write_text(self.cluster_id)
+            elif not cluster_file.is_file():
+                cluster_file.write_text(kafka_cluster_id())
             format_argv = ["kafka.tools.StorageTool", "format", "--ignore-formatted"]
             cluster = cluster_file.read_text().strip()
             _run_admin([*jvm, *format_argv, "-t", cluster, "-c", str(props)], ADMIN_COMMAND_TIMEOUT_S)
         return procs.ProcessSpec(name=self.name, argv=[*jvm, "kafka.Kafka", str(props)], cwd=root)
 
 
-def _kafka_cluster_id() -> str:
+def kafka_cluster_id() -> str:
     """A new KRaft cluster id: 16 random bytes, URL-safe base64 without
     padding, never starting with '-' (the storage tool would read it as an
     option; Kafka's own ``Uuid.randomUuid`` draws again likewise)."""

@@ -272,11 +272,9 @@ def child_env(env: Mapping[str, str], config_file: str | None) -> dict[str, str]
     return result
 
 
+BACKING_ROLES = ("mysql", "rabbitmq", "zookeeper", "kafka")
 ROLES = (
-    "mysql",
-    "rabbitmq",
-    "zookeeper",
-    "kafka",
+    *BACKING_ROLES,
     "scheduler",
     "storekeeper",
     "eventmanager",
@@ -290,6 +288,10 @@ ROLES = (
 """What one host of a mesh may run (``gridmesh up --only``): each backing
 service, each of gridmesh's processes (``scheduler`` includes a configured
 standby, ``worker`` every node, ``edge`` is Envoy and its authorizer)."""
+
+
+_PROCESS_ROLES = frozenset(ROLES) - {*BACKING_ROLES, "prometheus"}
+"""The roles that run gridmesh's own processes (which need certificates)."""
 
 
 def role_of(name: str) -> str:
@@ -443,8 +445,10 @@ def ensure_certificates(config: MeshConfig, progress: Progress, roles: frozenset
     there, and the admin's (``up`` checks health with it)."""
     if "scheduler" in roles:
         needed = list(PeerRole)
-    else:
+    elif roles & _PROCESS_ROLES:
         needed = [PeerRole.ADMIN, *(c for role in sorted(roles) for c in _CERTIFICATES.get(role, ()))]
+    else:
+        return  # a host of backing services only (MariaDB, ZooKeeper, …) runs no gridmesh process
     hosts = {socket.gethostname(), socket.getfqdn(), *(n.strip() for n in config.tls.names.split(",") if n.strip())}
     for host in (
         config.scheduler.host,

@@ -138,7 +138,7 @@ def _edge_tls(config: MeshConfig) -> dict[str, Any]:
 
 
 def _cluster(
-    name: str, host: str, ports: list[int], health_service: str | None, tls: dict[str, Any] | None = None
+    name: str, endpoints: list[tuple[str, int]], health_service: str | None, tls: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
@@ -157,7 +157,7 @@ def _cluster(
                 {
                     "lb_endpoints": [
                         {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
-                        for port in ports
+                        for host, port in endpoints
                     ]
                 }
             ],
@@ -370,21 +370,19 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "clusters": [
                 _cluster(
                     "scheduler",
-                    config.scheduler.host,
-                    [
-                        config.scheduler.port,
-                        *([config.scheduler.standby_port] if config.scheduler.standby_port else []),
-                    ],
+                    [_endpoint(address) for address in config.scheduler_addresses],
                     "gridmesh.v1.Scheduler",
                     tls(PeerRole.SCHEDULER),
                 ),
                 _cluster(
-                    "storekeeper", config.storekeeper.host, [config.storekeeper.port], None, tls(PeerRole.STOREKEEPER)
+                    "storekeeper",
+                    [(config.storekeeper.host, config.storekeeper.port)],
+                    None,
+                    tls(PeerRole.STOREKEEPER),
                 ),
                 _cluster(
                     "eventmanager",
-                    config.eventmanager.host,
-                    [config.eventmanager.port],
+                    [(config.eventmanager.host, config.eventmanager.port)],
                     None,
                     tls(PeerRole.EVENTMANAGER),
                 ),
@@ -393,8 +391,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                     [
                         _cluster(
                             "authz",
-                            config.auth.host,
-                            [config.auth.port],
+                            [(config.auth.host, config.auth.port)],
                             "envoy.service.auth.v3.Authorization",
                             tls(PeerRole.AUTHZ),
                         )
@@ -406,6 +403,12 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             ],
         },
     }
+
+
+def _endpoint(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as Envoy's socket address parts."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _console_cluster(config: MeshConfig) -> dict[str, Any]:
@@ -425,7 +428,7 @@ def _console_cluster(config: MeshConfig) -> dict[str, Any]:
 def _demo_clusters(config: MeshConfig) -> list[dict[str, Any]]:
     demo = config.demo
     ports = {"demo-customers": demo.customers_port, "demo-orders": demo.orders_port}
-    return [_cluster(name, demo.host, [ports[name]], service) for service, name in DEMO_SERVICES.items()]
+    return [_cluster(name, [(demo.host, ports[name])], service) for service, name in DEMO_SERVICES.items()]
 
 
 def render_envoy_config(config: MeshConfig, descriptor: Path | str | None = None) -> str:

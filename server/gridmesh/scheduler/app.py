@@ -125,12 +125,15 @@ def election_identifier(port: int) -> str:
 
 def dead_on_this_machine(identifier: str) -> bool:
     """Whether ``identifier`` names a Scheduler process of this machine and
-    boot (same boot id) whose pid no longer exists. Anything else — another
-    machine, an older identifier, a pid now used by another process — is
-    not known dead and waits out its session."""
-    _, _, pid, boot = ([*identifier.split(":"), "", "", "", ""])[:4]
+    boot (same host name and boot id) whose pid no longer exists. Anything
+    else — another machine, an older identifier, a pid now used by another
+    process — is not known dead and waits out its session. (Containers of
+    one kernel share its boot id but not their process tables: the host
+    name tells them apart.)"""
+    host, _, pid, boot = ([*identifier.split(":"), "", "", "", ""])[:4]
     ours = _boot_id()
-    return bool(ours) and boot == ours and pid.isdigit() and not _running(int(pid))
+    same_machine = bool(ours) and boot == ours and host == socket.gethostname()
+    return same_machine and pid.isdigit() and not _running(int(pid))
 
 
 def _running(pid: int) -> bool:

@@ -1,0 +1,423 @@
+"""A whole mesh spread over hosts (network namespaces), each host started the
+way an operator starts a machine: one shared config file, a few per-host
+settings in the environment, and ``gridmesh up --only ROLES`` run on the host.
+
+The layout (``10.77.0.x``):
+
+========== ===== ===========================================================
+host       .x    runs
+========== ===== ===========================================================
+db         10    MariaDB and RabbitMQ (servers of their own, see below)
+zk1-3      11-13 a ZooKeeper ensemble (``up --only zookeeper``, server ids 1-3)
+kafka1-3   21-23 an Apache Kafka cluster, KRaft, replication factor 3,
+                 ``min.insync.replicas`` 2 (``up --only kafka``, node ids 1-3)
+sched1-2   31-32 a Scheduler each: one leads, the other stands by
+store      33    the StoreKeeper and the EventManager
+edge       34    Envoy and its authorizer (TLS, API keys)
+w1-3       41-43 a worker node each
+spark      51    a Spark standalone master (pyspark's ``spark-class``) and
+                 the analytics job (``up --only analytics``) as its driver
+sparkw1-2  52-53 a Spark standalone worker each
+========== ===== ===========================================================
+
+All hosts share this machine's file system, so MariaDB and RabbitMQ on ``db``
+get data directories (and a RabbitMQ node name) of their own instead of the
+Debian packages' (which the machine's own servers may be using): they stand
+for servers an operator already runs, and get gridmesh's user the way
+docs/deploy.md tells the operator to make it. Spark's master and workers
+likewise stand for a Spark cluster the analytics job is pointed at.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridmesh.cli import backing
+from gridmesh.config import MeshConfig, load_config
+from tests.hosts.netns import Host, Network
+
+log = logging.getLogger(__name__)
+
+PYTHON = sys.executable
+GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
+"""The CLI as installed beside this interpreter (``./dev`` installs it)."""
+UP_TIMEOUT_S = 300.0
+SPARK_PORT = 7077
+SPARK_UI_PORT = 8090
+SCHEDULER_PORT = 50051
+EDGE_PORT = 8080
+MYSQL_PASSWORD = "hosts-" + secrets.token_hex(8)
+RABBITMQ_PASSWORD = "hosts-" + secrets.token_hex(8)
+RABBITMQ_NODE = "gridmesh-hosts@localhost"
+"""The db host's RabbitMQ node (``localhost`` is the host's own loopback)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which hosts there are; ``workers`` worker hosts (1-3), Spark or not."""
+
+    workers: int = 3
+    slots: int = 8
+    spark: bool = True
+
+    def hosts(self) -> list[tuple[str, int]]:
+        hosts = [("db", 10), ("zk1", 11), ("zk2", 12), ("zk3", 13), ("kafka1", 21), ("kafka2", 22), ("kafka3", 23)]
+        hosts += [("sched1", 31), ("sched2", 32), ("store", 33), ("edge", 34)]
+        hosts += [(f"w{i}", 40 + i) for i in range(1, self.workers + 1)]
+        if self.spark:
+            hosts += [("spark", 51), ("sparkw1", 52), ("sparkw2", 53)]
+        return hosts
+
+
+@dataclass
+class Cluster:
+    """Start with :meth:`start`, end with :meth:`stop` (idempotent)."""
+
+    base: Path
+    layout: Layout = field(default_factory=Layout)
+    net: Network = field(default_factory=Network)
+    namespace: str = "hosts"
+    lease_ttl_s: float = 4.0
+    session_timeout_s: float = 6.0
+    admin_key_given: str = ""
+    """An admin key for the edge host to register (``up`` makes one if empty)."""
+
+    def __post_init__(self) -> None:
+        self.base = self.base.resolve()
+        self.config_file = self.base / "gridmesh.toml"
+        self.tls_dir = self.base / "tls"
+
+    # -- addresses ----------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        return self.net.hosts[name]
+
+    def hosts_named(self, prefix: str) -> list[Host]:
+        return [h for n, h in self.net.hosts.items() if n.rstrip("0123456789") == prefix]
+
+    @property
+    def edge(self) -> str:
+        return f"{self.host('edge').address}:{EDGE_PORT}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.tls_dir / "ca.crt")
+
+    @property
+    def admin_key(self) -> str:
+        return (self.state_dir("edge") / "credentials" / "admin.key").read_text().strip()
+
+    def state_dir(self, host: str) -> Path:
+        return self.base / "hosts" / host
+
+    def config(self, host: str = "edge") -> MeshConfig:
+        """The mesh's configuration as ``host`` reads it."""
+        return load_config(self.host_env(self.host(host)))
+
+    # -- starting -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o755)  # the mysql and rabbitmq users keep their data under it
+        self.net.create()
+        for name, octet in self.layout.hosts():
+            self.net.add(name, octet)
+        self._write_config()
+        if self.admin_key_given:
+            credentials = self.state_dir("edge") / "credentials" / "admin.key"
+            credentials.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            credentials.write_text(self.admin_key_given + "\n")
+            credentials.chmod(0o600)
+        self._install()
+        started = time.monotonic()
+        self._parallel([self._start_mysql, self._start_rabbitmq, self._start_spark_cluster])
+        self.up_all([(h.name, "zookeeper") for h in self.hosts_named("zk")])
+        self.up_all([(h.name, "kafka") for h in self.hosts_named("kafka")])
+        self.up(self.host("sched1"), "scheduler")  # makes the mesh's CA and certificates
+        self.up_all([("sched2", "scheduler"), ("store", "storekeeper,eventmanager"), ("edge", "edge")])
+        self.up_all([(h.name, "worker") for h in self.hosts_named("w")])
+        if self.layout.spark:
+            self.up(self.host("spark"), "analytics")
+        log.info("mesh on %d hosts up in %.1f s", len(self.net.hosts), time.monotonic() - started)
+
+    def _install(self) -> None:
+        """What the hosts run, installed once beforehand as ``gridmesh up``
+        installs it (hosts starting at once would fight over dpkg's lock)."""
+        config = self.config("db")
+        apt = backing.AptInstaller()
+        for service in backing.backing_services(config, apt):
+            service.ensure_installed(lambda message: log.info("%s", message))
+        if self.layout.spark:
+            backing.ensure_spark_kafka(config, lambda _, message: log.info("%s", message))
+
+    def host_env(self, host: Host) -> dict[str, str]:
+        """What the host's processes get: the shared config file, its own state
+        directory and the settings that differ per host."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDMESH_")}
+        env |= {
+            "GRIDMESH_CONFIG": str(self.config_file),
+            "GRIDMESH_STATE_DIR": str(self.state_dir(host.name)),
+            "SPARK_LOCAL_IP": host.address,  # where the analytics driver and Spark's daemons listen
+            "PYSPARK_PYTHON": PYTHON,
+        }
+        name = host.name
+        if name.startswith("zk"):
+            env["GRIDMESH_ZOOKEEPER_SERVER_ID"] = name[2:]
+        if name.startswith("kafka"):
+            env["GRIDMESH_KAFKA_NODE_ID"] = name[5:]
+        if name.startswith("sched"):
+            env["GRIDMESH_SCHEDULER_HOST"] = host.address
+        if name.startswith("w"):
+            env["GRIDMESH_WORKER_HOST"] = host.address
+        return env
+
+    def gridmesh(self, host: Host, *args: str, timeout: float = UP_TIMEOUT_S) -> str:
+        """Run the ``gridmesh`` CLI on ``host``; its output."""
+        done = host.run([GRIDMESH, *args], self.host_env(host), timeout)
+        return done.stdout
+
+    def up(self, host: Host, roles: str) -> None:
+        started = time.monotonic()
+        self.gridmesh(host, "up", "--only", roles)
+        log.info("%s: up --only %s in %.1f s", host.name, roles, time.monotonic() - started)
+
+    def up_all(self, hosts_roles: Iterable[tuple[str, str]]) -> None:
+        """``up`` on several hosts at once (an ensemble forms only once a
+        quorum of its servers runs)."""
+        self._parallel([functools.partial(self.up, self.host(name), roles) for name, roles in hosts_roles])
+
+    def _write_config(self) -> None:
+        a = {name: self.host(name).address for name in self.net.hosts}
+        zk = ",".join(f"{h.address}:2181" for h in self.hosts_named("zk"))
+        kafka = ",".join(f"{h.address}:9092" for h in self.hosts_named("kafka"))
+        schedulers = ",".join(f"{h.address}:{SCHEDULER_PORT}" for h in self.hosts_named("sched"))
+        spark = f"spark://{a['spark']}:{SPARK_PORT}" if self.layout.spark else "local[1]"
+        self.config_file.write_text(
+            f"""# One config file for every host (tests/hosts/cluster.py); per host, the
+# environment gives GRIDMESH_STATE_DIR and its own scheduler/worker host,
+# ZooKeeper server id or Kafka node id.
+namespace = "{self.namespace}"
+
+[mysql]
+host = "{a["db"]}"
+user = "gridmesh"
+password = "{MYSQL_PASSWORD}"
+
+[rabbitmq]
+host = "{a["db"]}"
+user = "gridmesh"
+password = "{RABBITMQ_PASSWORD}"
+
+[zookeeper]
+hosts = "{zk}"
+session_timeout_s = {self.session_timeout_s}
+
+[kafka]
+bootstrap_servers = "{kafka}"
+partitions = 3
+replication_factor = 3
+min_insync_replicas = 2
+controller_port = 9093
+cluster_id = "{backing.kafka_cluster_id()}"
+
+[scheduler]
+addresses = "{schedulers}"
+port = {SCHEDULER_PORT}
+lease_ttl_s = {self.lease_ttl_s}
+heartbeat_interval_s = {self.lease_ttl_s / 4}
+
+[storekeeper]
+host = "{a["store"]}"
+storage_root = "{self.base / "results"}"
+low_disk_bytes = 1
+
+[eventmanager]
+host = "{a["store"]}"
+
+[worker]
+slots = {self.layout.slots}
+
+[envoy]
+host = "{a["edge"]}"
+port = {EDGE_PORT}
+
+[console]
+enabled = false
+
+[metrics]
+prometheus = false
+
+[analytics]
+enabled = {"true" if self.layout.spark else "false"}
+spark_master = "{spark}"
+trigger_interval_s = 1.0
+
+[tls]
+dir = "{self.tls_dir}"
+"""
+        )
+
+    # -- the db host's servers ---------------------------------------------------------
+
+    def _start_mysql(self) -> None:
+        db = self.host("db")
+        data = self.state_dir("db") / "mariadb"
+        sock = data / "mysqld.sock"
+        if not (data / "mysql").is_dir():
+            data.mkdir(parents=True, exist_ok=True)
+            shutil.chown(data, "mysql", "mysql")
+            db.run(
+                ["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={data}", "--skip-test-db"],
+                os.environ,
+                120,
+            )
+        db.popen(
+            [
+                "/usr/sbin/mariadbd",
+                "--no-defaults",
+                "--user=mysql",
+                f"--datadir={data}",
+                f"--socket={sock}",
+                f"--pid-file={data / 'mysqld.pid'}",
+                f"--bind-address={db.address}",
+                "--port=3306",
+                "--max-connections=1000",
+            ],
+            os.environ,
+            self.base / "logs" / "db-mariadb.log",
+        )
+        grants = "".join(
+            f"GRANT ALL PRIVILEGES ON `{pattern}`.* TO 'gridmesh'@'%';"
+            for pattern in ("gridmesh\\_%", "%\\_gridmesh\\_%")
+        )
+        user = f"'gridmesh'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'"
+        sql = f"CREATE USER IF NOT EXISTS {user}; ALTER USER {user}; {grants}"
+        client = ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql]
+        wait("MariaDB on db", lambda: db.run(client, os.environ, 30, check=False).returncode == 0, 120)
+
+    def _start_rabbitmq(self) -> None:
+        db = self.host("db")
+        data = self.state_dir("db") / "rabbitmq"
+        data.mkdir(parents=True, exist_ok=True)
+        shutil.chown(data, "rabbitmq", "rabbitmq")
+        env = {
+            **os.environ,
+            "HOME": "/var/lib/rabbitmq",  # the Erlang cookie rabbitmqctl needs too
+            "RABBITMQ_NODENAME": RABBITMQ_NODE,
+            "RABBITMQ_NODE_IP_ADDRESS": db.address,
+            "RABBITMQ_NODE_PORT": "5672",
+            "RABBITMQ_MNESIA_BASE": str(data / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(data / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(data / "enabled_plugins"),
+        }
+        (data / "enabled_plugins").write_text("[].\n")
+        shutil.chown(data / "enabled_plugins", "rabbitmq", "rabbitmq")
+        own = [f"{k}={v}" for k, v in env.items() if k == "HOME" or k.startswith("RABBITMQ_")]
+        as_rabbitmq = ["runuser", "-u", "rabbitmq", "--", "env", *own]
+        db.popen([*as_rabbitmq, "/usr/lib/rabbitmq/bin/rabbitmq-server"], env, self.base / "logs" / "db-rabbitmq.log")
+        ctl = [*as_rabbitmq, "/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", RABBITMQ_NODE]
+        # await_startup gives up at once while the node has not registered with epmd yet
+        started = [*ctl, "await_startup", "--timeout", "30"]
+        wait("RabbitMQ on db", lambda: db.run(started, env, 60, check=False).returncode == 0, 120)
+        db.run([*ctl, "add_user", "gridmesh", RABBITMQ_PASSWORD], env, 60, check=False)  # there from a run before?
+        db.run([*ctl, "change_password", "gridmesh", RABBITMQ_PASSWORD], env, 60)
+        db.run([*ctl, "set_permissions", "-p", "/", "gridmesh", ".*", ".*", ".*"], env, 60)
+
+    # -- Spark standalone ---------------------------------------------------------------
+
+    def _spark_env(self, host: Host) -> dict[str, str]:
+        import pyspark
+
+        return {
+            **self.host_env(host),
+            "SPARK_HOME": str(Path(pyspark.__file__).parent),
+            "SPARK_LOG_DIR": str(self.state_dir(host.name) / "spark-logs"),
+            "SPARK_DAEMON_MEMORY": "256m",
+            "SPARK_NO_DAEMONIZE": "1",
+        }
+
+    def _spark_class(self, host: Host) -> str:
+        return str(Path(self._spark_env(host)["SPARK_HOME"]) / "bin" / "spark-class")
+
+    def _start_spark_cluster(self) -> None:
+        if not self.layout.spark:
+            return
+        master = self.host("spark")
+        url = f"spark://{master.address}:{SPARK_PORT}"
+        argv = ["org.apache.spark.deploy.master.Master", "--host", master.address, "--port", str(SPARK_PORT)]
+        argv += ["--webui-port", str(SPARK_UI_PORT)]
+        master.popen(
+            [self._spark_class(master), *argv], self._spark_env(master), self.base / "logs" / "spark-master.log"
+        )
+        wait("the Spark master", lambda: _tcp_open(master.address, SPARK_PORT), 120)
+        for worker in self.hosts_named("sparkw"):
+            self.start_spark_worker(worker, url)
+        wait("both Spark workers to register", lambda: self.spark_workers_alive() == 2, 120)
+
+    def start_spark_worker(self, worker: Host, url: str | None = None) -> None:
+        url = url or f"spark://{self.host('spark').address}:{SPARK_PORT}"
+        work = self.state_dir(worker.name) / "spark-work"
+        argv = ["org.apache.spark.deploy.worker.Worker", "--host", worker.address, "--cores", "1"]
+        argv += ["--memory", "1536m", "--webui-port", str(SPARK_UI_PORT + 1), "--work-dir", str(work), url]
+        log_file = self.base / "logs" / f"spark-{worker.name}.log"
+        worker.popen([self._spark_class(worker), *argv], self._spark_env(worker), log_file)
+
+    def spark_workers_alive(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://{self.host('spark').address}:{SPARK_UI_PORT}/json/", timeout=5) as r:
+                return int(json.load(r).get("aliveworkers", 0))
+        except OSError:
+            return 0
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """``gridmesh down`` on every host (newest first), then power off all."""
+        for name in reversed(list(self.net.hosts)):
+            host = self.net.hosts[name]
+            host.heal()
+            if (self.state_dir(name) / "run").is_dir():
+                try:
+                    self.gridmesh(host, "down", timeout=120)
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    log.warning("gridmesh down on %s failed", name, exc_info=True)
+        self.net.destroy()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _parallel(jobs: Iterable[Callable[[], object]]) -> None:
+        jobs = list(jobs)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+            for future in [pool.submit(job) for job in jobs]:
+                future.result()
+
+
+def wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
