@@ -1,6 +1,8 @@
 """A whole mesh spread over hosts (network namespaces), each host started the
-way an operator starts a machine: one shared config file, a few per-host
-settings in the environment, and ``gridmesh up --only ROLES`` run on the host.
+way an operator starts a machine: a config file of its own (the mesh's
+settings, plus its state directory and its own address or place where that
+differs per host, ``hosts/<name>.toml``) and ``gridmesh up --only ROLES`` run
+on the host.
 
 The layout (``10.77.0.x``):
 
@@ -42,9 +44,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gridmesh.cli import backing
 from gridmesh.config import MeshConfig, load_config
@@ -98,7 +101,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.base = self.base.resolve()
-        self.config_file = self.base / "gridmesh.toml"
+        self.kafka_cluster_id = backing.kafka_cluster_id()
         self.tls_dir = self.base / "tls"
 
     # -- addresses ----------------------------------------------------------------
@@ -136,7 +139,7 @@ class Cluster:
         self.net.create()
         for name, octet in self.layout.hosts():
             self.net.add(name, octet)
-        self._write_config()
+        self._write_configs()
         if self.admin_key_given:
             credentials = self.state_dir("edge") / "credentials" / "admin.key"
             credentials.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -165,24 +168,13 @@ class Cluster:
             backing.ensure_spark_kafka(config, lambda _, message: log.info("%s", message))
 
     def host_env(self, host: Host) -> dict[str, str]:
-        """What the host's processes get: the shared config file, its own state
-        directory and the settings that differ per host."""
+        """What the host's processes get: its config file, and where Spark listens."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDMESH_")}
         env |= {
-            "GRIDMESH_CONFIG": str(self.config_file),
-            "GRIDMESH_STATE_DIR": str(self.state_dir(host.name)),
+            "GRIDMESH_CONFIG": str(self.config_file(host)),
             "SPARK_LOCAL_IP": host.address,  # where the analytics driver and Spark's daemons listen
             "PYSPARK_PYTHON": PYTHON,
         }
-        name = host.name
-        if name.startswith("zk"):
-            env["GRIDMESH_ZOOKEEPER_SERVER_ID"] = name[2:]
-        if name.startswith("kafka"):
-            env["GRIDMESH_KAFKA_NODE_ID"] = name[5:]
-        if name.startswith("sched"):
-            env["GRIDMESH_SCHEDULER_HOST"] = host.address
-        if name.startswith("w"):
-            env["GRIDMESH_WORKER_HOST"] = host.address
         return env
 
     def gridmesh(self, host: Host, *args: str, timeout: float = UP_TIMEOUT_S) -> str:
@@ -200,76 +192,64 @@ class Cluster:
         quorum of its servers runs)."""
         self._parallel([functools.partial(self.up, self.host(name), roles) for name, roles in hosts_roles])
 
-    def _write_config(self) -> None:
+    def settings(self, host: Host) -> dict[str, Any]:
+        """The config of ``host``: the mesh's, plus what is the host's own
+        (its state directory, and its place or address as a ZooKeeper
+        server, Kafka broker, Scheduler or worker host)."""
         a = {name: self.host(name).address for name in self.net.hosts}
-        zk = ",".join(f"{h.address}:2181" for h in self.hosts_named("zk"))
-        kafka = ",".join(f"{h.address}:9092" for h in self.hosts_named("kafka"))
-        schedulers = ",".join(f"{h.address}:{SCHEDULER_PORT}" for h in self.hosts_named("sched"))
         spark = f"spark://{a['spark']}:{SPARK_PORT}" if self.layout.spark else "local[1]"
-        self.config_file.write_text(
-            f"""# One config file for every host (tests/hosts/cluster.py); per host, the
-# environment gives GRIDMESH_STATE_DIR and its own scheduler/worker host,
-# ZooKeeper server id or Kafka node id.
-namespace = "{self.namespace}"
+        mesh: dict[str, Any] = {
+            "namespace": self.namespace,
+            "state_dir": str(self.state_dir(host.name)),
+            "mysql": {"host": a["db"], "user": "gridmesh", "password": MYSQL_PASSWORD},
+            "rabbitmq": {"host": a["db"], "user": "gridmesh", "password": RABBITMQ_PASSWORD},
+            "zookeeper": {
+                "hosts": ",".join(f"{h.address}:2181" for h in self.hosts_named("zk")),
+                "session_timeout_s": self.session_timeout_s,
+            },
+            "kafka": {
+                "bootstrap_servers": ",".join(f"{h.address}:9092" for h in self.hosts_named("kafka")),
+                "partitions": 3,
+                "replication_factor": 3,
+                "min_insync_replicas": 2,
+                "controller_port": 9093,
+                "cluster_id": self.kafka_cluster_id,
+            },
+            "scheduler": {
+                "addresses": ",".join(f"{h.address}:{SCHEDULER_PORT}" for h in self.hosts_named("sched")),
+                "port": SCHEDULER_PORT,
+                "lease_ttl_s": self.lease_ttl_s,
+                "heartbeat_interval_s": self.lease_ttl_s / 4,
+            },
+            "storekeeper": {"host": a["store"], "storage_root": str(self.base / "results"), "low_disk_bytes": 1},
+            "eventmanager": {"host": a["store"]},
+            "worker": {"slots": self.layout.slots},
+            "envoy": {"host": a["edge"], "port": EDGE_PORT},
+            "console": {"enabled": False},
+            "metrics": {"prometheus": False},
+            "analytics": {"enabled": self.layout.spark, "spark_master": spark, "trigger_interval_s": 1.0},
+            "tls": {"dir": str(self.tls_dir)},
+        }
+        name = host.name
+        if name.startswith("zk"):
+            mesh["zookeeper"]["server_id"] = int(name[2:])
+        if name.startswith("kafka"):
+            mesh["kafka"]["node_id"] = int(name[5:])
+        if name.startswith("sched"):
+            mesh["scheduler"]["host"] = host.address
+        if name.startswith("w"):
+            mesh["worker"]["host"] = host.address
+        return mesh
 
-[mysql]
-host = "{a["db"]}"
-user = "gridmesh"
-password = "{MYSQL_PASSWORD}"
+    def config_file(self, host: Host) -> Path:
+        return self.base / "hosts" / f"{host.name}.toml"
 
-[rabbitmq]
-host = "{a["db"]}"
-user = "gridmesh"
-password = "{RABBITMQ_PASSWORD}"
-
-[zookeeper]
-hosts = "{zk}"
-session_timeout_s = {self.session_timeout_s}
-
-[kafka]
-bootstrap_servers = "{kafka}"
-partitions = 3
-replication_factor = 3
-min_insync_replicas = 2
-controller_port = 9093
-cluster_id = "{backing.kafka_cluster_id()}"
-
-[scheduler]
-addresses = "{schedulers}"
-port = {SCHEDULER_PORT}
-lease_ttl_s = {self.lease_ttl_s}
-heartbeat_interval_s = {self.lease_ttl_s / 4}
-
-[storekeeper]
-host = "{a["store"]}"
-storage_root = "{self.base / "results"}"
-low_disk_bytes = 1
-
-[eventmanager]
-host = "{a["store"]}"
-
-[worker]
-slots = {self.layout.slots}
-
-[envoy]
-host = "{a["edge"]}"
-port = {EDGE_PORT}
-
-[console]
-enabled = false
-
-[metrics]
-prometheus = false
-
-[analytics]
-enabled = {"true" if self.layout.spark else "false"}
-spark_master = "{spark}"
-trigger_interval_s = 1.0
-
-[tls]
-dir = "{self.tls_dir}"
-"""
-        )
+    def _write_configs(self) -> None:
+        for host in self.net.hosts.values():
+            path = self.config_file(host)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            header = f"# The config of host {host.name} ({host.address}), written by tests/hosts/cluster.py\n"
+            path.write_text(header + to_toml(self.settings(host)))
 
     # -- the db host's servers ---------------------------------------------------------
 
@@ -421,3 +401,20 @@ def _tcp_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def to_toml(settings: Mapping[str, Any]) -> str:
+    """``settings`` (top-level values, then one table per section) as TOML."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return json.dumps(v)  # a JSON string or number is a TOML one
+
+    top = [f"{k} = {value(v)}\n" for k, v in settings.items() if not isinstance(v, Mapping)]
+    tables = [
+        f"\n[{k}]\n" + "".join(f"{key} = {value(item)}\n" for key, item in v.items())
+        for k, v in settings.items()
+        if isinstance(v, Mapping)
+    ]
+    return "".join(top + tables)
