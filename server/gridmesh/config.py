@@ -152,6 +152,12 @@ class WorkerConfig:
     a slot frees; the Scheduler takes back any that would wait while another
     node idles. -1 = as many as its slots; 0 = only as many as free slots."""
 
+    stall_after_s: float = 600.0
+    """A node whose prefetched tasks have waited this long for a slot while
+    none of its slots started or finished a task is stalled (its task
+    processes stopped or hung): it answers NOT_SERVING and the
+    GridmeshWorkerStalled alert fires. Keep it above your longest task."""
+
     def prefetch_for(self, slots: int) -> int:
         """The prefetch of a node with ``slots`` slots."""
         return slots if self.prefetch < 0 else self.prefetch
@@ -318,6 +324,10 @@ class MeshConfig:
     """Downloads kept across meshes: the Java jars fetched from Maven Central."""
     log_level: str = "INFO"
     """Python logging level of the services."""
+    log_format: str = "text"
+    """``text`` lines, or ``json``: one object per line with ts, level,
+    logger, component, msg and, where known, task_id, worker_id and
+    subscriber (``gridmesh logs`` shows either)."""
     mysql: MySQLConfig = field(default_factory=MySQLConfig)
     rabbitmq: RabbitMQConfig = field(default_factory=RabbitMQConfig)
     zookeeper: ZooKeeperConfig = field(default_factory=ZooKeeperConfig)
@@ -578,3 +588,5 @@ def _validate(section: Any, where: str) -> None:
         "ERROR",
     ):
         raise ConfigError(f"config key {_display('log_level')} must be DEBUG, INFO, WARNING or ERROR")
+    if isinstance(section, MeshConfig) and section.log_format not in ("text", "json"):
+        raise ConfigError(f"config key {_display('log_format')} must be text or json, got {section.log_format!r}")

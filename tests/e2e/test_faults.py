@@ -27,7 +27,7 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.conftest import WORKER_PORTS, free_port, mesh_env
-from tests.e2e.watching import TerminalNotices, submit_noops
+from tests.e2e.watching import NdjsonNotices, TerminalNotices, submit_noops
 from tests.helpers import edge_channel, http_json, key_metadata, mesh_channel, schedule_tasks, wait_for
 
 SUCCEEDED, FAILED = common_pb2.SUCCEEDED, common_pb2.FAILED
@@ -424,12 +424,13 @@ def test_while_zookeeper_is_down_the_leader_steps_down_events_flow_and_all_recov
 @pytest.mark.parametrize("victim", ["envoy", "leader"])
 def test_a_watch_resumes_after_a_kill_and_sees_every_terminal_notice_exactly_once(fault_mesh, victim):
     """kill -9 of Envoy (then restarted) or of the leading Scheduler (the
-    standby takes over, the killed one is restarted) while tasks finish: one
-    TaskClient.watch_all(terminal_only) stream resumes by itself from its last
-    position and misses no terminal notice and repeats none."""
+    standby takes over, the killed one is restarted) while 500 tasks finish:
+    one TaskClient.watch_all(terminal_only) stream, which resumes by itself,
+    and one HTTP/JSON watch, resumed with ?resume_after= the last position
+    it got, each miss no terminal notice and repeat none."""
     fm = fault_mesh
-    with TerminalNotices(fm.edge) as notices, TaskClient(fm.edge) as client:
-        ids = submit_noops(client, 150, "faults") or []
+    with TerminalNotices(fm.edge) as grpc_notices, NdjsonNotices(fm.edge) as http_notices, TaskClient(fm.edge) as c:
+        ids = submit_noops(c, 250, "faults") or []
         if victim == "envoy":
             os.kill(fm.pid("envoy"), signal.SIGKILL)
             fm.restart("envoy")
@@ -439,9 +440,17 @@ def test_a_watch_resumes_after_a_kill_and_sees_every_terminal_notice_exactly_onc
             os.kill(fm.pid(leader), signal.SIGKILL)
             wait_for("the standby to lead", lambda: fm.leader() not in (None, leader), timeout=60)
             fm.restart(leader)
-        ids += wait_for("submits to be accepted again", lambda: submit_noops(client, 150, "faults"), timeout=60)
-        notices.wait_for_all(ids)
-    assert sorted(notices.of(ids)) == sorted(ids)  # every notice exactly once: none missed, none repeated
+        ids += wait_for("submits to be accepted again", lambda: submit_noops(c, 250, "faults"), timeout=60)
+        grpc_notices.wait_for_all(ids)
+        http_notices.wait_for_all(ids)
+    what = "kill -9 and restart of Envoy" if victim == "envoy" else "kill -9 of the leader (fail-over)"
+    print(
+        f"{what}: the latest notice came {grpc_notices.catch_up_s(ids):.2f} s (gRPC), "
+        f"{http_notices.catch_up_s(ids):.2f} s (HTTP, {http_notices.reconnects} reconnects) after its task finished"
+    )
+    assert sorted(grpc_notices.of(ids)) == sorted(ids)  # every notice exactly once: none missed, none repeated
+    assert sorted(http_notices.of(ids)) == sorted(ids)
+    assert http_notices.reconnects >= 1  # the HTTP watch did break off
 
 
 def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_started_and_completed_events(fault_mesh):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 import uuid
@@ -19,9 +20,11 @@ import pytest
 
 from gridmesh.cli import mesh, procs
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.observability import server as prometheus_server
+from gridmesh.v1 import worker_pb2, worker_pb2_grpc
 from tests.conftest import RunningMesh, _progress, free_port, mesh_env
-from tests.helpers import http_json, wait_for
+from tests.helpers import http_json, mesh_channel, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +221,82 @@ def _node_heard_from(edge: str) -> bool:
 
 def _state(edge: str, task_id: str) -> str:
     return str(http_json(edge, "GET", f"/v1/tasks/{task_id}")[1]["state"])
+
+
+def test_a_node_whose_task_processes_are_stopped_reports_not_serving_and_the_stall_alert_fires(
+    backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory
+):
+    """celery#10205's worker that looks alive but consumes nothing: the node's
+    task processes are SIGSTOPped while tasks wait in its prefetch. The node
+    itself still heartbeats, but within worker.stall_after_s (2 s here) it
+    answers NOT_SERVING, gridmesh status says stalled, and
+    GridmeshWorkerStalled fires (its for: cut to 1 s), and its JSON log
+    (log_format = json) says why, naming the node; resumed, every task
+    succeeds and the node serves again."""
+    state = tmp_path_factory.mktemp("stalled")
+    shipped = prometheus_server.alert_rules_path().read_text()
+    rule = "alert: GridmeshWorkerStalled"
+    head, _, tail = shipped.partition(rule)
+    assert "for: 1m" in tail.split("- alert:")[0]
+    rules = state / "alerts.yml"
+    rules.write_text(head + rule + tail.replace("for: 1m", "for: 1s", 1))
+    env = mesh_env(
+        state,
+        GRIDMESH_METRICS_PROMETHEUS="true",
+        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
+        GRIDMESH_METRICS_ALERT_RULES=str(rules),
+        GRIDMESH_WORKER_STALL_AFTER_S="2",
+        GRIDMESH_LOG_FORMAT="json",
+    )
+    config = load_config(env)
+    stopped: list[psutil.Process] = []
+    try:
+        mesh.up(config, workers=1, env=env, progress=_progress)
+        edge = f"{config.envoy.host}:{config.envoy.port}"
+        (node,) = [c for c in mesh.components(config, 1, env) if c.name == "worker-1"]
+        assert mesh.component_health(config, node) == "healthy"
+        ids = []
+        sleeper = {"task_type": "sleep", "params": {"ms": 4000}, "result_dir": "s"}
+        for _ in range(4):  # 2 slots and 2 prefetched
+            status, task = http_json(edge, "POST", "/v1/tasks", sleeper)
+            assert status == 200, task
+            ids.append(task["task_id"])
+
+        def running() -> int:
+            with mesh_channel(config, node.address, PeerRole.WORKER) as channel:
+                status = worker_pb2_grpc.WorkerStub(channel).GetWorkerStatus(worker_pb2.GetWorkerStatusRequest())
+            return len(status.running)
+
+        wait_for("both slots busy", lambda: running() == 2, timeout=60)
+        pid = procs.alive("worker-1", mesh.run_dir(config))
+        assert pid is not None
+        stopped = psutil.Process(pid).children(recursive=True)  # the forkserver and the task processes
+        for process in stopped:
+            process.suspend()
+        wait_for("the node to say it is stalled", lambda: "stalled" in mesh.component_health(config, node), timeout=30)
+
+        def firing() -> list[dict[str, Any]] | None:
+            alerts = _api(config, "alerts")["alerts"]
+            found = [a for a in alerts if a["labels"]["alertname"] == "GridmeshWorkerStalled"]
+            return found if found and found[0]["state"] == "firing" else None
+
+        alert = wait_for("the stall alert to fire", firing, timeout=60)[0]
+        assert "makes no progress" in alert["annotations"]["summary"], alert
+        # The node said why in its log: a JSON line naming itself, shown by gridmesh logs.
+        shown = subprocess.run(
+            [str(Path(sys.executable).parent / "gridmesh"), "logs", "worker-1", "-n", "500"],
+            env=env, capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        said = [json.loads(line) for line in shown.splitlines() if line.startswith("{") and "stalled" in line]
+        assert said and said[0]["level"] == "WARNING" and said[0]["component"] == "worker", shown[-2000:]
+        assert said[0]["worker_id"].endswith(f"-{config.worker.base_port}")
+        assert all(_state(edge, t) in ("QUEUED", "RUNNING") for t in ids)  # nothing lost meanwhile
+        for process in stopped:
+            process.resume()
+        wait_for("every task to succeed", lambda: all(_state(edge, t) == "SUCCEEDED" for t in ids), timeout=60)
+        wait_for("the node to serve again", lambda: mesh.component_health(config, node) == "healthy", timeout=30)
+    finally:
+        for process in stopped:
+            if process.is_running():
+                process.resume()
+        mesh.down(config, _progress)

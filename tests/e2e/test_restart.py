@@ -24,7 +24,7 @@ from gridmesh.cli import mesh, procs
 from gridmesh.clients import TaskClient
 from gridmesh.config import MeshConfig, load_config
 from tests.conftest import mesh_env
-from tests.e2e.watching import TerminalNotices, submit_noops
+from tests.e2e.watching import NdjsonNotices, TerminalNotices, submit_noops
 from tests.helpers import http_json, wait_for
 
 log = logging.getLogger("tests.restart")
@@ -86,16 +86,23 @@ def _ended(m: Mesh, task_id: str) -> dict | None:
 
 
 def test_a_watch_resumes_across_a_kill_9_and_restart_of_the_only_scheduler(lone_scheduler_mesh):
-    """No standby: the watch breaks off while the Scheduler is dead and
-    resumes from MySQL once ``gridmesh up`` started it again; every terminal
-    notice arrives exactly once."""
+    """No standby: the watches break off while the Scheduler is dead and
+    resume from MySQL once ``gridmesh up`` started it again; every terminal
+    notice arrives exactly once, over gRPC and over HTTP/JSON."""
     m = lone_scheduler_mesh
     runs = mesh.run_dir(m.config)
-    with TerminalNotices(m.edge) as notices, TaskClient(m.edge) as client:
-        ids = submit_noops(client, 200, "restart") or []
+    with TerminalNotices(m.edge) as grpc_notices, NdjsonNotices(m.edge) as http_notices, TaskClient(m.edge) as client:
+        ids = submit_noops(client, 250, "restart") or []
         os.kill(procs.alive("scheduler", runs) or 0, signal.SIGKILL)
         wait_for("the Scheduler to die", lambda: procs.alive("scheduler", runs) is None)
         mesh.up(m.config, workers=1, env=m.env, progress=lambda *_: None)
-        ids += wait_for("submits to be accepted again", lambda: submit_noops(client, 100, "restart"), timeout=60)
-        notices.wait_for_all(ids)
-    assert sorted(notices.of(ids)) == sorted(ids)  # none missed, none repeated
+        ids += wait_for("submits to be accepted again", lambda: submit_noops(client, 250, "restart"), timeout=60)
+        grpc_notices.wait_for_all(ids)
+        http_notices.wait_for_all(ids)
+    print(
+        f"kill -9 and restart of the only Scheduler: the latest notice came {grpc_notices.catch_up_s(ids):.2f} s "
+        f"(gRPC), {http_notices.catch_up_s(ids):.2f} s (HTTP) after its task finished"
+    )
+    assert sorted(grpc_notices.of(ids)) == sorted(ids)  # none missed, none repeated
+    assert sorted(http_notices.of(ids)) == sorted(ids)
+    assert http_notices.reconnects >= 1

@@ -24,8 +24,8 @@ from gridmesh.analytics.status import status_path
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import GridmeshError
 from gridmesh.core.lifecycle import LifecycleKind
-from gridmesh.grpc_support.server import configure_logging
 from gridmesh.jvm import SPARK_KAFKA
+from gridmesh.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run(config: MeshConfig, stop: threading.Event) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     config = load_config(os.environ)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, "analytics")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     prepare_environment(config, os.environ)
     stop = threading.Event()

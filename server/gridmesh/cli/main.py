@@ -17,7 +17,7 @@ from google.protobuf import message
 
 from gridmesh.adapters import prometheus
 from gridmesh.bench.cli import add_bench_command
-from gridmesh.cli import events, keys, mesh, schedules, stats, tasks
+from gridmesh.cli import events, keys, logs, mesh, schedules, stats, tasks
 from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
@@ -85,6 +85,19 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
 def cmd_down(config: MeshConfig, args: argparse.Namespace) -> int:
     print("gridmesh down", flush=True)
     mesh.down(config, _progress)
+    return 0
+
+
+def cmd_logs(config: MeshConfig, args: argparse.Namespace) -> int:
+    files = logs.log_files(mesh.log_dir(config))
+    if args.component:
+        files = [f for f in files if f.stem == args.component]
+        if not files:
+            known = ", ".join(f.stem for f in logs.log_files(mesh.log_dir(config))) or "none yet"
+            print(f"gridmesh logs: no log of {args.component!r} on this host (known: {known})", file=sys.stderr)
+            return 2
+    with contextlib.suppress(KeyboardInterrupt):  # how -f ends
+        logs.show(files, args.lines, args.follow)
     return 0
 
 
@@ -490,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="health of every component")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="the logs of what 'up' started on this host (text or JSON lines, see log_format)")
+    p.add_argument("component", nargs="?", help="one component, e.g. scheduler, worker-1, kafka (default: all)")
+    p.add_argument("-n", "--lines", type=int, default=20, help="lines from the end of each log (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="go on printing what is appended (Ctrl-C ends)")
+    p.set_defaults(func=cmd_logs)
 
     p = sub.add_parser("edge-config", help="print Envoy's configuration for this mesh (to run the edge yourself)")
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="write it to FILE (default: stdout)")

@@ -200,6 +200,8 @@ def component_health(config: MeshConfig, component: Component) -> str:
         others = [a for a in config.scheduler_addresses if a != component.address]
         leads = any(grpc_health(a, component.health_service, connect=connect) == "SERVING" for a in others)
         return "standby" if leads else "waiting for leadership"
+    if health == "NOT_SERVING" and component.name.startswith("worker-"):
+        return "NOT_SERVING (stalled: tasks wait and none starts or finishes; or draining)"
     return "healthy" if health == "SERVING" else health
 
 

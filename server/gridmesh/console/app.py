@@ -19,7 +19,7 @@ from typing import Any
 
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError
-from gridmesh.grpc_support.server import configure_logging
+from gridmesh.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def build_server(config: MeshConfig) -> ThreadingHTTPServer:
 
 def main() -> None:
     config = load_config(os.environ)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, "console")
     try:
         server = build_server(config)
     except ConfigError as e:

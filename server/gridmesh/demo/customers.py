@@ -245,7 +245,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_process(serve)
+    run_process(serve, "demo-customers")
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_process(serve)
+    run_process(serve, "demo-orders")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ async def serve(config: MeshConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_process(serve)
+    run_process(serve, "authz")
 
 
 if __name__ == "__main__":

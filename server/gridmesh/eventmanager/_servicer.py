@@ -25,6 +25,7 @@ from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.errors import status_code
 from gridmesh.grpc_support.tls import edge_role
+from gridmesh.observability.logs import set_log_context
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
         """The deliveries of one Consume stream, in batches of what was ready
         together (at most ``max_batch``; 0 = the prefetch), while the
         client's acks and nacks are applied alongside."""
+        set_log_context(subscriber=start.subscriber)  # this stream's own task: its records name the subscriber
         inbox: asyncio.Queue[Message | _End] = asyncio.Queue()
         consumer = await self._service.consume(
             start.subscriber,

@@ -31,13 +31,13 @@ from gridmesh.eventmanager._servicer import EventManagerServicer
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
-    configure_logging,
     export_metrics,
     serve_until_signal,
     shutdown,
 )
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
+from gridmesh.observability.logs import configure_logging
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ async def serve(config: MeshConfig) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = load_config(os.environ)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, "eventmanager")
     # The RabbitMQ adapter reports connection trouble itself, once per
     # attempt; pika's own ERROR lines about the same failure are noise.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -24,6 +24,7 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.errors import ErrorMappingInterceptor
 from gridmesh.grpc_support.metrics import MessageCountingInterceptor
 from gridmesh.grpc_support.tls import MeshTls, PeerCheckInterceptor
+from gridmesh.observability.logs import configure_logging
 from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,11 @@ def build_grpc_server(
     return GrpcHost(server=server, port=port, health=health_servicer, services=tuple(services))
 
 
-def run_process(serve: Callable[[MeshConfig], Coroutine[Any, Any, None]]) -> None:
+def run_process(serve: Callable[[MeshConfig], Coroutine[Any, Any, None]], component: str) -> None:
     """A service process's ``main()``: its config from the environment,
     logging, then ``serve`` until a signal ends it."""
     config = load_config(os.environ)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, component)
     asyncio.run(serve(config))
 
 
@@ -179,13 +180,6 @@ async def _run_step(step: ShutdownStep) -> None:
         log.exception("shutdown step %s failed; continuing", getattr(step, "__qualname__", step))
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-
-
 def channel_options() -> list[tuple[str, int]]:
     """Client channel options shared by the mesh's own clients."""
     return [("grpc.keepalive_time_ms", 20_000), ("grpc.keepalive_timeout_ms", 10_000)]
@@ -198,7 +192,6 @@ __all__ = [
     "GrpcHost",
     "build_grpc_server",
     "channel_options",
-    "configure_logging",
     "serve_until_signal",
     "shutdown",
 ]

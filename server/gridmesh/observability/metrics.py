@@ -52,6 +52,12 @@ WATCHERS = Gauge("gridmesh_watchers", "Open WatchTask/WatchTasks streams on this
 
 SLOTS = Gauge("gridmesh_worker_slots", "Task processes of this node.", registry=None)
 BUSY_SLOTS = Gauge("gridmesh_worker_busy_slots", "Slots running a task now.", registry=None)
+HELD = Gauge("gridmesh_worker_held_tasks", "Prefetched tasks waiting here for a slot.", registry=None)
+STALLED = Gauge(
+    "gridmesh_worker_stalled",
+    "1 while prefetched tasks have waited worker.stall_after_s for a slot with no task starting or finishing here.",
+    registry=None,
+)
 TASKS_RUN = Counter(
     "gridmesh_worker_tasks_total",
     "Tasks this node ran, by type and outcome (succeeded, failed, crashed, cancelled, lost).",
@@ -125,7 +131,7 @@ SWEPT = Counter(
     registry=None,
 )
 SCHEDULER = (LIFECYCLE_EVENTS, CANCELLED, LEASE_EXPIRIES, QUEUED, OLDEST_QUEUED_AGE, LEADER, WATCHERS, SWEPT)
-WORKER = (LIFECYCLE_EVENTS, SLOTS, BUSY_SLOTS, TASKS_RUN, QUEUE_WAIT, RUN_TIME)
+WORKER = (LIFECYCLE_EVENTS, SLOTS, BUSY_SLOTS, HELD, STALLED, TASKS_RUN, QUEUE_WAIT, RUN_TIME)
 STOREKEEPER = (RESULT_WRITE, RESULT_BYTES, RESULT_ERRORS, STORAGE_FREE)
 EVENTMANAGER = (EVENTS_PUBLISHED, PUBLISH_CONFIRM, SUBSCRIBER_MESSAGES, SUBSCRIBER_CONSUMERS, SUBSCRIBER_DEAD_LETTERS)
 

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import sys
+import time
 
 from grpc import aio
 
@@ -26,12 +27,12 @@ from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,
-    configure_logging,
     export_metrics,
     serve_until_signal,
 )
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.observability import metrics
+from gridmesh.observability.logs import configure_logging, set_log_context
 from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 from gridmesh.worker.node import NodeSettings, WorkerNode
@@ -99,6 +100,7 @@ def build_server(config: MeshConfig, port: int, node: WorkerNode) -> GrpcHost:
 
 async def serve(config: MeshConfig, port: int, slots: int) -> None:
     worker_id = f"{socket.gethostname()}-{port}"
+    set_log_context(worker_id=worker_id)  # every record of this process names the node
     address = f"{config.worker.host}:{port}"
     registry = default_registry()
     pool = await asyncio.to_thread(ProcessPool, slots)
@@ -120,14 +122,43 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     zk = ZooKeeper(config.zookeeper, config.zk_root)
     host = build_server(config, port, node)
 
+    stall_after_s = config.worker.stall_after_s
+    watches: list[asyncio.Task[None]] = []
+
+    def stalled() -> bool:
+        return node.stalled_for(time.monotonic()) >= stall_after_s
+
+    async def watch_progress() -> None:
+        """NOT_SERVING while stalled, SERVING again once a task moves."""
+        was = False
+        while True:
+            await asyncio.sleep(min(1.0, stall_after_s / 4))
+            now = stalled()
+            if now != was and not node.draining:  # a draining node is NOT_SERVING anyway
+                was = now
+                await host.set_serving(not now)
+                if now:
+                    log.warning(
+                        "stalled: %d tasks have waited %.0f s for a slot and no task started or finished; "
+                        "are the task processes (%s) stopped or hung?",
+                        len(node.held),
+                        node.stalled_for(time.monotonic()),
+                        ", ".join(str(slot.pid) for slot in pool.slots),
+                    )
+                else:
+                    log.info("no longer stalled: a task started or finished")
+
     async def ready() -> None:
         await asyncio.to_thread(zk.start)
         membership = json.dumps({"address": address, "slots": slots, "pid": os.getpid()}).encode()
         await asyncio.to_thread(zk.register_ephemeral, f"workers/{worker_id}", membership)
         await node.start()
         await host.set_serving(True)
+        watches.append(asyncio.create_task(watch_progress()))
 
     async def close_adapters() -> None:
+        for watch in watches:
+            watch.cancel()
         await node.close()
         await asyncio.to_thread(pool.close)
         await asyncio.to_thread(lifecycle.close)
@@ -144,6 +175,8 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     metrics.serve(metrics.WORKER)
     metrics.gauge_from(metrics.SLOTS, lambda: slots)
     metrics.gauge_from(metrics.BUSY_SLOTS, lambda: len(node.running))
+    metrics.gauge_from(metrics.HELD, lambda: len(node.held))
+    metrics.gauge_from(metrics.STALLED, stalled)
     export_metrics(host, config, "worker")
     stop = asyncio.Event()
     drained = asyncio.create_task(node.wait_drained())  # drained on request: the process ends
@@ -161,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(config: MeshConfig, port: int | None, slots: int | None) -> None:
     """Run a worker node in the foreground until SIGTERM/SIGINT or a drain."""
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, "worker")
     port = config.worker.base_port if port is None else port
     slots = config.worker.slots if slots is None else slots
     asyncio.run(serve(config, port, slots))

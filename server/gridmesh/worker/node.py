@@ -31,6 +31,7 @@ from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.observability import metrics
+from gridmesh.observability.logs import set_log_context
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
 
@@ -154,6 +155,9 @@ class WorkerNode:
         self.held: list[tuple[int, int, scheduler_pb2.TaskAssignment]] = []
         """Prefetched tasks waiting for a slot: a heap in the order they start
         (higher priority first, then dispatch order)."""
+        self.progressed_at = time.monotonic()
+        """When a task last started or finished here, or tasks began to wait
+        for a slot (monotonic)."""
         self._outgoing: asyncio.Queue[_Outgoing] = asyncio.Queue()
         """What to send on the pull stream."""
         self._unacked: dict[
@@ -317,6 +321,13 @@ class WorkerNode:
         """Tasks the node can still take: free slots, then prefetch room."""
         return self.settings.slots + self.settings.prefetch - len(self.running) - len(self.held)
 
+    def stalled_for(self, now: float) -> float:
+        """How long tasks have waited here for a slot while no task started
+        or finished (0 while none waits): a node whose task processes are
+        stopped or hung looks alive, and even heartbeats, but makes no
+        progress."""
+        return now - self.progressed_at if self.held else 0.0
+
     def _credit(self) -> None:
         """Room for one more task came free: tell the Scheduler (not while draining)."""
         if not self.draining:
@@ -338,6 +349,8 @@ class WorkerNode:
                 )
             )
             return
+        if not self.held:
+            self.progressed_at = time.monotonic()  # the wait starts now
         heapq.heappush(self.held, (-task.priority, assignment.fencing_token, assignment))
         self._idle.clear()
 
@@ -404,6 +417,7 @@ class WorkerNode:
             run_timeout_s=from_duration(task.run_timeout),
         )
         self.running[task.task_id] = running
+        self.progressed_at = time.monotonic()
         self._idle.clear()
         self.counters.pulled += 1
         if task.HasField("created_at"):
@@ -438,6 +452,7 @@ class WorkerNode:
             running.slot.kill()
 
     async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
+        set_log_context(task_id=running.task_id)  # this task's records (and its report's) name it
         self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
         began = time.monotonic()
         limit = (
@@ -457,6 +472,7 @@ class WorkerNode:
                 limit.cancel()
             self._pool.release(running.slot)
             del self.running[running.task_id]
+            self.progressed_at = time.monotonic()
             self._fill_slots()
             self._set_idle_if_done()
             self._credit()
