@@ -150,6 +150,7 @@ def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
         GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up
         GRIDMESH_ANALYTICS_ENABLED="true",
         GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
+        GRIDMESH_ANALYTICS_STALL_AFTER_S="3",  # tests/e2e/test_analytics.py holds the job
     )
     config = load_config(env)
     try:

@@ -250,6 +250,10 @@ class AnalyticsConfig:
     one is plenty for the life-cycle topics and leaves the cores to tasks)."""
     driver_memory: str = "512m"
     """Heap of the Spark driver JVM (``spark.driver.memory``)."""
+    stall_after_s: float = 300.0
+    """Records wait on the life-cycle topics and no micro-batch was stored for
+    this long: the job is stalled (``gridmesh status`` says so,
+    ``gridmesh_analytics_stalled`` is 1, GridmeshAnalyticsStalled fires)."""
     checkpoint_dir: str = ""
     """Spark checkpoint of the streaming query, i.e. the Kafka offsets it has
     read (empty = <state_dir>/analytics/checkpoint). Deleting it makes the

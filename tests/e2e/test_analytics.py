@@ -23,8 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
+from gridmesh.adapters import prometheus
 from gridmesh.cli import mesh, procs
 from gridmesh.config import MeshConfig
 from tests.conftest import mesh_with_analytics
@@ -187,3 +189,57 @@ def test_get_stats_counts_exactly_the_succeeded_tasks_across_a_kill_9_of_the_sch
         return total if total == {"pending": len(accepted), "completed": succeeded} else None
 
     wait_for(f"GetStats to count {succeeded} echo tasks exactly", counted, timeout=180, interval=0.5)
+
+
+def test_the_job_exports_its_metrics_and_says_it_is_stalled_while_its_database_is_held(stats_mesh):
+    """Issue 14: the job's /metrics (batches, records, lag, last batch); and a
+    job held by its database (a table lock: every micro-batch waits) while
+    events keep coming reports itself stalled past analytics.stall_after_s
+    (3 s here) — in gridmesh status and as gridmesh_analytics_stalled — and
+    healthy again once released, having lost nothing."""
+    config, _, edge = stats_mesh
+
+    def job_metrics() -> dict[str, float] | None:
+        found = [t for t in prometheus.targets(config) if t.name.startswith("analytics-")]
+        scraped = prometheus.scrape(found[0]) if found else None
+        return {name: value for (name, _), value in scraped.items()} if scraped else None
+
+    def stored_a_batch() -> dict[str, float] | None:
+        found = job_metrics()
+        return found if found and found.get("gridmesh_analytics_batches_total") else None
+
+    metrics = wait_for("the job's metrics", stored_a_batch)
+    assert metrics["gridmesh_analytics_last_batch_timestamp_seconds"] > time.time() - 600
+    assert "gridmesh_analytics_lag_records" in metrics and metrics["gridmesh_analytics_stalled"] == 0
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    held = pymysql.connect(
+        host=config.mysql.host, port=config.mysql.port, user=config.mysql.user, password=config.mysql.password,
+        database=config.database("analytics"),
+    )  # fmt: skip
+    try:
+        with held.cursor() as cur:
+            cur.execute("LOCK TABLES lifecycle_events WRITE")
+        ids = []
+        for _ in range(5):
+            status, task = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "result_dir": "held"})
+            assert status == 200, task
+            ids.append(task["task_id"])
+
+        def stalled() -> str | None:
+            health = mesh.analytics_health(config)
+            return health if "stalled" in health else None
+
+        said = wait_for("the job to say it is stalled", stalled)
+        assert "records wait" in said, said
+        wait_for("gridmesh_analytics_stalled = 1", lambda: (job_metrics() or {}).get("gridmesh_analytics_stalled") == 1)
+    finally:
+        with held.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        held.close()
+    wait_for("the job to be healthy again", lambda: mesh.analytics_health(config) == "healthy", timeout=60)
+
+    def counted() -> bool:
+        status, body = stats(edge, start, datetime.now(UTC) + timedelta(minutes=1), "noop")
+        return status == 200 and sum(int(w.get("completed", 0)) for w in body.get("windows", [])) >= len(ids)
+
+    wait_for("the held tasks to be counted", counted, timeout=60)

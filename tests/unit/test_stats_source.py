@@ -150,3 +150,19 @@ def test_a_window_behind_the_watermark_is_reported_final():
     assert (answer.windows[0].completed, answer.windows[0].run_time_count) == (3, 3)
     assert answer.malformed_records == 2
     assert not answer.HasField("last_batch_at")
+
+
+def test_a_job_whose_records_wait_past_the_stall_allowance_is_not_healthy_and_says_why():
+    now = datetime.now(UTC)
+    stalled = JobStatus(
+        state="running", pid=1, master="local[1]", updated_at=now.isoformat(), lag_records=42, stalled_s=301.0
+    )
+    assert health(stalled, True, now) == "stalled: 42 records wait, no micro-batch stored for 301 s"
+
+
+def test_the_lag_counts_from_the_topics_ends_now_when_known():
+    from gridmesh.analytics._job import _lag
+
+    progress = {"sources": [{"latestOffset": {"t": {"0": 10}}, "endOffset": {"t": {"0": 10, "1": 3}}}]}
+    assert _lag(progress) == 0  # what Spark saw at that batch
+    assert _lag(progress, {"t/0": 25, "t/1": 3}) == 15  # what Kafka holds now

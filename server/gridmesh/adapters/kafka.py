@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gridmesh.config import KafkaConfig
@@ -54,6 +54,37 @@ def to_proto(event: LifecycleEvent) -> common_pb2.TaskLifecycleEvent:
         event_type=_EVENT_TYPES[event.kind],
         error=event.error,
     )
+
+
+class EndOffsets:
+    """The end (high watermark) of each partition of some topics: how far a
+    reader has to go. One consumer, kept open; never joins a group."""
+
+    def __init__(self, bootstrap_servers: str, topics: list[str], timeout_s: float = 2.0) -> None:
+        self._topics, self._timeout_s = topics, timeout_s
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap_servers, "group.id": "gridmesh-end-offsets", "logger": log}
+        )
+
+    def read(self) -> dict[str, int] | None:
+        """``{"topic/partition": end}``, or None when the broker does not answer."""
+        try:
+            metadata = self._consumer.list_topics(timeout=self._timeout_s)
+            ends = {}
+            for topic in self._topics:
+                found = metadata.topics.get(topic)
+                for partition in found.partitions if found is not None else ():
+                    _, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=self._timeout_s, cached=False
+                    )
+                    ends[f"{topic}/{partition}"] = int(high)
+            return ends
+        except KafkaException as e:
+            log.debug("cannot read the topics' end offsets: %s", e)
+            return None
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 class KafkaLifecycleLog:

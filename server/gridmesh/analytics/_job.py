@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from pyspark.sql.streaming import StreamingQuery
 from gridmesh.analytics._decode import decode
 from gridmesh.analytics._sink import LifecycleSink
 from gridmesh.analytics.status import JobStatus, write_status
+from gridmesh.observability import metrics
 
 __all__ = ["AnalyticsJob", "JobSettings"]
 
@@ -65,6 +66,8 @@ class JobSettings:
     """Jars for Spark's classpath: the Kafka source and what it needs."""
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     """Extra Spark settings (``spark.*``)."""
+    stall_after_s: float = 300.0
+    """Records waiting and no micro-batch stored for this long: stalled."""
 
 
 def build_session(settings: JobSettings) -> SparkSession:
@@ -96,12 +99,19 @@ def build_session(settings: JobSettings) -> SparkSession:
 
 
 class AnalyticsJob:
-    def __init__(self, settings: JobSettings, sink: LifecycleSink) -> None:
+    def __init__(
+        self, settings: JobSettings, sink: LifecycleSink, end_offsets: Callable[[], dict[str, int] | None] | None = None
+    ) -> None:
+        """``end_offsets``: the topics' current ends (``{"topic/partition": end}``),
+        to tell how far behind the job is even while no batch completes."""
         self._settings = settings
         self._sink = sink
+        self._end_offsets = end_offsets
         self._lock = threading.Lock()
         self._batches = 0
         self._last_batch: tuple[int, str, int] = (-1, "", 0)
+        self._progressed_at = time.monotonic()
+        """When a batch was last stored, or the job started (monotonic)."""
         self._query_id = ""
         self._error = ""
         self._started_at = _now()
@@ -125,6 +135,14 @@ class AnalyticsJob:
             return
         read = time.perf_counter()
         outcome = self._sink.apply(records, batch_id, self._query_id_of_checkpoint())
+        metrics.ANALYTICS_BATCH.observe(time.perf_counter() - started)
+        for what, count in (
+            ("stored", outcome.stored),
+            ("duplicate", outcome.duplicates),
+            ("malformed", outcome.malformed),
+            ("late", outcome.late),
+        ):
+            metrics.ANALYTICS_RECORDS.labels(what).inc(count)
         log.info(
             "batch %d: %d records (read in %.2f s), %d events stored, %d duplicates, %d malformed, %d late, "
             "%d windows (stored in %.2f s)%s",
@@ -142,6 +160,12 @@ class AnalyticsJob:
         with self._lock:
             self._batches += 1
             self._last_batch = (batch_id, _now(), len(records))
+            self._progressed_at = time.monotonic()
+        metrics.ANALYTICS_BATCHES.inc()
+        metrics.ANALYTICS_LAST_BATCH.set(time.time())
+
+    def _lag(self, progress: Mapping[str, Any] | None) -> int | None:
+        return _lag(progress, self._end_offsets() if self._end_offsets is not None else None)
 
     # -- supervision ----------------------------------------------------------------------
 
@@ -201,6 +225,11 @@ class AnalyticsJob:
         with self._lock:
             batch_id, batch_at, records = self._last_batch
             batches = self._batches
+            idle_s = time.monotonic() - self._progressed_at
+        lag = self._lag(query.lastProgress if query is not None else None)
+        stalled = state == "running" and bool(lag) and idle_s >= self._settings.stall_after_s
+        metrics.ANALYTICS_LAG.set(lag or 0)
+        metrics.ANALYTICS_STALLED.set(1 if stalled else 0)
         status = JobStatus(
             state=state,
             pid=os.getpid(),
@@ -211,7 +240,8 @@ class AnalyticsJob:
             last_batch_id=batch_id,
             last_batch_at=batch_at,
             last_batch_records=records,
-            lag_records=_lag(query.lastProgress) if query is not None else None,
+            lag_records=lag,
+            stalled_s=round(idle_s, 1) if stalled else 0.0,
             error=self._error,
         )
         try:
@@ -220,12 +250,13 @@ class AnalyticsJob:
             log.warning("cannot write %s: %s", self._settings.status_path, e)
 
 
-def _lag(progress: Mapping[str, Any] | None) -> int | None:
-    """Records between what the last micro-batch read and the topics' ends."""
+def _lag(progress: Mapping[str, Any] | None, ends: Mapping[str, int] | None = None) -> int | None:
+    """Records between what the last micro-batch read and the topics' ends:
+    ``ends`` as Kafka tells them now, else as Spark saw them at that batch."""
     if not progress or not progress.get("sources"):
         return None
     source = progress["sources"][0]
-    latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
+    latest, end = ends or _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
     if latest is None or end is None:
         return None
     return sum(max(0, high - end.get(key, 0)) for key, high in latest.items())

@@ -9,6 +9,7 @@ worker Spark starts uses this interpreter (``PYSPARK_PYTHON``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -18,6 +19,8 @@ import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from gridmesh.adapters import prometheus
+from gridmesh.adapters.kafka import EndOffsets
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
 from gridmesh.analytics.status import status_path
@@ -25,6 +28,7 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import GridmeshError
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.jvm import SPARK_KAFKA
+from gridmesh.observability import metrics
 from gridmesh.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -86,10 +90,17 @@ def run(config: MeshConfig, stop: threading.Event) -> int:
         max_batch_messages=a.max_batch_messages,
         app_name=f"gridmesh-analytics-{config.namespace}" if config.namespace else "gridmesh-analytics",
         jars=tuple(spark_kafka_jars(config)),
+        stall_after_s=a.stall_after_s,
     )
+    ends = EndOffsets(config.kafka.bootstrap_servers, topics(config))
+    metrics.serve(metrics.ANALYTICS)
+    endpoint = prometheus.start(config, "analytics", os.getpid())
     try:
-        return AnalyticsJob(settings, sink).run(stop)
+        return AnalyticsJob(settings, sink, ends.read).run(stop)
     finally:
+        if endpoint is not None:
+            asyncio.run(endpoint.close())
+        ends.close()
         sink.close()
 
 

@@ -40,6 +40,9 @@ class JobStatus:
     last_batch_records: int = 0
     lag_records: int | None = None
     """Records on the topics not read yet (None: not known yet)."""
+    stalled_s: float = 0.0
+    """How long records have waited with no micro-batch stored, once past
+    ``analytics.stall_after_s`` (0: not stalled)."""
     error: str = ""
 
 
@@ -76,6 +79,8 @@ def health(status: JobStatus | None, alive: bool, now: datetime) -> str:
     age = _age_s(status.updated_at, now)
     if age is None or age > FRESH_S:
         return "not responding"
+    if status.stalled_s:
+        return f"stalled: {status.lag_records} records wait, no micro-batch stored for {status.stalled_s:.0f} s"
     return "healthy" if status.state == "running" else status.state
 
 

@@ -130,9 +130,46 @@ SWEPT = Counter(
     ("what",),
     registry=None,
 )
+# -- the analytics job ----------------------------------------------------------------------
+
+ANALYTICS_BATCHES = Counter("gridmesh_analytics_batches_total", "Micro-batches stored.", registry=None)
+ANALYTICS_RECORDS = Counter(
+    "gridmesh_analytics_records_total",
+    "Life-cycle records read, by what became of them.",
+    ("outcome",),  # stored, duplicate, malformed, late
+    registry=None,
+)
+ANALYTICS_BATCH = Histogram(
+    "gridmesh_analytics_batch_seconds",
+    "Time to read and store one micro-batch.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+    registry=None,
+)
+ANALYTICS_LAG = Gauge(
+    "gridmesh_analytics_lag_records", "Records on the life-cycle topics past what the job has stored.", registry=None
+)
+ANALYTICS_LAST_BATCH = Gauge(
+    "gridmesh_analytics_last_batch_timestamp_seconds",
+    "When the job last stored a micro-batch (Unix time).",
+    registry=None,
+)
+ANALYTICS_STALLED = Gauge(
+    "gridmesh_analytics_stalled",
+    "1 while records wait and no micro-batch was stored for analytics.stall_after_s.",
+    registry=None,
+)
+
 SCHEDULER = (LIFECYCLE_EVENTS, CANCELLED, LEASE_EXPIRIES, QUEUED, OLDEST_QUEUED_AGE, LEADER, WATCHERS, SWEPT)
 WORKER = (LIFECYCLE_EVENTS, SLOTS, BUSY_SLOTS, HELD, STALLED, TASKS_RUN, QUEUE_WAIT, RUN_TIME)
 STOREKEEPER = (RESULT_WRITE, RESULT_BYTES, RESULT_ERRORS, STORAGE_FREE)
+ANALYTICS = (
+    ANALYTICS_BATCHES,
+    ANALYTICS_RECORDS,
+    ANALYTICS_BATCH,
+    ANALYTICS_LAG,
+    ANALYTICS_LAST_BATCH,
+    ANALYTICS_STALLED,
+)
 EVENTMANAGER = (EVENTS_PUBLISHED, PUBLISH_CONFIRM, SUBSCRIBER_MESSAGES, SUBSCRIBER_CONSUMERS, SUBSCRIBER_DEAD_LETTERS)
 
 
