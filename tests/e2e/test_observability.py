@@ -101,6 +101,11 @@ def test_the_mesh_metrics_follow_the_work(observed):
     seen = wait_for("Prometheus to scrape the work", caught_up, timeout=60)
     assert seen == checks, seen  # exactly: a mesh of its own, nothing else ran the type
     assert _value(config, "sum(gridmesh_queue_tasks)") == 0
+    assert _value(config, "sum(gridmesh_queue_depth)") is None  # by kind: no series while nothing is queued
+    # Every producer of life-cycle events (the Scheduler and both nodes) got each one to the broker.
+    assert _value(config, "count(gridmesh_lifecycle_buffered_events)") == 3
+    assert _value(config, "sum(gridmesh_lifecycle_delivery_failures_total)") == 0
+    assert _value(config, "sum(gridmesh_lifecycle_dropped_events_total)") == 0
     # At least the 20 ms the task slept, seen from the node.
     assert (_value(config, 'sum(gridmesh_task_run_seconds_sum{task_type="sleep"})') or 0) >= 5 * 0.02
     assert (_value(config, "min(gridmesh_storage_free_bytes)") or 0) > 0

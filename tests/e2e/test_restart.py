@@ -81,8 +81,9 @@ def test_a_scheduler_killed_and_started_again_leads_at_once_without_waiting_out_
 
 
 def _ended(m: Mesh, task_id: str) -> dict | None:
-    _, task = http_json(m.edge, "GET", f"/v1/tasks/{task_id}")
-    return task if task["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+    status, task = http_json(m.edge, "GET", f"/v1/tasks/{task_id}")
+    # A 503 is fine while the edge has not seen the restarted Scheduler healthy yet: ask again.
+    return task if status == 200 and task["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
 
 
 def test_a_watch_resumes_across_a_kill_9_and_restart_of_the_only_scheduler(lone_scheduler_mesh):

@@ -43,8 +43,19 @@ class TerminalNotices:
     def __enter__(self) -> Self:
         self._thread.start()
         with TaskClient(self.edge) as client:
-            probe = client.submit("noop", {}, "watching").task_id
-        wait_for("the watch to be live", lambda: probe in self.ids)
+
+            def live() -> bool:
+                """A probe task's notice arrived: the watch is live. One
+                finished before the watch first connected (the edge may be
+                briefly without a healthy Scheduler after a restart) is never
+                sent to a watch that starts live: then probe again."""
+                probe = wait_for("a probe task to be accepted", lambda: submit_noops(client, 1, "watching"), 60)[0]
+                deadline = time.monotonic() + 3
+                while probe not in self.ids and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                return probe in self.ids
+
+            wait_for("the watch to be live", live, timeout=60)
         return self
 
     def wait_for_all(self, ids: list[str], timeout: float = 120) -> None:

@@ -135,3 +135,22 @@ def test_the_prometheus_server_scrapes_the_file_sd_targets_and_envoy_and_loads_t
 def test_a_process_exports_only_the_metrics_it_serves():
     # A Scheduler must not export a StoreKeeper's gauge as 0: min() in an alert would pick it up.
     assert REGISTRY.get_sample_value("gridmesh_storage_free_bytes") is None
+
+
+def test_the_queue_by_kind_and_the_lifecycle_producer_are_collected_at_each_scrape():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gridmesh.observability.metrics import LifecycleProducer, QueueByKind
+
+    queued = {("high", "echo"): (3, datetime(2026, 1, 1, tzinfo=UTC))}
+    registry = CollectorRegistry()
+    registry.register(QueueByKind(lambda: queued))
+    registry.register(LifecycleProducer(lambda: (7, 1, 2)))
+    text = generate_latest(registry).decode()
+    assert 'gridmesh_queue_depth{priority="high",task_type="echo"} 3.0' in text
+    assert 'gridmesh_queue_depth_oldest_age_seconds{priority="high",task_type="echo"}' in text
+    assert "gridmesh_lifecycle_buffered_events 7.0" in text
+    assert "gridmesh_lifecycle_delivery_failures_total 1.0" in text
+    assert "gridmesh_lifecycle_dropped_events_total 2.0" in text
+    queued.clear()  # nothing queued (or a standby): no series
+    assert "gridmesh_queue_depth{" not in generate_latest(registry).decode()

@@ -949,3 +949,17 @@ def test_a_reported_attempt_commits_the_workers_start_and_emits_its_started_even
         }
 
     run(body)
+
+
+def test_the_queue_is_counted_by_priority_and_type_with_its_longest_wait():
+    async def body(h: Harness) -> None:
+        await h.submit("noop")
+        h.wall.at += timedelta(seconds=5)
+        await h.submit("noop")
+        await h.submit("echo", priority=Priority.HIGH)
+        assert h.core.queued_by_kind() == {
+            ("normal", "noop"): (2, datetime(2026, 1, 1, tzinfo=UTC)),
+            ("high", "echo"): (1, datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)),
+        }
+
+    run(body)

@@ -150,6 +150,10 @@ class KafkaLifecycleLog:
     def acknowledged(self) -> int:
         return self._acks.upto()
 
+    def health(self) -> tuple[int, int, int]:
+        """(events in the producer's buffer, delivery failures, events dropped)."""
+        return len(self._producer), self.failed, self.dropped
+
     def emit(self, event: LifecycleEvent) -> None:
         self._acks.sent(event.position)
         try:

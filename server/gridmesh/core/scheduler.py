@@ -1124,6 +1124,17 @@ class SchedulerCore:
     def queued(self) -> int:
         return len(self._queue)
 
+    def queued_by_kind(self) -> dict[tuple[str, str], tuple[int, datetime]]:
+        """(priority, task type) → how many are queued and when the longest
+        waiting of them was submitted."""
+        found: dict[tuple[str, str], tuple[int, datetime]] = {}
+        for task_id in self._queue:
+            task = self._tasks[task_id]
+            key = (task.priority.effective().name.lower(), task.task_type)
+            count, oldest = found.get(key, (0, task.created_at))
+            found[key] = (count + 1, min(oldest, task.created_at))
+        return found
+
     def oldest_queued_at(self) -> datetime | None:
         """When the longest-waiting queued task was submitted (None: nothing queued)."""
         return min((self._tasks[t].created_at for t in self._queue.heads()), default=None)

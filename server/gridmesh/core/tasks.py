@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,6 +210,10 @@ class DispatchQueue:
 
     def __len__(self) -> int:
         return len(self._current)
+
+    def __iter__(self) -> Iterator[str]:
+        """The queued task ids (in no particular order)."""
+        return iter(list(self._current))
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._current

@@ -12,9 +12,11 @@ core at scrape time; a worker node and the StoreKeeper observe their own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 
@@ -47,6 +49,63 @@ OLDEST_QUEUED_AGE = Gauge(
 )
 LEADER = Gauge("gridmesh_scheduler_leader", "1 while this Scheduler leads, 0 while it stands by.", registry=None)
 WATCHERS = Gauge("gridmesh_watchers", "Open WatchTask/WatchTasks streams on this Scheduler.", registry=None)
+
+
+class QueueByKind:
+    """``gridmesh_queue_depth`` and ``gridmesh_queue_depth_oldest_age_seconds``
+    by ``priority`` and ``task_type``, read from the leading core at each
+    scrape (no series while nothing is queued, or on a standby)."""
+
+    def __init__(self, read: Callable[[], Mapping[tuple[str, str], tuple[int, datetime]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "gridmesh_queue_depth", "Tasks QUEUED in the leading Scheduler.", labels=("priority", "task_type")
+        )
+        age = GaugeMetricFamily(
+            "gridmesh_queue_depth_oldest_age_seconds",
+            "How long the longest-waiting queued task of this priority and type has waited.",
+            labels=("priority", "task_type"),
+        )
+        now = datetime.now(UTC)
+        try:
+            kinds = self._read()
+        except Exception:
+            kinds = {}
+        for (priority, task_type), (count, oldest) in sorted(kinds.items()):
+            depth.add_metric((priority, task_type), count)
+            age.add_metric((priority, task_type), max(0.0, (now - oldest).total_seconds()))
+        yield depth
+        yield age
+
+
+class LifecycleProducer:
+    """The life-cycle log's producer of this process: events waiting in its
+    buffer for the broker, delivery failures and events dropped (buffer full)."""
+
+    def __init__(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """``read()`` → (buffered, failed, dropped)."""
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        buffered, failed, dropped = self._read()
+        yield GaugeMetricFamily(
+            "gridmesh_lifecycle_buffered_events", "Life-cycle events produced but not yet acknowledged.", buffered
+        )
+        yield CounterMetricFamily(
+            "gridmesh_lifecycle_delivery_failures", "Life-cycle events the broker did not take.", failed
+        )
+        yield CounterMetricFamily(
+            "gridmesh_lifecycle_dropped_events", "Life-cycle events dropped: the local buffer was full.", dropped
+        )
+
+
+def register(collector: QueueByKind | LifecycleProducer) -> None:
+    """Export ``collector`` from this process (once)."""
+    with contextlib.suppress(ValueError):
+        REGISTRY.register(collector)
+
 
 # -- worker nodes -------------------------------------------------------------------------
 

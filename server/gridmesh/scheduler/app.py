@@ -87,6 +87,7 @@ def watch_core(holder: CoreHolder) -> None:
     metrics.gauge_from(metrics.LEADER, lambda: holder.core is not None)
     metrics.gauge_from(metrics.QUEUED, lambda: holder.core.queued if holder.core is not None else 0)
     metrics.gauge_from(metrics.OLDEST_QUEUED_AGE, oldest_age)
+    metrics.register(metrics.QueueByKind(lambda: holder.core.queued_by_kind() if holder.core is not None else {}))
     metrics.gauge_from(metrics.WATCHERS, lambda: holder.core.watchers if holder.core is not None else 0)
 
 
@@ -329,10 +330,9 @@ async def serve(config: MeshConfig) -> None:
     stats = MySQLStatsReader(MySQL(config.mysql, config.database("analytics")))
     await asyncio.to_thread(stats.setup)
     # A start is counted by the node that ran it; the Scheduler's copy (see SchedulerCore.report) is not.
-    lifecycle = MeteredLifecycleLog(
-        KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)),
-        uncounted=frozenset({LifecycleKind.STARTED}),
-    )
+    producer = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    metrics.register(metrics.LifecycleProducer(producer.health))
+    lifecycle = MeteredLifecycleLog(producer, uncounted=frozenset({LifecycleKind.STARTED}))
     zk = ZooKeeper(config.zookeeper, config.zk_root)
     await asyncio.to_thread(zk.start)
 

@@ -104,7 +104,9 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     address = f"{config.worker.host}:{port}"
     registry = default_registry()
     pool = await asyncio.to_thread(ProcessPool, slots)
-    lifecycle = MeteredLifecycleLog(KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value)))
+    producer = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    metrics.register(metrics.LifecycleProducer(producer.health))
+    lifecycle = MeteredLifecycleLog(producer)
     node = WorkerNode(
         NodeSettings(
             worker_id=worker_id,
