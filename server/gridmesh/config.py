@@ -66,7 +66,10 @@ class ZooKeeperConfig:
     hosts: str = "127.0.0.1:2181"
     """Comma-separated host:port list of the ensemble."""
     session_timeout_s: float = 10.0
-    """Session timeout; ephemeral nodes vanish this long after a crash."""
+    """Session timeout; ephemeral nodes vanish this long after a crash. A
+    leader cut off from ZooKeeper steps down 0.9 of it after it was last
+    heard. Keep it within the servers' bounds (2-20 ticks: 4-40 s by
+    default): a server grants no longer a session than its maximum."""
     request_timeout_s: float = 5.0
     """Longest wait for one ZooKeeper request (e.g. while it is down) before
     the call fails with UNAVAILABLE instead of hanging."""

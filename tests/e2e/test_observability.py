@@ -175,19 +175,7 @@ def test_the_no_worker_alert_fires_when_the_only_node_is_stopped_with_work_queue
     backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory
 ):
     state = tmp_path_factory.mktemp("stopped")
-    # The shipped rules, with the no-worker alert's for: cut from 2 m to 2 s.
-    shipped = prometheus_server.alert_rules_path().read_text()
-    rule = "alert: GridmeshWorkQueuedButNoWorker"
-    head, _, tail = shipped.partition(rule)
-    assert "for: 2m" in tail.split("- alert:")[0]
-    rules = state / "alerts.yml"
-    rules.write_text(head + rule + tail.replace("for: 2m", "for: 2s", 1))
-    env = mesh_env(
-        state,
-        GRIDMESH_METRICS_PROMETHEUS="true",
-        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
-        GRIDMESH_METRICS_ALERT_RULES=str(rules),
-    )
+    env = _alerting_mesh_env(state, "GridmeshWorkQueuedButNoWorker", "2m", "2s")
     config = load_config(env)
     node: psutil.Process | None = None
     try:
@@ -204,12 +192,7 @@ def test_the_no_worker_alert_fires_when_the_only_node_is_stopped_with_work_queue
         status, task = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "result_dir": "stopped"})
         assert status == 200, task
 
-        def firing() -> list[dict[str, Any]] | None:
-            alerts = _api(config, "alerts")["alerts"]
-            found = [a for a in alerts if a["labels"]["alertname"] == "GridmeshWorkQueuedButNoWorker"]
-            return found if found and found[0]["state"] == "firing" else None
-
-        alert = wait_for("the no-worker alert to fire", firing, timeout=60)[0]
+        alert = wait_for("the no-worker alert to fire", lambda: _firing(config, "GridmeshWorkQueuedButNoWorker"), 60)
         assert "1 tasks are queued" in alert["annotations"]["summary"], alert
         node.resume()
         wait_for("the task to run once the node is back", lambda: _state(edge, task["task_id"]) == "SUCCEEDED")
@@ -217,6 +200,28 @@ def test_the_no_worker_alert_fires_when_the_only_node_is_stopped_with_work_queue
         if node is not None and node.is_running():
             node.resume()
         mesh.down(config, _progress)
+
+
+def _alerting_mesh_env(state: Path, alert: str, shipped_for: str, short_for: str, **overrides: str) -> dict[str, str]:
+    """A mesh of its own with its Prometheus, evaluating the shipped rules
+    with ``alert``'s ``for:`` cut from ``shipped_for`` to ``short_for``."""
+    head, rule, tail = prometheus_server.alert_rules_path().read_text().partition(f"alert: {alert}")
+    assert f"for: {shipped_for}" in tail.split("- alert:")[0]
+    rules = state / "alerts.yml"
+    rules.write_text(head + rule + tail.replace(f"for: {shipped_for}", f"for: {short_for}", 1))
+    return mesh_env(
+        state,
+        GRIDMESH_METRICS_PROMETHEUS="true",
+        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
+        GRIDMESH_METRICS_ALERT_RULES=str(rules),
+        **overrides,
+    )
+
+
+def _firing(config: MeshConfig, alert: str) -> dict[str, Any] | None:
+    """``alert`` once Prometheus says it fires."""
+    found = [a for a in _api(config, "alerts")["alerts"] if a["labels"]["alertname"] == alert]
+    return found[0] if found and found[0]["state"] == "firing" else None
 
 
 def _node_heard_from(edge: str) -> bool:
@@ -239,19 +244,8 @@ def test_a_node_whose_task_processes_are_stopped_reports_not_serving_and_the_sta
     (log_format = json) says why, naming the node; resumed, every task
     succeeds and the node serves again."""
     state = tmp_path_factory.mktemp("stalled")
-    shipped = prometheus_server.alert_rules_path().read_text()
-    rule = "alert: GridmeshWorkerStalled"
-    head, _, tail = shipped.partition(rule)
-    assert "for: 1m" in tail.split("- alert:")[0]
-    rules = state / "alerts.yml"
-    rules.write_text(head + rule + tail.replace("for: 1m", "for: 1s", 1))
-    env = mesh_env(
-        state,
-        GRIDMESH_METRICS_PROMETHEUS="true",
-        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
-        GRIDMESH_METRICS_ALERT_RULES=str(rules),
-        GRIDMESH_WORKER_STALL_AFTER_S="2",
-        GRIDMESH_LOG_FORMAT="json",
+    env = _alerting_mesh_env(
+        state, "GridmeshWorkerStalled", "1m", "1s", GRIDMESH_WORKER_STALL_AFTER_S="2", GRIDMESH_LOG_FORMAT="json"
     )
     config = load_config(env)
     stopped: list[psutil.Process] = []
@@ -280,12 +274,7 @@ def test_a_node_whose_task_processes_are_stopped_reports_not_serving_and_the_sta
             process.suspend()
         wait_for("the node to say it is stalled", lambda: "stalled" in mesh.component_health(config, node), timeout=30)
 
-        def firing() -> list[dict[str, Any]] | None:
-            alerts = _api(config, "alerts")["alerts"]
-            found = [a for a in alerts if a["labels"]["alertname"] == "GridmeshWorkerStalled"]
-            return found if found and found[0]["state"] == "firing" else None
-
-        alert = wait_for("the stall alert to fire", firing, timeout=60)[0]
+        alert = wait_for("the stall alert to fire", lambda: _firing(config, "GridmeshWorkerStalled"), 60)
         assert "makes no progress" in alert["annotations"]["summary"], alert
         # The node said why in its log: a JSON line naming itself, shown by gridmesh logs.
         shown = subprocess.run(

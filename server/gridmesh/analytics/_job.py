@@ -43,6 +43,8 @@ __all__ = ["AnalyticsJob", "JobSettings"]
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 1
+END_OFFSETS_EVERY_S = 5.0
+"""How often the status asks Kafka where the topics end."""
 MAX_CONSECUTIVE_FAILURES = 10
 RESTART_BASE_DELAY_S = 1.0
 RESTART_MAX_DELAY_S = 30.0
@@ -111,7 +113,10 @@ class AnalyticsJob:
         self._batches = 0
         self._last_batch: tuple[int, str, int] = (-1, "", 0)
         self._progressed_at = time.monotonic()
-        """When a batch was last stored, or the job started (monotonic)."""
+        """When a batch was last stored, records began to wait, or the job
+        started (monotonic)."""
+        self._waiting = False
+        self._ends: tuple[float, dict[str, int] | None] = (-END_OFFSETS_EVERY_S, None)
         self._query_id = ""
         self._error = ""
         self._started_at = _now()
@@ -165,7 +170,12 @@ class AnalyticsJob:
         metrics.ANALYTICS_LAST_BATCH.set(time.time())
 
     def _lag(self, progress: Mapping[str, Any] | None) -> int | None:
-        return _lag(progress, self._end_offsets() if self._end_offsets is not None else None)
+        """The lag, from the topics' ends read at most every few seconds."""
+        read_at, ends = self._ends
+        if self._end_offsets is not None and time.monotonic() - read_at >= END_OFFSETS_EVERY_S:
+            ends = self._end_offsets()
+            self._ends = (time.monotonic(), ends)
+        return _lag(progress, ends)
 
     # -- supervision ----------------------------------------------------------------------
 
@@ -225,8 +235,12 @@ class AnalyticsJob:
         with self._lock:
             batch_id, batch_at, records = self._last_batch
             batches = self._batches
-            idle_s = time.monotonic() - self._progressed_at
         lag = self._lag(query.lastProgress if query is not None else None)
+        with self._lock:
+            if bool(lag) and not self._waiting:  # records begin to wait now (after an idle spell, say)
+                self._progressed_at = time.monotonic()
+            self._waiting = bool(lag)
+            idle_s = time.monotonic() - self._progressed_at
         stalled = state == "running" and bool(lag) and idle_s >= self._settings.stall_after_s
         metrics.ANALYTICS_LAG.set(lag or 0)
         metrics.ANALYTICS_STALLED.set(1 if stalled else 0)
