@@ -602,8 +602,7 @@ class ZooKeeper(BackingService):
         ensemble = ""
         if self.server_id:
             (data / "myid").write_text(f"{self.server_id}\n")
-            ensemble = "".join(
-                # Each server listens for its peers on its own address only.
+            ensemble = "".join(  # every server of the ensemble, this one included
                 f"server.{i}={host}:{self.peer_port}:{self.election_port}\n"
                 for i, (host, _) in enumerate(self._servers, start=1)
             )
