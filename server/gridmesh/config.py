@@ -440,6 +440,14 @@ _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$|^$")
 _SECTIONS = {f.name: f for f in dataclasses.fields(MeshConfig) if dataclasses.is_dataclass(f.default_factory)}
 
 
+def host_port(address: str, default_port: int = 0) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``, or a bare host: ``default_port``) as its parts."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep:
+        return address.strip(), default_port
+    return host.strip("[]"), int(port)
+
+
 def load_config(env: Mapping[str, str], file: str | Path | None = None) -> MeshConfig:
     """Build the mesh configuration from ``env`` and an optional TOML file.
 

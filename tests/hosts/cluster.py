@@ -39,7 +39,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from typing import Any
 
 from gridmesh.cli import backing
 from gridmesh.config import MeshConfig, load_config
+from tests.helpers import wait_for
 from tests.hosts.netns import Host, Network
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class Cluster:
         user = f"'gridmesh'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'"
         sql = f"CREATE USER IF NOT EXISTS {user}; ALTER USER {user}; {grants}"
         client = ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql]
-        wait("MariaDB on db", lambda: db.run(client, os.environ, 30, check=False).returncode == 0, 120)
+        wait_for("MariaDB on db", lambda: db.run(client, os.environ, 30, check=False).returncode == 0, 120, 0.2)
 
     def _start_rabbitmq(self) -> None:
         db = self.host("db")
@@ -312,7 +312,7 @@ class Cluster:
         ctl = [*as_rabbitmq, "/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", RABBITMQ_NODE]
         # await_startup gives up at once while the node has not registered with epmd yet
         started = [*ctl, "await_startup", "--timeout", "30"]
-        wait("RabbitMQ on db", lambda: db.run(started, env, 60, check=False).returncode == 0, 120)
+        wait_for("RabbitMQ on db", lambda: db.run(started, env, 60, check=False).returncode == 0, 120, 0.2)
         db.run([*ctl, "add_user", "gridmesh", RABBITMQ_PASSWORD], env, 60, check=False)  # there from a run before?
         db.run([*ctl, "change_password", "gridmesh", RABBITMQ_PASSWORD], env, 60)
         db.run([*ctl, "set_permissions", "-p", "/", "gridmesh", ".*", ".*", ".*"], env, 60)
@@ -343,10 +343,10 @@ class Cluster:
         master.popen(
             [self._spark_class(master), *argv], self._spark_env(master), self.base / "logs" / "spark-master.log"
         )
-        wait("the Spark master", lambda: _tcp_open(master.address, SPARK_PORT), 120)
+        wait_for("the Spark master", lambda: backing._tcp_open(master.address, SPARK_PORT) is None, 120, 0.2)
         for worker in self.hosts_named("sparkw"):
             self.start_spark_worker(worker, url)
-        wait("both Spark workers to register", lambda: self.spark_workers_alive() == 2, 120)
+        wait_for("both Spark workers to register", lambda: self.spark_workers_alive() == 2, 120, 0.2)
 
     def start_spark_worker(self, worker: Host, url: str | None = None) -> None:
         url = url or f"spark://{self.host('spark').address}:{SPARK_PORT}"
@@ -385,22 +385,6 @@ class Cluster:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
-
-
-def wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def to_toml(settings: Mapping[str, Any]) -> str:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gridmesh.cli import procs
-from gridmesh.config import MeshConfig
+from gridmesh.config import MeshConfig, host_port
 from gridmesh.core.errors import Unavailable
 from gridmesh.jvm import COMPLETE, KAFKA_BROKER, SPARK_KAFKA, JarSet
 
@@ -230,11 +230,7 @@ class BackingService(abc.ABC):
 
 def _host_port(hostport: str, default_port: int) -> tuple[str, int]:
     """Split the first entry of a comma-separated ``host:port`` list."""
-    first = hostport.split(",")[0].strip()
-    host, sep, port = first.rpartition(":")
-    if not sep:
-        return first, default_port
-    return host.strip("[]"), int(port)
+    return host_port(hostport.split(",")[0], default_port)
 
 
 def _tcp_open(host: str, port: int) -> str | None:

@@ -89,13 +89,12 @@ def cmd_down(config: MeshConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_logs(config: MeshConfig, args: argparse.Namespace) -> int:
-    files = logs.log_files(mesh.log_dir(config))
-    if args.component:
-        files = [f for f in files if f.stem == args.component]
-        if not files:
-            known = ", ".join(f.stem for f in logs.log_files(mesh.log_dir(config))) or "none yet"
-            print(f"gridmesh logs: no log of {args.component!r} on this host (known: {known})", file=sys.stderr)
-            return 2
+    every = logs.log_files(mesh.log_dir(config))
+    files = [f for f in every if f.stem == args.component] if args.component else every
+    if not files and args.component:
+        known = ", ".join(f.stem for f in every) or "none yet"
+        print(f"gridmesh logs: no log of {args.component!r} on this host (known: {known})", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):  # how -f ends
         logs.show(files, args.lines, args.follow)
     return 0

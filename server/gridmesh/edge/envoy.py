@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from gridmesh.adapters import pki
-from gridmesh.config import MeshConfig
+from gridmesh.config import MeshConfig, host_port
 from gridmesh.core.access import PeerRole
 
 TRANSCODED_SERVICES = ("gridmesh.v1.Scheduler", "gridmesh.v1.StoreKeeper", "gridmesh.v1.EventManager")
@@ -370,7 +370,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "clusters": [
                 _cluster(
                     "scheduler",
-                    [_endpoint(address) for address in config.scheduler_addresses],
+                    [host_port(address) for address in config.scheduler_addresses],
                     "gridmesh.v1.Scheduler",
                     tls(PeerRole.SCHEDULER),
                 ),
@@ -403,12 +403,6 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             ],
         },
     }
-
-
-def _endpoint(address: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) as Envoy's socket address parts."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _console_cluster(config: MeshConfig) -> dict[str, Any]:
