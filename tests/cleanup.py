@@ -8,8 +8,7 @@ import asyncio
 import subprocess
 from collections.abc import Iterable
 
-from kazoo.client import KazooClient
-
+from gridmesh.adapters import zookeeper
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.config import MeshConfig
 from gridmesh.core.replication import Topology
@@ -22,7 +21,7 @@ def delete_topology(config: MeshConfig, subscribers: Iterable[str]) -> None:
 
 async def _delete_topology(config: MeshConfig, subscribers: list[str]) -> None:
     topology = Topology(prefix=config.prefixed, max_deliveries=1)  # names only: the limit plays no part
-    mq = RabbitMQ(config.rabbitmq)
+    mq = RabbitMQ(config.rabbitmq, config.rabbitmq_password)
     await mq.start()
     try:
         for subscriber in subscribers:
@@ -35,7 +34,7 @@ async def _delete_topology(config: MeshConfig, subscribers: list[str]) -> None:
 
 def delete_znodes(config: MeshConfig) -> None:
     """Delete everything under the namespace's ZooKeeper root."""
-    zk = KazooClient(hosts=config.zookeeper.hosts)
+    zk = zookeeper.client(config.zookeeper, config.zookeeper_password)
     zk.start(timeout=10)
     try:
         zk.delete(f"/{config.namespace}", recursive=True)

@@ -13,6 +13,7 @@ cannot be started fails the tests; nothing is skipped.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import random
@@ -31,7 +32,7 @@ from gridmesh.adapters import pki
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import CA_FILE_VAR
-from gridmesh.config import API_KEY_VAR, ENV_PREFIX, MeshConfig, load_config
+from gridmesh.config import API_KEY_VAR, ENV_PREFIX, ZOOKEEPER_SECRET, MeshConfig, MySQLLogin, load_config, mysql_secret
 from gridmesh.core.access import PeerRole, new_key
 
 log = logging.getLogger("tests")
@@ -97,6 +98,28 @@ os.environ[CA_FILE_VAR] = str(TEST_TLS_DIR / pki.CA_CERT)
 atexit.register(shutil.rmtree, TEST_TLS_DIR, True)
 
 
+SECRETS_DIR = Path(tempfile.mkdtemp(prefix="gridmesh-tests-secrets-"))
+"""``secrets_dir`` of the session's backing services and of every mesh:
+one RabbitMQ user and ZooKeeper identity for all; each mesh (namespace)
+gets MySQL accounts of its own there."""
+atexit.register(shutil.rmtree, SECRETS_DIR, True)
+TESTS_MYSQL_ACCOUNT = "gridmesh_tests"
+"""The tests' own MySQL account, for databases of their own (…_gridmesh_…)."""
+
+
+def session_backing() -> dict[str, str]:
+    """GRIDMESH_* settings of the session's backing services (its ZooKeeper,
+    Kafka broker, RabbitMQ user and secrets), for a test that loads a config
+    of its own."""
+    return dict(_SESSION_BACKING)
+
+
+def provision_mysql(config: MeshConfig) -> None:
+    """Make ``config``'s MySQL accounts as ``gridmesh up`` does, for a test
+    that builds a component in-process."""
+    backing.MySQL.from_config(config, backing.AptInstaller()).provision(functools.partial(_progress, "mysql"))
+
+
 def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
     """A fresh namespace, free ports and its own state directory, on the
     session's backing services."""
@@ -158,7 +181,7 @@ def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
         yield RunningMesh(config, env)
     finally:
         mesh.down(config, _progress)
-        MySQL(config.mysql, config.database("analytics")).drop_database()
+        MySQL(config.mysql_login("analytics"), config.database("analytics")).drop_database()
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +191,11 @@ def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshC
     own = {
         "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{free_port()}",
         "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "GRIDMESH_SECRETS_DIR": str(SECRETS_DIR),
+        # A RabbitMQ user and vhost of the tests' own: a session resets its
+        # password, which must not lock out a mesh a developer runs here.
+        "GRIDMESH_RABBITMQ_USER": "gridmesh-tests",
+        "GRIDMESH_RABBITMQ_VHOST": "gridmesh-tests",
     }
     config = load_config({"GRIDMESH_STATE_DIR": str(state), **own})
     runs, logs = mesh.run_dir(config), mesh.log_dir(config)
@@ -175,11 +203,26 @@ def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshC
     logs.mkdir(parents=True)
     try:
         backing.ensure_backing(config, runs, logs, _progress)
+        backing.ensure_secret(config.secrets_path / ZOOKEEPER_SECRET)
         _SESSION_BACKING.update(own)
         yield config
     finally:
         for name in reversed(procs.recorded(runs)):
             procs.stop(name, runs)
+
+
+@pytest.fixture(scope="session")
+def tests_mysql(backing_services: MeshConfig) -> MySQLLogin:
+    """The tests' own MySQL account, with every right on databases named
+    like gridmesh's (``…gridmesh…``) and on no others."""
+    account = backing.MySQLAccount(
+        TESTS_MYSQL_ACCOUNT,
+        backing_services.secrets_path / mysql_secret(TESTS_MYSQL_ACCOUNT),
+        (("ALL PRIVILEGES", "%gridmesh%"),),
+    )
+    m = backing_services.mysql
+    backing.MySQL(m.host, m.port, [account]).provision(functools.partial(_progress, "mysql"))
+    return MySQLLogin(m.host, m.port, account.name, account.password() or "")
 
 
 @pytest.fixture(scope="session")

@@ -38,13 +38,21 @@ class MySQLConfig:
     """MySQL / MariaDB host."""
     port: int = 3306
     """MySQL / MariaDB TCP port."""
-    user: str = "gridmesh"
-    """gridmesh's own user, with rights on the gridmesh databases. On a local
-    MariaDB that refuses it, ``gridmesh up`` (as root) creates it through the
-    unix socket; elsewhere create it yourself."""
-    password: str = "gridmesh"
-    """Password of ``user``. The default suits a server that listens on
-    loopback only; set your own anywhere else."""
+    # Each component logs in as an account of its own, named after its
+    # database, with its password in <secrets_dir>/mysql/<account>.password
+    # (see MeshConfig.mysql_login). On a local MariaDB, ``gridmesh up`` (as
+    # root) creates the accounts through the unix socket; elsewhere create
+    # them yourself (docs/deploy.md).
+
+
+@dataclass(frozen=True)
+class MySQLLogin:
+    """Where and as whom one component reaches MySQL."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -53,18 +61,21 @@ class RabbitMQConfig:
     """RabbitMQ host."""
     port: int = 5672
     """AMQP port."""
-    user: str = "guest"
-    """AMQP user."""
-    password: str = "guest"
-    """Password of ``user``."""
-    vhost: str = "/"
-    """Virtual host."""
+    user: str = "gridmesh"
+    """AMQP user, never ``guest``; its password is in
+    <secrets_dir>/rabbitmq.password. On a local RabbitMQ, ``gridmesh up``
+    (as root) creates it with rights on ``vhost`` only."""
+    vhost: str = "gridmesh"
+    """Virtual host of the mesh's exchanges and queues."""
 
 
 @dataclass(frozen=True)
 class ZooKeeperConfig:
     hosts: str = "127.0.0.1:2181"
     """Comma-separated host:port list of the ensemble."""
+    user: str = "gridmesh"
+    """Digest identity the mesh's znodes are restricted to (ACL); its
+    password is in <secrets_dir>/zookeeper.password."""
     session_timeout_s: float = 10.0
     """Session timeout; ephemeral nodes vanish this long after a crash. A
     leader cut off from ZooKeeper steps down 0.9 of it after it was last
@@ -327,6 +338,10 @@ class MeshConfig:
     topics, so several meshes share one set of backing services."""
     state_dir: str = "~/.local/state/gridmesh"
     """Pids, logs and data of what ``gridmesh up`` starts."""
+    secrets_dir: str = ""
+    """Passwords of the backing services' accounts (0600 files, made by
+    ``gridmesh up`` where it provisions the service; empty =
+    <state_dir>/credentials). Hosts of one mesh share its contents."""
     cache_dir: str = "~/.cache/gridmesh"
     """Downloads kept across meshes: the Java jars fetched from Maven Central."""
     log_level: str = "INFO"
@@ -393,6 +408,40 @@ class MeshConfig:
         return Path(path).expanduser() if path else self.state_path / "credentials" / "admin.key"
 
     @property
+    def secrets_path(self) -> Path:
+        return Path(self.secrets_dir).expanduser() if self.secrets_dir else self.state_path / "credentials"
+
+    def secret(self, name: str) -> str:
+        """The password in ``<secrets_dir>/<name>``; ConfigError if it is not there."""
+        path = self.secrets_path / name
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no password file {path}: gridmesh up writes it where it provisions the service; "
+                "on another host, copy it from there (mode 0600) or set secrets_dir"
+            ) from None
+
+    def mysql_account(self, component: str) -> str:
+        """The MySQL account of one component: named after its database."""
+        return self.database(component)
+
+    def mysql_login(self, component: str) -> MySQLLogin:
+        """How ``component`` (scheduler, storekeeper, analytics, auth,
+        demo_<name>) logs in to MySQL: as its own account, whose rights
+        reach its own database only."""
+        account = self.mysql_account(component)
+        return MySQLLogin(self.mysql.host, self.mysql.port, account, self.secret(mysql_secret(account)))
+
+    @property
+    def rabbitmq_password(self) -> str:
+        return self.secret(RABBITMQ_SECRET)
+
+    @property
+    def zookeeper_password(self) -> str:
+        return self.secret(ZOOKEEPER_SECRET)
+
+    @property
     def tls_path(self) -> Path:
         """The mesh's CA certificate and each role's certificate and key."""
         root = self.tls.dir
@@ -434,6 +483,15 @@ class MeshConfig:
     def topic(self, name: str) -> str:
         """Kafka topic, e.g. ``gridmesh.task.pending``."""
         return self.prefixed(f"gridmesh.{name}")
+
+
+RABBITMQ_SECRET = "rabbitmq.password"
+ZOOKEEPER_SECRET = "zookeeper.password"
+
+
+def mysql_secret(account: str) -> str:
+    """Name of a MySQL account's password file under ``secrets_dir``."""
+    return f"mysql/{account}.password"
 
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$|^$")

@@ -30,7 +30,7 @@ class StopBeforeMarking(MySQLOutboxStore):
 
 def main() -> None:
     config = load_config(os.environ)
-    db = MySQL(config.mysql, config.database("demo_customers"))
+    db = MySQL(config.mysql_login("demo_customers"), config.database("demo_customers"))
     outbox = Outbox(functools.partial(db.connect, db.database), publisher="customers")
     # Through the edge, as the demo's own relay (TLS, the local admin's key).
     key = config.credentials_path.read_text().strip()

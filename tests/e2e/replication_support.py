@@ -6,6 +6,7 @@ databases, queues, znodes)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -78,9 +79,8 @@ class DemoMesh:
         return EventClient(self.edge, rpc_timeout_s=20)
 
     def connect(self, service: str) -> pymysql.connections.Connection:
-        m = self.config.mysql
-        database = self.config.database(f"demo_{service}")
-        return pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password, database=database)
+        login = self.config.mysql_login(f"demo_{service}")
+        return pymysql.connect(**dataclasses.asdict(login), database=self.config.database(f"demo_{service}"))
 
     def rows(self, service: str, query: str, args: Any = None) -> list[tuple[Any, ...]]:
         with contextlib.closing(self.connect(service)) as conn, conn.cursor() as cur:
@@ -139,12 +139,16 @@ def _answers_through_edge(fm: DemoMesh) -> bool:
 
 def cleanup(config: MeshConfig, subscribers: set[str]) -> None:
     """Drop the namespace's databases, delete its queues, exchange and znodes."""
-    m = config.mysql
-    server = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
-    with contextlib.closing(server) as conn, conn.cursor() as cur:
-        cur.execute("SHOW DATABASES LIKE %s", (f"{config.namespace}\\_%",))
-        for (name,) in cur.fetchall():
-            cur.execute(f"DROP DATABASE `{name}`")
+    for account in backing.mysql_accounts(config):
+        password = account.password()
+        if password is None:
+            continue
+        m = config.mysql
+        server = pymysql.connect(host=m.host, port=m.port, user=account.name, password=password)
+        with contextlib.closing(server) as conn, conn.cursor() as cur:
+            cur.execute("SHOW DATABASES LIKE %s", (account.name.replace("_", "\\_") + "%",))  # its own
+            for (name,) in cur.fetchall():
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
     delete_topology(config, subscribers)
     delete_znodes(config)
 

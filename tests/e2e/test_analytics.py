@@ -9,6 +9,7 @@ analytics job enabled and a short trigger interval.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -230,10 +231,7 @@ def test_the_job_exports_its_metrics_and_says_it_is_stalled_while_its_database_i
     assert metrics["gridmesh_analytics_last_batch_timestamp_seconds"] > time.time() - 600
     assert "gridmesh_analytics_lag_records" in metrics and metrics["gridmesh_analytics_stalled"] == 0
     start = datetime.now(UTC) - timedelta(minutes=1)
-    held = pymysql.connect(
-        host=config.mysql.host, port=config.mysql.port, user=config.mysql.user, password=config.mysql.password,
-        database=config.database("analytics"),
-    )  # fmt: skip
+    held = pymysql.connect(**dataclasses.asdict(config.mysql_login("analytics")), database=config.database("analytics"))
     try:
         with held.cursor() as cur:
             cur.execute("LOCK TABLES lifecycle_events WRITE")

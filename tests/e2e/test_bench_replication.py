@@ -7,6 +7,7 @@ A ``--quick`` smoke run: the numbers mean nothing."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,8 +26,7 @@ GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
 
 
 def _bench_databases(config) -> list[str]:
-    m = config.mysql
-    conn = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+    conn = pymysql.connect(**dataclasses.asdict(config.mysql_login("bench")))
     with contextlib.closing(conn), conn.cursor() as cur:
         cur.execute("SHOW DATABASES LIKE %s", (config.database("bench") + "\\_%",))
         return [row[0] for row in cur.fetchall()]

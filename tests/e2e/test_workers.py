@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from kazoo.client import KazooClient
 
+from gridmesh.adapters import zookeeper
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleKind
@@ -47,7 +48,7 @@ def succeeded(edge: str, task_id: str) -> dict | None:
 
 @pytest.fixture
 def zk(mesh_config: MeshConfig) -> Iterator[KazooClient]:
-    client = KazooClient(hosts=mesh_config.zookeeper.hosts)
+    client = zookeeper.client(mesh_config.zookeeper, mesh_config.zookeeper_password)
     client.start(timeout=10)
     try:
         yield client

@@ -37,7 +37,6 @@ import functools
 import json
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from gridmesh.cli import backing
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import RABBITMQ_SECRET, MeshConfig, load_config
 from tests.helpers import wait_for
 from tests.hosts.netns import Host, Network
 
@@ -63,8 +62,6 @@ SPARK_PORT = 7077
 SPARK_UI_PORT = 8090
 SCHEDULER_PORT = 50051
 EDGE_PORT = 8080
-MYSQL_PASSWORD = "hosts-" + secrets.token_hex(8)
-RABBITMQ_PASSWORD = "hosts-" + secrets.token_hex(8)
 RABBITMQ_NODE = "gridmesh-hosts@localhost"
 """The db host's RabbitMQ node (``localhost`` is the host's own loopback)."""
 
@@ -103,6 +100,7 @@ class Cluster:
         self.base = self.base.resolve()
         self.kafka_cluster_id = backing.kafka_cluster_id()
         self.tls_dir = self.base / "tls"
+        self.secrets_dir = self.base / "secrets"
 
     # -- addresses ----------------------------------------------------------------
 
@@ -201,8 +199,9 @@ class Cluster:
         mesh: dict[str, Any] = {
             "namespace": self.namespace,
             "state_dir": str(self.state_dir(host.name)),
-            "mysql": {"host": a["db"], "user": "gridmesh", "password": MYSQL_PASSWORD},
-            "rabbitmq": {"host": a["db"], "user": "gridmesh", "password": RABBITMQ_PASSWORD},
+            "secrets_dir": str(self.secrets_dir),  # as an operator hands each host the passwords
+            "mysql": {"host": a["db"]},
+            "rabbitmq": {"host": a["db"]},
             "zookeeper": {
                 "hosts": ",".join(f"{h.address}:2181" for h in self.hosts_named("zk")),
                 "session_timeout_s": self.session_timeout_s,
@@ -280,14 +279,17 @@ class Cluster:
             os.environ,
             self.base / "logs" / "db-mariadb.log",
         )
-        grants = "".join(
-            f"GRANT ALL PRIVILEGES ON `{pattern}`.* TO 'gridmesh'@'%';"
-            for pattern in ("gridmesh\\_%", "%\\_gridmesh\\_%")
+        client = ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root"]
+        wait_for(
+            "MariaDB on db",
+            lambda: db.run([*client, "-e", "SELECT 1"], os.environ, 30, check=False).returncode == 0,
+            120,
+            0.2,
         )
-        user = f"'gridmesh'@'%' IDENTIFIED BY '{MYSQL_PASSWORD}'"
-        sql = f"CREATE USER IF NOT EXISTS {user}; ALTER USER {user}; {grants}"
-        client = ["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql]
-        wait_for("MariaDB on db", lambda: db.run(client, os.environ, 30, check=False).returncode == 0, 120, 0.2)
+        # The operator makes the mesh's accounts (the statements gridmesh up runs on a local server).
+        config = load_config({}, self.config_file(db))
+        accounts = backing.MySQL.from_config(config, backing.AptInstaller()).account_statements()
+        db.run(client, os.environ, 30, given="".join(f"{statement};\n" for statement in accounts))
 
     def _start_rabbitmq(self) -> None:
         db = self.host("db")
@@ -313,9 +315,10 @@ class Cluster:
         # await_startup gives up at once while the node has not registered with epmd yet
         started = [*ctl, "await_startup", "--timeout", "30"]
         wait_for("RabbitMQ on db", lambda: db.run(started, env, 60, check=False).returncode == 0, 120, 0.2)
-        db.run([*ctl, "add_user", "gridmesh", RABBITMQ_PASSWORD], env, 60, check=False)  # there from a run before?
-        db.run([*ctl, "change_password", "gridmesh", RABBITMQ_PASSWORD], env, 60)
-        db.run([*ctl, "set_permissions", "-p", "/", "gridmesh", ".*", ".*", ".*"], env, 60)
+        config = load_config({}, self.config_file(db))
+        password = backing.ensure_secret(config.secrets_path / RABBITMQ_SECRET)
+        definitions = backing.rabbitmq_definitions(config.rabbitmq.user, password, config.rabbitmq.vhost)
+        db.run([*ctl, "import_definitions", "--format", "json"], env, 60, given=definitions)
 
     # -- Spark standalone ---------------------------------------------------------------
 

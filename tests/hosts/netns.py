@@ -65,10 +65,11 @@ class Host:
         return ["ip", "netns", "exec", self.netns, *named, *argv]
 
     def run(
-        self, argv: Sequence[str], env: Mapping[str, str], timeout: float, check: bool = True
+        self, argv: Sequence[str], env: Mapping[str, str], timeout: float, check: bool = True, given: str = ""
     ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` on this host to its end, ``given`` on its standard input."""
         done = subprocess.run(
-            self.argv(argv), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+            self.argv(argv), env=dict(env), input=given, capture_output=True, text=True, timeout=timeout, check=False
         )
         if check and done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])

@@ -13,6 +13,7 @@ directory, so stopping things disturbs no other test.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -39,7 +40,7 @@ from gridmesh.analytics.app import topics
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind
-from tests.conftest import free_port, mesh_env
+from tests.conftest import free_port, mesh_env, provision_mysql
 from tests.helpers import wait_for
 
 log = logging.getLogger("tests.analytics")
@@ -83,15 +84,8 @@ class Rig:
         assert procs.alive("analytics", self.runs) is None
 
     def db(self) -> pymysql.Connection[Any]:
-        m = self.config.mysql
-        return pymysql.connect(
-            host=m.host,
-            port=m.port,
-            user=m.user,
-            password=m.password,
-            database=self.config.database("analytics"),
-            autocommit=True,
-        )
+        login = self.config.mysql_login("analytics")
+        return pymysql.connect(**dataclasses.asdict(login), database=self.config.database("analytics"), autocommit=True)
 
 
 def query(rig: Rig, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -141,6 +135,7 @@ def rig(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
         GRIDMESH_ANALYTICS_MAX_BATCH_MESSAGES="900",  # a backlog takes several micro-batches
     )
     config = load_config(env)
+    provision_mysql(config)
     rig = Rig(config, env)
     try:
         backing.ensure_spark_kafka(config, lambda *_: None)
@@ -156,7 +151,7 @@ def rig(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
     finally:
         for name in reversed(procs.recorded(rig.runs)):
             procs.stop(name, rig.runs)
-        MySQL(config.mysql, config.database("analytics")).drop_database()
+        MySQL(config.mysql_login("analytics"), config.database("analytics")).drop_database()
 
 
 class Emitter:

@@ -11,6 +11,7 @@ batch's transaction; the machine's MariaDB is shared and is not restarted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import uuid
@@ -24,7 +25,7 @@ import pytest
 
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics import LifecycleSink, Record, SinkSettings
-from gridmesh.config import MeshConfig
+from gridmesh.config import MySQLLogin
 from gridmesh.core.stats import StatsQuery
 from gridmesh.scheduler.stats import MySQLStatsReader
 from tests.helpers import wait_for
@@ -54,15 +55,8 @@ def malformed() -> Record:
 class Tables:
     """Direct reads of the analytics tables."""
 
-    def __init__(self, config: MeshConfig, database: str) -> None:
-        self.conn = pymysql.connect(
-            host=config.mysql.host,
-            port=config.mysql.port,
-            user=config.mysql.user,
-            password=config.mysql.password,
-            database=database,
-            autocommit=True,
-        )
+    def __init__(self, login: MySQLLogin, database: str) -> None:
+        self.conn = pymysql.connect(**dataclasses.asdict(login), database=database, autocommit=True)
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self.conn.cursor() as cur:
@@ -92,18 +86,18 @@ class Tables:
 
 
 @pytest.fixture
-def sink_db(backing_services: MeshConfig) -> Iterator[tuple[LifecycleSink, Tables, MySQL]]:
+def sink_db(tests_mysql: MySQLLogin) -> Iterator[tuple[LifecycleSink, Tables, MySQL]]:
     database = f"t{uuid.uuid4().hex[:10]}_gridmesh_analytics"
-    db = MySQL(backing_services.mysql, database)
+    db = MySQL(tests_mysql, database)
     sink = LifecycleSink(db, SinkSettings(window_s=60, lateness_s=600, retention_s=86_400))
     sink.setup()
-    tables = Tables(backing_services, database)
+    tables = Tables(tests_mysql, database)
     try:
         yield sink, tables, db
     finally:
         sink.close()
         tables.conn.close()
-        MySQL(backing_services.mysql, database).drop_database()
+        MySQL(tests_mysql, database).drop_database()
 
 
 def test_each_event_is_stored_once_and_its_window_holds_counts_waits_and_run_times(sink_db):
@@ -183,17 +177,11 @@ def test_an_event_behind_the_watermark_is_counted_as_late_and_changes_no_window(
     assert len(tables.windows()) == 2  # the window of the in-bound late event
 
 
-def test_a_mysql_connection_lost_during_a_batch_retries_the_batch_and_counts_stay_exact(sink_db, backing_services):
+def test_a_mysql_connection_lost_during_a_batch_retries_the_batch_and_counts_stay_exact(sink_db, tests_mysql):
     sink, tables, db = sink_db
     sink.apply(task("a"), batch_id=0, query_id="q")
     window = T0.replace(tzinfo=None)
-    locker = pymysql.connect(
-        host=backing_services.mysql.host,
-        port=backing_services.mysql.port,
-        user=backing_services.mysql.user,
-        password=backing_services.mysql.password,
-        database=db.database,
-    )
+    locker = pymysql.connect(**dataclasses.asdict(tests_mysql), database=db.database)
     outcome: Future[Any] = Future()
     try:
         with locker.cursor() as cur:
@@ -228,8 +216,7 @@ def test_a_mysql_connection_lost_during_a_batch_retries_the_batch_and_counts_sta
 def test_get_stats_reads_the_windows_the_job_stored(sink_db):
     sink, _, db = sink_db
     sink.apply(task("a", 0) + task("b", 61_000) + task("e", 0, task_type="echo"), batch_id=0, query_id="q")
-    reader = MySQLStatsReader(db)
-    reader.setup()
+    reader = MySQLStatsReader(db, db.database)
 
     def read(start: datetime, end: datetime, task_type: str = "") -> Any:
         return asyncio.run(reader.read(StatsQuery(start, end, task_type)))
@@ -246,3 +233,10 @@ def test_get_stats_reads_the_windows_the_job_stored(sink_db):
     only = read(T0 + timedelta(seconds=30), T0 + timedelta(seconds=61), "noop")
     assert [w.window.start for w in only.windows] == [T0, T0 + timedelta(minutes=1)]  # overlapping windows
     assert read(T0 + timedelta(hours=2), T0 + timedelta(hours=3)).windows == []
+
+
+def test_get_stats_is_empty_before_the_job_made_its_tables(sink_db):
+    _, _, db = sink_db
+    reader = MySQLStatsReader(db, f"t{uuid.uuid4().hex[:10]}_gridmesh_analytics")  # no such database yet
+    report = asyncio.run(reader.read(StatsQuery(T0 - timedelta(hours=1), T0 + timedelta(hours=1), "")))
+    assert (report.windows, report.workers, report.progress.events) == ([], [], 0)

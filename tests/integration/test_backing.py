@@ -26,7 +26,7 @@ from kazoo.client import KazooClient
 from gridmesh.cli import backing, procs
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import Unavailable
-from tests.conftest import free_port
+from tests.conftest import free_port, session_backing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -57,6 +57,7 @@ def _gone(pid: int) -> bool:
 def config(tmp_path: Path) -> MeshConfig:
     return load_config(
         {
+            **session_backing(),  # its MariaDB accounts and RabbitMQ user, ZooKeeper and Kafka its own:
             "GRIDMESH_STATE_DIR": str(tmp_path / "state"),
             "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{free_port()}",
             "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
@@ -236,8 +237,8 @@ def test_ensure_backing_uses_running_services_and_starts_and_records_only_the_mi
     assert all(svc.probe() for svc in machine)
 
 
-def test_the_machines_mariadb_and_rabbitmq_answer_their_probes() -> None:
-    services = backing.backing_services(load_config({}))
+def test_the_machines_mariadb_and_rabbitmq_answer_their_probes(backing_services: MeshConfig) -> None:
+    services = backing.backing_services(backing_services)
     mysql, rabbitmq = services[0], services[1]
 
     assert (mysql.name, mysql.address, mysql.check()) == ("mysql", "127.0.0.1:3306", None)

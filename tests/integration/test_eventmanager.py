@@ -38,7 +38,7 @@ from gridmesh.eventmanager import EventManagerProcess, build_server
 from gridmesh.grpc_support.convert import dict_to_struct
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 from tests.cleanup import close_rabbitmq_connections, delete_topology
-from tests.conftest import free_port
+from tests.conftest import free_port, session_backing
 from tests.helpers import certificates, mesh_aio_channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -118,6 +118,7 @@ def config(zookeeper_hosts: str, tmp_path_factory: pytest.TempPathFactory) -> It
         {
             "GRIDMESH_NAMESPACE": f"t{uuid.uuid4().hex[:10]}",
             "GRIDMESH_STATE_DIR": str(tmp_path_factory.mktemp("state")),
+            **session_backing(),
             "GRIDMESH_ZOOKEEPER_HOSTS": zookeeper_hosts,
             "GRIDMESH_EVENTMANAGER_PORT": "0",
             "GRIDMESH_EVENTMANAGER_MAX_REDELIVERIES": str(MAX_DELIVERIES),
@@ -255,7 +256,7 @@ def test_a_restarted_eventmanager_rebuilds_queues_and_bindings_from_zookeeper(co
                 EM.SubscribeRequest(subscriber=subscriber, publisher=publisher, entity_type="customer")
             )
         # RabbitMQ loses the queue and its binding while no EventManager runs.
-        mq = RabbitMQ(config.rabbitmq)
+        mq = RabbitMQ(config.rabbitmq, config.rabbitmq_password)
         await mq.start()
         await mq.delete_queue(process.service.topology.queue(subscriber))
         await mq.close()
@@ -278,7 +279,7 @@ def test_routed_to_comes_from_the_broker_not_only_the_map(config: MeshConfig) ->
             )
             # Someone deletes the queue behind the EventManager's back: the map
             # still names the subscriber, but RabbitMQ returns the event.
-            mq = RabbitMQ(config.rabbitmq)
+            mq = RabbitMQ(config.rabbitmq, config.rabbitmq_password)
             await mq.start()
             await mq.delete_queue(process.service.topology.queue(subscriber))
             await mq.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import threading
@@ -34,10 +35,11 @@ from gridmesh.clients import (
     new_event,
 )
 from gridmesh.clients.replica import ReplicaAction
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig, MySQLLogin, load_config
 from gridmesh.core.access import PeerRole
 from gridmesh.eventmanager import EventManagerProcess, build_server
 from tests.cleanup import delete_topology, delete_znodes
+from tests.conftest import session_backing
 from tests.helpers import certificates, mesh_channel, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -49,8 +51,9 @@ _counter = itertools.count(1)
 class Env:
     """The module's namespace and what it created (deleted at the end)."""
 
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, mysql: MySQLLogin) -> None:
         self.config = config
+        self.mysql = mysql
         self.subscribers: set[str] = set()
         self.databases: set[str] = set()
 
@@ -71,10 +74,7 @@ class Env:
         return functools.partial(self.connect, name)
 
     def connect(self, database: str | None) -> pymysql.connections.Connection:
-        m = self.config.mysql
-        return pymysql.connect(
-            host=m.host, port=m.port, user=m.user, password=m.password, database=database, autocommit=False
-        )
+        return pymysql.connect(**dataclasses.asdict(self.mysql), database=database, autocommit=False)
 
 
 class EventManagerThread:
@@ -104,19 +104,21 @@ class EventManagerThread:
 
 
 @pytest.fixture(scope="module")
-def env(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    backing_services: MeshConfig, tests_mysql: MySQLLogin, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Env]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
     config = load_config(
         {
             "GRIDMESH_NAMESPACE": namespace,
             "GRIDMESH_STATE_DIR": str(tmp_path_factory.mktemp("clients")),
-            "GRIDMESH_ZOOKEEPER_HOSTS": backing_services.zookeeper.hosts,
+            **session_backing(),
             "GRIDMESH_EVENTMANAGER_PORT": "0",
             "GRIDMESH_EVENTMANAGER_MAX_REDELIVERIES": "3",
         }
     )
     certificates(config)
-    e = Env(config)
+    e = Env(config, tests_mysql)
     try:
         yield e
     finally:

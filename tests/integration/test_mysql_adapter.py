@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pytest
 
 from gridmesh.adapters.mysql import GroupCommitter, MySQL, Row
-from gridmesh.config import MySQLConfig
+from gridmesh.config import MySQLLogin
 from gridmesh.core.errors import AlreadyExists, Internal
 
 SCHEMA = ["CREATE TABLE items (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)"]
@@ -22,9 +22,9 @@ UPSERT = INSERT + " ON DUPLICATE KEY UPDATE v=VALUES(v)"
 
 
 @pytest.fixture
-def db(backing_services) -> Iterator[MySQL]:
-    # gridmesh's MariaDB user may use only databases named like gridmesh's own
-    database = MySQL(MySQLConfig(), f"t{uuid.uuid4().hex[:10]}_gridmesh_adapter")
+def db(tests_mysql: MySQLLogin) -> Iterator[MySQL]:
+    # the tests' account may use only databases named like gridmesh's own
+    database = MySQL(tests_mysql, f"t{uuid.uuid4().hex[:10]}_gridmesh_adapter")
     database.ensure_schema(SCHEMA)
     try:
         yield database

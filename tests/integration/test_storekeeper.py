@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import uuid
@@ -25,6 +26,7 @@ from gridmesh.grpc_support.server import shutdown
 from gridmesh.storekeeper.app import build_server
 from gridmesh.v1 import storekeeper_pb2 as pb
 from gridmesh.v1 import storekeeper_pb2_grpc
+from tests.conftest import provision_mysql
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -46,10 +48,11 @@ def config(tmp_path: Path) -> Iterator[MeshConfig]:
             "GRIDMESH_TLS_ENABLED": "false",
         }
     )
+    provision_mysql(config)
     try:
         yield config
     finally:
-        MySQL(config.mysql, config.database("storekeeper")).drop_database()
+        MySQL(config.mysql_login("storekeeper"), config.database("storekeeper")).drop_database()
 
 
 @contextlib.asynccontextmanager
@@ -66,9 +69,7 @@ async def storekeeper(config: MeshConfig) -> AsyncIterator[storekeeper_pb2_grpc.
 
 def _index_rows(config: MeshConfig) -> int:
     with (
-        pymysql.connect(
-            host=config.mysql.host, port=config.mysql.port, user=config.mysql.user, password=config.mysql.password
-        ) as conn,
+        pymysql.connect(**dataclasses.asdict(config.mysql_login("storekeeper"))) as conn,
         conn.cursor() as cur,
     ):
         cur.execute(f"SELECT COUNT(*) FROM `{config.database('storekeeper')}`.results")

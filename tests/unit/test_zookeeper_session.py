@@ -16,7 +16,7 @@ SESSION_S = 0.2
 
 
 def watched() -> tuple[ZooKeeper, threading.Event]:
-    zk = ZooKeeper(ZooKeeperConfig(hosts="127.0.0.1:9", session_timeout_s=SESSION_S), "/t")
+    zk = ZooKeeper(ZooKeeperConfig(hosts="127.0.0.1:9", session_timeout_s=SESSION_S), "/t", "secret")
     lost = threading.Event()
     zk.on_session_lost.append(lost.set)
     return zk, lost

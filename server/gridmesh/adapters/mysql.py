@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import pymysql
 import pymysql.cursors
 
-from gridmesh.config import MySQLConfig
+from gridmesh.config import MySQLLogin
 from gridmesh.core.errors import AlreadyExists, GridmeshError, Internal, Unavailable
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,8 @@ def _discard(conn: pymysql.Connection[Cursor] | None) -> None:
 class MySQL:
     """Connections to one database of one MySQL server."""
 
-    def __init__(self, config: MySQLConfig, database: str) -> None:
-        self._config = config
+    def __init__(self, login: MySQLLogin, database: str) -> None:
+        self._config = login
         self.database = database
         self._local = threading.local()
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"mysql-read-{database}")

@@ -389,8 +389,9 @@ class Consumer:
 class RabbitMQ:
     """One AMQP connection (see the module doc for the threading model)."""
 
-    def __init__(self, config: RabbitMQConfig, *, connection_name: str = "gridmesh") -> None:
+    def __init__(self, config: RabbitMQConfig, password: str, *, connection_name: str = "gridmesh") -> None:
         self._config = config
+        self._password = password
         self._name = connection_name
         self._connection: AsyncioConnection | None = None
         self._publisher: _Publisher | None = None
@@ -452,7 +453,7 @@ class RabbitMQ:
             host=self._config.host,
             port=self._config.port,
             virtual_host=self._config.vhost,
-            credentials=pika.PlainCredentials(self._config.user, self._config.password),
+            credentials=pika.PlainCredentials(self._config.user, self._password),
             heartbeat=HEARTBEAT_S,
             connection_attempts=1,
             socket_timeout=CONNECT_TIMEOUT_S,

@@ -5,6 +5,9 @@ election) run on those threads, never on the event loop: callers that need
 the loop hand results over with ``loop.call_soon_threadsafe``. kazoo's
 exceptions stop here and become gridmesh errors.
 
+Every znode made here carries a digest ACL: only the mesh's identity
+(``zookeeper.user`` and its password) reads or changes it.
+
 kazoo queues a request made while the connection is down until it comes
 back; every request here waits at most ``request_timeout_s`` and then
 raises :class:`Unavailable`, so a caller gets an answer while ZooKeeper is
@@ -26,6 +29,7 @@ from kazoo.interfaces import IAsyncResult
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+from kazoo.security import make_digest_acl
 
 from gridmesh.config import ZooKeeperConfig
 from gridmesh.core.errors import NotFound, Unavailable
@@ -50,14 +54,25 @@ def suspension_allowance(session_timeout_s: float) -> float:
     return session_timeout_s * (1 / 3 - 1 / 10)
 
 
+def client(config: ZooKeeperConfig, password: str) -> KazooClient:
+    """A kazoo client (not started) that signs in as the mesh's digest
+    identity and gives what it creates that identity's ACL alone."""
+    return KazooClient(
+        hosts=config.hosts,
+        timeout=config.session_timeout_s,
+        auth_data=[("digest", f"{config.user}:{password}")],
+        default_acl=[make_digest_acl(config.user, password, all=True)],
+    )
+
+
 class ZooKeeper:
     """A kazoo session rooted at ``root`` (e.g. ``/<namespace>/gridmesh``);
     every path below is relative to it."""
 
-    def __init__(self, config: ZooKeeperConfig, root: str) -> None:
+    def __init__(self, config: ZooKeeperConfig, root: str, password: str) -> None:
         self._config = config
         self.root = root.rstrip("/")
-        self._client = KazooClient(hosts=config.hosts, timeout=config.session_timeout_s)
+        self._client = client(config, password)
         self._ephemerals: dict[str, bytes] = {}
         self._lock = threading.Lock()
         self._suspension: threading.Timer | None = None

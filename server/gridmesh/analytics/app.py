@@ -76,7 +76,7 @@ def run(config: MeshConfig, stop: threading.Event) -> int:
     from gridmesh.analytics._job import AnalyticsJob, JobSettings  # imports pyspark
 
     a = config.analytics
-    sink = LifecycleSink(MySQL(config.mysql, config.database("analytics")), sink_settings(config))
+    sink = LifecycleSink(MySQL(config.mysql_login("analytics"), config.database("analytics")), sink_settings(config))
     sink.setup()
     settings = JobSettings(
         bootstrap_servers=config.kafka.bootstrap_servers,

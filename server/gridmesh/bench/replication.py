@@ -246,11 +246,11 @@ class Replication:
         return self.config.database(f"bench_{self.run_id}_{'ab'[index]}")
 
     def _server(self, database: str | None = None) -> pymysql.connections.Connection:
-        m = self.config.mysql
+        m = self.config.mysql_login("bench")
         return pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password, database=database)
 
     def start(self, deadline: float) -> None:
-        m = self.config.mysql
+        m = self.config.mysql_login("bench")
         with contextlib.closing(self._server()) as conn, conn.cursor() as cur:
             for i in range(SUBSCRIBERS):
                 cur.execute(f"CREATE DATABASE `{self.database(i)}`")
@@ -353,7 +353,7 @@ class Replication:
 
     async def _delete_queues(self) -> None:
         topology = Topology(prefix=self.config.prefixed, max_deliveries=1)
-        mq = RabbitMQ(self.config.rabbitmq, connection_name="gridmesh-bench")
+        mq = RabbitMQ(self.config.rabbitmq, self.config.rabbitmq_password, connection_name="gridmesh-bench")
         await mq.start()
         try:
             for i in range(SUBSCRIBERS):

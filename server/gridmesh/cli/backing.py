@@ -15,11 +15,11 @@ How each service is started when it is not reachable:
 - MariaDB: ``/usr/sbin/mariadbd --user=mysql --bind-address=H --port=P``,
   i.e. the Debian package's own configuration and data directory (needs root).
   A fresh Debian MariaDB lets ``root`` in only over its unix socket, so
-  gridmesh logs in that way (as the OS root user) once and creates its own
-  user, with rights on the gridmesh databases only (:meth:`MySQL.provision`).
+  gridmesh logs in that way (as the OS root user) and creates an account per
+  component, each with rights on its own database only (:meth:`MySQL.provision`).
 - RabbitMQ: ``/usr/lib/rabbitmq/bin/rabbitmq-server`` in the foreground as
-  the ``rabbitmq`` user, with the package's defaults (so ``guest`` works on
-  localhost).
+  the ``rabbitmq`` user, with the package's defaults; gridmesh creates its
+  own user and vhost (:meth:`RabbitMQ.provision`) and never uses ``guest``.
 - ZooKeeper: Debian's ``zkServer.sh start-foreground`` with a ``zoo.cfg`` and
   data under ``<state_dir>/data/zookeeper``.
 - Kafka: Apache Kafka as one KRaft node (broker and controller), its jars
@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import abc
 import base64
+import hashlib
+import json
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -45,7 +48,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gridmesh.cli import procs
-from gridmesh.config import MeshConfig, host_port
+from gridmesh.config import RABBITMQ_SECRET, MeshConfig, host_port, mysql_secret
 from gridmesh.core.errors import Unavailable
 from gridmesh.jvm import COMPLETE, KAFKA_BROKER, SPARK_KAFKA, JarSet
 
@@ -93,8 +96,9 @@ ProgressLog = Callable[[str], None]
 """Receives one human-readable progress line."""
 
 # MySQL error codes meaning "the server is up but refused these credentials".
-_MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698})
 _NOT_LISTENING = -1
+_NO_PASSWORD = -2
+_MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698, _NO_PASSWORD})
 """Not a MySQL error code: nothing accepts TCP connections at the address."""
 
 
@@ -284,14 +288,74 @@ def _need_user(user: str, what: str) -> str | None:
 # -- MariaDB / MySQL ------------------------------------------------------------
 
 
+def ensure_secret(path: Path) -> str:
+    """The password in ``path``, made (random, 0600, in a 0700 directory) if
+    it is not there yet. Hosts sharing ``path`` that make it at once agree:
+    the first link wins and every maker reads that one back."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+@dataclass(frozen=True)
+class MySQLAccount:
+    """A component's own MySQL account and what it may do."""
+
+    name: str
+    password_file: Path
+    grants: tuple[tuple[str, str], ...]
+    """(privileges, database pattern) pairs: the account's rights, and no
+    others (in a pattern, ``_`` and ``%`` are wildcards, ``\\_`` is ``_``)."""
+
+    def password(self) -> str | None:
+        try:
+            return self.password_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+
+
+def mysql_accounts(config: MeshConfig) -> list[MySQLAccount]:
+    """One account per component with a database (config.mysql_login),
+    allowed that database alone; the Scheduler also reads the analytics
+    job's statistics, and the replication bench makes databases of its own."""
+
+    def own(component: str) -> str:
+        return config.database(component).replace("_", "\\_")
+
+    grants = {
+        "scheduler": [("ALL PRIVILEGES", own("scheduler")), ("SELECT", own("analytics"))],
+        "storekeeper": [("ALL PRIVILEGES", own("storekeeper"))],
+        "analytics": [("ALL PRIVILEGES", own("analytics"))],
+        "auth": [("ALL PRIVILEGES", own("auth"))],
+        "demo_customers": [("ALL PRIVILEGES", own("demo_customers"))],
+        "demo_orders": [("ALL PRIVILEGES", own("demo_orders"))],
+        "bench": [("ALL PRIVILEGES", own("bench") + "\\_%")],
+    }
+    accounts = []
+    for component, rights in grants.items():
+        name = config.mysql_account(component)
+        accounts.append(MySQLAccount(name, config.secrets_path / mysql_secret(name), tuple(rights)))
+    return accounts
+
+
 @dataclass
 class MySQL(BackingService):
-    """MariaDB / MySQL, reached with pymysql."""
+    """MariaDB / MySQL, reached with pymysql; up when every component's
+    account logs in."""
 
     host: str
     port: int
-    user: str
-    password: str
+    accounts: Sequence[MySQLAccount]
     apt: AptInstaller = field(default_factory=AptInstaller)
     binaries: Sequence[str] = ("/usr/sbin/mariadbd", "/usr/sbin/mysqld")
     """Server programs, first found wins."""
@@ -305,29 +369,39 @@ class MySQL(BackingService):
     @classmethod
     def from_config(cls, config: MeshConfig, apt: AptInstaller) -> MySQL:
         """The service as configured in ``config.mysql``."""
-        c = config.mysql
-        return cls(c.host, c.port, c.user, c.password, apt)
+        return cls(config.mysql.host, config.mysql.port, mysql_accounts(config), apt)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def _connect_error(self) -> tuple[int, str] | None:
-        """``None`` if gridmesh logs in and ``SELECT 1`` works, else
+        """``None`` if every account logs in and ``SELECT 1`` works, else
         ``(MySQL error code, message)``: :data:`_NOT_LISTENING` when nothing
         accepts TCP connections (said at once, not after a driver timeout),
-        0 for any other failure."""
+        :data:`_NO_PASSWORD` for an account without its password file, 0
+        for any other failure."""
         closed = _tcp_open(self.host, self.port)
         if closed:
             return _NOT_LISTENING, closed
+        for account in self.accounts:
+            password = account.password()
+            if password is None:
+                return _NO_PASSWORD, f"no password file {account.password_file} for the account {account.name!r}"
+            error = self._login_error(account.name, password)
+            if error is not None:
+                return error
+        return None
+
+    def _login_error(self, user: str, password: str) -> tuple[int, str] | None:
         import pymysql
 
         try:
             conn = pymysql.connect(
                 host=self.host,
                 port=self.port,
-                user=self.user,
-                password=self.password,
+                user=user,
+                password=password,
                 connect_timeout=PROBE_TIMEOUT_S,
                 read_timeout=PROBE_TIMEOUT_S,
                 write_timeout=PROBE_TIMEOUT_S,
@@ -390,40 +464,41 @@ class MySQL(BackingService):
         return error is not None and error[0] in _MYSQL_AUTH_ERRORS
 
     def provision(self, progress: ProgressLog) -> bool:
-        """Create gridmesh's user through the local server's unix socket.
+        """Create each component's account through the local server's unix socket.
 
         A fresh Debian MariaDB has only ``root@localhost`` with unix-socket
         authentication. As the OS root user on the server's own machine,
-        gridmesh logs in that way and creates ``user`` (for ``localhost`` and
-        ``127.0.0.1``, or ``%`` when the server listens beyond loopback) with
-        the configured password and every right on the gridmesh databases
-        (``gridmesh_…`` and ``<namespace>_gridmesh_…``) and on nothing else.
-        Does nothing where that is not possible: a remote server, not root,
-        no ``mariadb`` client, or credentials that already work.
+        gridmesh logs in that way and creates every account (for
+        ``localhost`` and ``127.0.0.1``, or ``%`` when the server listens
+        beyond loopback) with a random password, kept in its 0600 file, and
+        the account's own rights and nothing else. Does nothing where that
+        is not possible: a remote server, not root, no ``mariadb`` client,
+        or accounts that already log in.
         """
         client = shutil.which("mariadb") or shutil.which("mysql")
         if client is None or os.geteuid() != 0 or not _is_local(self.host) or not self._refused():
             return False
-        if self.user == "root":
-            raise Unavailable(
-                "MariaDB refuses root over TCP (a Debian install lets root in only over its unix socket); "
-                "configure gridmesh's own user ([mysql] user and password) and gridmesh up creates it"
-            )
-        progress(f"creating the MariaDB user {self.user!r} for the gridmesh databases")
-        hosts = ["localhost", "127.0.0.1", "::1"] if _is_loopback(self.host) else ["%"]
-        user, password = _sql_string(self.user), _sql_string(self.password)
-        statements = []
-        for host in hosts:
-            account = f"{user}@{_sql_string(host)}"
-            statements += [
-                f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}",
-                f"ALTER USER {account} IDENTIFIED BY {password}",
-                f"GRANT ALL PRIVILEGES ON `gridmesh\\_%`.* TO {account}",
-                f"GRANT ALL PRIVILEGES ON `%\\_gridmesh\\_%`.* TO {account}",
-            ]
-        sql = "".join(f"{statement};\n" for statement in statements)  # on stdin: the password stays out of argv
+        progress(f"creating the MariaDB accounts {', '.join(a.name for a in self.accounts)}")
+        sql = "".join(f"{statement};\n" for statement in self.account_statements())
+        # On stdin: the passwords stay out of argv.
         _run_admin([client, "--protocol=socket", "-u", "root"], ADMIN_COMMAND_TIMEOUT_S, given=sql)
         return True
+
+    def account_statements(self) -> list[str]:
+        """SQL that creates (or resets) every account with its rights; the
+        passwords are made where missing."""
+        hosts = ["localhost", "127.0.0.1", "::1"] if _is_loopback(self.host) else ["%"]
+        statements = []
+        for a in self.accounts:
+            password = _sql_string(ensure_secret(a.password_file))
+            for host in hosts:
+                account = f"{_sql_string(a.name)}@{_sql_string(host)}"
+                statements += [
+                    f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {password}",
+                    f"ALTER USER {account} IDENTIFIED BY {password}",
+                ]
+                statements += [f"GRANT {rights} ON `{pattern}`.* TO {account}" for rights, pattern in a.grants]
+        return statements
 
     def log_hint(self, log_dir: Path) -> str:
         """Our log and MariaDB's own error log (``log-error`` of its config)."""
@@ -451,11 +526,12 @@ class RabbitMQ(BackingService):
     host: str
     port: int
     user: str
-    password: str
+    password_file: Path
     vhost: str
     apt: AptInstaller = field(default_factory=AptInstaller)
     server: str = "/usr/lib/rabbitmq/bin/rabbitmq-server"
     """The foreground server script of the Debian package."""
+    ctl: str = "/usr/lib/rabbitmq/bin/rabbitmqctl"
     os_user: str = "rabbitmq"
     """The OS user the server runs as."""
 
@@ -467,16 +543,24 @@ class RabbitMQ(BackingService):
     def from_config(cls, config: MeshConfig, apt: AptInstaller) -> RabbitMQ:
         """The service as configured in ``config.rabbitmq``."""
         c = config.rabbitmq
-        return cls(c.host, c.port, c.user, c.password, c.vhost, apt)
+        return cls(c.host, c.port, c.user, config.secrets_path / RABBITMQ_SECRET, c.vhost, apt)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def check(self) -> str | None:
+        refused = self._refusal()
+        return refused[1] if refused else None
+
+    def _refusal(self) -> tuple[bool, str] | None:
+        """``None`` if gridmesh's user opens its vhost, else (whether the
+        server answers and refused only the user or vhost, why)."""
         closed = _tcp_open(self.host, self.port)
         if closed:
-            return closed
+            return False, closed
+        if not self.password_file.exists():
+            return True, f"no password file {self.password_file} for the user {self.user!r}"
         import pika
         import pika.exceptions
 
@@ -484,7 +568,7 @@ class RabbitMQ(BackingService):
             host=self.host,
             port=self.port,
             virtual_host=self.vhost,
-            credentials=pika.PlainCredentials(self.user, self.password),
+            credentials=pika.PlainCredentials(self.user, self.password_file.read_text().strip()),
             connection_attempts=1,
             socket_timeout=PROBE_TIMEOUT_S,
             stack_timeout=2 * PROBE_TIMEOUT_S,
@@ -492,9 +576,34 @@ class RabbitMQ(BackingService):
         )
         try:
             pika.BlockingConnection(params).close()
+        except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError) as e:
+            return True, f"AMQP login refused: {e!r}"
         except (pika.exceptions.AMQPError, OSError) as e:
-            return f"AMQP connection failed: {e!r}"
+            return False, f"AMQP connection failed: {e!r}"
         return None
+
+    def accepting(self) -> bool:
+        """The server answers, even if it refuses our user (yet)."""
+        refused = self._refusal()
+        return refused is None or refused[0]
+
+    def provision(self, progress: ProgressLog) -> bool:
+        """Create gridmesh's user, its vhost and its rights there, on the
+        local server, as root: a definitions import (the password hashed,
+        on stdin: out of argv) through ``rabbitmqctl`` as the ``rabbitmq``
+        user. ``guest`` is left as it is, unused."""
+        refused = self._refusal()
+        if os.geteuid() != 0 or not _is_local(self.host) or refused is None or not refused[0]:
+            return False
+        progress(f"creating the RabbitMQ user {self.user!r} with the vhost {self.vhost!r}")
+        definitions = rabbitmq_definitions(self.user, ensure_secret(self.password_file), self.vhost)
+        home = pwd.getpwnam(self.os_user).pw_dir
+        as_rabbitmq = ["runuser", "-u", self.os_user, "--", "env", f"HOME={home}"]
+        argv = [*as_rabbitmq, self.ctl, "import_definitions", "--format", "json"]
+        _run_admin(argv, ADMIN_COMMAND_TIMEOUT_S, given=definitions)
+        # The import finishes on the node after the command returns.
+        procs.wait_until(self.probe, ADMIN_COMMAND_TIMEOUT_S, self.name, "the RabbitMQ log")
+        return True
 
     def ensure_installed(self, progress: ProgressLog) -> bool:
         if os.access(self.server, os.X_OK):
@@ -517,6 +626,30 @@ class RabbitMQ(BackingService):
 
     def log_hint(self, log_dir: Path) -> str:
         return f"{super().log_hint(log_dir)} and /var/log/rabbitmq/"
+
+
+def rabbitmq_definitions(user: str, password: str, vhost: str) -> str:
+    """A RabbitMQ definitions document (JSON, for ``rabbitmqctl
+    import_definitions``) that makes ``user`` with every right on ``vhost``
+    and on no other. The password goes in as RabbitMQ's
+    ``rabbit_password_hashing_sha256`` form: base64 of a 4-byte salt and
+    SHA-256 of the salt and the password."""
+    salt = os.urandom(4)
+    password_hash = base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+    return json.dumps(
+        {
+            "users": [
+                {
+                    "name": user,
+                    "password_hash": password_hash,
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "tags": [],
+                }
+            ],
+            "vhosts": [{"name": vhost}],
+            "permissions": [{"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}],
+        }
+    )
 
 
 # -- ZooKeeper ----------------------------------------------------------------------

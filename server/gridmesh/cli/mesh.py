@@ -28,7 +28,7 @@ from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.clients import EventClient, TaskClient
-from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, MeshConfig
+from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, ZOOKEEPER_SECRET, MeshConfig
 from gridmesh.console.app import assets_path, check_assets
 from gridmesh.core.access import PeerRole, Role
 from gridmesh.core.errors import ConfigError, Unavailable
@@ -345,6 +345,8 @@ def up(
     (runs / ROLES_FILE).write_text(",".join(r for r in ROLES if r in roles))
     wanted = [s for s in backing.backing_services(config) if s.name in roles]
     backing.ensure_backing(config, runs, logs, progress, services=wanted)
+    # The mesh's ZooKeeper identity: nothing to create on the servers (its znodes carry the ACL).
+    backing.ensure_secret(config.secrets_path / ZOOKEEPER_SECRET)
     if config.analytics.enabled and "analytics" in roles:
         backing.ensure_spark_kafka(config, progress)
     if "storekeeper" in roles:

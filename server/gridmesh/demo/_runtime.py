@@ -92,7 +92,7 @@ class Replication:
     def build(
         cls, config: MeshConfig, name: str, migrations: Sequence[str], tables: Sequence[ReplicaTable]
     ) -> Replication:
-        db = MySQL(config.mysql, config.database(f"demo_{name}"))
+        db = MySQL(config.mysql_login(f"demo_{name}"), config.database(f"demo_{name}"))
         connect = functools.partial(db.connect, db.database)
         # Through the edge, as any microservice outside the mesh: TLS and a
         # key. The demo runs on the mesh's host, so it borrows the local

@@ -57,7 +57,7 @@ class KeyStore:
 
     @classmethod
     def open(cls, config: MeshConfig) -> KeyStore:
-        db = MySQL(config.mysql, config.database("auth"))
+        db = MySQL(config.mysql_login("auth"), config.database("auth"))
         try:
             db.ensure_schema(MIGRATIONS)
         except BaseException:

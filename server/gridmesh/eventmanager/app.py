@@ -104,8 +104,10 @@ class EventManagerProcess:
 def build_server(config: MeshConfig) -> EventManagerProcess:
     """The EventManager on ``config.eventmanager.host:port`` (port 0 = any free
     port), not started and not connected yet."""
-    zookeeper = ZooKeeper(config.zookeeper, config.zk_root)
-    rabbitmq = RabbitMQ(config.rabbitmq, connection_name=config.prefixed("gridmesh-eventmanager", "-"))
+    zookeeper = ZooKeeper(config.zookeeper, config.zk_root, config.zookeeper_password)
+    rabbitmq = RabbitMQ(
+        config.rabbitmq, config.rabbitmq_password, connection_name=config.prefixed("gridmesh-eventmanager", "-")
+    )
     service = EventManager(config, zookeeper, rabbitmq)
     servicer = EventManagerServicer(service)
     host = build_grpc_server(

@@ -325,15 +325,16 @@ class Leadership:
 
 async def serve(config: MeshConfig) -> None:
     registry = default_registry()
-    store = MySQLTaskStore(MySQL(config.mysql, config.database("scheduler")))
+    store = MySQLTaskStore(MySQL(config.mysql_login("scheduler"), config.database("scheduler")))
     await asyncio.to_thread(store.setup)
-    stats = MySQLStatsReader(MySQL(config.mysql, config.database("analytics")))
-    await asyncio.to_thread(stats.setup)
+    stats = MySQLStatsReader(
+        MySQL(config.mysql_login("scheduler"), config.database("scheduler")), config.database("analytics")
+    )
     # A start is counted by the node that ran it; the Scheduler's copy (see SchedulerCore.report) is not.
     producer = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
     metrics.register(metrics.LifecycleProducer(producer.health))
     lifecycle = MeteredLifecycleLog(producer, uncounted=frozenset({LifecycleKind.STARTED}))
-    zk = ZooKeeper(config.zookeeper, config.zk_root)
+    zk = ZooKeeper(config.zookeeper, config.zk_root, config.zookeeper_password)
     await asyncio.to_thread(zk.start)
 
     holder = CoreHolder()

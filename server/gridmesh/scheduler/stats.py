@@ -34,18 +34,35 @@ MAX_ROWS = 50_000
 
 
 class MySQLStatsReader:
-    """Reads ``task_stats``, ``worker_stats`` and ``job_progress``."""
+    """Reads ``task_stats``, ``worker_stats`` and ``job_progress`` of the
+    analytics database, over ``db``: the Scheduler's own database, whose
+    account may only read the job's. Before the job made its tables, the
+    report is empty."""
 
-    def __init__(self, db: MySQL) -> None:
+    def __init__(self, db: MySQL, analytics_database: str) -> None:
         self._db = db
-
-    def setup(self) -> None:
-        """Create the analytics tables if the job has not yet (blocking), so
-        that ``GetStats`` answers (empty) before the job ever ran."""
-        self._db.ensure_schema(MIGRATIONS)
+        self._analytics = analytics_database
+        self._tables_made = False
 
     async def read(self, query: StatsQuery) -> StatsReport:
-        return await self._db.read(lambda cur: _read(cur, query))
+        if not self._tables_made:
+            self._tables_made = await self._db.read(self._made)
+            if not self._tables_made:
+                return StatsReport([], [], JobProgress())
+        return await self._db.read(lambda cur: _read(cur, query, self._analytics))
+
+    def _made(self, cur: Cursor) -> bool:
+        """Whether the job's migrations have all run."""
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'schema_version'",
+            (self._analytics,),
+        )
+        row = cur.fetchone()
+        if not row or not row[0]:
+            return False
+        cur.execute(f"SELECT COALESCE(MAX(version), 0) FROM `{self._analytics}`.schema_version")
+        row = cur.fetchone()
+        return row is not None and int(row[0]) >= len(MIGRATIONS)
 
     def close(self) -> None:
         self._db.close()
@@ -59,7 +76,7 @@ def _db(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _read(cur: Cursor, query: StatsQuery) -> StatsReport:
+def _read(cur: Cursor, query: StatsQuery, database: str) -> StatsReport:
     overlap = "window_start < %s AND window_end > %s"
     bounds: list[object] = [_db(query.end), _db(query.start)]
     type_filter = ""
@@ -70,7 +87,8 @@ def _read(cur: Cursor, query: StatsQuery) -> StatsReport:
         "SELECT window_start, window_end, task_type, pending, started, completed, failed, retried, "
         "queue_wait_count, queue_wait_mean_ms, queue_wait_max_ms, queue_wait_p50_ms, queue_wait_p95_ms, "
         "run_time_count, run_time_mean_ms, run_time_max_ms "
-        f"FROM task_stats WHERE {overlap}{type_filter} ORDER BY window_start, task_type LIMIT {MAX_ROWS}",
+        f"FROM `{database}`.task_stats WHERE {overlap}{type_filter} "
+        f"ORDER BY window_start, task_type LIMIT {MAX_ROWS}",
         bounds,
     )
     windows = [
@@ -89,7 +107,7 @@ def _read(cur: Cursor, query: StatsQuery) -> StatsReport:
     ]
     cur.execute(
         "SELECT window_start, window_end, worker_id, completed, busy_ms "
-        f"FROM worker_stats WHERE {overlap} ORDER BY window_start, worker_id LIMIT {MAX_ROWS}",
+        f"FROM `{database}`.worker_stats WHERE {overlap} ORDER BY window_start, worker_id LIMIT {MAX_ROWS}",
         bounds[:2],
     )
     workers = [
@@ -102,7 +120,8 @@ def _read(cur: Cursor, query: StatsQuery) -> StatsReport:
         for row in cur.fetchall()
     ]
     cur.execute(
-        "SELECT last_batch_id, last_batch_at, watermark, events, malformed, late FROM job_progress WHERE job = %s",
+        "SELECT last_batch_id, last_batch_at, watermark, events, malformed, late "
+        f"FROM `{database}`.job_progress WHERE job = %s",
         (JOB,),
     )
     row = cur.fetchone()

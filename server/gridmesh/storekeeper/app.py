@@ -44,7 +44,7 @@ def build_server(config: MeshConfig, *, index: ResultIndex | None = None) -> Grp
     MySQL index of ``config.database("storekeeper")`` (creating or migrating
     its schema: this blocks; :func:`serve` does it on a thread)."""
     if index is None:
-        index = MySQLResultIndex.open(config.mysql, config.database("storekeeper"))
+        index = MySQLResultIndex.open(config.mysql_login("storekeeper"), config.database("storekeeper"))
     tls = MeshTls.load(config, PeerRole.STOREKEEPER)
     completions = SchedulerCompletions(config.scheduler_addresses, tls)
     service = ResultService(
@@ -72,7 +72,9 @@ async def serve(config: MeshConfig) -> None:
     if removed:
         log.info("removed %d temporary files of writes cut short", removed)
     # Connecting and migrating the schema block: off the event loop, like every MySQL call.
-    index = await asyncio.to_thread(MySQLResultIndex.open, config.mysql, config.database("storekeeper"))
+    index = await asyncio.to_thread(
+        MySQLResultIndex.open, config.mysql_login("storekeeper"), config.database("storekeeper")
+    )
     host = build_server(config, index=index)
     metrics.serve(metrics.STOREKEEPER)
     root = config.storage_root

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
-from gridmesh.config import MySQLConfig
+from gridmesh.config import MySQLLogin
 from gridmesh.core.results import ResultKey, StoredResult
 
 # Statement i is schema version i + 1; append, never edit. Names and paths are
@@ -55,10 +55,10 @@ class MySQLResultIndex:
         self._closed = False
 
     @classmethod
-    def open(cls, config: MySQLConfig, database: str) -> MySQLResultIndex:
+    def open(cls, login: MySQLLogin, database: str) -> MySQLResultIndex:
         """Connect, create or migrate the schema, start the writer. Blocks:
         call it at start-up, before the server takes requests."""
-        db = MySQL(config, database)
+        db = MySQL(login, database)
         try:
             db.ensure_schema(MIGRATIONS)
         except BaseException:

@@ -121,7 +121,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
         pool,
         lifecycle,
     )
-    zk = ZooKeeper(config.zookeeper, config.zk_root)
+    zk = ZooKeeper(config.zookeeper, config.zk_root, config.zookeeper_password)
     host = build_server(config, port, node)
 
     stall_after_s = config.worker.stall_after_s
