@@ -56,3 +56,9 @@ def close_rabbitmq_connections(connection_name: str) -> int:
     for pid in pids:
         subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "gridmesh test"], timeout=60, check=True)
     return len(pids)
+
+
+def delete_rabbitmq_user(user: str, vhost: str) -> None:
+    """Delete a user and its vhost (with whatever is left in it) from the machine's RabbitMQ."""
+    for argv in (["delete_user", user], ["delete_vhost", vhost]):
+        subprocess.run(["rabbitmqctl", "-q", *argv], capture_output=True, timeout=60, check=False)

@@ -34,6 +34,7 @@ from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import CA_FILE_VAR
 from gridmesh.config import API_KEY_VAR, ENV_PREFIX, ZOOKEEPER_SECRET, MeshConfig, MySQLLogin, load_config, mysql_secret
 from gridmesh.core.access import PeerRole, new_key
+from tests.cleanup import delete_rabbitmq_user
 
 log = logging.getLogger("tests")
 
@@ -103,7 +104,9 @@ SECRETS_DIR = Path(tempfile.mkdtemp(prefix="gridmesh-tests-secrets-"))
 one RabbitMQ user and ZooKeeper identity for all; each mesh (namespace)
 gets MySQL accounts of its own there."""
 atexit.register(shutil.rmtree, SECRETS_DIR, True)
-TESTS_MYSQL_ACCOUNT = "gridmesh_tests"
+SESSION_NAMESPACE = f"s{uuid.uuid4().hex[:10]}"
+"""The namespace of the session's backing services' accounts."""
+TESTS_MYSQL_ACCOUNT = f"{SESSION_NAMESPACE}_gridmesh_tests"
 """The tests' own MySQL account, for databases of their own (…_gridmesh_…)."""
 
 
@@ -192,10 +195,14 @@ def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshC
         "GRIDMESH_ZOOKEEPER_HOSTS": f"127.0.0.1:{free_port()}",
         "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "GRIDMESH_SECRETS_DIR": str(SECRETS_DIR),
-        # A RabbitMQ user and vhost of the tests' own: a session resets its
-        # password, which must not lock out a mesh a developer runs here.
-        "GRIDMESH_RABBITMQ_USER": "gridmesh-tests",
-        "GRIDMESH_RABBITMQ_VHOST": "gridmesh-tests",
+        "GRIDMESH_TLS_DIR": str(TEST_TLS_DIR),  # the broker's certificate and its clients'
+        # Accounts of the session's own (MariaDB's under a namespace of its
+        # own, a RabbitMQ user and vhost): provisioning one resets its
+        # password, which must lock out neither a mesh a developer runs here
+        # nor another test session.
+        "GRIDMESH_NAMESPACE": SESSION_NAMESPACE,
+        "GRIDMESH_RABBITMQ_USER": f"gridmesh-{SESSION_NAMESPACE}",
+        "GRIDMESH_RABBITMQ_VHOST": f"gridmesh-{SESSION_NAMESPACE}",
     }
     config = load_config({"GRIDMESH_STATE_DIR": str(state), **own})
     runs, logs = mesh.run_dir(config), mesh.log_dir(config)
@@ -209,6 +216,7 @@ def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshC
     finally:
         for name in reversed(procs.recorded(runs)):
             procs.stop(name, runs)
+        delete_rabbitmq_user(config.rabbitmq.user, config.rabbitmq.vhost)
 
 
 @pytest.fixture(scope="session")

@@ -120,6 +120,11 @@ class KafkaConfig:
     """Replicas that must have an event before the broker acknowledges it
     (the producer asks for all in-sync ones): 2 on a 3-broker cluster keeps
     producing through the loss of one broker and loses nothing."""
+    tls: bool = True
+    """With ``tls.enabled``: the brokers ``gridmesh up`` starts take only
+    mutual-TLS connections from certificates of the mesh's CA (the broker's
+    own names its ``kafka`` role), and every client of the mesh presents its
+    role's certificate. Off, for a Kafka of your own reached in plaintext."""
 
 
 @dataclass(frozen=True)
@@ -406,6 +411,11 @@ class MeshConfig:
         """The local admin's key file."""
         path = self.auth.credentials_file
         return Path(path).expanduser() if path else self.state_path / "credentials" / "admin.key"
+
+    @property
+    def kafka_tls(self) -> bool:
+        """Whether the mesh reaches Kafka over mutual TLS."""
+        return self.kafka.tls and self.tls.enabled
 
     @property
     def secrets_path(self) -> Path:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from gridmesh.adapters import kafka as kafka_adapter
 from gridmesh.bench.task_types import ensure_exec_log_dir
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import TaskClient
@@ -473,7 +474,7 @@ def test_after_a_kill_9_of_the_leader_every_succeeded_task_has_its_started_and_c
         topic = fm.config.topic(f"task.{kind}")
         consumer = Consumer(
             {
-                "bootstrap.servers": fm.config.kafka.bootstrap_servers,
+                **kafka_adapter.client_settings(fm.config, PeerRole.ADMIN),
                 "group.id": f"t-{uuid.uuid4()}",
                 "enable.auto.commit": False,
             }

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from kazoo.client import KazooClient
 
-from gridmesh.adapters import zookeeper
+from gridmesh.adapters import kafka, zookeeper
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleKind
@@ -135,7 +135,7 @@ def test_every_life_cycle_step_reaches_its_kafka_topic(mesh_config, edge):
     task_id = submit(edge, "echo", {"k": "v"})
     wait_for("the task to succeed", lambda: task(edge, task_id)["state"] == "SUCCEEDED")
     consumer = Consumer(
-        {"bootstrap.servers": mesh_config.kafka.bootstrap_servers, "group.id": "t", "enable.auto.commit": False}
+        {**kafka.client_settings(mesh_config, PeerRole.ADMIN), "group.id": "t", "enable.auto.commit": False}
     )
     try:
         kinds = (LifecycleKind.PENDING, LifecycleKind.STARTED, LifecycleKind.COMPLETED)

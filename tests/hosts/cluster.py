@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gridmesh.cli import backing
+from gridmesh.cli import backing, mesh
 from gridmesh.config import RABBITMQ_SECRET, MeshConfig, load_config
 from tests.helpers import wait_for
 from tests.hosts.netns import Host, Network
@@ -146,9 +146,12 @@ class Cluster:
         self._install()
         started = time.monotonic()
         self._parallel([self._start_mysql, self._start_rabbitmq, self._start_spark_cluster])
+        # The mesh's CA and certificates, made as sched1's `up` makes them; the
+        # Kafka brokers present theirs, so they come first.
+        mesh.ensure_certificates(self.config("sched1"), lambda *_: None, frozenset(mesh.ROLES))
         self.up_all([(h.name, "zookeeper") for h in self.hosts_named("zk")])
         self.up_all([(h.name, "kafka") for h in self.hosts_named("kafka")])
-        self.up(self.host("sched1"), "scheduler")  # makes the mesh's CA and certificates
+        self.up(self.host("sched1"), "scheduler")
         self.up_all([("sched2", "scheduler"), ("store", "storekeeper,eventmanager"), ("edge", "edge")])
         self.up_all([(h.name, "worker") for h in self.hosts_named("w")])
         if self.layout.spark:

@@ -33,12 +33,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from gridmesh.adapters import kafka as kafka_adapter
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics import status as analytics_status
 from gridmesh.analytics.app import topics
 from gridmesh.cli import backing, mesh, procs
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind
 from tests.conftest import free_port, mesh_env, provision_mysql
 from tests.helpers import wait_for
@@ -142,7 +144,7 @@ def rig(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) 
         kafka = backing.Kafka.from_config(config)
         procs.start(kafka.spec(config), rig.runs, mesh.log_dir(config))
         procs.wait_until(kafka.probe, 30, "kafka")
-        admin = AdminClient({"bootstrap.servers": config.kafka.bootstrap_servers})
+        admin = AdminClient(kafka_adapter.client_settings(config, PeerRole.ADMIN))
         created = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics(config)])
         for future in created.values():
             future.result(timeout=30)
@@ -158,7 +160,9 @@ class Emitter:
     """Produces life-cycle events the way the Scheduler and workers do."""
 
     def __init__(self, config: MeshConfig, task_type: str, t0: datetime) -> None:
-        self.log = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+        self.log = KafkaLifecycleLog(
+            config.kafka, kafka_adapter.client_settings(config, PeerRole.ADMIN), lambda kind: config.topic(kind.value)
+        )
         self.task_type = task_type
         self.t0 = t0
 
@@ -205,7 +209,7 @@ def test_produced_life_cycle_events_are_counted_exactly_and_a_malformed_record_i
     emitter.emit(task_id, K.RETRIED, 30_510)
     emitter.emit(task_id, K.STARTED, 30_530, attempt=2, worker="w2")
     emitter.emit(task_id, K.COMPLETED, 31_530, attempt=2, worker="w2")
-    garbage = Producer({"bootstrap.servers": rig.config.kafka.bootstrap_servers})
+    garbage = Producer(kafka_adapter.client_settings(rig.config, PeerRole.ADMIN))
     garbage.produce(rig.config.topic("task.started"), key=b"x", value=b"\x00\x01not a protobuf")
     garbage.produce(rig.config.topic("task.completed"), key=b"y", value=b'{"task_id": "foreign"}')
     assert garbage.flush(30) == 0

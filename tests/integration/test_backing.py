@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -23,8 +24,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kazoo.client import KazooClient
 
+from gridmesh.adapters import kafka as kafka_adapter
 from gridmesh.cli import backing, procs
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import Unavailable
 from tests.conftest import free_port, session_backing
 
@@ -84,26 +87,31 @@ def _start(svc: backing.BackingService, config: MeshConfig, run_dir: Path, log_d
     return pid
 
 
-def _create_topic(bootstrap: str) -> str:
+def _client(config: MeshConfig) -> dict[str, Any]:
+    """The settings of a client of the mesh's Kafka (TLS, as the admin)."""
+    return kafka_adapter.client_settings(config, PeerRole.ADMIN)
+
+
+def _create_topic(config: MeshConfig) -> str:
     topic = f"gridmesh.test.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(_client(config))
     for future in admin.create_topics([NewTopic(topic, 1, 1)], operation_timeout=CLIENT_TIMEOUT_S).values():
         future.result(timeout=CLIENT_TIMEOUT_S)
     return topic
 
 
-def _produce_one(bootstrap: str) -> str:
-    topic = _create_topic(bootstrap)
-    producer = Producer({"bootstrap.servers": bootstrap})
+def _produce_one(config: MeshConfig) -> str:
+    topic = _create_topic(config)
+    producer = Producer(_client(config))
     producer.produce(topic, key=b"task-1", value=b"pending", partition=0)
     assert producer.flush(CLIENT_TIMEOUT_S) == 0
     return topic
 
 
-def _consume(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, bytes | None]]:
+def _consume(config: MeshConfig, topic: str, count: int) -> list[tuple[bytes | None, bytes | None]]:
     """(key, value) of the first ``count`` records of partition 0 of ``topic``
     (fewer if they do not come within the client timeout)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False})
+    consumer = Consumer({**_client(config), "group.id": topic, "enable.auto.commit": False})
     records: list[tuple[bytes | None, bytes | None]] = []
     try:
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])  # no group join: fast
@@ -158,8 +166,8 @@ def test_kafka_started_from_its_spec_carries_a_message_keeps_it_across_a_restart
     pid = _start(kafka, config, run_dir, log_dir)
 
     assert kafka.probe()
-    topic = _produce_one(config.kafka.bootstrap_servers)
-    assert _consume(config.kafka.bootstrap_servers, topic, 1) == [(b"task-1", b"pending")]
+    topic = _produce_one(config)
+    assert _consume(config, topic, 1) == [(b"task-1", b"pending")]
     assert (config.state_path / "data" / "kafka" / "logs" / "meta.properties").is_file()
     assert "Kafka Server started" in procs.log_path("kafka", log_dir).read_text()  # it logs
     assert procs.stop("kafka", run_dir, kafka.stop_timeout_s)
@@ -169,7 +177,7 @@ def test_kafka_started_from_its_spec_carries_a_message_keeps_it_across_a_restart
 
     # A restarted broker still has the record: its log is on disk
     _start(kafka, config, run_dir, log_dir)
-    assert _consume(config.kafka.bootstrap_servers, topic, 1) == [(b"task-1", b"pending")]
+    assert _consume(config, topic, 1) == [(b"task-1", b"pending")]
 
 
 def test_a_new_kafka_cluster_id_is_never_read_as_an_option(monkeypatch):
@@ -186,9 +194,8 @@ def test_kafka_killed_mid_stream_keeps_every_acknowledged_record(
     kafka = backing.Kafka.from_config(config)
     kafka.ensure_installed(lambda msg: None)
     pid = _start(kafka, config, run_dir, log_dir)
-    bootstrap = config.kafka.bootstrap_servers
-    topic = _create_topic(bootstrap)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    topic = _create_topic(config)
+    producer = Producer({**_client(config), "acks": "all"})
     for i in range(500):
         producer.produce(topic, key=str(i).encode(), value=b"x", partition=0)
     assert producer.flush(CLIENT_TIMEOUT_S) == 0  # every record acknowledged
@@ -197,7 +204,7 @@ def test_kafka_killed_mid_stream_keeps_every_acknowledged_record(
     procs.wait_until(lambda: _gone(pid), 10.0, "kafka", "")
     _start(kafka, config, run_dir, log_dir)
 
-    assert [key for key, _ in _consume(bootstrap, topic, 500)] == [str(i).encode() for i in range(500)]
+    assert [key for key, _ in _consume(config, topic, 500)] == [str(i).encode() for i in range(500)]
 
 
 def test_ensure_backing_uses_running_services_and_starts_and_records_only_the_missing_ones(

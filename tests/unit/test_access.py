@@ -52,10 +52,11 @@ def test_every_public_rpc_of_the_protos_is_in_the_table_and_nothing_internal_is(
         for m in eventmanager_pb2.DESCRIPTOR.services_by_name["EventManager"].methods
     }
     public |= {f"gridmesh.v1.StoreKeeper/{m}" for m in PUBLIC_STOREKEEPER}
+    public.add("gridmesh.v1.Enrollment/Join")  # gRPC only: a joining worker host's one call
     assert set(PUBLIC_METHODS) == public
     assert "gridmesh.v1.StoreKeeper/StoreResults" not in PUBLIC_METHODS
     assert not any(m.startswith("gridmesh.v1.WorkQueue/") for m in PUBLIC_METHODS)
-    assert set(TRANSCODED_SERVICES) == {m.split("/")[0] for m in PUBLIC_METHODS}
+    assert set(TRANSCODED_SERVICES) == {m.split("/")[0] for m in PUBLIC_METHODS} - {"gridmesh.v1.Enrollment"}
     assert storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"]  # (the table names its read RPCs)
 
 
@@ -68,6 +69,7 @@ def test_every_public_rpc_of_the_protos_is_in_the_table_and_nothing_internal_is(
         (Role.VIEWER, "gridmesh.v1.StoreKeeper/GetResult", "gridmesh.v1.Scheduler/CancelTask"),
         (Role.PUBLISHER, "gridmesh.v1.EventManager/PublishBatch", "gridmesh.v1.EventManager/Consume"),
         (Role.SUBSCRIBER, "gridmesh.v1.EventManager/Consume", "gridmesh.v1.EventManager/Publish"),
+        (Role.JOIN, "gridmesh.v1.Enrollment/Join", "gridmesh.v1.Scheduler/ListTasks"),
     ],
 )
 def test_each_role_may_call_what_the_table_says_and_no_more(role, may, may_not):
@@ -155,3 +157,16 @@ def test_a_refused_call_is_401_or_403_with_the_reason(changes, path, code, http,
     assert answer.status.code == code.value[0] and message in answer.status.message
     assert answer.denied_response.status.code == http
     assert message in answer.denied_response.body
+
+
+def test_a_join_token_may_only_join_and_no_other_key_may():
+    join = Principal("abc", Role.JOIN)
+    decide(join, "/gridmesh.v1.Enrollment/Join")
+    for other in ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "/gridmesh.demo.v1.X/Y"):
+        with pytest.raises(PermissionDenied):
+            decide(join, other)
+    for role in (Role.ADMIN, Role.OPERATOR, Role.SUBMITTER):
+        with pytest.raises(PermissionDenied, match="needs one of: join"):
+            decide(Principal("abc", role), "/gridmesh.v1.Enrollment/Join")
+    with pytest.raises(InvalidArgument, match="worker join-token"):
+        check_role("join", "")

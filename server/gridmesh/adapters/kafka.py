@@ -19,7 +19,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from gridmesh.config import KafkaConfig
+from gridmesh.adapters import pki
+from gridmesh.config import KafkaConfig, MeshConfig
+from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import Acknowledgements, LifecycleEvent, LifecycleKind
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.v1 import common_pb2
@@ -56,15 +58,28 @@ def to_proto(event: LifecycleEvent) -> common_pb2.TaskLifecycleEvent:
     )
 
 
+def client_settings(config: MeshConfig, role: PeerRole) -> dict[str, Any]:
+    """librdkafka's settings to reach the mesh's brokers as ``role``: mutual
+    TLS with the role's certificate where ``config.kafka_tls``."""
+    settings: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers, "logger": log}
+    if config.kafka_tls:
+        tls = config.tls_path
+        settings |= {
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(tls / pki.CA_CERT),
+            "ssl.certificate.location": str(pki.cert_path(tls, role)),
+            "ssl.key.location": str(pki.key_path(tls, role)),
+        }
+    return settings
+
+
 class EndOffsets:
     """The end (high watermark) of each partition of some topics: how far a
     reader has to go. One consumer, kept open; never joins a group."""
 
-    def __init__(self, bootstrap_servers: str, topics: list[str], timeout_s: float = 2.0) -> None:
+    def __init__(self, client: dict[str, Any], topics: list[str], timeout_s: float = 2.0) -> None:
         self._topics, self._timeout_s = topics, timeout_s
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap_servers, "group.id": "gridmesh-end-offsets", "logger": log}
-        )
+        self._consumer = Consumer({**client, "group.id": "gridmesh-end-offsets"})
 
     def read(self) -> dict[str, int] | None:
         """``{"topic/partition": end}``, or None when the broker does not answer."""
@@ -90,17 +105,18 @@ class EndOffsets:
 class KafkaLifecycleLog:
     """Produces life-cycle events to ``topic_of(kind)``."""
 
-    def __init__(self, config: KafkaConfig, topic_of: Callable[[LifecycleKind], str]) -> None:
+    def __init__(self, config: KafkaConfig, client: dict[str, Any], topic_of: Callable[[LifecycleKind], str]) -> None:
+        """``client``: :func:`client_settings` of the producing process."""
         self._config = config
+        self._client = client
         self._topics = {kind: topic_of(kind) for kind in LifecycleKind}
         settings: dict[str, Any] = {
-            "bootstrap.servers": config.bootstrap_servers,
+            **client,
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": LINGER_MS,
             "queue.buffering.max.messages": config.buffer_messages,
             "message.timeout.ms": 0,  # keep retrying while the broker is away
-            "logger": log,
         }
         self._producer = Producer(settings)
         self._acks = Acknowledgements()
@@ -114,8 +130,7 @@ class KafkaLifecycleLog:
         threading.Thread(target=self._ensure_topics, name="kafka-topics", daemon=True).start()
 
     def _ensure_topics(self) -> None:
-        settings: dict[str, Any] = {"bootstrap.servers": self._config.bootstrap_servers, "logger": log}
-        admin = AdminClient(settings)
+        admin = AdminClient(self._client)
         c = self._config
         new = [
             NewTopic(t, num_partitions=c.partitions, replication_factor=c.replication_factor)

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -79,7 +80,7 @@ def ensure(directory: Path, roles: Iterable[str], hosts: Iterable[str] = (), *, 
     ca_cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
     for role in missing:
         key, cert = issue(ca_cert, ca_key, role, hosts)
-        _write_private(key_path(directory, role), key)
+        write_private(key_path(directory, role), key)
         cert_path(directory, role).write_bytes(cert)
     return missing
 
@@ -89,6 +90,16 @@ def issue(
 ) -> tuple[bytes, bytes]:
     """A new key and a certificate for ``role`` signed by the CA, both PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
+    return _pem_key(key), _certificate(ca_cert, ca_key, role, key.public_key(), hosts)
+
+
+def _certificate(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    role: str,
+    public_key: ec.EllipticCurvePublicKey,
+    hosts: Iterable[str],
+) -> bytes:
     now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [x509.DNSName(role_dns_name(role)), x509.DNSName("localhost")]
     for host in dict.fromkeys(["127.0.0.1", *hosts]):
@@ -102,7 +113,7 @@ def issue(
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gridmesh"), _cn(role)]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=CERT_DAYS))
@@ -115,7 +126,71 @@ def issue(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class CertificateAuthority:
+    """The mesh's CA as loaded from ``tls.dir``, to sign what a joining host asks for."""
+
+    def __init__(self, directory: Path) -> None:
+        key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{directory / CA_KEY} is not an ECDSA key")
+        self._key = key
+        self.cert_pem = (directory / CA_CERT).read_bytes()
+        self._cert = x509.load_pem_x509_certificate(self.cert_pem)
+
+    @classmethod
+    def load(cls, directory: Path) -> CertificateAuthority | None:
+        """The CA of ``directory``; ``None`` where its key is not there (an
+        operator's own CA, or a host that does not hold it)."""
+        return cls(directory) if (directory / CA_KEY).is_file() else None
+
+    def sign_request(self, csr_pem: bytes, role: str) -> bytes:
+        """A certificate (PEM) for ``role`` carrying the public key of a
+        certificate signing request, whatever names the request asks for
+        (:func:`check_signing_request` first)."""
+        return _certificate(self._cert, self._key, role, check_signing_request(csr_pem), ())
+
+
+def check_signing_request(csr_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key of a well-formed, self-signed P-256 certificate
+    signing request; ValueError saying what is wrong otherwise."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise ValueError("not a PEM certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate signing request's signature does not verify")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+        raise ValueError("the certificate signing request's key must be ECDSA P-256")
+    return public_key
+
+
+def signing_request(role: str) -> tuple[bytes, bytes]:
+    """A new key and a certificate signing request for ``role``, both PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([_cn(role)])).sign(key, hashes.SHA256())
+    return _pem_key(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of a certificate's DER form, hex: what a join token pins the CA by."""
+    return x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256()).hex()
+
+
+def check_issued(cert_pem: bytes, ca_pem: bytes, key_pem: bytes) -> None:
+    """ValueError unless ``cert_pem`` is signed by the CA and carries the public key of ``key_pem``."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, TypeError) as e:
+        raise ValueError(f"the certificate is not signed by the mesh's CA: {e!r}") from None
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if cert.public_key() != key.public_key():
+        raise ValueError("the certificate does not carry this host's key")
 
 
 def _write_ca(directory: Path) -> None:
@@ -135,7 +210,7 @@ def _write_ca(directory: Path) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(directory / CA_KEY, _pem_key(key))
+    write_private(directory / CA_KEY, _pem_key(key))
     (directory / CA_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -149,7 +224,18 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def keystore(directory: Path, role: str) -> Path:
+    """``<role>.pem``: the role's key and certificate in one 0600 file, the
+    form Java's Kafka clients and brokers read (``ssl.keystore.type=PEM``);
+    written again whenever the certificate changed."""
+    path = directory / f"{role}.pem"
+    bundle = key_path(directory, role).read_bytes() + cert_path(directory, role).read_bytes()
+    if not path.is_file() or path.read_bytes() != bundle:
+        write_private(path, bundle)
+    return path
+
+
+def write_private(path: Path, data: bytes) -> None:
     """Written 0600 from the first byte (never readable by others in between)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -157,4 +243,18 @@ def _write_private(path: Path, data: bytes) -> None:
     path.chmod(0o600)
 
 
-__all__ = ["CA_CERT", "cert_path", "ensure", "issue", "key_path", "role_dns_name"]
+__all__ = [
+    "CA_CERT",
+    "CertificateAuthority",
+    "cert_path",
+    "check_issued",
+    "check_signing_request",
+    "ensure",
+    "fingerprint",
+    "issue",
+    "key_path",
+    "keystore",
+    "role_dns_name",
+    "signing_request",
+    "write_private",
+]

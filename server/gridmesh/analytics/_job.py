@@ -68,6 +68,8 @@ class JobSettings:
     """Jars for Spark's classpath: the Kafka source and what it needs."""
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     """Extra Spark settings (``spark.*``)."""
+    kafka_options: Mapping[str, str] = field(default_factory=dict)
+    """More options of the Kafka source (``kafka.*``: its TLS)."""
     stall_after_s: float = 300.0
     """Records waiting and no micro-batch stored for this long: stalled."""
 
@@ -187,6 +189,7 @@ class AnalyticsJob:
             .option("subscribe", ",".join(s.topics))
             .option("startingOffsets", "earliest")
             .option("maxOffsetsPerTrigger", str(s.max_batch_messages))
+            .options(**s.kafka_options)
             .load()
         )
         return (

@@ -19,12 +19,13 @@ import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from gridmesh.adapters import prometheus
+from gridmesh.adapters import kafka, pki, prometheus
 from gridmesh.adapters.kafka import EndOffsets
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
 from gridmesh.analytics.status import status_path
 from gridmesh.config import MeshConfig, load_config
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import GridmeshError
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.jvm import SPARK_KAFKA
@@ -72,6 +73,22 @@ def _artifact(jar_name: str) -> str:
     return re.sub(r"-\d+\.[^-]*(-.*)?\.jar$", "", jar_name)
 
 
+def kafka_source_tls(config: MeshConfig) -> dict[str, str]:
+    """The Kafka source's (a Java client's) mutual TLS as the ``analytics``
+    role: PEM files, which the driver and the executors read (shared
+    storage on a cluster, as the checkpoint)."""
+    if not config.kafka_tls:
+        return {}
+    tls = config.tls_path
+    return {
+        "kafka.security.protocol": "SSL",
+        "kafka.ssl.truststore.type": "PEM",
+        "kafka.ssl.truststore.location": str(tls / pki.CA_CERT),
+        "kafka.ssl.keystore.type": "PEM",
+        "kafka.ssl.keystore.location": str(pki.keystore(tls, PeerRole.ANALYTICS)),
+    }
+
+
 def run(config: MeshConfig, stop: threading.Event) -> int:
     from gridmesh.analytics._job import AnalyticsJob, JobSettings  # imports pyspark
 
@@ -91,8 +108,9 @@ def run(config: MeshConfig, stop: threading.Event) -> int:
         app_name=f"gridmesh-analytics-{config.namespace}" if config.namespace else "gridmesh-analytics",
         jars=tuple(spark_kafka_jars(config)),
         stall_after_s=a.stall_after_s,
+        kafka_options=kafka_source_tls(config),
     )
-    ends = EndOffsets(config.kafka.bootstrap_servers, topics(config))
+    ends = EndOffsets(kafka.client_settings(config, PeerRole.ANALYTICS), topics(config))
     metrics.serve(metrics.ANALYTICS)
     endpoint = prometheus.start(config, "analytics", os.getpid())
     try:

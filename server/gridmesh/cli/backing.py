@@ -47,8 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from gridmesh.adapters import pki
 from gridmesh.cli import procs
 from gridmesh.config import RABBITMQ_SECRET, MeshConfig, host_port, mysql_secret
+from gridmesh.core.access import PeerRole
 from gridmesh.core.errors import Unavailable
 from gridmesh.jvm import COMPLETE, KAFKA_BROKER, SPARK_KAFKA, JarSet
 
@@ -804,6 +806,10 @@ class Kafka(BackingService):
     cluster_id: str = ""
     """The cluster's KRaft id (a single node makes its own)."""
     min_insync_replicas: int = 1
+    tls: Path | None = None
+    """The mesh's TLS directory when Kafka is reached over mutual TLS: the
+    broker presents the ``kafka`` certificate and asks clients for one of
+    the mesh's CA; the probe presents ``admin``'s."""
 
     name: ClassVar[str] = "kafka"
 
@@ -819,6 +825,7 @@ class Kafka(BackingService):
             k.node_id,
             k.cluster_id,
             k.min_insync_replicas,
+            config.tls_path if config.kafka_tls else None,
         )
 
     @property
@@ -852,6 +859,13 @@ class Kafka(BackingService):
             "socket.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
             "logger": log,  # librdkafka's messages go to logging, not stderr
         }
+        if self.tls is not None:
+            conf |= {
+                "security.protocol": "SSL",
+                "ssl.ca.location": str(self.tls / pki.CA_CERT),
+                "ssl.certificate.location": str(pki.cert_path(self.tls, PeerRole.ADMIN)),
+                "ssl.key.location": str(pki.key_path(self.tls, PeerRole.ADMIN)),
+            }
         admin = AdminClient(conf)
         try:
             metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
@@ -883,18 +897,20 @@ class Kafka(BackingService):
             node, voters = 1, f"1@{self.host}:{controller}"
         replicas = min(3, len(self._brokers)) if self.node_id else 1  # of Kafka's own internal topics
         min_isr = min(self.min_insync_replicas, replicas)
+        protocol = "PLAINTEXT" if self.tls is None else "SSL"
         props = root / "server.properties"
         props.write_text(
             "# written by gridmesh; rewritten on every start\n"
             "process.roles=broker,controller\n"
             f"node.id={node}\n"
             f"controller.quorum.voters={voters}\n"
-            f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{controller}\n"
-            f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}\n"
+            f"listeners={protocol}://{self.host}:{self.port},CONTROLLER://{self.host}:{controller}\n"
+            f"advertised.listeners={protocol}://{self.host}:{self.port}\n"
             "controller.listener.names=CONTROLLER\n"
-            "inter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
-            f"log.dirs={logs}\n"
+            f"inter.broker.listener.name={protocol}\n"
+            f"listener.security.protocol.map=CONTROLLER:{protocol},{protocol}:{protocol}\n"
+            + self._tls_properties()
+            + f"log.dirs={logs}\n"
             "num.partitions=1\n"
             f"min.insync.replicas={min_isr}\n"
             f"offsets.topic.replication.factor={replicas}\n"
@@ -936,6 +952,20 @@ class Kafka(BackingService):
             cluster = cluster_file.read_text().strip()
             _run_admin([*jvm, *format_argv, "-t", cluster, "-c", str(props)], ADMIN_COMMAND_TIMEOUT_S)
         return procs.ProcessSpec(name=self.name, argv=[*jvm, "kafka.Kafka", str(props)], cwd=root)
+
+    def _tls_properties(self) -> str:
+        """The broker's side of mutual TLS, on every listener (clients,
+        brokers and controllers alike): its ``kafka`` certificate, and only
+        clients with a certificate of the mesh's CA."""
+        if self.tls is None:
+            return ""
+        return (
+            "ssl.client.auth=required\n"
+            "ssl.keystore.type=PEM\n"
+            f"ssl.keystore.location={pki.keystore(self.tls, PeerRole.KAFKA)}\n"
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={self.tls / pki.CA_CERT}\n"
+        )
 
 
 def kafka_cluster_id() -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from gridmesh.cli.stats import parse_duration
 from gridmesh.cli.tasks import table
 from gridmesh.config import MeshConfig
-from gridmesh.core.access import KeyRecord
+from gridmesh.core.access import KeyRecord, Role
 from gridmesh.edge.keys import KeyStore
 
 __all__ = ["register"]
@@ -27,7 +27,7 @@ def _when(at: datetime | None) -> str:
 
 def _state(record: KeyRecord, now: datetime) -> str:
     if record.revoked_at is not None:
-        return "revoked"
+        return "used" if record.role is Role.JOIN else "revoked"
     return "active" if record.usable(now) else "expired"
 
 

@@ -138,9 +138,35 @@ def cmd_console(config: MeshConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_worker_start(config: MeshConfig, args: argparse.Namespace) -> int:
+    from gridmesh.worker import join
     from gridmesh.worker.app import run
 
+    if args.join and not join.has_certificate(config):
+        join.join(config, join.JoinToken.parse(args.join))
+        print(f"joined the mesh: worker certificate in {config.tls_path}", file=sys.stderr)
     run(config, args.port, args.slots)
+    return 0
+
+
+def cmd_worker_join_token(config: MeshConfig, args: argparse.Namespace) -> int:
+    from gridmesh.adapters import pki
+    from gridmesh.edge.keys import KeyStore
+    from gridmesh.worker.join import JoinToken
+
+    expires = datetime.now(UTC) + stats.parse_duration(args.expires, "--expires")
+    ca = pki.fingerprint((config.tls_path / pki.CA_CERT).read_bytes())
+    store = KeyStore.open(config)
+    try:
+        record, key = store.create_join_token(expires, note=args.note)
+    finally:
+        store.close()
+    token = JoinToken(args.edge or config.edge_address, ca, key)
+    print(f"gridmesh worker start --join {token}")
+    print(
+        f"(join token {record.key_id}: valid once, until {expires:%Y-%m-%d %H:%M:%S} UTC; run that on the new "
+        "host, with its own config naming the mesh's Scheduler, StoreKeeper and backing services)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -522,7 +548,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = worker_sub.add_parser("start", help="run a worker node in the foreground")
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--slots", type=int, default=None)
+    p.add_argument(
+        "--join",
+        metavar="TOKEN",
+        help="first get this host's worker certificate with a join token (gridmesh worker join-token); "
+        "skipped when the host has one",
+    )
     p.set_defaults(func=cmd_worker_start)
+    p = worker_sub.add_parser(
+        "join-token",
+        help="make a token with which one new worker host joins the mesh (valid once)",
+        description="Print the command that makes a new host a worker node of this mesh: `gridmesh worker start "
+        "--join TOKEN`. The token holds a key valid for one join (until --expires), the edge's address and "
+        "the fingerprint of the mesh's CA. Run this where the mesh's tls.dir and MySQL credentials are.",
+    )
+    p.add_argument("--expires", default="1h", metavar="DURATION", help="how long the token may be used (default 1h)")
+    p.add_argument("--edge", metavar="HOST:PORT", help="the edge's address as the new host reaches it")
+    p.add_argument("--note", default="", help="kept with the token in `gridmesh keys list`")
+    p.set_defaults(func=cmd_worker_join_token)
     p = worker_sub.add_parser(
         "drain",
         help="drain a worker node: it takes no new work, finishes what it runs and leaves",

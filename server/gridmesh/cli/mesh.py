@@ -28,7 +28,7 @@ from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.clients import EventClient, TaskClient
-from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, ZOOKEEPER_SECRET, MeshConfig
+from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, ZOOKEEPER_SECRET, MeshConfig, host_port
 from gridmesh.console.app import assets_path, check_assets
 from gridmesh.core.access import PeerRole, Role
 from gridmesh.core.errors import ConfigError, Unavailable
@@ -343,6 +343,8 @@ def up(
     for d in (runs, logs):
         d.mkdir(parents=True, exist_ok=True)
     (runs / ROLES_FILE).write_text(",".join(r for r in ROLES if r in roles))
+    if config.tls.enabled or not config.envoy.plaintext:
+        ensure_certificates(config, progress, roles)  # before the backing services: the Kafka broker has one
     wanted = [s for s in backing.backing_services(config) if s.name in roles]
     backing.ensure_backing(config, runs, logs, progress, services=wanted)
     # The mesh's ZooKeeper identity: nothing to create on the servers (its znodes carry the ACL).
@@ -352,8 +354,6 @@ def up(
     if "storekeeper" in roles:
         config.storage_root.mkdir(parents=True, exist_ok=True)
 
-    if config.tls.enabled or not config.envoy.plaintext:
-        ensure_certificates(config, progress, roles)
     if "prometheus" in roles and prometheus_enabled(config):
         ensure_prometheus(config, progress)
     if "edge" in roles:
@@ -437,6 +437,8 @@ _CERTIFICATES = {
     "eventmanager": (PeerRole.EVENTMANAGER,),
     "worker": (PeerRole.WORKER,),
     "edge": (PeerRole.EDGE, PeerRole.AUTHZ),
+    "analytics": (PeerRole.ANALYTICS,),
+    "kafka": (PeerRole.KAFKA,),
 }
 """The certificates the processes of each role of a host present."""
 
@@ -449,17 +451,19 @@ def ensure_certificates(config: MeshConfig, progress: Progress, roles: frozenset
     there, and the admin's (``up`` checks health with it)."""
     if "scheduler" in roles:
         needed = list(PeerRole)
-    elif roles & _PROCESS_ROLES:
+    elif roles & (_PROCESS_ROLES | {"kafka"}):
         needed = [PeerRole.ADMIN, *(c for role in sorted(roles) for c in _CERTIFICATES.get(role, ()))]
     else:
-        return  # a host of backing services only (MariaDB, ZooKeeper, …) runs no gridmesh process
+        return  # a host of other backing services only (MariaDB, ZooKeeper, …) needs none
     hosts = {socket.gethostname(), socket.getfqdn(), *(n.strip() for n in config.tls.names.split(",") if n.strip())}
+    brokers = [host_port(b)[0] for b in config.kafka.bootstrap_servers.split(",") if b.strip()]
     for host in (
         config.scheduler.host,
         config.storekeeper.host,
         config.eventmanager.host,
         config.worker.host,
         config.envoy.host,
+        *brokers,
     ):
         if host not in ("0.0.0.0", "::", ""):
             hosts.add(host)

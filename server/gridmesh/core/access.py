@@ -42,6 +42,8 @@ class Role(enum.StrEnum):
     VIEWER = "viewer"
     PUBLISHER = "publisher"
     SUBSCRIBER = "subscriber"
+    JOIN = "join"
+    """A join token's key: valid once, for ``Enrollment/Join`` alone."""
 
     @property
     def bound(self) -> bool:
@@ -109,16 +111,19 @@ _SUBSCRIBE = _methods(
     "EventManager", "Subscribe", "Unsubscribe", "Consume", "ConsumeBatches", "GetQueueStats", "ListDeadLetters"
 )
 
-PUBLIC_METHODS: frozenset[str] = frozenset(_READ | _SUBMIT | _OPERATE | _PUBLISH | _SUBSCRIBE)
+_JOIN = _methods("Enrollment", "Join")
+
+PUBLIC_METHODS: frozenset[str] = frozenset(_READ | _SUBMIT | _OPERATE | _PUBLISH | _SUBSCRIBE | _JOIN)
 """Every RPC the edge routes to a gridmesh service (``Service/Method``)."""
 
 ALLOWED: dict[Role, frozenset[str]] = {
-    Role.ADMIN: PUBLIC_METHODS,
+    Role.ADMIN: PUBLIC_METHODS - _JOIN,  # a join token is used up by its Join: an admin key is not one
     Role.OPERATOR: frozenset(_OPERATE),
     Role.SUBMITTER: frozenset(_SUBMIT),
     Role.VIEWER: frozenset(_READ),
     Role.PUBLISHER: frozenset(_PUBLISH),
     Role.SUBSCRIBER: frozenset(_SUBSCRIBE),
+    Role.JOIN: frozenset(_JOIN),
 }
 """The roles of SPEC's security table: what each may call."""
 
@@ -169,7 +174,7 @@ def decide(principal: Principal, method: str) -> None:
     """Returns if ``principal`` may call ``method`` (``/Service/Method``);
     :class:`PermissionDenied` naming the roles that may, if not."""
     path = method.lstrip("/")
-    if path.startswith(ANY_KEY_PREFIXES) or path in ALLOWED[principal.role]:
+    if path in ALLOWED[principal.role] or (principal.role is not Role.JOIN and path.startswith(ANY_KEY_PREFIXES)):
         return
     if path not in PUBLIC_METHODS:
         raise PermissionDenied(f"{path} is not served at the edge")
@@ -187,6 +192,8 @@ def check_role(role: str, name: str) -> tuple[Role, str]:
         raise InvalidArgument(
             f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}", field="role"
         ) from None
+    if checked is Role.JOIN:
+        raise InvalidArgument("join tokens come from `gridmesh worker join-token`", field="role")
     if checked.bound and not name:
         raise InvalidArgument(f"a {checked} key names the {checked} it acts as", field=str(checked))
     if not checked.bound and name:
@@ -229,6 +236,10 @@ class PeerRole(enum.StrEnum):
     """The edge's authorizer."""
     ADMIN = "admin"
     """Operator tools on a mesh host: ``gridmesh status``, the bench, the tests."""
+    KAFKA = "kafka"
+    """A Kafka broker ``gridmesh up`` runs (Kafka's TLS, not a gRPC peer)."""
+    ANALYTICS = "analytics"
+    """The analytics job, a Kafka client (not a gRPC peer)."""
 
 
 _ANY_PEER = frozenset(PeerRole)
@@ -247,6 +258,7 @@ PEER_ALLOWED: dict[str, frozenset[PeerRole]] = {
     "gridmesh.v1.EventManager/": _CLIENT_SIDE,
     "gridmesh.v1.Worker/": frozenset({PeerRole.ADMIN}),
     "envoy.service.auth.v3.Authorization/": frozenset({PeerRole.EDGE}),
+    "gridmesh.v1.Enrollment/": frozenset({PeerRole.EDGE}),
     "grpc.health.v1.Health/": _ANY_PEER,
     "grpc.reflection.": _ANY_PEER,
 }

@@ -11,6 +11,11 @@ whatever the client sent there) and without the key. Refused: 401 or 403 —
 UNAUTHENTICATED or PERMISSION_DENIED for gRPC, the JSON status for
 HTTP/JSON — and the call reaches nothing.
 
+It also serves ``gridmesh.v1.Enrollment/Join`` (routed by the edge, after
+the same check): a new worker host trades a join token — a key of the
+``join`` role, valid once — and a certificate signing request for a worker
+certificate signed by the mesh's CA, whose key it needs in ``tls.dir``.
+
     python -m gridmesh.edge.authz
 """
 
@@ -29,18 +34,27 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import status_pb2
 from grpc import aio
 
+from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import (
     KEY_ID_HEADER,
     ROLE_HEADER,
     KeyRecord,
     PeerRole,
+    Role,
     decide,
     key_from_headers,
     matches,
     parse_key,
 )
-from gridmesh.core.errors import GridmeshError, PermissionDenied, Unauthenticated
+from gridmesh.core.errors import (
+    ConfigError,
+    FailedPrecondition,
+    GridmeshError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.server import (
     build_grpc_server,
@@ -48,7 +62,8 @@ from gridmesh.grpc_support.server import (
     run_process,
     serve_until_signal,
 )
-from gridmesh.grpc_support.tls import MeshTls
+from gridmesh.grpc_support.tls import MeshTls, edge_role
+from gridmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +93,8 @@ class Keys:
         if record is None or not matches(record, secret):
             raise Unauthenticated(f"unknown API key {key_id}")
         if record.revoked_at is not None:
+            if record.role is Role.JOIN:
+                raise Unauthenticated(f"the join token {key_id} was used already or revoked")
             raise Unauthenticated(f"the API key {key_id} was revoked")
         if not record.usable(now):
             raise Unauthenticated(f"the API key {key_id} expired")
@@ -141,6 +158,48 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         return check(self._keys, request, datetime.now(UTC))
 
 
+class EnrollmentServicer(enrollment_pb2_grpc.EnrollmentServicer):
+    """Join: the call's join token used up, then a worker certificate."""
+
+    def __init__(self, store: KeyStore, ca: pki.CertificateAuthority | None, zookeeper_password: str) -> None:
+        self._store = store
+        self._ca = ca
+        self._zookeeper_password = zookeeper_password
+
+    async def Join(
+        self, request: enrollment_pb2.JoinRequest, context: aio.ServicerContext
+    ) -> enrollment_pb2.JoinResponse:
+        metadata = dict(context.invocation_metadata() or ())
+        key_id = metadata.get(KEY_ID_HEADER, "")
+        if edge_role(context) != Role.JOIN or not key_id:
+            raise PermissionDenied("Join takes a join token (`gridmesh worker join-token`)")
+        if self._ca is None:
+            raise FailedPrecondition("the edge does not hold the mesh's CA key (ca.key in tls.dir): it cannot sign")
+        try:
+            csr = request.csr_pem.encode()
+            pki.check_signing_request(csr)
+        except ValueError as e:
+            raise InvalidArgument(f"csr_pem: {e}", field="csr_pem") from None
+        if not await asyncio.to_thread(self._store.use_join_token, key_id):
+            raise Unauthenticated(f"the join token {key_id} was used already, revoked or expired")
+        certificate = self._ca.sign_request(csr, PeerRole.WORKER)
+        log.info("join token %s used: issued a worker certificate", key_id)
+        return enrollment_pb2.JoinResponse(
+            certificate_pem=certificate.decode(),
+            ca_certificate_pem=self._ca.cert_pem.decode(),
+            zookeeper_password=self._zookeeper_password,
+        )
+
+
+def _zookeeper_password(config: MeshConfig) -> str:
+    """What a joining worker gets for ZooKeeper ("" where this host has not got it)."""
+    try:
+        return config.zookeeper_password
+    except ConfigError:
+        log.warning("no ZooKeeper password here: joining worker hosts must be given it by hand")
+        return ""
+
+
 async def keep_reading(store: KeyStore, keys: Keys, interval_s: float) -> None:
     """Read the key table every ``interval_s`` (a failed read keeps the last)."""
     while True:
@@ -154,15 +213,22 @@ async def keep_reading(store: KeyStore, keys: Keys, interval_s: float) -> None:
 async def serve(config: MeshConfig) -> None:
     store = await asyncio.to_thread(KeyStore.open, config)
     keys = Keys()
+    tls = MeshTls.load(config, PeerRole.AUTHZ)
+    enrollment = EnrollmentServicer(
+        store,
+        pki.CertificateAuthority.load(config.tls_path) if tls is not None else None,
+        _zookeeper_password(config),
+    )
     host = build_grpc_server(
         f"{config.auth.host}:{config.auth.port}",
         [
             lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
                 AuthorizationServicer(keys), server
-            )
+            ),
+            lambda server: enrollment_pb2_grpc.add_EnrollmentServicer_to_server(enrollment, server),
         ],
         (SERVICE,),
-        tls=MeshTls.load(config, PeerRole.AUTHZ),
+        tls=tls,
     )
     reading: asyncio.Task[None] | None = None
 

@@ -262,6 +262,19 @@ NO_AUTHZ = {
 
 AUTHZ_TIMEOUT = "1s"
 
+JOIN_PATH = "/gridmesh.v1.Enrollment/Join"
+CA_PATH = "/v1/ca.crt"
+"""The mesh's CA certificate, for anyone (it is public): a joining worker
+host fetches it and checks it against its join token's fingerprint."""
+
+
+def _ca_route(config: MeshConfig) -> dict[str, Any]:
+    return {
+        "match": {"path": CA_PATH},
+        "direct_response": {"status": 200, "body": {"filename": str(config.tls_path / pki.CA_CERT)}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/x-pem-file"}}],
+    }
+
 
 def _ext_authz() -> dict[str, Any]:
     return {
@@ -323,14 +336,20 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     ]
     if config.demo.enabled:
         routes[-2:-2] = [_route(f"/{service}/", cluster) for service, cluster in DEMO_SERVICES.items()]
+    if config.auth.enabled and config.tls.enabled:
+        routes.append(_route(JOIN_PATH, "authz", exact=True))  # a join token's one call
+    if config.tls.enabled:
+        routes.append(_ca_route(config))
     routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, NO_SUCH_API_ROUTE]
     if config.console.enabled:
         routes.append(
             {"match": {"prefix": "/"}, "route": {"cluster": "console"}, "typed_per_filter_config": UNBUFFERED}
         )
     if config.auth.enabled:
-        public = ("/grpc.health.v1.Health/", "/gridmesh.", "/v1/", "/")
-        routes = [_without_authz(r) if r["match"].get("prefix") in public else r for r in routes]
+        public = ("/grpc.health.v1.Health/", "/gridmesh.", "/v1/", "/", CA_PATH)
+        routes = [
+            _without_authz(r) if (r["match"].get("prefix") or r["match"].get("path")) in public else r for r in routes
+        ]
     hcm = {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {

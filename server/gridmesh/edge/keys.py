@@ -80,6 +80,32 @@ class KeyStore:
         self._insert(record)
         return record, key
 
+    def create_join_token(self, expires_at: datetime, note: str = "") -> tuple[KeyRecord, str]:
+        """A key of the ``join`` role, for one ``Enrollment/Join`` before ``expires_at``."""
+        now = datetime.now(UTC)
+        if expires_at <= now:
+            raise InvalidArgument("the expiry must be in the future", field="expires")
+        key_id, key_digest, key = new_key()
+        record = KeyRecord(key_id, key_digest, Role.JOIN, "", now, expires_at, None, note or "join token")
+        self._insert(record)
+        return record, key
+
+    def use_join_token(self, key_id: str) -> bool:
+        """Mark a usable join token used (revoked); whether this call did it.
+        Atomic: of two calls with one token, one gets True."""
+        now = _naive(datetime.now(UTC))
+
+        def work(cur: Cursor) -> int:
+            return int(
+                cur.execute(
+                    "UPDATE api_keys SET revoked_at = %s WHERE key_id = %s AND role = %s AND revoked_at IS NULL "
+                    "AND (expires_at IS NULL OR expires_at > %s)",
+                    (now, key_id, Role.JOIN.value, now),
+                )
+            )
+
+        return self._db.write_sync(work) == 1
+
     def register(self, key: str, role: Role, note: str) -> bool:
         """Make sure ``key`` (e.g. the admin key in a credentials file) is a
         usable key of ``role``; answers whether it was added now."""

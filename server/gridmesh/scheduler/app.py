@@ -25,6 +25,7 @@ from typing import Protocol
 
 import psutil
 
+from gridmesh.adapters import kafka
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.adapters.zookeeper import ZooKeeper
@@ -331,7 +332,9 @@ async def serve(config: MeshConfig) -> None:
         MySQL(config.mysql_login("scheduler"), config.database("scheduler")), config.database("analytics")
     )
     # A start is counted by the node that ran it; the Scheduler's copy (see SchedulerCore.report) is not.
-    producer = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    producer = KafkaLifecycleLog(
+        config.kafka, kafka.client_settings(config, PeerRole.SCHEDULER), lambda kind: config.topic(kind.value)
+    )
     metrics.register(metrics.LifecycleProducer(producer.health))
     lifecycle = MeteredLifecycleLog(producer, uncounted=frozenset({LifecycleKind.STARTED}))
     zk = ZooKeeper(config.zookeeper, config.zk_root, config.zookeeper_password)

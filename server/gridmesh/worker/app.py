@@ -18,6 +18,7 @@ import time
 
 from grpc import aio
 
+from gridmesh.adapters import kafka
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.zookeeper import ZooKeeper
 from gridmesh.config import MeshConfig, load_config
@@ -104,7 +105,9 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     address = f"{config.worker.host}:{port}"
     registry = default_registry()
     pool = await asyncio.to_thread(ProcessPool, slots)
-    producer = KafkaLifecycleLog(config.kafka, lambda kind: config.topic(kind.value))
+    producer = KafkaLifecycleLog(
+        config.kafka, kafka.client_settings(config, PeerRole.WORKER), lambda kind: config.topic(kind.value)
+    )
     metrics.register(metrics.LifecycleProducer(producer.health))
     lifecycle = MeteredLifecycleLog(producer)
     node = WorkerNode(
