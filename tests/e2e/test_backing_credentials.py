@@ -1,28 +1,34 @@
 """The backing services as the mesh uses them (issue 12): each component
 logs in to MariaDB as an account of its own that reaches its own database
 only, RabbitMQ as the mesh's user on its own vhost (never ``guest``),
-ZooKeeper as a digest identity its znodes are restricted to; and no
+ZooKeeper as a digest identity its znodes are restricted to, Kafka over
+mutual TLS with the mesh's CA; and no
 password or key shows in any process's argv or in the mesh's logs."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pika
 import pika.exceptions
 import psutil
 import pymysql
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
-from gridmesh.adapters import zookeeper
+from gridmesh.adapters import kafka, pki, zookeeper
 from gridmesh.cli import backing, mesh
 from gridmesh.config import MeshConfig
+from gridmesh.core.access import PeerRole
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -148,3 +154,23 @@ def test_no_password_or_key_shows_in_any_argv_or_in_the_meshs_logs(mesh_config):
     for where, secret in secrets.items():
         assert not any(secret in argv for argv in argvs), f"the secret of {where} is in a process's argv"
         assert not any(secret in text for text in texts), f"the secret of {where} is in a log"
+
+
+def test_kafka_takes_only_mutual_tls_clients_of_the_meshs_ca(mesh_config, tmp_path):
+    def lists_brokers(settings: dict[str, Any]) -> bool:
+        try:
+            return bool(AdminClient({**settings, "socket.timeout.ms": 3000}).list_topics(timeout=3).brokers)
+        except KafkaException:
+            return False
+
+    admin = kafka.client_settings(mesh_config, PeerRole.ADMIN)
+    assert admin["security.protocol"] == "SSL" and lists_brokers(admin)
+    bootstrap = {"bootstrap.servers": mesh_config.kafka.bootstrap_servers, "logger": logging.getLogger("t")}
+    assert not lists_brokers(bootstrap)  # plaintext
+    assert not lists_brokers({**bootstrap, "security.protocol": "SSL", "ssl.ca.location": admin["ssl.ca.location"]})
+    pki.ensure(tmp_path, [PeerRole.ADMIN])  # another CA's certificate
+    foreign = {
+        "ssl.certificate.location": str(pki.cert_path(tmp_path, PeerRole.ADMIN)),
+        "ssl.key.location": str(pki.key_path(tmp_path, PeerRole.ADMIN)),
+    }
+    assert not lists_brokers({**admin, **foreign})
