@@ -154,15 +154,16 @@ def cleanup(config: MeshConfig, subscribers: set[str]) -> None:
 
 
 @contextlib.contextmanager
-def rabbitmq_stopped() -> Iterator[None]:
+def rabbitmq_stopped(config: MeshConfig) -> Iterator[None]:
     """Stop the RabbitMQ application (every connection drops, durable queues
-    stay on disk) and start it again on leaving, waiting until AMQP answers."""
+    stay on disk) and start it again on leaving, waiting until ``config``'s
+    user opens its vhost again."""
     subprocess.run(["rabbitmqctl", "-q", "stop_app"], timeout=120, check=True)
     try:
         yield
     finally:
         subprocess.run(["rabbitmqctl", "-q", "start_app"], timeout=180, check=True)
-        rabbit = backing.RabbitMQ.from_config(load_config({}), backing.AptInstaller())
+        rabbit = backing.RabbitMQ.from_config(config, backing.AptInstaller())
         wait_for("RabbitMQ to accept connections again", rabbit.probe, timeout=120, interval=0.2)
 
 

@@ -132,6 +132,21 @@ def test_malformed_json_body_is_400_with_a_message(edge):
     assert body  # Envoy says where the JSON broke
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/tasks", b'{"task_type": '),  # malformed JSON
+        ("POST", "/v1/tasks", b'{"task_type": "noop", "result_dir": "x", "priority": "high"}'),  # no such enum name
+        ("POST", "/v1/tasks", b'{"task_type": 7, "result_dir": []}'),  # wrong types
+        ("GET", "/v1/task-types?colour=blue", None),  # unknown query parameter
+    ],
+)
+def test_the_edges_own_errors_have_the_json_shape_of_the_services(edge, method, path, body):
+    status, raw = http(edge, method, path, body)
+    answer = json.loads(raw)  # refused by Envoy's transcoder: it reached no service
+    assert status == 400 and answer["code"] == 3 and answer["message"] and answer["details"] == [], raw
+
+
 def test_a_bad_param_is_400_naming_the_field_in_its_details(edge):
     status, body = http_json(edge, "POST", "/v1/tasks", {"task_type": "word_count", "params": {}, "result_dir": "x"})
     assert status == 400 and "required" in body["message"], body

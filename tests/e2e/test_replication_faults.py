@@ -120,7 +120,7 @@ def test_rabbitmq_dropping_the_eventmanagers_connection_while_events_flow_loses_
 def test_rabbitmq_restarted_while_events_flow_loses_nothing(fm: DemoMesh) -> None:
     prefix = bulk_customers(fm, 10_000)  # stopping RabbitMQ takes a second or two: keep events flowing that long
     wait_for("events to flow", lambda: replicated(fm, prefix) > 0, timeout=SETTLE_S, interval=0.01)
-    with rabbitmq_stopped():
+    with rabbitmq_stopped(fm.config):
         assert replicated(fm, prefix) < 10_000, "everything was replicated already: not while events flow"
         # CustomerService keeps taking changes while the broker is down: they wait in its outbox.
         update_some(fm, prefix, 20, "changed while RabbitMQ was down")

@@ -241,6 +241,55 @@ TOO_LARGE_REPLY = {
 """Envoy's own 413 (a body over :data:`MAX_JSON_BODY_BYTES`) as the JSON
 error shape the services answer with."""
 
+
+def _json_local_reply(status: int, code: int) -> dict[str, Any]:
+    """Envoy's own ``status`` answers to HTTP/JSON calls (the transcoder's
+    "malformed JSON", an unknown enum name or query parameter, no healthy
+    upstream, …) as the JSON status the services' errors have: ``code`` a
+    google.rpc.Code, Envoy's text the message. A gRPC call keeps Envoy's
+    grpc-status and message, and the edge's replies that are JSON already
+    (401, 403, 404, 413) are not matched."""
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {
+                        "status_code_filter": {
+                            "comparison": {
+                                "op": "EQ",
+                                "value": {"default_value": status, "runtime_key": f"gridmesh.local_reply_{status}"},
+                            }
+                        }
+                    },
+                    # Not a gRPC client's call: a JSON one the transcoder
+                    # took on (it rewrote it to gRPC, te and content-type
+                    # too, and kept the path), or one without gRPC's "te".
+                    {
+                        "or_filter": {
+                            "filters": [
+                                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                                {"header_filter": {"header": {"name": "te", "present_match": False}}},
+                            ]
+                        }
+                    },
+                ]
+            }
+        },
+        "body_format_override": {
+            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+            "content_type": "application/json",
+        },
+    }
+
+
+JSON_LOCAL_REPLIES = [
+    _json_local_reply(400, 3),  # INVALID_ARGUMENT
+    _json_local_reply(500, 13),  # INTERNAL
+    _json_local_reply(502, 14),  # UNAVAILABLE
+    _json_local_reply(503, 14),
+    _json_local_reply(504, 4),  # DEADLINE_EXCEEDED
+]
+
 UNBUFFERED = {
     "envoy.filters.http.buffer": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
@@ -358,7 +407,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "stat_prefix": "edge",
             "codec_type": "AUTO",
             "stream_idle_timeout": "0s",
-            "local_reply_config": {"mappers": [TOO_LARGE_REPLY]},
+            "local_reply_config": {"mappers": [TOO_LARGE_REPLY, *JSON_LOCAL_REPLIES]},
             "route_config": {
                 "name": "gridmesh",
                 "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
