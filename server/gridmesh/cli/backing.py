@@ -97,11 +97,12 @@ HOW_RUNNING = "running (started earlier by gridmesh)"
 ProgressLog = Callable[[str], None]
 """Receives one human-readable progress line."""
 
-# MySQL error codes meaning "the server is up but refused these credentials".
 _NOT_LISTENING = -1
-_NO_PASSWORD = -2
-_MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698, _NO_PASSWORD})
 """Not a MySQL error code: nothing accepts TCP connections at the address."""
+_NO_PASSWORD = -2
+"""Not a MySQL error code: an account's password file is not there (yet)."""
+# Codes meaning "the server is up but refused these credentials" (or we have none yet).
+_MYSQL_AUTH_ERRORS = frozenset({1044, 1045, 1130, 1698, _NO_PASSWORD})
 
 
 # -- installation ---------------------------------------------------------------
