@@ -31,11 +31,13 @@ from gridmesh.core.access import PeerRole
 from gridmesh.v1 import worker_pb2, worker_pb2_grpc
 from tests.conftest import TEST_ADMIN_KEY
 from tests.helpers import http_json, mesh_channel, wait_for
-from tests.hosts.cluster import SCHEDULER_PORT, Cluster, Layout
+from tests.hosts.cluster import GRIDMESH, SCHEDULER_PORT, Cluster, Layout
 
 pytestmark = pytest.mark.e2e
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+JOINED_PORT = 50190
+"""Where the node that joins with a token listens on w3 (beside w3's own)."""
 
 
 @dataclass
@@ -310,6 +312,47 @@ def test_a_spark_worker_host_killed_the_analytics_job_goes_on(cluster):
         assert_statistics_exact(c)
     finally:
         c.start_spark_worker(c.host("sparkw1"))
+
+
+def test_a_new_worker_host_joins_with_a_token_and_runs_tasks(cluster):
+    """A node started on w3 as on a new host: a state, TLS and secrets
+    directory of its own (none of the mesh's files), and a join token made
+    on the edge host; it reaches the edge across the network for its
+    certificate, registers with the leading Scheduler and runs tasks."""
+    c = cluster
+    edge_host = c.host("edge")
+    command = c.gridmesh(edge_host, "worker", "join-token", "--edge", c.edge, "--expires", "10m")
+    token = command.split()[-1]
+    home = c.base / "w3-joined"
+    env = {
+        **c.host_env(c.host("w3")),
+        "GRIDMESH_STATE_DIR": str(home / "state"),
+        "GRIDMESH_TLS_DIR": str(home / "tls"),
+        "GRIDMESH_SECRETS_DIR": str(home / "secrets"),
+    }
+    port = JOINED_PORT
+    node = c.host("w3").popen(
+        [GRIDMESH, "worker", "start", "--join", token, "--port", str(port), "--slots", "2"], env, home / "node.log"
+    )
+    try:
+        joined = wait_for("the joined node to register", lambda: joined_node(c, port), timeout=60)
+        assert (home / "tls" / "worker.crt").is_file() and not (home / "tls" / "ca.key").exists()
+        ran_there = wait_for("a task to run on the joined node", lambda: ran_on(c, joined), timeout=90)
+        assert ran_there["state"] == "SUCCEEDED"
+    finally:
+        node.terminate()  # drains and leaves
+        node.wait(60)
+
+
+def joined_node(c: Tracked, port: int) -> str | None:
+    status, body = http_json(c.edge, "GET", "/v1/workers")
+    assert status == 200, body
+    return next((w["worker_id"] for w in body["workers"] if w["worker_id"].endswith(f"-{port}")), None)
+
+
+def ran_on(c: Tracked, worker_id: str) -> dict[str, Any] | None:
+    final = wait_terminal(c, must_submit(c, "sleep", {"ms": 100}))
+    return final if final["worker_id"] == worker_id else None
 
 
 def test_after_every_cut_and_kill_each_accepted_task_succeeded_and_is_counted_once(cluster):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 import urllib.request
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ from gridmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 TOKEN_PREFIX = "gmj_"
 CA_PATH = "/v1/ca.crt"
 TIMEOUT_S = 10.0
+UNKNOWN_KEY_RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,21 @@ def join(config: MeshConfig, token: JoinToken, timeout_s: float = TIMEOUT_S) -> 
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     # The edge's certificate names its role; a host name the token carries may not be among its names.
     options = [("grpc.ssl_target_name_override", pki.role_dns_name(PeerRole.EDGE))]
+    request = enrollment_pb2.JoinRequest(csr_pem=csr_pem.decode())
+    deadline = time.monotonic() + timeout_s
     with grpc.secure_channel(token.edge, credentials, options) as channel:
-        try:
-            answer = enrollment_pb2_grpc.EnrollmentStub(channel).Join(
-                enrollment_pb2.JoinRequest(csr_pem=csr_pem.decode()),
-                metadata=(("authorization", f"Bearer {token.key}"),),
-                timeout=timeout_s,
-            )
-        except grpc.RpcError as e:
-            raise error_of(e.code().value[0], f"the edge refused the join: {e.details()}") from None
+        stub = enrollment_pb2_grpc.EnrollmentStub(channel)
+        while True:
+            try:
+                answer = stub.Join(request, metadata=(("authorization", f"Bearer {token.key}"),), timeout=timeout_s)
+                break
+            except grpc.RpcError as e:
+                # The edge reads its keys every auth.refresh_s: a token made a
+                # moment ago may not be known there yet.
+                unknown = e.code() == grpc.StatusCode.UNAUTHENTICATED and "unknown API key" in (e.details() or "")
+                if not unknown or time.monotonic() > deadline:
+                    raise error_of(e.code().value[0], f"the edge refused the join: {e.details()}") from None
+                time.sleep(UNKNOWN_KEY_RETRY_S)
     certificate = answer.certificate_pem.encode()
     pki.check_issued(certificate, ca_pem, key_pem)
     directory = config.tls_path
