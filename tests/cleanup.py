@@ -5,6 +5,8 @@ purpose (a fault the tests provoke)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
 from collections.abc import Iterable
 
@@ -62,3 +64,26 @@ def delete_rabbitmq_user(user: str, vhost: str) -> None:
     """Delete a user and its vhost (with whatever is left in it) from the machine's RabbitMQ."""
     for argv in (["delete_user", user], ["delete_vhost", vhost]):
         subprocess.run(["rabbitmqctl", "-q", *argv], capture_output=True, timeout=60, check=False)
+
+
+def drop_mysql_accounts(namespaces: Iterable[str]) -> None:
+    """Drop the MySQL accounts of these namespaces (``<ns>_gridmesh_…``, as
+    ``gridmesh up`` makes them) from the machine's MariaDB, through its unix
+    socket as root; nothing where that cannot be done."""
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    names = sorted(namespaces)
+    if client is None or os.geteuid() != 0 or not names:
+        return
+    root = [client, "--protocol=socket", "-u", "root"]
+    which = " OR ".join(f"user LIKE '{ns}\\_gridmesh\\_%'" for ns in names)  # namespaces are [a-z0-9_]
+    listed = subprocess.run(
+        [*root, "-N", "-B", "-e", f"SELECT user, host FROM mysql.user WHERE {which}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    accounts = [line.split("\t") for line in listed.stdout.splitlines() if "\t" in line]
+    drops = "".join(f"DROP USER IF EXISTS '{user}'@'{host}';\n" for user, host in accounts)
+    if drops:
+        subprocess.run(root, input=drops, capture_output=True, text=True, timeout=60, check=False)

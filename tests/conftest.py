@@ -34,7 +34,7 @@ from gridmesh.cli import backing, mesh, procs
 from gridmesh.clients import CA_FILE_VAR
 from gridmesh.config import API_KEY_VAR, ENV_PREFIX, ZOOKEEPER_SECRET, MeshConfig, MySQLLogin, load_config, mysql_secret
 from gridmesh.core.access import PeerRole, new_key
-from tests.cleanup import delete_rabbitmq_user
+from tests.cleanup import delete_rabbitmq_user, drop_mysql_accounts
 
 log = logging.getLogger("tests")
 
@@ -117,9 +117,14 @@ def session_backing() -> dict[str, str]:
     return dict(_SESSION_BACKING)
 
 
+_NAMESPACES: set[str] = {SESSION_NAMESPACE}
+"""The namespaces of the session's meshes: their MySQL accounts are dropped at its end."""
+
+
 def provision_mysql(config: MeshConfig) -> None:
     """Make ``config``'s MySQL accounts as ``gridmesh up`` does, for a test
     that builds a component in-process."""
+    _NAMESPACES.add(config.namespace)
     backing.MySQL.from_config(config, backing.AptInstaller()).provision(functools.partial(_progress, "mysql"))
 
 
@@ -154,6 +159,7 @@ def mesh_env(state_dir: Path, **overrides: str) -> dict[str, str]:
         }
     )
     env.update(overrides)
+    _NAMESPACES.add(env["GRIDMESH_NAMESPACE"])
     return env
 
 
@@ -217,6 +223,7 @@ def backing_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshC
         for name in reversed(procs.recorded(runs)):
             procs.stop(name, runs)
         delete_rabbitmq_user(config.rabbitmq.user, config.rabbitmq.vhost)
+        drop_mysql_accounts(_NAMESPACES)
 
 
 @pytest.fixture(scope="session")

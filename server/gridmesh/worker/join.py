@@ -34,7 +34,7 @@ import grpc
 from gridmesh.adapters import pki
 from gridmesh.config import ZOOKEEPER_SECRET, MeshConfig
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import GridmeshError, InvalidArgument, PermissionDenied
+from gridmesh.core.errors import InvalidArgument, PermissionDenied, Unavailable
 from gridmesh.grpc_support.errors import error_of
 from gridmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 
@@ -90,7 +90,7 @@ def fetch_ca(edge: str, timeout_s: float = TIMEOUT_S) -> bytes:
         with urllib.request.urlopen(f"https://{edge}{CA_PATH}", timeout=timeout_s, context=unverified) as reply:
             return bytes(reply.read())
     except OSError as e:
-        raise GridmeshError(f"cannot fetch the mesh's CA certificate from https://{edge}{CA_PATH}: {e}") from None
+        raise Unavailable(f"cannot fetch the mesh's CA certificate from https://{edge}{CA_PATH}: {e}") from None
 
 
 def join(config: MeshConfig, token: JoinToken, timeout_s: float = TIMEOUT_S) -> None:
