@@ -27,7 +27,7 @@ from kazoo.exceptions import NoAuthError
 
 from gridmesh.adapters import kafka, pki, zookeeper
 from gridmesh.cli import backing, mesh
-from gridmesh.config import MeshConfig
+from gridmesh.config import RABBITMQ_SECRET, ZOOKEEPER_SECRET, MeshConfig
 from gridmesh.core.access import PeerRole
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -135,7 +135,7 @@ def _secrets(config: MeshConfig) -> dict[str, str]:
     found = {str(config.credentials_path): config.credentials_path.read_text().strip()}
     for account in backing.mysql_accounts(config):
         found[str(account.password_file)] = account.password() or ""
-    for name in ("rabbitmq.password", "zookeeper.password"):
+    for name in (RABBITMQ_SECRET, ZOOKEEPER_SECRET):
         found[name] = config.secret(name)
     assert all(len(secret) >= 20 for secret in found.values()), "every secret is there and random"
     return found

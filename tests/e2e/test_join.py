@@ -37,8 +37,11 @@ GRIDMESH = str(Path(sys.executable).parent / "gridmesh")
 def _join_token(env: dict[str, str]) -> str:
     """A new token, once the edge knows its key (it reads the key table every auth.refresh_s)."""
     token = _new_join_token(env)
-    key, edge = JoinToken.parse(token).key, JoinToken.parse(token).edge
-    wait_for("the token to reach the edge", lambda: http_json(edge, "GET", "/v1/task-types", key=key)[0] == 403)
+    parsed = JoinToken.parse(token)
+    wait_for(
+        "the token to reach the edge",
+        lambda: http_json(parsed.edge, "GET", "/v1/task-types", key=parsed.key)[0] == 403,
+    )
     return token
 
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -62,15 +63,30 @@ def client_settings(config: MeshConfig, role: PeerRole) -> dict[str, Any]:
     """librdkafka's settings to reach the mesh's brokers as ``role``: mutual
     TLS with the role's certificate where ``config.kafka_tls``."""
     settings: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers, "logger": log}
-    if config.kafka_tls:
-        tls = config.tls_path
-        settings |= {
-            "security.protocol": "SSL",
-            "ssl.ca.location": str(tls / pki.CA_CERT),
-            "ssl.certificate.location": str(pki.cert_path(tls, role)),
-            "ssl.key.location": str(pki.key_path(tls, role)),
-        }
-    return settings
+    return (settings | tls_settings(config.tls_path, role)) if config.kafka_tls else settings
+
+
+def tls_settings(tls: Path, role: PeerRole) -> dict[str, str]:
+    """librdkafka's mutual TLS as ``role``, with the files in ``tls`` (the mesh's TLS directory)."""
+    ca, cert, key = pki.role_files(tls, role)
+    return {
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(ca),
+        "ssl.certificate.location": str(cert),
+        "ssl.key.location": str(key),
+    }
+
+
+def java_tls_settings(tls: Path, role: PeerRole) -> dict[str, str]:
+    """The same for Kafka's Java side (a broker, Spark's Kafka source): PEM
+    key and trust stores (``ssl.`` settings; a client also needs
+    ``security.protocol=SSL``)."""
+    return {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(pki.keystore(tls, role)),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls / pki.CA_CERT),
+    }
 
 
 class EndOffsets:

@@ -75,22 +75,12 @@ def ensure(directory: Path, roles: Iterable[str], hosts: Iterable[str] = (), *, 
                 f"{names} there from the mesh's tls directory"
             )
         _write_ca(directory)
-    ca_key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
+    ca = CertificateAuthority(directory)
     for role in missing:
-        key, cert = issue(ca_cert, ca_key, role, hosts)
+        key, cert = ca.issue(role, hosts)
         write_private(key_path(directory, role), key)
         cert_path(directory, role).write_bytes(cert)
     return missing
-
-
-def issue(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, role: str, hosts: Iterable[str] = ()
-) -> tuple[bytes, bytes]:
-    """A new key and a certificate for ``role`` signed by the CA, both PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    return _pem_key(key), _certificate(ca_cert, ca_key, role, key.public_key(), hosts)
 
 
 def _certificate(
@@ -145,6 +135,11 @@ class CertificateAuthority:
         """The CA of ``directory``; ``None`` where its key is not there (an
         operator's own CA, or a host that does not hold it)."""
         return cls(directory) if (directory / CA_KEY).is_file() else None
+
+    def issue(self, role: str, hosts: Iterable[str] = ()) -> tuple[bytes, bytes]:
+        """A new key and a certificate for ``role`` signed by the CA, both PEM."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        return _pem_key(key), _certificate(self._cert, self._key, role, key.public_key(), hosts)
 
     def sign_request(self, csr_pem: bytes, role: str) -> bytes:
         """A certificate (PEM) for ``role`` carrying the public key of a
@@ -224,6 +219,11 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def role_files(directory: Path, role: str) -> tuple[Path, Path, Path]:
+    """What a process of ``role`` needs: the CA certificate, its certificate and its key."""
+    return directory / CA_CERT, cert_path(directory, role), key_path(directory, role)
+
+
 def keystore(directory: Path, role: str) -> Path:
     """``<role>.pem``: the role's key and certificate in one 0600 file, the
     form Java's Kafka clients and brokers read (``ssl.keystore.type=PEM``);
@@ -251,10 +251,10 @@ __all__ = [
     "check_signing_request",
     "ensure",
     "fingerprint",
-    "issue",
     "key_path",
     "keystore",
     "role_dns_name",
+    "role_files",
     "signing_request",
     "write_private",
 ]

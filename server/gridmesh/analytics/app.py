@@ -19,7 +19,7 @@ import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from gridmesh.adapters import kafka, pki, prometheus
+from gridmesh.adapters import kafka, prometheus
 from gridmesh.adapters.kafka import EndOffsets
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
@@ -79,14 +79,8 @@ def kafka_source_tls(config: MeshConfig) -> dict[str, str]:
     storage on a cluster, as the checkpoint)."""
     if not config.kafka_tls:
         return {}
-    tls = config.tls_path
-    return {
-        "kafka.security.protocol": "SSL",
-        "kafka.ssl.truststore.type": "PEM",
-        "kafka.ssl.truststore.location": str(tls / pki.CA_CERT),
-        "kafka.ssl.keystore.type": "PEM",
-        "kafka.ssl.keystore.location": str(pki.keystore(tls, PeerRole.ANALYTICS)),
-    }
+    settings = {"security.protocol": "SSL", **kafka.java_tls_settings(config.tls_path, PeerRole.ANALYTICS)}
+    return {f"kafka.{name}": value for name, value in settings.items()}
 
 
 def run(config: MeshConfig, stop: threading.Event) -> int:

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gridmesh.adapters import pki
 from gridmesh.cli import procs
 from gridmesh.config import RABBITMQ_SECRET, MeshConfig, host_port, mysql_secret
 from gridmesh.core.access import PeerRole
@@ -855,18 +854,15 @@ class Kafka(BackingService):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
+        from gridmesh.adapters.kafka import tls_settings
+
         conf: dict[str, Any] = {
             "bootstrap.servers": self.address,
             "socket.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
             "logger": log,  # librdkafka's messages go to logging, not stderr
         }
         if self.tls is not None:
-            conf |= {
-                "security.protocol": "SSL",
-                "ssl.ca.location": str(self.tls / pki.CA_CERT),
-                "ssl.certificate.location": str(pki.cert_path(self.tls, PeerRole.ADMIN)),
-                "ssl.key.location": str(pki.key_path(self.tls, PeerRole.ADMIN)),
-            }
+            conf |= tls_settings(self.tls, PeerRole.ADMIN)
         admin = AdminClient(conf)
         try:
             metadata = admin.list_topics(timeout=PROBE_TIMEOUT_S)
@@ -960,13 +956,10 @@ class Kafka(BackingService):
         clients with a certificate of the mesh's CA."""
         if self.tls is None:
             return ""
-        return (
-            "ssl.client.auth=required\n"
-            "ssl.keystore.type=PEM\n"
-            f"ssl.keystore.location={pki.keystore(self.tls, PeerRole.KAFKA)}\n"
-            "ssl.truststore.type=PEM\n"
-            f"ssl.truststore.location={self.tls / pki.CA_CERT}\n"
-        )
+        from gridmesh.adapters.kafka import java_tls_settings
+
+        settings = {"ssl.client.auth": "required", **java_tls_settings(self.tls, PeerRole.KAFKA)}
+        return "".join(f"{name}={value}\n" for name, value in settings.items())
 
 
 def kafka_cluster_id() -> str:

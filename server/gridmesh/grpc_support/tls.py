@@ -51,7 +51,7 @@ class MeshTls:
     @classmethod
     def from_dir(cls, directory: Path, role: PeerRole) -> MeshTls:
         """``role``'s files in ``directory``; :class:`ConfigError` naming what is missing."""
-        paths = (directory / pki.CA_CERT, pki.cert_path(directory, role), pki.key_path(directory, role))
+        paths = pki.role_files(directory, role)
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise ConfigError(

@@ -71,13 +71,7 @@ class JoinToken:
 
 
 def has_certificate(config: MeshConfig) -> bool:
-    directory = config.tls_path
-    paths = (
-        directory / pki.CA_CERT,
-        pki.cert_path(directory, PeerRole.WORKER),
-        pki.key_path(directory, PeerRole.WORKER),
-    )
-    return all(path.is_file() for path in paths)
+    return all(path.is_file() for path in pki.role_files(config.tls_path, PeerRole.WORKER))
 
 
 def fetch_ca(edge: str, timeout_s: float = TIMEOUT_S) -> bytes:
