@@ -337,6 +337,31 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class TracingConfig:
+    enabled: bool = False
+    """Export OpenTelemetry spans from every gridmesh process and Envoy: one
+    trace per task (submit, dispatch, run, store, completion, notice) and
+    per replicated event (publish, deliver, apply)."""
+    endpoint: str = ""
+    """The OTLP/gRPC collector (``host:port``, plaintext) spans go to; empty =
+    the Jaeger ``gridmesh up`` runs (``host:otlp_port``)."""
+    jaeger: bool = True
+    """With tracing on and no ``endpoint``, ``gridmesh up`` runs Jaeger
+    (built once from the Go module proxy) to store traces and show them."""
+    host: str = "127.0.0.1"
+    """Address that Jaeger listens on."""
+    otlp_port: int = 4317
+    """Jaeger's OTLP/gRPC receiver."""
+    ui_port: int = 16686
+    """Jaeger's UI and query API (``/api/traces/<trace id>``)."""
+
+    @property
+    def collector(self) -> str:
+        """Where spans go: ``endpoint``, else the Jaeger ``up`` runs."""
+        return self.endpoint or f"{self.host}:{self.otlp_port}"
+
+
+@dataclass(frozen=True)
 class MeshConfig:
     namespace: str = ""
     """Prefix for database names, ZooKeeper paths, RabbitMQ names and Kafka
@@ -368,6 +393,7 @@ class MeshConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
 
@@ -620,6 +646,9 @@ def _loopback(host: str) -> bool:
         return False
 
 
+_HOST_PORT_RE = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:]+\]):[0-9]{1,5}")
+
+
 def _validate(section: Any, where: str) -> None:
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
@@ -639,6 +668,11 @@ def _validate(section: Any, where: str) -> None:
         raise ConfigError(
             f"config key {_display('envoy.plaintext')} is allowed only with a loopback envoy.host, "
             f"not {section.host!r}: serve the edge over TLS anywhere else"
+        )
+    if isinstance(section, TracingConfig) and section.endpoint and not _HOST_PORT_RE.fullmatch(section.endpoint):
+        raise ConfigError(
+            f"config key {_display('tracing.endpoint')} must be the host:port of an OTLP/gRPC collector, "
+            f"got {section.endpoint!r}"
         )
     if isinstance(section, ZooKeeperConfig):
         servers = len(section.hosts.split(","))

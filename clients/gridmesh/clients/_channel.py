@@ -10,6 +10,8 @@ from typing import Any, NamedTuple, Self
 
 import grpc
 
+from gridmesh.clients import _tracing
+
 API_KEY_VAR = "GRIDMESH_API_KEY"
 """Where a client finds its API key when none is given."""
 CA_FILE_VAR = "GRIDMESH_CA_FILE"
@@ -51,13 +53,14 @@ class _CallDetails(NamedTuple):
     compression: grpc.Compression | None
 
 
-class _Key(
+class _EdgeMetadata(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Adds ``authorization: Bearer <key>`` to every call."""
+    """Adds ``authorization: Bearer <key>`` (with a key) and the caller's
+    trace context (inside a span, with OpenTelemetry installed) to every call."""
 
     def __init__(self, key: str) -> None:
         self._metadata = key_metadata(key)
@@ -66,7 +69,7 @@ class _Key(
         return _CallDetails(
             details.method,
             details.timeout,
-            [*(details.metadata or ()), *self._metadata],
+            [*(details.metadata or ()), *self._metadata, *_tracing.outgoing_metadata()],
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
@@ -106,7 +109,8 @@ class ChannelClient:
             else edge_channel(target, ca_file=ca_file, plaintext=plaintext, options=options)
         )
         key = api_key if api_key is not None else os.environ.get(API_KEY_VAR, "")
-        self._channel = grpc.intercept_channel(self._own, _Key(key.strip())) if key.strip() else self._own
+        wanted = key.strip() or _tracing.available()
+        self._channel = grpc.intercept_channel(self._own, _EdgeMetadata(key.strip())) if wanted else self._own
         self._timeout = rpc_timeout_s
 
     def close(self) -> None:

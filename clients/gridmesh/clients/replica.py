@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import pymysql
 import pymysql.cursors
 
+from gridmesh.clients import _tracing
 from gridmesh.clients.events import EventClient, EventError, payload_dict
 from gridmesh.core.names import check_name
 from gridmesh.core.replication import Operation, ReplicaAction, replica_action
@@ -440,7 +441,10 @@ class ReplicaApplier:
             return
         self.stats.batches += 1
         try:
-            actions = self._store.apply([d.event for d in known])
+            with _tracing.applying(
+                f"apply to {self.subscriber}", [d.traceparent for d in known], {"gridmesh.events": len(known)}
+            ):
+                actions = self._store.apply([d.event for d in known])
         except _CONNECTION_ERRORS:
             raise  # nothing was committed: the stream is reopened and the batch redelivered
         except Exception as e:

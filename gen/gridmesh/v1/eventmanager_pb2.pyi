@@ -133,16 +133,18 @@ class ConsumeRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[ConsumeStart, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ...) -> None: ...
 
 class Delivery(_message.Message):
-    __slots__ = ("delivery_id", "redelivered", "event", "delivery_count")
+    __slots__ = ("delivery_id", "redelivered", "event", "delivery_count", "traceparent")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]
     REDELIVERED_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     delivery_id: int
     redelivered: bool
     event: _common_pb2.EntityEvent
     delivery_count: int
-    def __init__(self, delivery_id: _Optional[int] = ..., redelivered: _Optional[bool] = ..., event: _Optional[_Union[_common_pb2.EntityEvent, _Mapping]] = ..., delivery_count: _Optional[int] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, delivery_id: _Optional[int] = ..., redelivered: _Optional[bool] = ..., event: _Optional[_Union[_common_pb2.EntityEvent, _Mapping]] = ..., delivery_count: _Optional[int] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class DeliveryBatch(_message.Message):
     __slots__ = ("deliveries",)

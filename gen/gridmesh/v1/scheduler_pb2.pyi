@@ -408,14 +408,16 @@ class PullTasksRequest(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., credit: _Optional[int] = ..., reports: _Optional[_Iterable[_Union[ReportTaskRequest, _Mapping]]] = ..., given_back: _Optional[_Iterable[_Union[LeaseRef, _Mapping]]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("task", "fencing_token", "lease_expires_at")
+    __slots__ = ("task", "fencing_token", "lease_expires_at", "traceparent")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     task: _common_pb2.Task
     fencing_token: int
     lease_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, _Mapping]] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class PullTasksResponse(_message.Message):
     __slots__ = ("assignments", "cancels", "report_results", "drain", "take_back")
@@ -502,7 +504,7 @@ class TaskStopped(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportTaskRequest(_message.Message):
-    __slots__ = ("worker_id", "task_id", "fencing_token", "success", "failure", "crash", "stopped", "started_at")
+    __slots__ = ("worker_id", "task_id", "fencing_token", "success", "failure", "crash", "stopped", "started_at", "traceparent")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -511,6 +513,7 @@ class ReportTaskRequest(_message.Message):
     CRASH_FIELD_NUMBER: _ClassVar[int]
     STOPPED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     task_id: str
     fencing_token: int
@@ -519,7 +522,8 @@ class ReportTaskRequest(_message.Message):
     crash: TaskCrash
     stopped: TaskStopped
     started_at: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[str] = ..., task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., success: _Optional[_Union[TaskSuccess, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., crash: _Optional[_Union[TaskCrash, _Mapping]] = ..., stopped: _Optional[_Union[TaskStopped, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, worker_id: _Optional[str] = ..., task_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., success: _Optional[_Union[TaskSuccess, _Mapping]] = ..., failure: _Optional[_Union[TaskFailure, _Mapping]] = ..., crash: _Optional[_Union[TaskCrash, _Mapping]] = ..., stopped: _Optional[_Union[TaskStopped, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ReportTaskResponse(_message.Message):
     __slots__ = ("task",)

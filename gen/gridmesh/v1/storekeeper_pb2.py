@@ -27,7 +27,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgridmesh/v1/storekeeper.proto\x12\x0bgridmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x12StoreResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nresult_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x45xpireResultsRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"=\n\x15\x45xpireResultsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03\"G\n\x13StoreResultResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"G\n\x13StoreResultsRequest\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.gridmesh.v1.StoreResultRequest\"G\n\x14StoreResultsResponse\x12/\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1e.gridmesh.v1.StoreResultAnswer\"\x8a\x01\n\x11StoreResultAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\x06stored\x18\x02 \x01(\x0b\x32 .gridmesh.v1.StoreResultResponse\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x15\n\rfencing_token\x18\x05 \x01(\x03\"#\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\'\n\x14GetResultInfoRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa8\x01\n\nResultInfo\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12-\n\tstored_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nresult_dir\x18\x07 \x01(\t\"O\n\x12ListResultsRequest\x12\x12\n\nresult_dir\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x13ListResultsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.gridmesh.v1.ResultInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcb\x04\n\x0bStoreKeeper\x12P\n\x0bStoreResult\x12\x1f.gridmesh.v1.StoreResultRequest\x1a .gridmesh.v1.StoreResultResponse\x12W\n\x0cStoreResults\x12 .gridmesh.v1.StoreResultsRequest\x1a!.gridmesh.v1.StoreResultsResponse(\x01\x30\x01\x12V\n\rExpireResults\x12!.gridmesh.v1.ExpireResultsRequest\x1a\".gridmesh.v1.ExpireResultsResponse\x12\x61\n\tGetResult\x12\x1d.gridmesh.v1.GetResultRequest\x1a\x14.google.api.HttpBody\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/results/{task_id}0\x01\x12o\n\rGetResultInfo\x12!.gridmesh.v1.GetResultInfoRequest\x1a\x17.gridmesh.v1.ResultInfo\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/results/{task_id}/info\x12\x65\n\x0bListResults\x12\x1f.gridmesh.v1.ListResultsRequest\x1a .gridmesh.v1.ListResultsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/resultsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgridmesh/v1/storekeeper.proto\x12\x0bgridmesh.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x12StoreResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nresult_dir\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x15\n\rfencing_token\x18\x06 \x01(\x03\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\"(\n\x14\x45xpireResultsRequest\x12\x10\n\x08task_ids\x18\x01 \x03(\t\"=\n\x15\x45xpireResultsResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03\"G\n\x13StoreResultResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"G\n\x13StoreResultsRequest\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.gridmesh.v1.StoreResultRequest\"G\n\x14StoreResultsResponse\x12/\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1e.gridmesh.v1.StoreResultAnswer\"\x8a\x01\n\x11StoreResultAnswer\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\x06stored\x18\x02 \x01(\x0b\x32 .gridmesh.v1.StoreResultResponse\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x15\n\rfencing_token\x18\x05 \x01(\x03\"#\n\x10GetResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\'\n\x14GetResultInfoRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\xa8\x01\n\nResultInfo\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12-\n\tstored_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nresult_dir\x18\x07 \x01(\t\"O\n\x12ListResultsRequest\x12\x12\n\nresult_dir\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x13ListResultsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.gridmesh.v1.ResultInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcb\x04\n\x0bStoreKeeper\x12P\n\x0bStoreResult\x12\x1f.gridmesh.v1.StoreResultRequest\x1a .gridmesh.v1.StoreResultResponse\x12W\n\x0cStoreResults\x12 .gridmesh.v1.StoreResultsRequest\x1a!.gridmesh.v1.StoreResultsResponse(\x01\x30\x01\x12V\n\rExpireResults\x12!.gridmesh.v1.ExpireResultsRequest\x1a\".gridmesh.v1.ExpireResultsResponse\x12\x61\n\tGetResult\x12\x1d.gridmesh.v1.GetResultRequest\x1a\x14.google.api.HttpBody\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/results/{task_id}0\x01\x12o\n\rGetResultInfo\x12!.gridmesh.v1.GetResultInfoRequest\x1a\x17.gridmesh.v1.ResultInfo\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/results/{task_id}/info\x12\x65\n\x0bListResults\x12\x1f.gridmesh.v1.ListResultsRequest\x1a .gridmesh.v1.ListResultsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/resultsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,29 +41,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOREKEEPER'].methods_by_name['ListResults']._loaded_options = None
   _globals['_STOREKEEPER'].methods_by_name['ListResults']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/results'
   _globals['_STORERESULTREQUEST']._serialized_start=137
-  _globals['_STORERESULTREQUEST']._serialized_end=323
-  _globals['_EXPIRERESULTSREQUEST']._serialized_start=325
-  _globals['_EXPIRERESULTSREQUEST']._serialized_end=365
-  _globals['_EXPIRERESULTSRESPONSE']._serialized_start=367
-  _globals['_EXPIRERESULTSRESPONSE']._serialized_end=428
-  _globals['_STORERESULTRESPONSE']._serialized_start=430
-  _globals['_STORERESULTRESPONSE']._serialized_end=501
-  _globals['_STORERESULTSREQUEST']._serialized_start=503
-  _globals['_STORERESULTSREQUEST']._serialized_end=574
-  _globals['_STORERESULTSRESPONSE']._serialized_start=576
-  _globals['_STORERESULTSRESPONSE']._serialized_end=647
-  _globals['_STORERESULTANSWER']._serialized_start=650
-  _globals['_STORERESULTANSWER']._serialized_end=788
-  _globals['_GETRESULTREQUEST']._serialized_start=790
-  _globals['_GETRESULTREQUEST']._serialized_end=825
-  _globals['_GETRESULTINFOREQUEST']._serialized_start=827
-  _globals['_GETRESULTINFOREQUEST']._serialized_end=866
-  _globals['_RESULTINFO']._serialized_start=869
-  _globals['_RESULTINFO']._serialized_end=1037
-  _globals['_LISTRESULTSREQUEST']._serialized_start=1039
-  _globals['_LISTRESULTSREQUEST']._serialized_end=1118
-  _globals['_LISTRESULTSRESPONSE']._serialized_start=1120
-  _globals['_LISTRESULTSRESPONSE']._serialized_end=1208
-  _globals['_STOREKEEPER']._serialized_start=1211
-  _globals['_STOREKEEPER']._serialized_end=1798
+  _globals['_STORERESULTREQUEST']._serialized_end=344
+  _globals['_EXPIRERESULTSREQUEST']._serialized_start=346
+  _globals['_EXPIRERESULTSREQUEST']._serialized_end=386
+  _globals['_EXPIRERESULTSRESPONSE']._serialized_start=388
+  _globals['_EXPIRERESULTSRESPONSE']._serialized_end=449
+  _globals['_STORERESULTRESPONSE']._serialized_start=451
+  _globals['_STORERESULTRESPONSE']._serialized_end=522
+  _globals['_STORERESULTSREQUEST']._serialized_start=524
+  _globals['_STORERESULTSREQUEST']._serialized_end=595
+  _globals['_STORERESULTSRESPONSE']._serialized_start=597
+  _globals['_STORERESULTSRESPONSE']._serialized_end=668
+  _globals['_STORERESULTANSWER']._serialized_start=671
+  _globals['_STORERESULTANSWER']._serialized_end=809
+  _globals['_GETRESULTREQUEST']._serialized_start=811
+  _globals['_GETRESULTREQUEST']._serialized_end=846
+  _globals['_GETRESULTINFOREQUEST']._serialized_start=848
+  _globals['_GETRESULTINFOREQUEST']._serialized_end=887
+  _globals['_RESULTINFO']._serialized_start=890
+  _globals['_RESULTINFO']._serialized_end=1058
+  _globals['_LISTRESULTSREQUEST']._serialized_start=1060
+  _globals['_LISTRESULTSREQUEST']._serialized_end=1139
+  _globals['_LISTRESULTSRESPONSE']._serialized_start=1141
+  _globals['_LISTRESULTSRESPONSE']._serialized_end=1229
+  _globals['_STOREKEEPER']._serialized_start=1232
+  _globals['_STOREKEEPER']._serialized_end=1819
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StoreResultRequest(_message.Message):
-    __slots__ = ("task_id", "result_dir", "content", "content_type", "worker_id", "fencing_token", "started_at")
+    __slots__ = ("task_id", "result_dir", "content", "content_type", "worker_id", "fencing_token", "started_at", "traceparent")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_DIR_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class StoreResultRequest(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     result_dir: str
     content: bytes
@@ -27,7 +28,8 @@ class StoreResultRequest(_message.Message):
     worker_id: str
     fencing_token: int
     started_at: _timestamp_pb2.Timestamp
-    def __init__(self, task_id: _Optional[str] = ..., result_dir: _Optional[str] = ..., content: _Optional[bytes] = ..., content_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, task_id: _Optional[str] = ..., result_dir: _Optional[str] = ..., content: _Optional[bytes] = ..., content_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., fencing_token: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ExpireResultsRequest(_message.Message):
     __slots__ = ("task_ids",)

@@ -25,6 +25,7 @@ from gridmesh.config import KafkaConfig, MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import Acknowledgements, LifecycleEvent, LifecycleKind
 from gridmesh.grpc_support.convert import to_timestamp
+from gridmesh.observability.tracing import TRACEPARENT
 from gridmesh.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,7 @@ class KafkaLifecycleLog:
                 key=event.task_id.encode(),
                 value=to_proto(event).SerializeToString(),
                 on_delivery=functools.partial(self._delivered, event.position),
+                headers=[(TRACEPARENT, event.trace_parent.encode())] if event.trace_parent else None,
             )
             self.produced += 1
         except BufferError:

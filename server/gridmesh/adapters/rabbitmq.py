@@ -45,6 +45,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker, ChannelClosedByCli
 
 from gridmesh.config import RabbitMQConfig
 from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound, Unavailable
+from gridmesh.observability.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Message:
     """The broker delivered it before (to this or another consumer)."""
     delivery_count: int
     """Deliveries of this message so far, this one included (1 = first)."""
+    trace_parent: str = ""
+    """The W3C trace context it was published in (``""``: not traced)."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +185,15 @@ class _Publisher:
         self._returned: set[int] = set()
         self._loop = asyncio.get_running_loop()
 
-    def publish(self, exchange: str, routing_key: str, body: bytes, message_id: str) -> asyncio.Future[bool]:
-        properties = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id, content_type=CONTENT_TYPE)
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, message_id: str, trace_parent: str
+    ) -> asyncio.Future[bool]:
+        properties = pika.BasicProperties(
+            delivery_mode=PERSISTENT,
+            message_id=message_id,
+            content_type=CONTENT_TYPE,
+            headers={TRACEPARENT: trace_parent} if trace_parent else None,
+        )
         try:
             self.channel.pika.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except AMQPError as e:
@@ -284,6 +294,7 @@ class Consumer:
         self._last_tag = max(self._last_tag, tag)
         headers = properties.headers or {}
         failed = headers.get(_DELIVERY_COUNT_HEADER, 0)
+        trace_parent = headers.get(TRACEPARENT, "")
         self._on_message(
             Message(
                 delivery_tag=tag,
@@ -291,6 +302,7 @@ class Consumer:
                 message_id=properties.message_id or "",
                 redelivered=bool(method.redelivered),
                 delivery_count=int(failed) + 1 if isinstance(failed, int) else 1,
+                trace_parent=trace_parent.decode() if isinstance(trace_parent, bytes) else str(trace_parent),
             )
         )
 
@@ -726,7 +738,9 @@ class RabbitMQ:
 
     # -- publishing ---------------------------------------------------------
 
-    def publish(self, exchange: str, routing_key: str, body: bytes, *, message_id: str) -> asyncio.Future[bool]:
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, *, message_id: str, trace_parent: str = ""
+    ) -> asyncio.Future[bool]:
         """Send a persistent, mandatory message and return at once a future
         that resolves when RabbitMQ confirmed it: True if it was routed to
         at least one queue, False if no binding matched. The future fails
@@ -736,7 +750,7 @@ class RabbitMQ:
         publisher = self._publisher
         if publisher is None or not publisher.channel.is_open:
             raise Unavailable(f"publish: RabbitMQ at {self._where} is not connected (reconnecting); retry later")
-        return publisher.publish(exchange, routing_key, body, message_id)
+        return publisher.publish(exchange, routing_key, body, message_id, trace_parent)
 
     # -- consuming ----------------------------------------------------------
 

@@ -23,6 +23,7 @@ from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.edge.envoy import render_envoy_config
+from gridmesh.observability import jaeger
 from gridmesh.observability import server as prometheus_server
 from gridmesh.v1 import scheduler_pb2
 
@@ -41,6 +42,8 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     env = mesh.child_env(os.environ, args.config)
     if args.demo:  # the replication demo: CustomerService and OrderService
         config, env = mesh.with_demo(config, env)
+    if args.tracing:  # spans from every process (and Envoy), to Jaeger unless tracing.endpoint names a collector
+        config, env = mesh.with_tracing(config, env)
     roles = mesh.parse_roles(args.only) if args.only else frozenset(mesh.ROLES)
     mesh.up(config, workers=args.workers, env=env, progress=_progress, roles=roles)
     if args.only:
@@ -70,6 +73,11 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     if mesh.prometheus_enabled(config):
         query = "sum by (kind, task_type) (gridmesh_task_events_total)"
         print(f"  prometheus               {prometheus_server.url(config)}   e.g. {query}")
+    if jaeger.runs_jaeger(config):
+        traces = jaeger.url(config)
+        print(f"  jaeger (traces)          {traces}   e.g. {traces}/search?service=gridmesh-scheduler")
+    elif config.tracing.enabled:
+        print(f"  traces                   sent over OTLP/gRPC to {config.tracing.collector}")
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")
     print(f"  storekeeper              {config.storekeeper.host}:{config.storekeeper.port}")
     print(f"  eventmanager             {config.eventmanager.host}:{config.eventmanager.port}")
@@ -515,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="start the whole mesh on this machine")
     p.add_argument("--workers", type=int, default=1, help="worker nodes to start (default 1)")
     p.add_argument("--demo", action="store_true", help="also start the replication demo (Customer/OrderService)")
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="trace every task and replicated event (OpenTelemetry), stored in a Jaeger it runs "
+        "(built once with Go) unless tracing.endpoint names a collector",
+    )
     p.add_argument(
         "--only",
         metavar="ROLE[,ROLE...]",

@@ -36,6 +36,7 @@ from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.probe import grpc_health, to_component, to_edge
 from gridmesh.grpc_support.tls import MeshTls
+from gridmesh.observability import jaeger
 from gridmesh.observability import server as prometheus_server
 
 SERVICE_START_TIMEOUT_S = 30.0
@@ -83,7 +84,7 @@ def _python_module(name: str, module: str, env: Mapping[str, str], *args: str) -
 
 
 def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list[Component]:
-    """The mesh's own processes in start order (Envoy last)."""
+    """The mesh's own processes in start order (Jaeger first, Envoy last)."""
     result = [
         Component(
             "scheduler",
@@ -126,6 +127,9 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
                 PeerRole.SCHEDULER,
             ),
         )
+    if jaeger.runs_jaeger(config):  # first: the others' spans have somewhere to go from the start
+        spec = procs.ProcessSpec(name="jaeger", argv=jaeger.argv(config), env=dict(env))
+        result.insert(0, Component("jaeger", config.tracing.host, config.tracing.ui_port, spec, ""))
     for i in range(workers):
         port = config.worker.base_port + i
         result.append(
@@ -176,6 +180,12 @@ def with_demo(config: MeshConfig, env: Mapping[str, str]) -> tuple[MeshConfig, d
     return dataclasses.replace(config, demo=demo), {**env, "GRIDMESH_DEMO_ENABLED": "true"}
 
 
+def with_tracing(config: MeshConfig, env: Mapping[str, str]) -> tuple[MeshConfig, dict[str, str]]:
+    """``config`` and the children's ``env`` with tracing on."""
+    traced = dataclasses.replace(config.tracing, enabled=True)
+    return dataclasses.replace(config, tracing=traced), {**env, "GRIDMESH_TRACING_ENABLED": "true"}
+
+
 def component_health(config: MeshConfig, component: Component) -> str:
     """``healthy``, ``standby`` (a Scheduler ready to lead while another
     does), ``waiting for leadership`` (no Scheduler leads yet: the last
@@ -193,6 +203,8 @@ def component_health(config: MeshConfig, component: Component) -> str:
         return "healthy" if http_ok(f"http://{component.address}/healthz") else "DOWN"
     if component.name == "prometheus":
         return "healthy" if http_ok(f"{prometheus_server.url(config)}/-/ready") else "DOWN"
+    if component.name == "jaeger":
+        return "healthy" if http_ok(f"{jaeger.url(config)}/api/services") else "DOWN"
     tls = functools.partial(MeshTls.load, config, PeerRole.ADMIN) if component.peer is not None else None
     connect = to_component(tls, component.peer or PeerRole.SCHEDULER)
     health = grpc_health(component.address, component.health_service, connect=connect)
@@ -286,13 +298,14 @@ ROLES = (
     "edge",
     "demo",
     "prometheus",
+    "jaeger",
 )
 """What one host of a mesh may run (``gridmesh up --only``): each backing
 service, each of gridmesh's processes (``scheduler`` includes a configured
 standby, ``worker`` every node, ``edge`` is Envoy and its authorizer)."""
 
 
-_PROCESS_ROLES = frozenset(ROLES) - {*BACKING_ROLES, "prometheus"}
+_PROCESS_ROLES = frozenset(ROLES) - {*BACKING_ROLES, "prometheus", "jaeger"}
 """The roles that run gridmesh's own processes (which need certificates)."""
 
 
@@ -356,6 +369,9 @@ def up(
 
     if "prometheus" in roles and prometheus_enabled(config):
         ensure_prometheus(config, progress)
+    if "jaeger" in roles and jaeger.runs_jaeger(config):
+        jaeger.ensure(config, progress)
+        jaeger.write_config(config)
     if "edge" in roles:
         if config.auth.enabled:
             ensure_admin_key(config, progress)

@@ -32,6 +32,8 @@ class LifecycleEvent:
     position: int = 0
     """The committed change it comes from (the task's revision); 0 when it
     does not come from the Scheduler's commits (a worker's ``started``)."""
+    trace_parent: str = ""
+    """The W3C trace context of the task (``""``: not traced)."""
 
 
 class LifecycleLog(Protocol):

@@ -70,6 +70,8 @@ class Lease:
     worker_id: str
     fencing_token: int
     started_at: datetime | None = None
+    trace_parent: str = ""
+    """The run's span, which the store continues (``""``: not traced)."""
 
 
 class Completions(Protocol):

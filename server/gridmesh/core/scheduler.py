@@ -204,6 +204,8 @@ class SubmitRequest:
     """None: the task type's."""
     result_ttl_s: float = 0.0
     """How long the finished task and its result are kept (0: the mesh's default)."""
+    trace_parent: str = ""
+    """The W3C trace context of the submit (``""``: not traced)."""
 
 
 @dataclass(frozen=True)
@@ -528,6 +530,7 @@ class SchedulerCore:
             not_before=not_before,
             retry=request.retry or task_type.retry,
             result_ttl_s=request.result_ttl_s or self._settings.result_ttl_s,
+            trace_parent=request.trace_parent,
         )
         # Once handed to the store, the task is accepted even if the client
         # goes away meanwhile: what is committed must also be queued.
@@ -615,7 +618,7 @@ class SchedulerCore:
 
     # -- watching --------------------------------------------------------------
 
-    async def rerun(self, task_id: str) -> Task:
+    async def rerun(self, task_id: str, trace_parent: str = "") -> Task:
         """A new task that runs a FAILED or CANCELLED one again: the same
         type, params, result_dir, priority, attempts, run_timeout and retry
         policy; ``rerun_of`` names the original, which is unchanged."""
@@ -628,9 +631,11 @@ class SchedulerCore:
             raise FailedPrecondition(
                 f"task {task_id} is {original.state.name}; only FAILED or CANCELLED tasks can be rerun"
             )
-        return await self._rerun(original)
+        return await self._rerun(original, trace_parent)
 
-    async def rerun_many(self, matching: RerunFilter, limit: int, dry_run: bool) -> tuple[int, list[Task]]:
+    async def rerun_many(
+        self, matching: RerunFilter, limit: int, dry_run: bool, trace_parent: str = ""
+    ) -> tuple[int, list[Task]]:
         """(how many tasks ``matching`` selects, the new tasks) — none made on a dry run."""
         self._check_alive()
         if matching.state not in (TaskState.UNSPECIFIED, *RERUNNABLE):
@@ -642,9 +647,9 @@ class SchedulerCore:
         found = await self._store.finished(matching, limit or DEFAULT_RERUN_BATCH)
         if dry_run:
             return len(found), []
-        return len(found), list(await asyncio.gather(*(self._rerun(t) for t in found)))
+        return len(found), list(await asyncio.gather(*(self._rerun(t, trace_parent) for t in found)))
 
-    async def _rerun(self, original: Task) -> Task:
+    async def _rerun(self, original: Task, trace_parent: str) -> Task:
         self._seq += 1
         task = Task(
             task_id=str(uuid.uuid4()),
@@ -661,6 +666,7 @@ class SchedulerCore:
             retry=original.retry,
             result_ttl_s=original.result_ttl_s,
             rerun_of=original.task_id,
+            trace_parent=trace_parent,
         )
         return await asyncio.shield(self._accept(task))
 
@@ -1054,6 +1060,7 @@ class SchedulerCore:
             priority=int(task.priority),
             occurred_at=self._now(),
             error=error or task.error,
+            trace_parent=task.trace_parent,
         )
 
     def _commit(

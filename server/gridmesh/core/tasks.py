@@ -128,6 +128,9 @@ class Task:
     """The task this one runs again (``RerunTask``)."""
     result_ttl_s: float = 0.0
     """How long the task and its result are kept once it finished (retention)."""
+    trace_parent: str = ""
+    """The W3C trace context of the span that submitted it, which its
+    dispatch, run, store and notice continue (``""``: not traced)."""
 
     @property
     def expires_at(self) -> datetime | None:

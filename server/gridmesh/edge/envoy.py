@@ -19,6 +19,9 @@ edge's authorizer (:mod:`gridmesh.edge.authz`) about every routed call, by
 its gRPC method path: it sits after the transcoder, so an HTTP/JSON call is
 decided as the gRPC call it becomes. Health checks, the console's static
 files and the paths that reach nothing are not asked about.
+
+With ``tracing.enabled``, every request is a span (the first of a new trace
+when the caller sent no ``traceparent``), exported to ``tracing.collector``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ DEMO_SERVICES = {"gridmesh.demo.v1.CustomerService": "demo-customers", "gridmesh
 """The replication demo's services and their clusters, routed only when ``config.demo.enabled``."""
 HEALTH_CHECK_INTERVAL = "1s"
 CONNECT_TIMEOUT = "1s"
+COLLECTOR_CLUSTER = "otlp"
+"""Where Envoy sends its spans, with ``tracing.enabled``."""
 
 
 def _json_error_route(prefix: str, code: int, message: str) -> dict[str, Any]:
@@ -408,6 +413,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "codec_type": "AUTO",
             "stream_idle_timeout": "0s",
             "local_reply_config": {"mappers": [TOO_LARGE_REPLY, *JSON_LOCAL_REPLIES]},
+            **({"tracing": _tracing()} if config.tracing.enabled else {}),
             "route_config": {
                 "name": "gridmesh",
                 "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
@@ -468,9 +474,32 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                     else []
                 ),
                 *(_demo_clusters(config) if config.demo.enabled else []),
+                *([_collector_cluster(config)] if config.tracing.enabled else []),
             ],
         },
     }
+
+
+def _tracing() -> dict[str, Any]:
+    """Every request a span of the caller's trace (its ``traceparent``), or
+    the first of a new one: Envoy sends the context on to the service."""
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "1s"},
+                "service_name": "gridmesh-envoy",
+            },
+        }
+    }
+
+
+def _collector_cluster(config: MeshConfig) -> dict[str, Any]:
+    """The OTLP/gRPC collector spans go to (by name or address)."""
+    cluster = _cluster(COLLECTOR_CLUSTER, [host_port(config.tracing.collector)], None)
+    cluster["type"] = "STRICT_DNS"
+    return cluster
 
 
 def _console_cluster(config: MeshConfig) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from gridmesh.core.replication import (
     check_prefetch,
     routing_key,
 )
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,7 @@ class EventManager:
         self._require_started()
         began = time.monotonic()
         routes = self._map.current  # the map these events are routed with
+        trace_parent = tracing.current()  # the call's: each event's delivery and apply continue it
         outcomes: list[PublishOutcome | None] = [None] * len(events)
         pending: list[tuple[int, str, tuple[str, ...], asyncio.Future[bool]]] = []
         now = datetime.now(UTC)
@@ -333,6 +334,7 @@ class EventManager:
                     routing_key(event.publisher, event.entity_type, operation),
                     event.SerializeToString(),
                     message_id=event_id,
+                    trace_parent=trace_parent,
                 )
             except GridmeshError as e:
                 outcomes[i] = PublishOutcome(event_id=events[i].event_id, error=e)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from google.protobuf import empty_pb2
 from grpc import aio
@@ -25,6 +26,7 @@ from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_
 from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.errors import status_code
 from gridmesh.grpc_support.tls import edge_role
+from gridmesh.observability import tracing
 from gridmesh.observability.logs import set_log_context
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 
@@ -142,11 +144,15 @@ class EventManagerServicer(eventmanager_pb2_grpc.EventManagerServicer):
                             raise item.error
                         return
                     delivery = batch.deliveries.add(
-                        delivery_id=item.delivery_tag, redelivered=item.redelivered, delivery_count=item.delivery_count
+                        delivery_id=item.delivery_tag,
+                        redelivered=item.redelivered,
+                        delivery_count=item.delivery_count,
                     )
                     if not decode_event(item, into=delivery.event):
                         del batch.deliveries[-1]
                         consumer.nack(item.delivery_tag, requeue=False)
+                    elif item.trace_parent:
+                        delivery.traceparent = _delivered(item, delivery.event, start.subscriber)
                     if len(batch.deliveries) >= limit or inbox.empty():
                         break
                     item = inbox.get_nowait()
@@ -218,3 +224,22 @@ async def _settle(
         inbox.put_nowait(_End(None))
     else:
         inbox.put_nowait(_End(None))
+
+
+def _delivered(message: Message, event: common_pb2.EntityEvent, subscriber: str) -> str:
+    """The span of ``event`` on its way to ``subscriber``, from when it
+    occurred to its delivery (the replication lag of this event), which
+    its apply continues; its traceparent."""
+    return tracing.record(
+        f"deliver to {subscriber}",
+        parent=message.trace_parent,
+        start=event.occurred_at.ToDatetime(UTC),
+        end=datetime.now(UTC),
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.message.id": message.message_id,
+            "gridmesh.subscriber": subscriber,
+            "gridmesh.delivery_count": message.delivery_count,
+        },
+    )

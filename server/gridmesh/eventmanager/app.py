@@ -36,7 +36,7 @@ from gridmesh.grpc_support.server import (
     shutdown,
 )
 from gridmesh.grpc_support.tls import MeshTls
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.observability.logs import configure_logging
 from gridmesh.v1 import eventmanager_pb2, eventmanager_pb2_grpc
 
@@ -159,6 +159,7 @@ async def serve(config: MeshConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = load_config(os.environ)
     configure_logging(config.log_level, config.log_format, "eventmanager")
+    tracing.configure(config.tracing, "eventmanager")
     # The RabbitMQ adapter reports connection trouble itself, once per
     # attempt; pika's own ERROR lines about the same failure are noise.
     logging.getLogger("pika").setLevel(logging.CRITICAL)

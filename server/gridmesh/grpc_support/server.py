@@ -24,6 +24,7 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.grpc_support.errors import ErrorMappingInterceptor
 from gridmesh.grpc_support.metrics import MessageCountingInterceptor
 from gridmesh.grpc_support.tls import MeshTls, PeerCheckInterceptor
+from gridmesh.observability import tracing
 from gridmesh.observability.logs import configure_logging
 from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2
 
@@ -38,6 +39,18 @@ MESH_SERVICES: tuple[str, ...] = (
     storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"].full_name,
     eventmanager_pb2.DESCRIPTOR.services_by_name["EventManager"].full_name,
 )
+
+TRACED_METHODS: frozenset[str] = frozenset(
+    f"/{service.full_name}/{method.name}"
+    for module in (scheduler_pb2, storekeeper_pb2, eventmanager_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    if service.full_name in MESH_SERVICES
+    for method in service.methods
+    if not method.client_streaming and not method.server_streaming
+)
+"""The calls that get a server span (with tracing on): the public API's
+unary calls. Streams are traced by what they carry (assignments, results,
+deliveries), not as calls that may last for hours."""
 
 Registration = Callable[[aio.Server], None]
 ShutdownStep = Callable[[], Awaitable[None]]
@@ -79,8 +92,15 @@ def build_grpc_server(
     mutual-TLS connections from the mesh's CA, and each call only from a
     peer whose role may make it; without, plaintext from anyone."""
     checks = [PeerCheckInterceptor()] if tls is not None else []
+    traced = tracing.grpc_interceptor(TRACED_METHODS)  # outermost: its span covers the rest
     server = aio.server(
-        interceptors=[MessageCountingInterceptor(), ErrorMappingInterceptor(), *checks, *extra_interceptors],
+        interceptors=[
+            *([traced] if traced is not None else []),
+            MessageCountingInterceptor(),
+            ErrorMappingInterceptor(),
+            *checks,
+            *extra_interceptors,
+        ],
         options=[("grpc.so_reuseport", 0), *options],
     )
     for register in registrations:
@@ -104,6 +124,7 @@ def run_process(serve: Callable[[MeshConfig], Coroutine[Any, Any, None]], compon
     logging, then ``serve`` until a signal ends it."""
     config = load_config(os.environ)
     configure_logging(config.log_level, config.log_format, component)
+    tracing.configure(config.tracing, component)
     asyncio.run(serve(config))
 
 

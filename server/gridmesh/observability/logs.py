@@ -4,7 +4,8 @@ per line (``log_format = "json"``) for a log pipeline to index.
 Each record carries the context it was logged in — ``task_id``,
 ``worker_id``, ``subscriber`` — set with :func:`log_context`
 where the work is known (a context variable each: an asyncio task, or a
-thread, sees its own). A JSON line has them as fields when set; a text line
+thread, sees its own), and, with tracing on, the ``trace_id`` of the span
+it was logged in. A JSON line has them as fields when set; a text line
 ends with them as ``key=value``.
 """
 
@@ -17,9 +18,13 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from gridmesh.observability import tracing
+
 __all__ = ["CONTEXT_FIELDS", "configure_logging", "log_context", "set_log_context"]
 
 CONTEXT_FIELDS = ("task_id", "worker_id", "subscriber")
+"""What :func:`log_context` sets."""
+RECORD_FIELDS = (*CONTEXT_FIELDS, "trace_id")
 """What a record may carry besides its message."""
 
 _context: dict[str, contextvars.ContextVar[str]] = {
@@ -50,6 +55,8 @@ class _ContextFilter(logging.Filter):
         for name, var in _context.items():
             if not getattr(record, name, ""):
                 setattr(record, name, var.get())
+        if not getattr(record, "trace_id", ""):
+            record.trace_id = tracing.current_trace_id()
         return True
 
 
@@ -71,7 +78,7 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "msg": record.getMessage(),
         }
-        for name in CONTEXT_FIELDS:
+        for name in RECORD_FIELDS:
             if value := getattr(record, name, ""):
                 line[name] = value
         if record.exc_info:
@@ -85,7 +92,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        context = " ".join(f"{n}={v}" for n in CONTEXT_FIELDS if (v := getattr(record, n, "")))
+        context = " ".join(f"{n}={v}" for n in RECORD_FIELDS if (v := getattr(record, n, "")))
         return f"{text} [{context}]" if context else text
 
 

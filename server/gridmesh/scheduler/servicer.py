@@ -40,7 +40,7 @@ from gridmesh.grpc_support.convert import (
 )
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.scheduler.stats import query_from_proto, report_to_proto
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
@@ -134,7 +134,7 @@ def _enum(
         raise InvalidArgument(f"{field} {value} is not one of {names}", field=field) from None
 
 
-def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
+def _submit_request(request: scheduler_pb2.SubmitTaskRequest, trace_parent: str = "") -> SubmitRequest:
     return SubmitRequest(
         task_type=request.task_type,
         params=struct_to_dict(request.params),
@@ -148,6 +148,7 @@ def _submit_request(request: scheduler_pb2.SubmitTaskRequest) -> SubmitRequest:
         delay_s=from_duration(request.delay),
         retry=_retry_from_proto(request.retry) if request.HasField("retry") else None,
         result_ttl_s=from_duration(request.result_ttl),
+        trace_parent=trace_parent,
     )
 
 
@@ -208,7 +209,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def SubmitTask(
         self, request: scheduler_pb2.SubmitTaskRequest, context: aio.ServicerContext
     ) -> common_pb2.Task:
-        task = await self._holder.get().submit(_submit_request(request))
+        task = await self._holder.get().submit(_submit_request(request, tracing.current()))
         return task_to_proto(task)
 
     async def SubmitTasks(
@@ -216,9 +217,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> scheduler_pb2.SubmitTasksResponse:
         core = self._holder.get()
         converted: list[SubmitRequest | GridmeshError] = []
+        trace_parent = tracing.current()  # the batch's: its tasks are one trace
         for message in request.requests:
             try:
-                converted.append(_submit_request(message))
+                converted.append(_submit_request(message, trace_parent))
             except GridmeshError as e:
                 converted.append(e)
         valid = [c for c in converted if isinstance(c, SubmitRequest)]
@@ -290,7 +292,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         return empty_pb2.Empty()
 
     async def RerunTask(self, request: scheduler_pb2.RerunTaskRequest, context: aio.ServicerContext) -> common_pb2.Task:
-        return task_to_proto(await self._holder.get().rerun(request.task_id))
+        return task_to_proto(await self._holder.get().rerun(request.task_id, tracing.current()))
 
     async def RerunTasks(
         self, request: scheduler_pb2.RerunTasksRequest, context: aio.ServicerContext
@@ -302,7 +304,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             created_after=from_timestamp(request.created_after) if request.HasField("created_after") else None,
             created_before=from_timestamp(request.created_before) if request.HasField("created_before") else None,
         )
-        matched, tasks = await self._holder.get().rerun_many(matching, request.limit, request.dry_run)
+        matched, tasks = await self._holder.get().rerun_many(
+            matching, request.limit, request.dry_run, tracing.current()
+        )
         return scheduler_pb2.RerunTasksResponse(matched=matched, tasks=[task_to_proto(t) for t in tasks])
 
     async def WatchTask(
@@ -321,7 +325,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             if current.state.terminal:
                 return
             async for task, at in _drain(watcher, after=max(current.revision, request.resume_after)):
-                yield _event(task, at)
+                yield _noticed(task, at)
                 if task.state.terminal:
                     return
         finally:
@@ -352,7 +356,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             async for task, at in _drain(watcher, after=after):
                 if task.revision <= latest.get(task.task_id, 0):
                     continue
-                yield _event(task, at)
+                yield _noticed(task, at)
         finally:
             core.unwatch(watcher)
 
@@ -386,6 +390,21 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             raise FailedPrecondition("this Scheduler was started without access to the analytics tables")
         query = query_from_proto(request, datetime.now(UTC))
         return report_to_proto(await self._stats.read(query))
+
+
+def _noticed(task: Task, at: datetime) -> common_pb2.TaskEvent:
+    """A live change for a watcher; the notice that a task finished is a
+    span of its trace, from the commit to the notice going out."""
+    if task.state.terminal and task.trace_parent:
+        tracing.record(
+            "notify",
+            parent=task.trace_parent,
+            start=at,
+            end=datetime.now(UTC),
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={"gridmesh.task_id": task.task_id, "gridmesh.state": task.state.name},
+        )
+    return _event(task, at)
 
 
 async def _drain(watcher: Watcher, after: int) -> AsyncIterator[tuple[Task, datetime]]:
@@ -429,7 +448,8 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
 
         async def answer(report: scheduler_pb2.ReportTaskRequest) -> None:
             try:
-                await core.report(worker_id, report.task_id, report.fencing_token, _worker_outcome(report))
+                with _reported(report):
+                    await core.report(worker_id, report.task_id, report.fencing_token, _worker_outcome(report))
                 link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token))
             except GridmeshError as e:
                 link.outbox.put_nowait(ReportAck(report.task_id, report.fencing_token, e))
@@ -505,7 +525,8 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
                 if check:
                     await core.check_lease(report.worker_id, report.task_id, report.fencing_token)
                 else:
-                    await core.report(report.worker_id, report.task_id, report.fencing_token, _completion(report))
+                    with _reported(report):
+                        await core.report(report.worker_id, report.task_id, report.fencing_token, _completion(report))
                 error = None
             except GridmeshError as e:
                 error = e
@@ -530,6 +551,16 @@ class WorkQueueServicer(scheduler_pb2_grpc.WorkQueueServicer):
     ) -> scheduler_pb2.DeregisterWorkerResponse:
         self._holder.get().deregister(request.worker_id)
         return scheduler_pb2.DeregisterWorkerResponse()
+
+
+def _reported(report: scheduler_pb2.ReportTaskRequest) -> contextlib.AbstractContextManager[str]:
+    """The span of a task's end being committed, continuing the reporter's."""
+    return tracing.span(
+        f"report {report.WhichOneof('outcome') or 'outcome'}",
+        parent=report.traceparent,
+        kind=tracing.SpanKind.SERVER,
+        attributes={"gridmesh.task_id": report.task_id, "gridmesh.worker_id": report.worker_id},
+    )
 
 
 def _completion(request: scheduler_pb2.ReportTaskRequest) -> Success:
@@ -574,6 +605,7 @@ def _pull_response(items: list[LinkItem]) -> scheduler_pb2.PullTasksResponse:
                     task=task_to_proto(item.task),
                     fencing_token=item.fencing_token,
                     lease_expires_at=to_timestamp(item.lease_expires_at),
+                    traceparent=_dispatched(item.task),
                 )
             )
         elif isinstance(item, CancelNotice):
@@ -585,6 +617,26 @@ def _pull_response(items: list[LinkItem]) -> scheduler_pb2.PullTasksResponse:
         else:
             response.report_results.append(_report_result(item))
     return response
+
+
+def _dispatched(task: Task) -> str:
+    """The span of the task's wait in the queue, which this dispatch ends
+    and its run continues (its traceparent; ``""``: not traced)."""
+    if not task.trace_parent:
+        return ""
+    queued_since = max(task.created_at, task.not_before) if task.not_before else task.created_at
+    return tracing.record(
+        f"dispatch {task.task_type}",
+        parent=task.trace_parent,
+        start=queued_since,
+        end=task.started_at,
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={
+            "gridmesh.task_id": task.task_id,
+            "gridmesh.worker_id": task.worker_id,
+            "gridmesh.attempt": task.attempt,
+        },
+    )
 
 
 def _report_result(ack: ReportAck) -> scheduler_pb2.ReportResult:

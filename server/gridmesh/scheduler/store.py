@@ -80,6 +80,8 @@ MIGRATIONS = [
     " ADD COLUMN expires_at DATETIME(6) NULL, ADD KEY ix_tasks_expires (expires_at)",
     # The newest revision among the tasks retention deleted: a watch resumed before it missed changes.
     "CREATE TABLE retention_progress (id TINYINT NOT NULL PRIMARY KEY, revision BIGINT NOT NULL) ENGINE=InnoDB",
+    # The W3C trace context a task's spans continue (tracing on).
+    "ALTER TABLE tasks ADD COLUMN traceparent VARCHAR(55) NULL",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -90,9 +92,10 @@ _COLUMNS = (
     "task_id, seq, task_type, params, result_dir, state, priority, attempt, max_attempts,"
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
     " created_at, started_at, finished_at, revision,"
-    " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of, result_ttl_ms, expires_at"
+    " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of, result_ttl_ms, expires_at,"
+    " traceparent"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 28)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 29)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -153,6 +156,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         task.rerun_of or None,
         round(task.result_ttl_s * 1000),
         _naive(task.expires_at),
+        task.trace_parent or None,
     )
 
 
@@ -185,6 +189,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         retry=_retry_policy(row[24]),
         rerun_of=row[25] or "",
         result_ttl_s=row[26] / 1000,
+        trace_parent=row[28] or "",
     )
 
 

@@ -28,6 +28,7 @@ from gridmesh.grpc_support.errors import error_of
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
+from gridmesh.observability import tracing
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class SchedulerCompletions:
             success=scheduler_pb2.TaskSuccess(
                 result_path=result.path, result_size_bytes=result.size_bytes, result_sha256=result.sha256
             ),
+            traceparent=tracing.current(),
         )
         started_at = to_timestamp(lease.started_at)
         if started_at is not None:

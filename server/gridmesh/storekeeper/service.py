@@ -54,7 +54,7 @@ from gridmesh.core.results import (
     page_of,
     result_filename,
 )
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.storekeeper.index import ResultIndex
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,13 @@ class ResultService:
                 result = await self._write(request)
                 await self._index.put(result)
             else:
-                result = await self._complete(request, lease)
+                with tracing.span(
+                    "store result",
+                    parent=lease.trace_parent,
+                    kind=tracing.SpanKind.SERVER,
+                    attributes={"gridmesh.task_id": request.task_id, "gridmesh.size_bytes": len(request.content)},
+                ):
+                    result = await self._complete(request, lease)
         log.debug("stored %s (%d bytes, sha256 %s)", result.path, result.size_bytes, result.sha256)
         return result
 

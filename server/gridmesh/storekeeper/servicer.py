@@ -99,7 +99,12 @@ def _lease(request: storekeeper_pb2.StoreResultRequest) -> Lease | None:
     if not request.fencing_token:
         return None
     started_at = from_timestamp(request.started_at) if request.HasField("started_at") else None
-    return Lease(worker_id=request.worker_id, fencing_token=request.fencing_token, started_at=started_at)
+    return Lease(
+        worker_id=request.worker_id,
+        fencing_token=request.fencing_token,
+        started_at=started_at,
+        trace_parent=request.traceparent,
+    )
 
 
 def _stored(stored: StoredResult) -> storekeeper_pb2.StoreResultResponse:

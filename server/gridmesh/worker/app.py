@@ -32,7 +32,7 @@ from gridmesh.grpc_support.server import (
     serve_until_signal,
 )
 from gridmesh.grpc_support.tls import MeshTls
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.observability.logs import configure_logging, set_log_context
 from gridmesh.observability.metrics import MeteredLifecycleLog
 from gridmesh.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
@@ -104,7 +104,7 @@ async def serve(config: MeshConfig, port: int, slots: int) -> None:
     set_log_context(worker_id=worker_id)  # every record of this process names the node
     address = f"{config.worker.host}:{port}"
     registry = default_registry()
-    pool = await asyncio.to_thread(ProcessPool, slots)
+    pool = await asyncio.to_thread(ProcessPool, slots, config.tracing if config.tracing.enabled else None)
     producer = KafkaLifecycleLog(
         config.kafka, kafka.client_settings(config, PeerRole.WORKER), lambda kind: config.topic(kind.value)
     )
@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(config: MeshConfig, port: int | None, slots: int | None) -> None:
     """Run a worker node in the foreground until SIGTERM/SIGINT or a drain."""
     configure_logging(config.log_level, config.log_format, "worker")
+    tracing.configure(config.tracing, "worker")
     port = config.worker.base_port if port is None else port
     slots = config.worker.slots if slots is None else slots
     asyncio.run(serve(config, port, slots))

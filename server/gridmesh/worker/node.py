@@ -30,7 +30,7 @@ from gridmesh.grpc_support.convert import from_duration, from_timestamp, struct_
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
-from gridmesh.observability import metrics
+from gridmesh.observability import metrics, tracing
 from gridmesh.observability.logs import set_log_context
 from gridmesh.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc, storekeeper_pb2, storekeeper_pb2_grpc
 from gridmesh.worker.pool import ProcessPool, Slot
@@ -60,6 +60,8 @@ class RunningTask:
     slot: Slot
     run_timeout_s: float = 0.0
     """Kill the process when the task runs longer (0: no limit)."""
+    trace_parent: str = ""
+    """The Scheduler's dispatch span, which the run continues (``""``: not traced)."""
     cancelled: bool = False
     timed_out: bool = False
     renewed_at: float = field(default_factory=time.monotonic)
@@ -415,6 +417,7 @@ class WorkerNode:
             started_at=datetime.now(UTC),
             slot=slot,
             run_timeout_s=from_duration(task.run_timeout),
+            trace_parent=assignment.traceparent,
         )
         self.running[task.task_id] = running
         self.progressed_at = time.monotonic()
@@ -453,6 +456,15 @@ class WorkerNode:
 
     async def _run(self, running: RunningTask, params: dict[str, object]) -> None:
         set_log_context(task_id=running.task_id)  # this task's records (and its report's) name it
+        with tracing.span(
+            f"run {running.task_type}",
+            parent=running.trace_parent,
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={"gridmesh.task_id": running.task_id, "gridmesh.attempt": running.attempt},
+        ):
+            await self._run_traced(running, params)
+
+    async def _run_traced(self, running: RunningTask, params: dict[str, object]) -> None:
         self._lifecycle.emit(self._event(LifecycleKind.STARTED, running))
         began = time.monotonic()
         limit = (
@@ -461,7 +473,7 @@ class WorkerNode:
             else None
         )
         try:
-            result = await running.slot.run(running.task_type, params)
+            result = await running.slot.run(running.task_type, params, tracing.current())
             metrics.RUN_TIME.labels(running.task_type).observe(time.monotonic() - began)
             timed_out = running.timed_out and result.kind == "stopped"
             outcome = _OUTCOMES.get(result.kind, "crashed")
@@ -483,6 +495,7 @@ class WorkerNode:
             task_id=running.task_id,
             fencing_token=running.fencing_token,
             started_at=to_timestamp(running.started_at),
+            traceparent=tracing.current(),
         )
         if not await self._still_leased(running):
             self.counters.lost_leases += 1
@@ -533,6 +546,7 @@ class WorkerNode:
             worker_id=self.settings.worker_id,
             fencing_token=running.fencing_token,
             started_at=to_timestamp(running.started_at),
+            traceparent=tracing.current(),
         )
         for attempt in range(REPORT_ATTEMPTS):
             try:
@@ -556,6 +570,7 @@ class WorkerNode:
                         task_id=running.task_id,
                         fencing_token=running.fencing_token,
                         failure=scheduler_pb2.TaskFailure(error=f"the result could not be stored: {answer.error}"),
+                        traceparent=tracing.current(),
                     )
                 )
                 return
@@ -648,4 +663,5 @@ class WorkerNode:
             attempt=running.attempt,
             priority=running.priority,
             occurred_at=datetime.now(UTC),
+            trace_parent=tracing.current() or running.trace_parent,  # the run's span, when inside it
         )

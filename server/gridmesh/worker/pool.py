@@ -22,9 +22,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from gridmesh.config import TracingConfig
+
 log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("forkserver")
+TRACEPARENT_VAR = "TRACEPARENT"
 _PRELOAD = ["gridmesh.core.builtin_tasks", "gridmesh.core.tasktypes", "json"]
 
 
@@ -38,22 +41,35 @@ class SlotResult:
     pid: int
 
 
-def _child_main(conn: multiprocessing.connection.Connection) -> None:
-    """The task process: run (task_type, params) requests until the pipe closes."""
+def _child_main(conn: multiprocessing.connection.Connection, traced: TracingConfig | None) -> None:
+    """The task process: run (task_type, params, traceparent) requests until the pipe closes.
+
+    Traced, each task is a span of its trace, and ``$TRACEPARENT`` names it
+    while the task runs, for whatever the task starts to continue (the
+    environment carrier of OpenTelemetry's specification)."""
     from gridmesh.core.tasktypes import default_registry
+    from gridmesh.observability import tracing
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when tasks stop
+    if traced is not None:
+        tracing.configure(traced, "task")
     registry = default_registry()
     while True:
         try:
-            task_type, params = conn.recv()
+            task_type, params, trace_parent = conn.recv()
         except (EOFError, OSError):
             return
-        try:
-            result = registry.lookup(task_type).run(params)
-            conn.send(("ok", json.dumps(result, separators=(",", ":")).encode()))
-        except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}".encode()))
+        with tracing.span(f"execute {task_type}", parent=trace_parent) as span:
+            if span:
+                os.environ[TRACEPARENT_VAR] = span
+            try:
+                result = registry.lookup(task_type).run(params)
+                answer = ("ok", json.dumps(result, separators=(",", ":")).encode())
+            except Exception as e:
+                answer = ("error", f"{type(e).__name__}: {e}".encode())
+            finally:
+                os.environ.pop(TRACEPARENT_VAR, None)
+        conn.send(answer)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -71,8 +87,9 @@ def _describe_exit(code: int | None) -> str:
 class Slot:
     """One task process and its pipe. Not thread-safe: one task at a time."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, tracing: TracingConfig | None = None) -> None:
         self.index = index
+        self._tracing = tracing
         self._process: Any = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._stopping = False
@@ -81,7 +98,9 @@ class Slot:
 
     def _spawn(self) -> None:
         parent, child = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(target=_child_main, args=(child,), name=f"gridmesh-task-{self.index}", daemon=True)
+        process = _CONTEXT.Process(
+            target=_child_main, args=(child, self._tracing), name=f"gridmesh-task-{self.index}", daemon=True
+        )
         process.start()
         child.close()
         with self._lock:
@@ -91,8 +110,9 @@ class Slot:
     def pid(self) -> int:
         return int(self._process.pid) if self._process is not None else 0
 
-    async def run(self, task_type: str, params: dict[str, Any]) -> SlotResult:
-        """Run one task in this slot's process. The answer is awaited as the
+    async def run(self, task_type: str, params: dict[str, Any], trace_parent: str = "") -> SlotResult:
+        """Run one task in this slot's process (its span a child of
+        ``trace_parent``, when traced). The answer is awaited as the
         pipe becoming readable (no thread in between); a dead process is seen
         at once as EOF on the pipe."""
         loop = asyncio.get_running_loop()
@@ -102,7 +122,7 @@ class Slot:
         assert conn is not None
         self._stopping = False
         try:
-            conn.send((task_type, params))
+            conn.send((task_type, params, trace_parent))
             readable: asyncio.Future[None] = loop.create_future()
 
             def wake() -> None:
@@ -150,9 +170,10 @@ class Slot:
 
 
 class ProcessPool:
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, tracing: TracingConfig | None = None) -> None:
+        """``slots`` task processes; with ``tracing`` (on), each exports its tasks' spans."""
         _CONTEXT.set_forkserver_preload(_PRELOAD)
-        self.slots = [Slot(i) for i in range(slots)]
+        self.slots = [Slot(i, tracing) for i in range(slots)]
         self._free = list(reversed(self.slots))
 
     def acquire(self) -> Slot:
