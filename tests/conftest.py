@@ -174,7 +174,7 @@ class RunningMesh:
 
 
 @contextmanager
-def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
+def mesh_with_analytics(state_dir: Path, **overrides: str) -> Iterator[RunningMesh]:
     """A mesh of its own with the analytics job (a short trigger interval) and
     its own Kafka broker; its analytics database is dropped after."""
     env = mesh_env(
@@ -183,6 +183,7 @@ def mesh_with_analytics(state_dir: Path) -> Iterator[RunningMesh]:
         GRIDMESH_ANALYTICS_ENABLED="true",
         GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
         GRIDMESH_ANALYTICS_STALL_AFTER_S="3",  # tests/e2e/test_analytics.py holds the job
+        **overrides,
     )
     config = load_config(env)
     try:

@@ -8,71 +8,39 @@ Each test saves a screenshot of the page it drove under
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import re
-import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig
-from gridmesh.core.access import PeerRole
-from tests.conftest import TEST_TLS_DIR, RunningMesh, mesh_with_analytics
+from tests.conftest import RunningMesh, free_port, mesh_with_analytics
+from tests.e2e.browser import chromium, screenshot
 from tests.e2e.nodes import exited, extra_node, listed_workers
 from tests.helpers import admin_key, http, http_json, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("GRIDMESH_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "console"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As root in a container, without a GPU, on a machine with no outside network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LIVE_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def console_mesh(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
-    """A mesh of its own with the analytics job, so the Statistics page has data."""
-    with mesh_with_analytics(tmp_path_factory.mktemp("console-mesh")) as running:
+    """A mesh of its own with the analytics job, so the Statistics page has
+    data, and its Prometheus server, for the charts of slots and lag."""
+    prometheus = {"GRIDMESH_METRICS_PROMETHEUS": "true", "GRIDMESH_METRICS_PROMETHEUS_PORT": str(free_port())}
+    with mesh_with_analytics(tmp_path_factory.mktemp("console-mesh"), **prometheus) as running:
         yield running
-
-
-def edge_spki_sha256() -> str:
-    """Base64 SHA-256 of the test edges' public key (Chromium's pin format)."""
-    cert = x509.load_pem_x509_certificate(pki.cert_path(TEST_TLS_DIR, PeerRole.EDGE).read_bytes())
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: ./dev test installs Debian's chromium"
-    with sync_playwright() as playwright:
-        # The edge's certificate is trusted by its public key, as a user
-        # trusting the mesh's CA would (no certificate errors ignored).
-        trust = f"--ignore-certificate-errors-spki-list={edge_spki_sha256()}"
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, trust])
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -84,11 +52,6 @@ def page(browser: Browser, console_mesh: RunningMesh) -> Iterator[Page]:
         yield page
     finally:
         context.close()
-
-
-def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def test_the_console_is_served_on_the_edge_port_beside_the_api(console_mesh):
@@ -258,6 +221,26 @@ def test_the_schedules_page_shows_a_schedule_and_pauses_resumes_and_deletes_it(p
     assert http_json(edge, "GET", f"/v1/schedules/{schedule['schedule_id']}")[0] == 404
 
 
+def test_a_task_page_shows_its_timeline_step_by_step_as_it_happens(page, console_mesh):
+    status, task = http_json(
+        console_mesh.edge, "POST", "/v1/tasks", {"task_type": "sleep", "params": {"ms": 1500}, "result_dir": "c"}
+    )
+    assert status == 200, task
+    page.goto(f"/#/tasks/{task['task_id']}")
+    timeline = page.locator("table.timeline tbody tr")
+    expect(page.locator("tr[data-step=dispatched]")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("tr[data-step=notified]")).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    steps = [row.get_attribute("data-step") for row in timeline.all()]
+    assert steps == ["submitted", "dispatched", "started", "stored", "succeeded", "notified"], steps
+    # The run is the step that took the 1.5 s the task sleeps: started → stored.
+    stored_after = page.locator("tr[data-step=stored] td.gap").inner_text()
+    assert stored_after.endswith(" s") and float(stored_after.removesuffix(" s")) >= 1.5, stored_after
+    finished = http_json(console_mesh.edge, "GET", f"/v1/tasks/{task['task_id']}")[1]
+    assert datetime.fromisoformat(finished["created_at"]) <= datetime.fromisoformat(finished["dispatched_at"])
+    expect(page.locator(".timeline-bar .segment")).to_have_count(5)
+    screenshot(page, "task-timeline")
+
+
 def test_a_timed_out_task_shows_its_failure_reason_on_its_page(page, console_mesh):
     edge = console_mesh.edge
     body = {"task_type": "sleep", "params": {"ms": 30_000}, "result_dir": "c", "run_timeout": "1s", "max_attempts": 1}
@@ -315,3 +298,45 @@ def test_subscribing_and_unsubscribing_from_the_replication_page(page, console_m
     row.get_by_role("button", name="Unsubscribe").click()
     expect(row).to_have_count(0)
     assert http_json(edge, "GET", "/v1/subscriptions?publisher=console-shop")[1]["subscriptions"] == []
+
+
+def test_the_workers_and_replication_pages_chart_slots_and_lag_from_prometheus(page, console_mesh):
+    edge = console_mesh.edge
+    subscriber = "console-lagging"
+    assert (
+        http_json(
+            edge,
+            "POST",
+            "/v1/subscriptions",
+            {"subscriber": subscriber, "publisher": "console-lag", "entity_type": "item"},
+        )[0]
+        == 200
+    )
+    for n in range(3):  # never consumed: they wait in the subscriber's queue
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "publisher": "console-lag",
+            "entity_type": "item",
+            "entity_id": f"i-{n}",
+            "operation": "CREATE",
+        }
+        status, published = http_json(edge, "POST", "/v1/events", {**event, "version": 1, "payload": {"n": n}})
+        assert status == 200, published
+
+    page.goto("/#/workers")
+    slots = page.locator("[data-chart='Slots']")
+    expect(slots.locator("canvas")).to_be_visible(timeout=60_000)  # once Prometheus scraped the node
+    expect(slots).to_contain_text("busy")
+    expect(slots).to_contain_text("total")
+
+    page.goto("/#/replication")
+    lag = page.locator("[data-chart='Waiting events per subscriber (lag)']")
+    expect(lag).to_contain_text(subscriber, timeout=60_000)  # the legend names the subscriber's series
+    expect(page.locator("[data-chart='Dead letters per subscriber'] canvas")).to_be_visible()
+    screenshot(page, "replication-lag")
+
+    # What the charts read is Prometheus's range API at the edge, for keys that may read the mesh only.
+    status, body = http_json(edge, "GET", "/v1/metrics/query_range?query=up&start=0&end=1&step=1", key="")
+    assert status == 401 and body["code"] == 16, body
+    status, body = http_json(edge, "GET", "/v1/metrics/query_range?query=up&start=0&end=60&step=15", key=admin_key())
+    assert status == 200 and body["status"] == "success", body

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from playwright.sync_api import Browser, expect
 
 from gridmesh.adapters import kafka
 from gridmesh.cli import mesh
@@ -30,7 +31,8 @@ from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.observability import jaeger
 from tests.conftest import RunningMesh, _progress, free_port, mesh_env
-from tests.helpers import http_json, wait_for
+from tests.e2e.browser import chromium, screenshot
+from tests.helpers import admin_key, http_json, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -238,3 +240,29 @@ def test_a_call_without_trace_context_starts_its_trace_at_envoy(traced):
     roots = [s for s in trace.spans.values() if trace.parent(s) is None]
     assert [trace.service(r) for r in roots] == ["gridmesh-envoy"], trace.summary()
     assert trace.ancestors(trace.one("execute sleep"))[-1] == roots[0]["operationName"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+def test_the_console_shows_a_tasks_trace_read_through_the_edge(traced, client_run, browser):
+    task = client_run["task"]
+    _trace(traced.config, task["trace_id"], having=TASK_SPANS)  # all of it stored
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, base_url=f"https://{traced.edge}")
+    context.add_init_script(f"sessionStorage.setItem('gridmesh.apiKey', {json.dumps(admin_key())})")
+    try:
+        page = context.new_page()
+        page.goto(f"/#/tasks/{task['task_id']}")
+        panel = page.locator(f".trace[data-trace-id='{task['trace_id']}']")
+        expect(panel.locator("tr[data-span='execute word_count']")).to_be_visible(timeout=30_000)
+        spans = [row.get_attribute("data-span") for row in panel.locator("tbody tr").all()]
+        assert spans[0] == "client submits" and set(TASK_SPANS) <= set(spans), spans
+        screenshot(page, "task-trace")
+    finally:
+        context.close()
+    # What the panel reads is Jaeger's trace search at the edge, for keys that may read the mesh only.
+    status, body = http_json(traced.edge, "GET", "/v1/traces?service=gridmesh-scheduler", key="")
+    assert status == 401 and body["code"] == 16, body

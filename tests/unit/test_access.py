@@ -12,8 +12,10 @@ from envoy.service.auth.v3 import external_auth_pb2
 from gridmesh.core.access import (
     ALLOWED,
     KEY_ID_HEADER,
+    METRICS_QUERY,
     PUBLIC_METHODS,
     ROLE_HEADER,
+    TRACES_QUERY,
     KeyRecord,
     Principal,
     Role,
@@ -53,10 +55,12 @@ def test_every_public_rpc_of_the_protos_is_in_the_table_and_nothing_internal_is(
     }
     public |= {f"gridmesh.v1.StoreKeeper/{m}" for m in PUBLIC_STOREKEEPER}
     public.add("gridmesh.v1.Enrollment/Join")  # gRPC only: a joining worker host's one call
+    public |= {METRICS_QUERY, TRACES_QUERY}  # not RPCs: Prometheus's range queries, Jaeger's trace search
     assert set(PUBLIC_METHODS) == public
     assert "gridmesh.v1.StoreKeeper/StoreResults" not in PUBLIC_METHODS
     assert not any(m.startswith("gridmesh.v1.WorkQueue/") for m in PUBLIC_METHODS)
-    assert set(TRANSCODED_SERVICES) == {m.split("/")[0] for m in PUBLIC_METHODS} - {"gridmesh.v1.Enrollment"}
+    services = {m.split("/")[0] for m in PUBLIC_METHODS if m not in (METRICS_QUERY, TRACES_QUERY)}
+    assert set(TRANSCODED_SERVICES) == services - {"gridmesh.v1.Enrollment"}
     assert storekeeper_pb2.DESCRIPTOR.services_by_name["StoreKeeper"]  # (the table names its read RPCs)
 
 

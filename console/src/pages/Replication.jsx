@@ -4,6 +4,7 @@
 import { useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { ErrorNote, usePoll } from "../components/common.jsx";
+import { MetricChart } from "../components/MetricChart.jsx";
 import { FieldError, invalid, showError } from "../components/SchemaForm.jsx";
 import { time } from "../format.js";
 
@@ -98,9 +99,17 @@ export function ReplicationPage() {
           </tbody>
         </table>
       </section>
+      <section class="panel">
+        <h3>Over time</h3>
+        <MetricChart title="Waiting events per subscriber (lag)" unit="events" queries={LAG} />
+        <MetricChart title="Dead letters per subscriber" unit="events" queries={DEAD_LETTERS} />
+      </section>
     </div>
   );
 }
+
+const LAG = [["", "max by (subscriber) (gridmesh_subscriber_queue_messages)", "subscriber"]];
+const DEAD_LETTERS = [["", "max by (subscriber) (gridmesh_subscriber_dead_letters)", "subscriber"]];
 
 const FIELDS = ["subscriber", "publisher", "entity_type"];
 

@@ -1,8 +1,9 @@
-// One task: its life-cycle as it happens (WatchTask stream), its error, and
+// One task: its timeline as it happens (WatchTask stream), its error, and
 // its result (info and a download link) once stored.
 import { useEffect, useState } from "preact/hooks";
 import { api, fetchWithKey, get, keepStreaming } from "../api.js";
 import { ErrorNote, Live, StateBadge, useTick } from "../components/common.jsx";
+import { TraceView } from "../components/TraceView.jsx";
 import { bytes, duration, ms, time } from "../format.js";
 
 const TERMINAL = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
@@ -13,6 +14,8 @@ export function TaskPage({ taskId }) {
   const [seen, setSeen] = useState([]); // [{state, attempt, worker_id, at}] as observed
   const [error, setError] = useState(null);
   const [live, setLive] = useState("reconnecting");
+  const [noticedAt, setNoticedAt] = useState(null); // when the final notice reached this page's watch
+  const [info, setInfo] = useState(null); // the stored result's (its stored_at is a step of the timeline)
   useTick(1000);
 
   useEffect(() => {
@@ -30,7 +33,10 @@ export function TaskPage({ taskId }) {
               if (last && last.state === t.state && last.attempt === t.attempt) return s;
               return [...s, { state: t.state, attempt: t.attempt, worker_id: t.worker_id, at: occurred_at }];
             });
-            if (TERMINAL.has(t.state)) stop();
+            if (TERMINAL.has(t.state)) {
+              setNoticedAt(occurred_at);
+              stop();
+            }
           },
           { onState: setLive },
         );
@@ -39,6 +45,10 @@ export function TaskPage({ taskId }) {
     );
     return () => stop();
   }, [taskId]);
+  const succeeded = task && task.state === "SUCCEEDED";
+  useEffect(() => {
+    if (succeeded) get(`/v1/results/${encodeURIComponent(taskId)}/info`).then(setInfo, setError);
+  }, [taskId, succeeded]);
 
   if (error) return <section class="panel"><h2>Task {taskId}</h2><ErrorNote error={error} /></section>;
   if (!task) return <section class="panel">Loading…</section>;
@@ -68,22 +78,8 @@ export function TaskPage({ taskId }) {
         </dl>
       </section>
       <section class="panel">
-        <h3>Life-cycle</h3>
-        <ol class="lifecycle">
-          <li><StateBadge state="QUEUED" /> submitted {time(task.created_at)}</li>
-          {task.started_at ? (
-            <li>
-              <StateBadge state="RUNNING" /> started {time(task.started_at)} on <span class="mono">{task.worker_id}</span>
-              {" "}(attempt {task.attempt}) after {duration(ms(task.created_at, task.started_at))} in the queue
-            </li>
-          ) : null}
-          {finished ? (
-            <li>
-              <StateBadge state={task.state} /> {time(task.finished_at)}
-              {task.started_at ? ` after ${duration(ms(task.started_at, task.finished_at))} of running` : ""}
-            </li>
-          ) : null}
-        </ol>
+        <h3>Timeline</h3>
+        <Timeline task={task} storedAt={info && info.stored_at} noticedAt={noticedAt} />
         {seen.length > 1 ? (
           <>
             <h4>Changes seen while this page was open</h4>
@@ -104,7 +100,8 @@ export function TaskPage({ taskId }) {
           </>
         ) : null}
       </section>
-      {task.state === "SUCCEEDED" ? <Result taskId={task.task_id} /> : null}
+      {succeeded ? <Result taskId={task.task_id} info={info} /> : null}
+      <TraceView task={task} finished={finished} />
     </div>
   );
 }
@@ -136,23 +133,21 @@ async function download(taskId) {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
-function Result({ taskId }) {
-  const [info, setInfo] = useState(null);
+function Result({ taskId, info }) {
   const [preview, setPreview] = useState(null);
   const [error, setError] = useState(null);
   useEffect(() => {
-    get(`/v1/results/${taskId}/info`).then(async (i) => {
-      setInfo(i);
-      if (Number(i.size_bytes) <= PREVIEW_BYTES) {
-        const text = await (await fetchWithKey(`/v1/results/${taskId}`)).text();
+    if (!info || Number(info.size_bytes) > PREVIEW_BYTES) return;
+    fetchWithKey(`/v1/results/${taskId}`)
+      .then((response) => response.text())
+      .then((text) => {
         try {
           setPreview(JSON.stringify(JSON.parse(text), null, 2));
         } catch {
           setPreview(text);
         }
-      }
-    }, setError);
-  }, [taskId]);
+      }, setError);
+  }, [taskId, info]);
   return (
     <section class="panel">
       <h3>Result</h3>
@@ -171,6 +166,48 @@ function Result({ taskId }) {
         </>
       ) : null}
     </section>
+  );
+}
+
+// The steps of the task's current attempt, each with when it happened and how
+// long after the step before; a bar shows the share of each gap. Times come
+// from the process that took the step (the Scheduler, the node, the
+// StoreKeeper), so a gap between processes includes their clocks' skew.
+function Timeline({ task, storedAt, noticedAt }) {
+  const steps = [
+    ["submitted", task.created_at, "accepted by the Scheduler"],
+    ["dispatched", task.dispatched_at, task.worker_id ? `handed to ${task.worker_id}` : ""],
+    ["started", task.started_at !== task.dispatched_at ? task.started_at : null, "its task process took it (the node's clock)"],
+    ["stored", storedAt, "its result written durably (the StoreKeeper's clock)"],
+    [task.state.toLowerCase(), TERMINAL.has(task.state) ? task.finished_at : null, "committed by the Scheduler"],
+    ["notified", noticedAt, "the notice reached this page's watch"],
+  ].filter(([, at]) => at);
+  const total = ms(task.created_at, steps[steps.length - 1][1]) || 1;
+  return (
+    <>
+      <div class="timeline-bar" aria-hidden="true">
+        {steps.slice(1).map(([name, at], i) => (
+          <span key={name} class={`segment step-${i % 6}`} style={{ width: `${(100 * ms(steps[i][1], at)) / total}%` }} title={`${steps[i][0]} → ${name}`} />
+        ))}
+      </div>
+      <table class="timeline">
+        <thead>
+          <tr><th>step</th><th>at</th><th>after the step before</th><th>since submitted</th><th /></tr>
+        </thead>
+        <tbody>
+          {steps.map(([name, at, note], i) => (
+            <tr key={name} data-step={name}>
+              <td>{i ? <span class={`swatch step-${(i - 1) % 6}`} /> : null}{name}</td>
+              <td>{time(at)}</td>
+              <td class="gap">{i ? duration(ms(steps[i - 1][1], at)) : "–"}</td>
+              <td>{duration(ms(task.created_at, at))}</td>
+              <td class="note">{note}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="note">Attempt {task.attempt} of {task.max_attempts}{task.state === "RUNNING" ? `; running for ${duration(ms(task.started_at, null))}` : ""}.</p>
+    </>
   );
 }
 

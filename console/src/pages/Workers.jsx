@@ -4,6 +4,7 @@
 import { useState } from "preact/hooks";
 import { api, get } from "../api.js";
 import { ErrorNote, StateBadge, usePoll, useTick } from "../components/common.jsx";
+import { MetricChart } from "../components/MetricChart.jsx";
 import { ago, shortId, time } from "../format.js";
 
 export function WorkersPage() {
@@ -64,9 +65,16 @@ export function WorkersPage() {
           ) : null}
         </tbody>
       </table>
+      <h3>Slot use over time</h3>
+      <MetricChart title="Slots" unit="slots" queries={SLOTS} />
     </section>
   );
 }
+
+const SLOTS = [
+  ["busy", "sum(gridmesh_worker_busy_slots)"],
+  ["total", "sum(gridmesh_worker_slots)"],
+];
 
 function DrainButton({ worker, onDone }) {
   const [asking, setAsking] = useState(false);

@@ -128,7 +128,7 @@ def components(config: MeshConfig, workers: int, env: Mapping[str, str]) -> list
             ),
         )
     if jaeger.runs_jaeger(config):  # first: the others' spans have somewhere to go from the start
-        spec = procs.ProcessSpec(name="jaeger", argv=jaeger.argv(config), env=dict(env))
+        spec = procs.ProcessSpec(name="jaeger", argv=jaeger.argv(config), env={**env, **jaeger.process_env(config)})
         result.insert(0, Component("jaeger", config.tracing.host, config.tracing.ui_port, spec, ""))
     for i in range(workers):
         port = config.worker.base_port + i
@@ -433,8 +433,7 @@ def key_metadata(config: MeshConfig) -> tuple[tuple[str, str], ...]:
     return clients.key_metadata(api_key(config))
 
 
-def prometheus_enabled(config: MeshConfig) -> bool:
-    return config.metrics.enabled and config.metrics.prometheus
+prometheus_enabled = prometheus_server.enabled
 
 
 def ensure_prometheus(config: MeshConfig, progress: Progress) -> None:

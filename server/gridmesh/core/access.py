@@ -88,6 +88,13 @@ def _methods(service: str, *names: str) -> set[str]:
     return {f"gridmesh.v1.{service}/{name}" for name in names}
 
 
+METRICS_QUERY = "v1/metrics/query_range"
+"""Not an RPC: Prometheus's range queries, which the edge passes to the
+Prometheus server ``up`` runs (the console's charts of slots and lag)."""
+TRACES_QUERY = "v1/traces"
+"""Not an RPC: a search of the traces the Jaeger ``up --tracing`` runs keeps
+(the console's trace of a task)."""
+_METRICS = {METRICS_QUERY, TRACES_QUERY}
 _RESULTS = _methods("StoreKeeper", "GetResult", "GetResultInfo", "ListResults")
 _SCHEDULES_READ = _methods("Scheduler", "ListSchedules", "GetSchedule")
 _READ = (
@@ -95,6 +102,7 @@ _READ = (
     | _SCHEDULES_READ
     | _RESULTS
     | _methods("EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters")
+    | _METRICS
 )
 _SUBMIT = (
     _methods("Scheduler", "SubmitTask", "SubmitTasks", "GetTask", "ListTasks", "WatchTask", "WatchTasks")
@@ -103,8 +111,10 @@ _SUBMIT = (
     | _SCHEDULES_READ
     | _RESULTS
 )
-_OPERATE = _methods("Scheduler", "ListWorkers", "DrainNode", "GetStats", "ListTaskTypes") | _methods(
-    "EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters"
+_OPERATE = (
+    _methods("Scheduler", "ListWorkers", "DrainNode", "GetStats", "ListTaskTypes")
+    | _methods("EventManager", "ListSubscriptions", "GetQueueStats", "ListDeadLetters")
+    | _METRICS
 )
 _PUBLISH = _methods("EventManager", "Publish", "PublishBatch")
 _SUBSCRIBE = _methods(

@@ -964,7 +964,7 @@ class SchedulerCore:
         task.state = TaskState.QUEUED
         task.worker_id = ""
         task.fencing_token = 0
-        task.started_at = None
+        task.dispatched_at = task.started_at = None
 
     def _retry_later(self, task: Task, policy: RetryPolicy, error: str) -> LifecycleEvent:
         """The attempt failed and ``policy`` tries again: the task waits out
@@ -1013,7 +1013,7 @@ class SchedulerCore:
             task.state = TaskState.RUNNING
             task.worker_id = worker.worker_id
             task.fencing_token = token
-            task.started_at = self._now()
+            task.dispatched_at = task.started_at = self._now()
             worker.send(
                 Assignment(task.snapshot(), token, task.started_at + timedelta(seconds=self._settings.lease_ttl_s))
             )

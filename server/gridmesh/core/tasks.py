@@ -139,7 +139,11 @@ class Task:
             return None
         return self.finished_at + timedelta(seconds=self.result_ttl_s)
 
+    dispatched_at: datetime | None = None
+    """When the current attempt was handed to ``worker_id``."""
     started_at: datetime | None = None
+    """When the attempt began: its dispatch, then (once reported) the
+    node's start of its task process."""
     finished_at: datetime | None = None
     revision: int = 0
     """Position of the task's last committed change in the order of every

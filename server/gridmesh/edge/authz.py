@@ -117,7 +117,7 @@ def check(keys: Keys, request: external_auth_pb2.CheckRequest, now: datetime) ->
         record = keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
         decide(record.principal, method)
     except (Unauthenticated, PermissionDenied) as refused:
-        return _denied(refused, as_json=TRANSCODED_HEADER in headers)
+        return _denied(refused, as_json=TRANSCODED_HEADER in headers or method.startswith("/v1/"))
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
         ok_response=external_auth_pb2.OkHttpResponse(

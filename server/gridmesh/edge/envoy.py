@@ -35,7 +35,9 @@ import yaml
 
 from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig, host_port
-from gridmesh.core.access import PeerRole
+from gridmesh.core.access import METRICS_QUERY, TRACES_QUERY, PeerRole
+from gridmesh.observability import jaeger
+from gridmesh.observability import server as prometheus_server
 
 TRANSCODED_SERVICES = ("gridmesh.v1.Scheduler", "gridmesh.v1.StoreKeeper", "gridmesh.v1.EventManager")
 DEMO_SERVICES = {"gridmesh.demo.v1.CustomerService": "demo-customers", "gridmesh.demo.v1.OrderService": "demo-orders"}
@@ -394,6 +396,10 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         routes.append(_route(JOIN_PATH, "authz", exact=True))  # a join token's one call
     if config.tls.enabled:
         routes.append(_ca_route(config))
+    if prometheus_server.enabled(config):
+        routes.append(_read_route(METRICS_QUERY, "prometheus", "/api/v1/query_range"))
+    if jaeger.runs_jaeger(config):
+        routes.append(_read_route(TRACES_QUERY, "jaeger", "/api/traces"))
     routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, NO_SUCH_API_ROUTE]
     if config.console.enabled:
         routes.append(
@@ -462,6 +468,16 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
                 ),
                 *([_console_cluster(config)] if config.console.enabled else []),
                 *(
+                    [_http_cluster("prometheus", config.metrics.host, config.metrics.prometheus_port)]
+                    if prometheus_server.enabled(config)
+                    else []
+                ),
+                *(
+                    [_http_cluster("jaeger", config.tracing.host, config.tracing.ui_port)]
+                    if jaeger.runs_jaeger(config)
+                    else []
+                ),
+                *(
                     [
                         _cluster(
                             "authz",
@@ -502,18 +518,34 @@ def _collector_cluster(config: MeshConfig) -> dict[str, Any]:
     return cluster
 
 
-def _console_cluster(config: MeshConfig) -> dict[str, Any]:
-    """The console's static file server: plain HTTP/1.1."""
-    address = {"socket_address": {"address": config.console.host, "port_value": config.console.port}}
+def _read_route(path: str, cluster: str, upstream: str) -> dict[str, Any]:
+    """``GET /<path>?…`` is ``upstream`` on ``cluster`` (a read-only HTTP API
+    of a server ``up`` runs; its keys are decided like an RPC's): Prometheus's
+    range queries, Jaeger's trace search."""
     return {
-        "name": "console",
+        "match": {"path": f"/{path}", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "route": {"cluster": cluster, "prefix_rewrite": upstream, "timeout": "10s"},
+        "typed_per_filter_config": UNBUFFERED,
+    }
+
+
+def _http_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    """A server ``up`` runs with a plain HTTP/1.1 API (Prometheus, Jaeger)."""
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": name,
         "type": "STATIC",
         "connect_timeout": CONNECT_TIMEOUT,
         "load_assignment": {
-            "cluster_name": "console",
+            "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
+
+
+def _console_cluster(config: MeshConfig) -> dict[str, Any]:
+    """The console's static file server."""
+    return _http_cluster("console", config.console.host, config.console.port)
 
 
 def _demo_clusters(config: MeshConfig) -> list[dict[str, Any]]:

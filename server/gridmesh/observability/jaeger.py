@@ -98,6 +98,13 @@ def argv(config: MeshConfig) -> list[str]:
     return [str(binary(config)), f"--config=file:{config_path(config)}"]
 
 
+def process_env(config: MeshConfig) -> dict[str, str]:
+    """Jaeger traces its own queries to an OTLP endpoint (localhost:4317
+    unless told): never, here."""
+    t = config.tracing
+    return {"OTEL_TRACES_SAMPLER": "always_off", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{t.host}:{t.otlp_port}"}
+
+
 def url(config: MeshConfig) -> str:
     """Jaeger's UI and query API."""
     return f"http://{config.tracing.host}:{config.tracing.ui_port}"

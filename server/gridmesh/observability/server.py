@@ -25,6 +25,11 @@ SCRAPE_INTERVAL = "5s"
 RETENTION = "15d"
 
 
+def enabled(config: MeshConfig) -> bool:
+    """Whether ``up`` runs this Prometheus server."""
+    return config.metrics.enabled and config.metrics.prometheus
+
+
 def alert_rules_path() -> Path:
     """The shipped alert rules (``observability/alerts.yml``)."""
     return Path(str(resources.files("gridmesh.observability") / "alerts.yml"))

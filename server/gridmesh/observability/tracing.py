@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gridmesh.config import TracingConfig
+from gridmesh.core.errors import ConfigError
 
 __all__ = [
     "TRACEPARENT",
@@ -64,7 +65,14 @@ def configure(config: TracingConfig, component: str) -> None:
     if not config.enabled or _state:
         return
     # Imported only when on: the SDK and its exporter cost a process that does not trace nothing.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    except ImportError as e:  # xds-protos unpacked its older copy of these protos over opentelemetry-proto's
+        raise ConfigError(
+            f"tracing cannot export spans ({e}): reinstall OpenTelemetry's protos over xds-protos's older copy: "
+            "pip install --no-deps --force-reinstall opentelemetry-proto==$(pip show opentelemetry-proto | "
+            "sed -n 's/^Version: //p')  (./dev does this)"
+        ) from None
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor

@@ -72,6 +72,7 @@ def task_to_proto(task: Task) -> common_pb2.Task:
         rerun_of=task.rerun_of,
         result_ttl=to_duration(task.result_ttl_s),
         expires_at=to_timestamp(task.expires_at),
+        dispatched_at=to_timestamp(task.dispatched_at),
     )
 
 
@@ -629,7 +630,7 @@ def _dispatched(task: Task) -> str:
         f"dispatch {task.task_type}",
         parent=task.trace_parent,
         start=queued_since,
-        end=task.started_at,
+        end=task.dispatched_at,
         kind=tracing.SpanKind.PRODUCER,
         attributes={
             "gridmesh.task_id": task.task_id,

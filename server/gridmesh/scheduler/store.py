@@ -82,6 +82,8 @@ MIGRATIONS = [
     "CREATE TABLE retention_progress (id TINYINT NOT NULL PRIMARY KEY, revision BIGINT NOT NULL) ENGINE=InnoDB",
     # The W3C trace context a task's spans continue (tracing on).
     "ALTER TABLE tasks ADD COLUMN traceparent VARCHAR(55) NULL",
+    # When the current attempt was dispatched (started_at becomes the node's start of it).
+    "ALTER TABLE tasks ADD COLUMN dispatched_at DATETIME(6) NULL",
 ]
 _SAVE_PROGRESS = (
     "INSERT INTO lifecycle_progress (id, position) VALUES (1, %s) "
@@ -93,9 +95,9 @@ _COLUMNS = (
     " worker_id, fencing_token, result_path, result_size_bytes, result_sha256, error, idempotency_key,"
     " created_at, started_at, finished_at, revision,"
     " run_timeout_ms, failure_reason, deadline, not_before, retry_policy, rerun_of, result_ttl_ms, expires_at,"
-    " traceparent"
+    " traceparent, dispatched_at"
 )
-_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 29)})"
+_INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join(['%s'] * 30)})"
 _MUTABLE = (
     "state",
     "priority",
@@ -112,6 +114,7 @@ _MUTABLE = (
     "failure_reason",
     "not_before",
     "expires_at",
+    "dispatched_at",
 )
 # A save is an upsert of the whole row, so that a group of saves is one
 # multi-row statement (see adapters.mysql.Row).
@@ -157,6 +160,7 @@ def _row(task: Task) -> tuple[Any, ...]:
         round(task.result_ttl_s * 1000),
         _naive(task.expires_at),
         task.trace_parent or None,
+        _naive(task.dispatched_at),
     )
 
 
@@ -190,6 +194,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         rerun_of=row[25] or "",
         result_ttl_s=row[26] / 1000,
         trace_parent=row[28] or "",
+        dispatched_at=_aware(row[29]),
     )
 
 
