@@ -345,6 +345,11 @@ class TracingConfig:
     endpoint: str = ""
     """The OTLP/gRPC collector (``host:port``, plaintext) spans go to; empty =
     the Jaeger ``gridmesh up`` runs (``host:otlp_port``)."""
+    sample_ratio: float = 1.0
+    """The share of traces kept, decided where a trace starts (the client,
+    Envoy, or the first gridmesh process the call reaches) and followed by
+    every process after it: 1.0 keeps every task's trace; a busy mesh keeps
+    a sample (0.1: one in ten), which costs it far less."""
     jaeger: bool = True
     """With tracing on and no ``endpoint``, ``gridmesh up`` runs Jaeger
     (built once from the Go module proxy) to store traces and show them."""
@@ -668,6 +673,10 @@ def _validate(section: Any, where: str) -> None:
         raise ConfigError(
             f"config key {_display('envoy.plaintext')} is allowed only with a loopback envoy.host, "
             f"not {section.host!r}: serve the edge over TLS anywhere else"
+        )
+    if isinstance(section, TracingConfig) and not 0.0 <= section.sample_ratio <= 1.0:
+        raise ConfigError(
+            f"config key {_display('tracing.sample_ratio')} must be between 0 and 1, got {section.sample_ratio}"
         )
     if isinstance(section, TracingConfig) and section.endpoint and not _HOST_PORT_RE.fullmatch(section.endpoint):
         raise ConfigError(

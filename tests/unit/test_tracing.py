@@ -75,6 +75,31 @@ def test_a_malformed_parent_starts_a_new_trace(spans):
     assert spans.get_finished_spans()[0].parent is None
 
 
+def sampled(traceparent: str) -> bool:
+    """The W3C flags' sampled bit (the others, e.g. "random", say nothing of it)."""
+    return bool(int(traceparent.rsplit("-", 1)[1], 16) & 1)
+
+
+def test_a_trace_is_kept_or_not_where_it_starts_and_its_spans_follow():
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))  # as sample_ratio = 0 makes it
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing._state.update(provider=provider, tracer=provider.get_tracer("test"))
+    try:
+        with tracing.span("submit") as dropped, tracing.span("inner") as inner:  # a new trace: not sampled
+            pass
+        assert not sampled(dropped) and not sampled(inner) and inner.split("-")[1] == dropped.split("-")[1]
+        assert not sampled(tracing.record("dispatch", parent=dropped, start=datetime.now(UTC)))
+        assert exporter.get_finished_spans() == ()
+        with tracing.span("run", parent=TRACEPARENT) as kept:  # the caller kept its trace: so do we
+            pass
+        assert sampled(kept) and [s.name for s in exporter.get_finished_spans()] == ["run"]
+    finally:
+        tracing._state.clear()
+
+
 def test_log_records_carry_the_trace_id_of_their_span(spans):
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", (), None)
     with tracing.span("run", parent=TRACEPARENT):
@@ -90,6 +115,11 @@ def test_tracing_config_and_what_it_turns_on_at_envoy_and_jaeger():
     assert local.tracing.collector == "127.0.0.1:14317" and jaeger.runs_jaeger(local)
     with pytest.raises(ConfigError, match=r"tracing\.endpoint"):
         load_config({"GRIDMESH_TRACING_ENDPOINT": "http://collector"})
+    with pytest.raises(ConfigError, match=r"tracing\.sample_ratio"):
+        load_config({"GRIDMESH_TRACING_SAMPLE_RATIO": "1.5"})
+    sampled = load_config({"GRIDMESH_TRACING_ENABLED": "1", "GRIDMESH_TRACING_SAMPLE_RATIO": "0.1"})
+    hcm_of = build_envoy_config(sampled, descriptor="x.pb")["static_resources"]["listeners"][0]
+    assert hcm_of["filter_chains"][0]["filters"][0]["typed_config"]["tracing"]["random_sampling"]["value"] == 10.0
 
     off = build_envoy_config(load_config({}), descriptor="x.pb")
     on = build_envoy_config(own, descriptor="x.pb")

@@ -74,8 +74,8 @@ def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
         query = "sum by (kind, task_type) (gridmesh_task_events_total)"
         print(f"  prometheus               {prometheus_server.url(config)}   e.g. {query}")
     if jaeger.runs_jaeger(config):
-        traces = jaeger.url(config)
-        print(f"  jaeger (traces)          {traces}   e.g. {traces}/search?service=gridmesh-scheduler")
+        api = f"{jaeger.url(config)}/api/traces?service=gridmesh-scheduler"
+        print(f"  traces (Jaeger)          on each task's console page; API {api}")
     elif config.tracing.enabled:
         print(f"  traces                   sent over OTLP/gRPC to {config.tracing.collector}")
     print(f"  scheduler                {config.scheduler.host}:{config.scheduler.port}")

@@ -419,7 +419,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "codec_type": "AUTO",
             "stream_idle_timeout": "0s",
             "local_reply_config": {"mappers": [TOO_LARGE_REPLY, *JSON_LOCAL_REPLIES]},
-            **({"tracing": _tracing()} if config.tracing.enabled else {}),
+            **({"tracing": _tracing(config)} if config.tracing.enabled else {}),
             "route_config": {
                 "name": "gridmesh",
                 "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
@@ -496,10 +496,12 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
     }
 
 
-def _tracing() -> dict[str, Any]:
+def _tracing(config: MeshConfig) -> dict[str, Any]:
     """Every request a span of the caller's trace (its ``traceparent``), or
-    the first of a new one: Envoy sends the context on to the service."""
+    the first of a new one, kept at ``tracing.sample_ratio``: Envoy sends the
+    context on to the service."""
     return {
+        "random_sampling": {"value": config.tracing.sample_ratio * 100},
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
@@ -507,7 +509,7 @@ def _tracing() -> dict[str, Any]:
                 "grpc_service": {"envoy_grpc": {"cluster_name": COLLECTOR_CLUSTER}, "timeout": "1s"},
                 "service_name": "gridmesh-envoy",
             },
-        }
+        },
     }
 
 

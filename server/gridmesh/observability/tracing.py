@@ -64,7 +64,7 @@ def configure(config: TracingConfig, component: str) -> None:
     tracing is on; otherwise nothing (every span is then a no-op)."""
     if not config.enabled or _state:
         return
-    # Imported only when on: the SDK and its exporter cost a process that does not trace nothing.
+    # Imported only when on: a process that does not trace never loads the SDK or its exporter.
     try:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     except ImportError as e:  # xds-protos unpacked its older copy of these protos over opentelemetry-proto's
@@ -76,8 +76,13 @@ def configure(config: TracingConfig, component: str) -> None:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"gridmesh-{component}"}))
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: f"gridmesh-{component}"}),
+        # A trace is kept or not where it starts; every later span follows its parent's flag.
+        sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+    )
     exporter = OTLPSpanExporter(endpoint=config.collector, insecure=True)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=EXPORT_DELAY_MS))
     trace.set_tracer_provider(provider)
