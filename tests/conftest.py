@@ -21,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,24 +174,34 @@ class RunningMesh:
 
 
 @contextmanager
-def mesh_with_analytics(state_dir: Path, **overrides: str) -> Iterator[RunningMesh]:
-    """A mesh of its own with the analytics job (a short trigger interval) and
-    its own Kafka broker; its analytics database is dropped after."""
-    env = mesh_env(
-        state_dir,
-        GRIDMESH_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # its own broker, started by up
-        GRIDMESH_ANALYTICS_ENABLED="true",
-        GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S="0.5",
-        GRIDMESH_ANALYTICS_STALL_AFTER_S="3",  # tests/e2e/test_analytics.py holds the job
-        **overrides,
-    )
+def own_mesh(state_dir: Path, overrides: Mapping[str, str], *, workers: int = 1) -> Iterator[RunningMesh]:
+    """A mesh of its own (:func:`mesh_env` with ``overrides``), started by
+    ``gridmesh up``'s code and stopped when the block ends."""
+    env = mesh_env(state_dir, **overrides)
     config = load_config(env)
     try:
-        mesh.up(config, workers=1, env=env, progress=_progress)
+        mesh.up(config, workers=workers, env=env, progress=_progress)
         yield RunningMesh(config, env)
     finally:
         mesh.down(config, _progress)
-        MySQL(config.mysql_login("analytics"), config.database("analytics")).drop_database()
+
+
+@contextmanager
+def mesh_with_analytics(state_dir: Path, **overrides: str) -> Iterator[RunningMesh]:
+    """A mesh of its own with the analytics job (a short trigger interval) and
+    its own Kafka broker; its analytics database is dropped after."""
+    analytics = {
+        "GRIDMESH_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # its own broker, started by up
+        "GRIDMESH_ANALYTICS_ENABLED": "true",
+        "GRIDMESH_ANALYTICS_TRIGGER_INTERVAL_S": "0.5",
+        "GRIDMESH_ANALYTICS_STALL_AFTER_S": "3",  # tests/e2e/test_analytics.py holds the job
+    }
+    with own_mesh(state_dir, {**analytics, **overrides}) as running:
+        try:
+            yield running
+        finally:
+            config = running.config
+            MySQL(config.mysql_login("analytics"), config.database("analytics")).drop_database()
 
 
 @pytest.fixture(scope="session")

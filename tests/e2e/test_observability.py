@@ -23,24 +23,16 @@ from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
 from gridmesh.observability import server as prometheus_server
 from gridmesh.v1 import worker_pb2, worker_pb2_grpc
-from tests.conftest import RunningMesh, _progress, free_port, mesh_env
+from tests.conftest import RunningMesh, _progress, free_port, mesh_env, own_mesh
 from tests.helpers import http_json, mesh_channel, wait_for
 
 
 @pytest.fixture(scope="module")
 def observed(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     """A mesh of its own with its Prometheus server and two worker nodes."""
-    env = mesh_env(
-        tmp_path_factory.mktemp("observed"),
-        GRIDMESH_METRICS_PROMETHEUS="true",
-        GRIDMESH_METRICS_PROMETHEUS_PORT=str(free_port()),
-    )
-    config = load_config(env)
-    try:
-        mesh.up(config, workers=2, env=env, progress=_progress)
-        yield RunningMesh(config, env)
-    finally:
-        mesh.down(config, _progress)
+    prometheus = {"GRIDMESH_METRICS_PROMETHEUS": "true", "GRIDMESH_METRICS_PROMETHEUS_PORT": str(free_port())}
+    with own_mesh(tmp_path_factory.mktemp("observed"), prometheus, workers=2) as running:
+        yield running
 
 
 def _api(config: MeshConfig, path: str, **params: str) -> Any:

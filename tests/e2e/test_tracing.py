@@ -25,12 +25,11 @@ from confluent_kafka import Consumer, TopicPartition
 from playwright.sync_api import Browser, expect
 
 from gridmesh.adapters import kafka
-from gridmesh.cli import mesh
-from gridmesh.config import MeshConfig, load_config
+from gridmesh.config import MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.observability import jaeger
-from tests.conftest import RunningMesh, _progress, free_port, mesh_env
+from tests.conftest import RunningMesh, free_port, own_mesh
 from tests.e2e.browser import chromium, screenshot
 from tests.helpers import admin_key, http_json, wait_for
 
@@ -40,18 +39,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="module")
 def traced(backing_services: MeshConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningMesh]:
     """A mesh of its own with tracing on, and the Jaeger ``up`` runs for it."""
-    env = mesh_env(
-        tmp_path_factory.mktemp("traced"),
-        GRIDMESH_TRACING_ENABLED="true",
-        GRIDMESH_TRACING_OTLP_PORT=str(free_port()),
-        GRIDMESH_TRACING_UI_PORT=str(free_port()),
-    )
-    config = load_config(env)
-    try:
-        mesh.up(config, workers=1, env=env, progress=_progress)
-        yield RunningMesh(config, env)
-    finally:
-        mesh.down(config, _progress)
+    tracing = {
+        "GRIDMESH_TRACING_ENABLED": "true",
+        "GRIDMESH_TRACING_OTLP_PORT": str(free_port()),
+        "GRIDMESH_TRACING_UI_PORT": str(free_port()),
+    }
+    with own_mesh(tmp_path_factory.mktemp("traced"), tracing) as running:
+        yield running
 
 
 class Trace:
