@@ -33,7 +33,13 @@ from tests.conftest import TEST_ADMIN_KEY
 from tests.helpers import http_json, mesh_channel, wait_for
 from tests.hosts.cluster import GRIDMESH, SCHEDULER_PORT, Cluster, Layout
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    # The shared cluster takes about four minutes to start on a loaded 2-CPU
+    # machine; that setup must not eat the first test's 300 s (its own steps
+    # carry their own timeouts), so the limit covers each test's body only.
+    pytest.mark.timeout(300, func_only=True),
+]
 
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 JOINED_PORT = 50190
