@@ -1,14 +1,20 @@
-"""Regenerate gen/ from protos/: Python modules, .pyi stubs, gRPC stubs and
-the descriptor set Envoy's grpc_json_transcoder reads.
+"""Regenerate the Python code of protos/: modules, .pyi stubs, gRPC stubs
+and the descriptor set Envoy's grpc_json_transcoder (and grpcurl, buf and the
+other languages' generators) read.
 
-    python tools/genprotos.py           # rewrite gen/
-    python tools/genprotos.py --check   # exit 1 if gen/ is out of date
+The public API, ``gridmesh.v1`` with its descriptor set, goes to
+clients/gridmesh/v1 (it ships in gridmesh-client); the demo services'
+``gridmesh.demo.v1`` to gen/ (the server's).
+
+    python tools/genprotos.py           # rewrite both
+    python tools/genprotos.py --check   # exit 1 if either is out of date
 """
 
 from __future__ import annotations
 
 import argparse
 import filecmp
+import shutil
 import sys
 import tempfile
 from importlib import resources
@@ -16,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-GEN = ROOT / "gen"
+OUTPUTS = {Path("gridmesh/v1"): ROOT / "clients", Path("gridmesh/demo"): ROOT / "gen"}
+"""Where each generated package goes (the directory its ``gridmesh/...`` path is under)."""
 DESCRIPTOR_SET = Path("gridmesh/v1/gridmesh.pb")
 ERROR_DETAILS = "google/rpc/error_details.proto"
 
@@ -60,22 +67,27 @@ def _differences(a: Path, b: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="fail if gen/ differs from a fresh generation")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the generated code differs from a fresh generation"
+    )
     args = parser.parse_args(argv)
-    if args.check:
-        with tempfile.TemporaryDirectory() as tmp:
-            generate(Path(tmp))
-            diffs = _differences(Path(tmp), GEN)
-        if diffs:
-            print("gen/ is out of date; run: python tools/genprotos.py", file=sys.stderr)
-            for d in diffs:
-                print(f"  {d}", file=sys.stderr)
-            return 1
-        return 0
-    for old in GEN.rglob("*"):
-        if old.is_file():
-            old.unlink()
-    generate(GEN)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        if args.check:
+            diffs = [
+                str(package / d)
+                for package, root in OUTPUTS.items()
+                for d in _differences(Path(tmp) / package, root / package)
+            ]
+            if diffs:
+                print("the generated code is out of date; run: python tools/genprotos.py", file=sys.stderr)
+                for d in diffs:
+                    print(f"  {d}", file=sys.stderr)
+                return 1
+            return 0
+        for package, root in OUTPUTS.items():
+            shutil.rmtree(root / package, ignore_errors=True)
+            shutil.copytree(Path(tmp) / package, root / package)
     return 0
 
 

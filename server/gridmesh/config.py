@@ -6,7 +6,7 @@ TOML file (``GRIDMESH_CONFIG`` or ``--config``; environment wins). Nothing
 here reads ``os.environ`` itself, so tests pass their own mapping.
 
 Every value is checked: an unknown key or a value of the wrong shape raises
-:class:`~gridmesh.core.errors.ConfigError` naming the key, before anything
+:class:`~gridmesh.common.errors.ConfigError` naming the key, before anything
 starts.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gridmesh.clients._channel import API_KEY_VAR, CA_FILE_VAR
-from gridmesh.core.errors import ConfigError
+from gridmesh.common.errors import ConfigError
 
 ENV_PREFIX = "GRIDMESH_"
 CONFIG_FILE_VAR = "GRIDMESH_CONFIG"

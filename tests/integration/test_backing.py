@@ -26,9 +26,9 @@ from kazoo.client import KazooClient
 
 from gridmesh.adapters import kafka as kafka_adapter
 from gridmesh.cli import backing, procs
+from gridmesh.common.errors import Unavailable
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import Unavailable
 from tests.conftest import free_port, session_backing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

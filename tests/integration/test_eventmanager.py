@@ -31,11 +31,11 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
+from gridmesh.common.convert import dict_to_struct
+from gridmesh.common.errors import Unavailable
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import Unavailable
 from gridmesh.eventmanager import EventManagerProcess, build_server
-from gridmesh.grpc_support.convert import dict_to_struct
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 from tests.cleanup import close_rabbitmq_connections, delete_topology
 from tests.conftest import free_port, session_backing

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 import pytest
 
 from gridmesh.adapters.mysql import GroupCommitter, MySQL, Row
+from gridmesh.common.errors import AlreadyExists, Internal
 from gridmesh.config import MySQLLogin
-from gridmesh.core.errors import AlreadyExists, Internal
 
 SCHEMA = ["CREATE TABLE items (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)"]
 INSERT = "INSERT INTO items (id, v) VALUES (%s, %s)"

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
+from gridmesh.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from gridmesh.core.access import (
     ALLOWED,
     KEY_ID_HEADER,
@@ -27,7 +28,6 @@ from gridmesh.core.access import (
     new_key,
     parse_key,
 )
-from gridmesh.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from gridmesh.edge.authz import Keys, check
 from gridmesh.edge.envoy import PUBLIC_STOREKEEPER, TRANSCODED_SERVICES
 from gridmesh.v1 import eventmanager_pb2, scheduler_pb2, storekeeper_pb2

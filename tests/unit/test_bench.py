@@ -26,8 +26,8 @@ from gridmesh.bench.stats import latency_metrics, median, percentile, spread
 from gridmesh.bench.task_types import LOGGED_BURN, exec_log_dir
 from gridmesh.bench.workloads import ExecLogTail, Executions, crash_verdict, parse_exec_lines
 from gridmesh.cli.main import build_parser
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.builtin_tasks import BURN_ITERS_PER_UNIT, burn_units
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.v1 import common_pb2, scheduler_pb2
 

@@ -13,7 +13,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from gridmesh.cli import tasks
 from gridmesh.cli.main import build_parser, main, parse_args
 from gridmesh.clients import TaskError
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.v1 import common_pb2, scheduler_pb2, storekeeper_pb2
 
 TASK_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"

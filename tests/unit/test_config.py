@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from gridmesh.common.errors import ConfigError
 from gridmesh.config import load_config
-from gridmesh.core.errors import ConfigError
 
 
 def test_defaults_are_the_spec_addresses():

@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
-from gridmesh.core import errors
+from gridmesh.common import errors
 from gridmesh.grpc_support.server import build_grpc_server
 from gridmesh.v1 import storekeeper_pb2, storekeeper_pb2_grpc
 

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gridmesh.adapters import pki
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.worker.join import JoinToken
 
 

@@ -3,8 +3,8 @@ SPEC §2: service and entity names match ^[a-z][a-z0-9_-]{0,62}$."""
 
 import pytest
 
-from gridmesh.core.errors import InvalidArgument
-from gridmesh.core.names import check_name, check_result_dir, check_uuid
+from gridmesh.common.errors import InvalidArgument
+from gridmesh.common.names import check_name, check_result_dir, check_uuid
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from gridmesh.cli import procs
-from gridmesh.core.errors import Unavailable
+from gridmesh.common.errors import Unavailable
 
 WAIT_S = 10.0
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.config import load_config
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.core.replication import (
     DEFAULT_PREFETCH,
     MAX_BATCH_EVENTS,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gridmesh.core.errors import InvalidArgument, ResourceExhausted
+from gridmesh.common.errors import InvalidArgument, ResourceExhausted
 from gridmesh.core.results import (
     DEFAULT_CONTENT_TYPE,
     DEFAULT_PAGE_SIZE,

@@ -14,7 +14,7 @@ import pytest
 
 from gridmesh.adapters import filestore
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from gridmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 
 
 @pytest.fixture

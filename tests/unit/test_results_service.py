@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from gridmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from gridmesh.core.results import Lease, StoredResult
 from gridmesh.storekeeper.index import InMemoryResultIndex
 from gridmesh.storekeeper.service import ResultService

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gridmesh.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unavailable
+from gridmesh.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, Unavailable
 from gridmesh.core.lifecycle import LifecycleKind, MemoryLifecycleLog
 from gridmesh.core.scheduler import (
     MAX_ERROR_CHARS,

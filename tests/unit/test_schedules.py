@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.lifecycle import MemoryLifecycleLog
 from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, SubmitRequest
 from gridmesh.core.schedules import MISFIRE_GRACE_S, CatchUp, Schedules, ScheduleSpec, due_ticks, new_schedule

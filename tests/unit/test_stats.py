@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.lifecycle import LifecycleKind as K
 from gridmesh.core.stats import (
     Derived,

@@ -15,7 +15,7 @@ from gridmesh.analytics._decode import Record, decode, kind_of_topic, occurred_a
 from gridmesh.analytics._job import _lag
 from gridmesh.analytics.app import _artifact
 from gridmesh.analytics.status import JobStatus, describe, health
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.core.stats import JobProgress, StatsReport, Summary, TaskWindowStats, Window
 from gridmesh.jvm import SPARK_KAFKA

@@ -2,8 +2,8 @@
 
 import pytest
 
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.builtin_tasks import BURN_ITERS_PER_UNIT, burn_units
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.core.tasktypes import TaskType, TaskTypeRegistry, default_registry
 
 MAX = 1 << 20

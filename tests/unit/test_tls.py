@@ -13,8 +13,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.adapters import pki
+from gridmesh.common.errors import ConfigError, PermissionDenied
 from gridmesh.core.access import PeerRole, check_peer
-from gridmesh.core.errors import ConfigError, PermissionDenied
 from gridmesh.grpc_support.server import build_grpc_server
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc

@@ -36,8 +36,9 @@ from typing import Any, TypeVar
 import grpc
 
 from gridmesh.clients._channel import ChannelClient
-from gridmesh.core.replication import Operation
-from gridmesh.grpc_support.convert import struct_to_dict
+from gridmesh.clients._errors import ClientError
+from gridmesh.common.convert import struct_to_dict
+from gridmesh.common.replication import Operation
 from gridmesh.v1 import common_pb2, eventmanager_pb2, eventmanager_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -67,32 +68,18 @@ T = TypeVar("T")
 EM = eventmanager_pb2
 
 
-class EventError(Exception):
-    """A call to the EventManager failed.
-
-    ``code_name`` is the gRPC status code's name (``"INVALID_ARGUMENT"``,
-    ``"NOT_FOUND"``, ``"UNAVAILABLE"``, ...) and ``message`` the server's
-    explanation. :attr:`retryable` says whether the same call may succeed
-    later (the server or a backing service was unreachable).
+class EventError(ClientError):
+    """A call to the EventManager failed (see :class:`ClientError`:
+    ``code_name``, ``message`` and the ``violations`` of a bad request).
+    :attr:`retryable` says whether the same call may succeed later (the
+    server or a backing service was unreachable).
     """
 
     RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"})
 
-    def __init__(self, code_name: str, message: str) -> None:
-        super().__init__(f"{code_name}: {message}")
-        self.code_name = code_name
-        self.message = message
-
     @property
     def retryable(self) -> bool:
         return self.code_name in self.RETRYABLE
-
-    @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> EventError:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else None
-        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-        return cls(name, details or str(error) or name)
 
 
 def new_event(

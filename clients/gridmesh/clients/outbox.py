@@ -58,7 +58,7 @@ import pymysql
 import pymysql.cursors
 
 from gridmesh.clients.events import EventError, Operation, new_event
-from gridmesh.core.names import check_name
+from gridmesh.common.names import check_name
 from gridmesh.v1 import common_pb2, eventmanager_pb2
 
 log = logging.getLogger(__name__)

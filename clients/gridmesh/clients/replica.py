@@ -56,8 +56,8 @@ import pymysql.cursors
 
 from gridmesh.clients import _tracing
 from gridmesh.clients.events import EventClient, EventError, payload_dict
-from gridmesh.core.names import check_name
-from gridmesh.core.replication import Operation, ReplicaAction, replica_action
+from gridmesh.common.names import check_name
+from gridmesh.common.replication import Operation, ReplicaAction, replica_action
 from gridmesh.v1 import common_pb2, eventmanager_pb2
 
 log = logging.getLogger(__name__)

@@ -33,10 +33,10 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
-from google.rpc import status_pb2
 
 from gridmesh.clients._channel import ChannelClient
 from gridmesh.clients._coalesce import Coalescer
+from gridmesh.clients._errors import ClientError
 from gridmesh.v1 import (
     common_pb2,
     scheduler_pb2,
@@ -68,39 +68,13 @@ Scheduler went away, or the watch fell behind and was closed."""
 MAX_BATCH = 1000
 """Most tasks one ``SubmitTasks`` call carries (the Scheduler's limit)."""
 
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-
 TERMINAL_STATES: frozenset[int] = frozenset({common_pb2.SUCCEEDED, common_pb2.FAILED, common_pb2.CANCELLED})
 """Task states after which a task never changes again."""
 
 
-class TaskError(Exception):
-    """A call to the mesh failed.
-
-    ``code_name`` is the gRPC status code's name (``"NOT_FOUND"``,
-    ``"INVALID_ARGUMENT"``, ``"UNAVAILABLE"``, ``"DEADLINE_EXCEEDED"``, ...)
-    and ``message`` the server's explanation, shown to users as it is.
-    When the error came from gRPC, the :class:`grpc.RpcError` is the
-    exception's ``__cause__``.
-    """
-
-    def __init__(self, code_name: str, message: str) -> None:
-        super().__init__(f"{code_name}: {message}")
-        self.code_name = code_name
-        self.message = message
-
-    @classmethod
-    def from_status(cls, status: status_pb2.Status) -> TaskError:
-        """The error one item of a batch was refused with."""
-        return cls(_CODE_NAMES.get(status.code, "UNKNOWN"), status.message)
-
-    @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> TaskError:
-        """The code and details of a failed call (``UNKNOWN`` if it has none)."""
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else None
-        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-        return cls(name, details or str(error) or name)
+class TaskError(ClientError):
+    """A call to the task API failed (see :class:`ClientError`: ``code_name``,
+    ``message`` and the ``violations`` of a bad request)."""
 
 
 @dataclass(frozen=True)

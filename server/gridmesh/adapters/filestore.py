@@ -35,7 +35,7 @@ from collections.abc import Generator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from gridmesh.core.errors import (
+from gridmesh.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     GridmeshError,

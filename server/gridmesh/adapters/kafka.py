@@ -21,10 +21,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gridmesh.adapters import pki
+from gridmesh.common.convert import to_timestamp
 from gridmesh.config import KafkaConfig, MeshConfig
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import Acknowledgements, LifecycleEvent, LifecycleKind
-from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.observability.tracing import TRACEPARENT
 from gridmesh.v1 import common_pb2
 

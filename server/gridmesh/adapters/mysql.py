@@ -31,8 +31,8 @@ from typing import Any, TypeVar
 import pymysql
 import pymysql.cursors
 
+from gridmesh.common.errors import AlreadyExists, GridmeshError, Internal, Unavailable
 from gridmesh.config import MySQLLogin
-from gridmesh.core.errors import AlreadyExists, GridmeshError, Internal, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ One connection per :class:`RabbitMQ`:
   its unacknowledged messages to the queue.
 
 pika's exceptions stop here: a refused operation becomes
-:class:`~gridmesh.core.errors.NotFound` (404) or
-:class:`~gridmesh.core.errors.FailedPrecondition` (403, 405, 406); anything
+:class:`~gridmesh.common.errors.NotFound` (404) or
+:class:`~gridmesh.common.errors.FailedPrecondition` (403, 405, 406); anything
 else, and everything while the connection is down, becomes
-:class:`~gridmesh.core.errors.Unavailable`. A lost connection is re-opened
+:class:`~gridmesh.common.errors.Unavailable`. A lost connection is re-opened
 in the background with bounded, exponentially backed-off delays
 (:data:`RECONNECT_BASE_DELAY_S` … :data:`RECONNECT_MAX_DELAY_S`); while it is
 down every call fails fast with Unavailable so callers can retry.
@@ -43,8 +43,8 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker, ChannelClosedByClient, ConnectionClosedByBroker
 
+from gridmesh.common.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound, Unavailable
 from gridmesh.config import RabbitMQConfig
-from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound, Unavailable
 from gridmesh.observability.tracing import TRACEPARENT
 
 log = logging.getLogger(__name__)

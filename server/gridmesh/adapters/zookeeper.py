@@ -31,8 +31,8 @@ from kazoo.recipe.election import Election
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from kazoo.security import make_digest_acl
 
+from gridmesh.common.errors import NotFound, Unavailable
 from gridmesh.config import ZooKeeperConfig
-from gridmesh.core.errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 

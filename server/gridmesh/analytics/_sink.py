@@ -140,7 +140,7 @@ class LifecycleSink:
     def apply(self, records: Sequence[Record], batch_id: int, query_id: str) -> BatchOutcome:
         """Store one micro-batch (blocking). Safe to call again with the same
         batch, whether or not the first call committed. Raises
-        :class:`~gridmesh.core.errors.Unavailable` if MySQL stays unreachable."""
+        :class:`~gridmesh.common.errors.Unavailable` if MySQL stays unreachable."""
         if self._writer is None:
             raise RuntimeError("LifecycleSink.setup() was not called")
         ordered = sorted(records, key=lambda r: (r.topic, r.kafka_partition, r.kafka_offset))

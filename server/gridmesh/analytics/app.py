@@ -24,9 +24,9 @@ from gridmesh.adapters.kafka import EndOffsets
 from gridmesh.adapters.mysql import MySQL
 from gridmesh.analytics._sink import LifecycleSink, SinkSettings
 from gridmesh.analytics.status import status_path
+from gridmesh.common.errors import GridmeshError
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import GridmeshError
 from gridmesh.core.lifecycle import LifecycleKind
 from gridmesh.jvm import SPARK_KAFKA
 from gridmesh.observability import metrics

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gridmesh.bench.workloads import DEFAULT_WORKLOADS, WORKLOADS
 from gridmesh.cli.args import positive_int
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import InvalidArgument
 
 DESCRIPTION = """\
 Measure the SPEC §5 workloads against a running mesh, defined and timed exactly as

@@ -32,9 +32,9 @@ from gridmesh.bench.sampler import Sampler
 from gridmesh.bench.table import render
 from gridmesh.bench.workloads import SLOTS, WORKLOADS, Workload
 from gridmesh.cli import backing, mesh, procs
+from gridmesh.common.errors import InvalidArgument, Unavailable
 from gridmesh.config import API_KEY_VAR, MeshConfig
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import InvalidArgument, Unavailable
 from gridmesh.grpc_support.probe import grpc_health, to_component, to_edge
 from gridmesh.grpc_support.tls import MeshTls
 from gridmesh.v1 import scheduler_pb2

@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from gridmesh.cli import procs
+from gridmesh.common.errors import Unavailable
 from gridmesh.config import RABBITMQ_SECRET, MeshConfig, host_port, mysql_secret
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import Unavailable
 from gridmesh.jvm import COMPLETE, KAFKA_BROKER, SPARK_KAFKA, JarSet
 
 __all__ = [

@@ -20,8 +20,8 @@ from gridmesh.bench.cli import add_bench_command
 from gridmesh.cli import events, keys, logs, mesh, schedules, stats, tasks
 from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
+from gridmesh.common.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.edge.envoy import render_envoy_config
 from gridmesh.observability import jaeger
 from gridmesh.observability import server as prometheus_server

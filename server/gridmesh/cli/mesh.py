@@ -28,10 +28,10 @@ from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
 from gridmesh.cli import backing, procs
 from gridmesh.clients import EventClient, TaskClient
+from gridmesh.common.errors import ConfigError, Unavailable
 from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, ZOOKEEPER_SECRET, MeshConfig, host_port
 from gridmesh.console.app import assets_path, check_assets
 from gridmesh.core.access import PeerRole, Role
-from gridmesh.core.errors import ConfigError, Unavailable
 from gridmesh.edge.envoy import envoy_argv, render_envoy_config
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.probe import grpc_health, to_component, to_edge

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from gridmesh.core.errors import Unavailable
+from gridmesh.common.errors import Unavailable
 
 __all__ = [
     "ProcessSpec",

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from gridmesh.cli import mesh, stats, tasks
 from gridmesh.cli.tasks import format_time, table
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.v1 import scheduler_pb2
 
 __all__ = ["register"]

@@ -18,8 +18,8 @@ from google.protobuf import timestamp_pb2
 from gridmesh.cli import mesh
 from gridmesh.cli.tasks import NOT_SET, format_age, format_time, json_line, table
 from gridmesh.clients import TaskError
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import InvalidArgument
 from gridmesh.grpc_support.probe import to_edge
 from gridmesh.v1 import scheduler_pb2, scheduler_pb2_grpc
 

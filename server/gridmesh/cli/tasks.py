@@ -19,8 +19,8 @@ from typing import Any
 from google.protobuf import json_format, message, timestamp_pb2
 
 from gridmesh.clients import TaskError
-from gridmesh.core.errors import InvalidArgument
-from gridmesh.grpc_support.convert import integral_numbers, struct_to_dict
+from gridmesh.common.convert import integral_numbers, struct_to_dict
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.v1 import common_pb2, scheduler_pb2, storekeeper_pb2
 
 NOT_SET = "-"

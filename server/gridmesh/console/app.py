@@ -17,8 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gridmesh.common.errors import ConfigError
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.core.errors import ConfigError
 from gridmesh.observability.logs import configure_logging
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from gridmesh.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from gridmesh.core.names import check_name
+from gridmesh.common.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from gridmesh.common.names import check_name
 
 KEY_PREFIX = "gmk_"
 _KEY_RE = re.compile(r"^gmk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")

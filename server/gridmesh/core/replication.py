@@ -20,14 +20,14 @@ Topology (every name under the mesh's namespace)::
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gridmesh.core.errors import InvalidArgument
-from gridmesh.core.names import check_name, check_uuid
+from gridmesh.common.errors import InvalidArgument
+from gridmesh.common.names import check_name, check_uuid
+from gridmesh.common.replication import Operation, ReplicaAction, replica_action
 
 EXCHANGE = "gridmesh.db-events"
 """The topic exchange every event is published to (before the namespace)."""
@@ -46,15 +46,6 @@ MAX_PREFETCH = 10_000
 DEFAULT_DEAD_LETTERS = 100
 """Events ListDeadLetters shows when it is not told how many."""
 MAX_DEAD_LETTERS = 1_000
-
-
-class Operation(enum.IntEnum):
-    """The CRUD operation of an event; values are those of the protobuf enum."""
-
-    UNSPECIFIED = 0
-    CREATE = 1
-    UPDATE = 2
-    DELETE = 3
 
 
 # -- the subscription map ----------------------------------------------------
@@ -294,31 +285,6 @@ def check_dead_letter_count(count: int) -> int:
     if not 0 < count <= MAX_DEAD_LETTERS:
         raise InvalidArgument(f"max must be between 0 and {MAX_DEAD_LETTERS}, got {count}", field="max")
     return count
-
-
-# -- version fencing (replica appliers) ----------------------------------------
-
-
-class ReplicaAction(enum.Enum):
-    UPSERT = "upsert"
-    """Write the payload as the replica's row, with the event's version."""
-    DELETE = "delete"
-    """Remove the row, keeping the version as a tombstone."""
-    SKIP = "skip"
-    """The replica already holds this version or a newer one: ack and do nothing."""
-
-
-def replica_action(operation: Operation, version: int, stored_version: int | None) -> ReplicaAction:
-    """What a replica does with an event, given the version it holds for the
-    entity (None = never seen; a deleted entity keeps its version as a
-    tombstone, so a late CREATE or UPDATE cannot resurrect it).
-
-    Only a strictly newer version is applied: duplicates and re-ordered
-    deliveries never move a replica backwards.
-    """
-    if stored_version is not None and version <= stored_version:
-        return ReplicaAction.SKIP
-    return ReplicaAction.DELETE if operation is Operation.DELETE else ReplicaAction.UPSERT
 
 
 __all__ = [

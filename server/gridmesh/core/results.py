@@ -5,7 +5,7 @@ Pure domain: no gRPC, no MySQL, no file system.
 
 A task's result is stored at ``<storage root>/<result_dir>/<task_id>.json``
 (SPEC §3). The task id is a UUID and the directory passed
-:func:`~gridmesh.core.names.check_result_dir`, so the relative path built by
+:func:`~gridmesh.common.names.check_result_dir`, so the relative path built by
 :func:`result_path` never contains ``..``, never starts with ``/`` and uses
 only ``[A-Za-z0-9_.-]`` and ``/``: it cannot leave the storage root.
 """
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gridmesh.core.errors import InvalidArgument, ResourceExhausted
-from gridmesh.core.names import check_result_dir, check_uuid
+from gridmesh.common.errors import InvalidArgument, ResourceExhausted
+from gridmesh.common.names import check_result_dir, check_uuid
 
 RESULT_SUFFIX = ".json"
 DEFAULT_CONTENT_TYPE = "application/json"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 
-from gridmesh.core.errors import (
+from gridmesh.common.errors import (
     AlreadyExists,
     FailedPrecondition,
     GridmeshError,
@@ -45,8 +45,8 @@ from gridmesh.core.errors import (
     OutOfRange,
     Unavailable,
 )
+from gridmesh.common.names import check_result_dir, check_uuid
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
-from gridmesh.core.names import check_result_dir, check_uuid
 from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, RetryPolicy, Task, TaskState, never_ran
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher, WatchFilter, WatchHub

@@ -26,8 +26,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from gridmesh.core.errors import GridmeshError, InvalidArgument, NotFound, ResourceExhausted
-from gridmesh.core.names import check_uuid
+from gridmesh.common.errors import GridmeshError, InvalidArgument, NotFound, ResourceExhausted
+from gridmesh.common.names import check_uuid
 from gridmesh.core.scheduler import SubmitRequest
 from gridmesh.core.tasks import Task
 

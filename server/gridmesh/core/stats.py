@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.lifecycle import LifecycleKind
 
 __all__ = [

@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from gridmesh.core.errors import InvalidArgument, NotFound
+from gridmesh.common.errors import InvalidArgument, NotFound
 from gridmesh.core.tasks import RetryPolicy
 
 log = logging.getLogger(__name__)

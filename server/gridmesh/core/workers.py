@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound
+from gridmesh.common.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound
 from gridmesh.core.tasks import Task
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from gridmesh.adapters.mysql import MySQL
 from gridmesh.clients.events import EventClient, EventError
 from gridmesh.clients.outbox import Outbox, OutboxRelay
 from gridmesh.clients.replica import ReplicaApplier, ReplicaTable
+from gridmesh.common.errors import InvalidArgument, Unavailable
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import InvalidArgument, Unavailable
 from gridmesh.grpc_support.server import GrpcHost, serve_until_signal
 
 log = logging.getLogger(__name__)

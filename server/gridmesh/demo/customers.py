@@ -22,12 +22,12 @@ from grpc import aio
 
 from gridmesh.clients.events import Operation
 from gridmesh.clients.replica import ReplicaTable
+from gridmesh.common.convert import to_timestamp
+from gridmesh.common.errors import AlreadyExists, InvalidArgument, NotFound
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import AlreadyExists, InvalidArgument, NotFound
 from gridmesh.demo import _runtime
 from gridmesh.demo._runtime import Replication, blocking
 from gridmesh.demo.v1 import customers_pb2, customers_pb2_grpc
-from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, run_process
 
 NAME = "customers"

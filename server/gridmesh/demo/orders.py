@@ -20,13 +20,13 @@ from grpc import aio
 
 from gridmesh.clients.events import Operation
 from gridmesh.clients.replica import ReplicaTable
+from gridmesh.common.convert import to_timestamp
+from gridmesh.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from gridmesh.demo import _runtime
 from gridmesh.demo._runtime import Replication, blocking
 from gridmesh.demo.customers import MAX_TEXT, check_customer_id
 from gridmesh.demo.v1 import orders_pb2, orders_pb2_grpc
-from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import GrpcHost, build_grpc_server, run_process
 
 NAME = "orders"

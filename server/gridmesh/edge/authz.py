@@ -35,6 +35,14 @@ from google.rpc import status_pb2
 from grpc import aio
 
 from gridmesh.adapters import pki
+from gridmesh.common.errors import (
+    ConfigError,
+    FailedPrecondition,
+    GridmeshError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import (
     KEY_ID_HEADER,
@@ -46,14 +54,6 @@ from gridmesh.core.access import (
     key_from_headers,
     matches,
     parse_key,
-)
-from gridmesh.core.errors import (
-    ConfigError,
-    FailedPrecondition,
-    GridmeshError,
-    InvalidArgument,
-    PermissionDenied,
-    Unauthenticated,
 )
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.server import (

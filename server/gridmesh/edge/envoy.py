@@ -93,7 +93,7 @@ NOT_ROUTED_HTTP_ROUTE = _json_error_route("/gridmesh.", 12, NOT_ROUTED)
 
 
 def descriptor_set_path() -> Path:
-    """The descriptor set generated into ``gen/gridmesh/v1/gridmesh.pb``."""
+    """The descriptor set generated into ``clients/gridmesh/v1/gridmesh.pb`` (it ships in gridmesh-client)."""
     return Path(str(resources.files("gridmesh.v1") / "gridmesh.pb"))
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from pymysql.cursors import Cursor
 
 from gridmesh.adapters.mysql import MySQL
+from gridmesh.common.errors import InvalidArgument, NotFound
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import KeyRecord, Role, check_role, digest, new_key, parse_key
-from gridmesh.core.errors import InvalidArgument, NotFound
 
 MIGRATIONS = (
     """CREATE TABLE api_keys (

@@ -30,9 +30,9 @@ from datetime import UTC, datetime
 
 from gridmesh.adapters.rabbitmq import Consumer, Message, RabbitMQ
 from gridmesh.adapters.zookeeper import TreeWatch, ZooKeeper
+from gridmesh.common.errors import GridmeshError, NotFound, Unavailable
+from gridmesh.common.names import check_name
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import GridmeshError, NotFound, Unavailable
-from gridmesh.core.names import check_name
 from gridmesh.core.replication import (
     SUBSCRIPTIONS_ZNODE,
     Subscription,

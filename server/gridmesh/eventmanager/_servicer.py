@@ -19,11 +19,11 @@ from google.protobuf import empty_pb2
 from grpc import aio
 
 from gridmesh.adapters.rabbitmq import Consumer, Message
+from gridmesh.common.convert import to_timestamp
+from gridmesh.common.errors import GridmeshError, InvalidArgument
 from gridmesh.core.access import Role, check_bound
-from gridmesh.core.errors import GridmeshError, InvalidArgument
 from gridmesh.core.replication import Subscription
 from gridmesh.eventmanager._service import EventManager, PublishOutcome, decode_event
-from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.errors import status_code
 from gridmesh.grpc_support.tls import edge_role
 from gridmesh.observability import tracing

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from gridmesh.adapters.rabbitmq import RabbitMQ
 from gridmesh.adapters.zookeeper import ZooKeeper
+from gridmesh.common.errors import GridmeshError
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import GridmeshError
 from gridmesh.eventmanager._service import EventManager
 from gridmesh.eventmanager._servicer import EventManagerServicer
 from gridmesh.grpc_support.server import (

@@ -1,7 +1,7 @@
 """The one place where gridmesh errors become gRPC status codes.
 
 :class:`ErrorMappingInterceptor` wraps every handler of a server: a
-:class:`~gridmesh.core.errors.GridmeshError` aborts the call with the code of
+:class:`~gridmesh.common.errors.GridmeshError` aborts the call with the code of
 :data:`STATUS_CODES` and its message; any other exception is logged with its
 traceback and answered ``INTERNAL`` with a message naming the log, so no bare
 exception reaches a client as ``UNKNOWN``. Envoy's ``grpc_json_transcoder``
@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
-from gridmesh.core import errors
+from gridmesh.common import errors
 from gridmesh.grpc_support.handlers import WrappingInterceptor
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gridmesh.clients import edge_channel
+from gridmesh.common.errors import ConfigError
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import ConfigError
 from gridmesh.grpc_support.tls import MeshTls, channel
 
 Connect = Callable[[str], grpc.Channel]

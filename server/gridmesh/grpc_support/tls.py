@@ -24,9 +24,9 @@ import grpc
 from grpc import aio
 
 from gridmesh.adapters import pki
+from gridmesh.common.errors import ConfigError
 from gridmesh.config import MeshConfig
 from gridmesh.core.access import ROLE_HEADER, PeerRole, check_peer
-from gridmesh.core.errors import ConfigError
 from gridmesh.grpc_support.handlers import Behavior, WrappingInterceptor
 
 Options = Sequence[tuple[str, Any]]

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from gridmesh.common.errors import Unavailable
 from gridmesh.config import MeshConfig
-from gridmesh.core.errors import Unavailable
 
 VERSION = "v1.75.0"
 PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"

@@ -31,8 +31,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gridmesh.common.errors import ConfigError
 from gridmesh.config import TracingConfig
-from gridmesh.core.errors import ConfigError
 
 __all__ = [
     "TRACEPARENT",

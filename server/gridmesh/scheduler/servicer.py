@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from google.protobuf import empty_pb2
 from grpc import aio
 
-from gridmesh.core.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
+from gridmesh.common.convert import (
+    dict_to_struct,
+    from_duration,
+    from_timestamp,
+    struct_to_dict,
+    to_duration,
+    to_timestamp,
+)
+from gridmesh.common.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
 from gridmesh.core.scheduler import Crash, Failure, Outcome, RerunFilter, SchedulerCore, SubmitRequest, Success
 from gridmesh.core.schedules import CatchUp, Schedule, Schedules, ScheduleSpec
 from gridmesh.core.stats import StatsReader
@@ -29,14 +37,6 @@ from gridmesh.core.workers import (
     TakeBack,
     WorkerRecord,
     WorkerState,
-)
-from gridmesh.grpc_support.convert import (
-    dict_to_struct,
-    from_duration,
-    from_timestamp,
-    struct_to_dict,
-    to_duration,
-    to_timestamp,
 )
 from gridmesh.grpc_support.errors import status_code, status_proto
 from gridmesh.grpc_support.streams import answer_each

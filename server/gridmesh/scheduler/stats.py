@@ -13,7 +13,8 @@ from google.protobuf import timestamp_pb2
 
 from gridmesh.adapters.mysql import Cursor, MySQL
 from gridmesh.analytics.tables import JOB, MIGRATIONS
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.convert import from_timestamp, to_timestamp
+from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.stats import (
     JobProgress,
     StatsQuery,
@@ -24,7 +25,6 @@ from gridmesh.core.stats import (
     WorkerWindowStats,
     stats_query,
 )
-from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.v1 import scheduler_pb2
 
 __all__ = ["MAX_ROWS", "MySQLStatsReader", "query_from_proto", "report_to_proto"]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
-from gridmesh.core.errors import AlreadyExists, Unavailable
+from gridmesh.common.errors import AlreadyExists, Unavailable
 from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, SubmitRequest, TaskStore
 from gridmesh.core.schedules import CatchUp, Schedule, ScheduleSpec
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState

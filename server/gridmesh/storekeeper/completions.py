@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 import grpc
 from grpc import aio
 
+from gridmesh.common.convert import from_timestamp, to_timestamp
+from gridmesh.common.errors import Unavailable
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import Unavailable
 from gridmesh.core.results import DEFAULT_CONTENT_TYPE, Lease, StoredResult
-from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.grpc_support.errors import error_of
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream

@@ -15,7 +15,7 @@ from gridmesh.config import MySQLLogin
 from gridmesh.core.results import ResultKey, StoredResult
 
 # Statement i is schema version i + 1; append, never edit. Names and paths are
-# ASCII (see core.names) and compared byte-wise, as on the file system and in
+# ASCII (see gridmesh.common.names) and compared byte-wise, as on the file system and in
 # the page-token order.
 MIGRATIONS: tuple[str, ...] = (
     """

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 from gridmesh.adapters.filestore import FileStore
-from gridmesh.core.errors import AlreadyExists, FailedPrecondition, GridmeshError, NotFound
+from gridmesh.common.errors import AlreadyExists, FailedPrecondition, GridmeshError, NotFound
 from gridmesh.core.results import (
     CHUNK_BYTES,
     Completions,

@@ -12,9 +12,9 @@ import grpc
 from google.api import httpbody_pb2
 from grpc import aio
 
-from gridmesh.core.errors import GridmeshError
+from gridmesh.common.convert import from_timestamp, to_timestamp
+from gridmesh.common.errors import GridmeshError
 from gridmesh.core.results import Lease, StoredResult
-from gridmesh.grpc_support.convert import from_timestamp, to_timestamp
 from gridmesh.grpc_support.errors import status_code
 from gridmesh.grpc_support.streams import answer_each
 from gridmesh.storekeeper.service import ResultService

@@ -21,10 +21,10 @@ from grpc import aio
 from gridmesh.adapters import kafka
 from gridmesh.adapters.kafka import KafkaLifecycleLog
 from gridmesh.adapters.zookeeper import ZooKeeper
+from gridmesh.common.convert import to_timestamp
 from gridmesh.config import MeshConfig, load_config
 from gridmesh.core.access import PeerRole
 from gridmesh.core.tasktypes import default_registry
-from gridmesh.grpc_support.convert import to_timestamp
 from gridmesh.grpc_support.server import (
     GrpcHost,
     build_grpc_server,

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import grpc
 
 from gridmesh.adapters import pki
+from gridmesh.common.errors import InvalidArgument, PermissionDenied, Unavailable
 from gridmesh.config import ZOOKEEPER_SECRET, MeshConfig
 from gridmesh.core.access import PeerRole
-from gridmesh.core.errors import InvalidArgument, PermissionDenied, Unavailable
 from gridmesh.grpc_support.errors import error_of
 from gridmesh.v1 import enrollment_pb2, enrollment_pb2_grpc
 

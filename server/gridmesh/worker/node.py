@@ -23,10 +23,10 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from gridmesh.common.convert import from_duration, from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.tasks import never_ran
-from gridmesh.grpc_support.convert import from_duration, from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.grpc_support.server import channel_options
 from gridmesh.grpc_support.streams import RequestStream, batches
 from gridmesh.grpc_support.tls import MeshTls, aio_channel

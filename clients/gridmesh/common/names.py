@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from gridmesh.core.errors import InvalidArgument
+from gridmesh.common.errors import InvalidArgument
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _DIR_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
