@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gridmesh.cli import procs
+from gridmesh.cli import ports, procs
 from gridmesh.common.errors import Unavailable
 from gridmesh.config import RABBITMQ_SECRET, MeshConfig, host_port, mysql_secret
 from gridmesh.core.access import PeerRole
@@ -241,6 +241,8 @@ def _host_port(hostport: str, default_port: int) -> tuple[str, int]:
 
 def _tcp_open(host: str, port: int) -> str | None:
     """``None`` if something accepts TCP connections at ``host:port``, else why not."""
+    if ports.nothing_listens(host, port):
+        return f"nothing listens on {host}:{port}"
     try:
         with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
             return None
@@ -701,6 +703,8 @@ class ZooKeeper(BackingService):
         return f"{self.host}:{self.port}"
 
     def check(self) -> str | None:
+        if ports.nothing_listens(self.host, self.port):
+            return f"nothing listens on {self.address}"
         try:
             with socket.create_connection((self.host, self.port), timeout=PROBE_TIMEOUT_S) as sock:
                 sock.sendall(b"srvr")

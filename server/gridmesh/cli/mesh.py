@@ -26,7 +26,7 @@ from typing import Any
 from gridmesh import clients
 from gridmesh.adapters import pki
 from gridmesh.analytics import status as analytics_status
-from gridmesh.cli import backing, procs
+from gridmesh.cli import backing, ports, procs
 from gridmesh.clients import EventClient, TaskClient
 from gridmesh.common.errors import ConfigError, Unavailable
 from gridmesh.config import API_KEY_VAR, CONFIG_FILE_VAR, ZOOKEEPER_SECRET, MeshConfig, host_port
@@ -192,6 +192,8 @@ def component_health(config: MeshConfig, component: Component) -> str:
     leader's ZooKeeper session has not expired) or what is wrong."""
     if component.name == "analytics":
         return analytics_health(config)
+    if component.port and ports.nothing_listens(component.host, component.port):
+        return "DOWN"  # not started yet, or gone: no connection to it (see gridmesh.cli.ports)
     if component.name == "envoy":
         edge = (
             grpc_health(component.address, "gridmesh.v1.Scheduler", connect=to_edge(config.edge_ca_file))
@@ -271,12 +273,6 @@ def http_ok(url: str, ca_file: str | None = None) -> bool:
 
 def console_url(config: MeshConfig) -> str:
     return f"{config.edge_url}/"
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def child_env(env: Mapping[str, str], config_file: str | None) -> dict[str, str]:
@@ -384,7 +380,7 @@ def up(
     for component in mesh:
         if procs.alive(component.name, runs):
             progress(component.name, f"already running ({component.address})")
-        elif component.port and port_in_use(component.host, component.port):
+        elif component.port and ports.in_use(component.host, component.port):
             raise Unavailable(
                 f"{component.name}: port {component.port} is in use by a process gridmesh did not start; "
                 f"stop it or configure another port"
@@ -393,7 +389,7 @@ def up(
             to_start.append(component)
     if (
         config.envoy.admin_port
-        and port_in_use(config.envoy.host, config.envoy.admin_port)
+        and ports.in_use(config.envoy.host, config.envoy.admin_port)
         and any(c.name == "envoy" for c in to_start)
     ):
         raise Unavailable(f"envoy: admin port {config.envoy.admin_port} is in use by another process")
