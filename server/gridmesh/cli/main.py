@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import sys
 import time
@@ -22,7 +23,8 @@ from gridmesh.cli.args import positive_int
 from gridmesh.clients import TaskClient, TaskError, is_terminal
 from gridmesh.common.errors import ConfigError, GridmeshError, InvalidArgument
 from gridmesh.config import MeshConfig, load_config
-from gridmesh.edge.envoy import render_envoy_config
+from gridmesh.edge.envoy import descriptor_set_path, render_envoy_config
+from gridmesh.edge.openapi import build_openapi
 from gridmesh.observability import jaeger
 from gridmesh.observability import server as prometheus_server
 from gridmesh.v1 import scheduler_pb2
@@ -130,6 +132,13 @@ def cmd_edge_config(config: MeshConfig, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         Path(args.output).write_text(text)
+    return 0
+
+
+def cmd_openapi(config: MeshConfig, args: argparse.Namespace) -> int:
+    """The OpenAPI document the edge serves at /v1/openapi.json."""
+    document = build_openapi(descriptor_set_path().read_bytes(), config.edge_url)
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
     return 0
 
 
@@ -552,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("edge-config", help="print Envoy's configuration for this mesh (to run the edge yourself)")
     p.add_argument("-o", "--output", default="-", metavar="FILE", help="write it to FILE (default: stdout)")
     p.set_defaults(func=cmd_edge_config)
+
+    p = sub.add_parser("openapi", help="print the OpenAPI document of the edge's HTTP/JSON API (GET /v1/openapi.json)")
+    p.set_defaults(func=cmd_openapi)
 
     p = sub.add_parser("console", help="open the web console in a browser")
     p.add_argument("--print-url", action="store_true", help="only print its URL")

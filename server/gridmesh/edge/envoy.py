@@ -12,7 +12,10 @@ own processes, which reach each other directly: at the edge those paths
 answer UNIMPLEMENTED (gRPC) or 404 (HTTP) and reach nothing. A ``/v1/…`` path
 that no RPC maps is a JSON 404; every other path goes to the web console's
 static files (when the console is enabled). HTTP/JSON bodies over 4 MiB are
-refused with 413 before reaching a service.
+refused with 413 before reaching a service, and what such a call may carry
+but its gRPC call may not (see :data:`FIT_FOR_GRPC_FILTER`) never reaches
+one. Envoy serves the OpenAPI document of the HTTP/JSON API
+(:mod:`gridmesh.edge.openapi`) at ``/v1/openapi.json`` itself.
 
 With ``auth.enabled`` (the default), the ``ext_authz`` filter asks the
 edge's authorizer (:mod:`gridmesh.edge.authz`) about every routed call, by
@@ -316,6 +319,79 @@ NO_AUTHZ = {
 }
 """Per-route: no credential asked (health, the console's files, paths that reach nothing)."""
 
+_FIT_FOR_GRPC = """
+-- What HTTP allows in an HTTP/JSON call but the gRPC call the transcoder
+-- makes of it may not carry (its service would fail it with INTERNAL): a
+-- URL that is not UTF-8 once its %-escapes are decoded (a path or query
+-- parameter becomes a proto string) is refused with 400; a header gRPC
+-- metadata cannot hold (a name outside 0-9 a-z _ - ., a -bin value that is
+-- not base64, a malformed grpc-timeout) is dropped. And a query parameter
+-- without a name, which the transcoder would ignore, is refused like any
+-- other it does not know.
+local function is_utf8(s)
+  local i = 1
+  while i <= #s do
+    local c = s:byte(i)
+    local n = (c < 0x80 and 0) or (c >= 0xC2 and c <= 0xDF and 1) or (c >= 0xE0 and c <= 0xEF and 2)
+      or (c >= 0xF0 and c <= 0xF4 and 3)
+    if not n then return false end
+    local low, high = 0x80, 0xBF -- no overlong form, surrogate or code point past U+10FFFF
+    if c == 0xE0 then low = 0xA0 elseif c == 0xED then high = 0x9F
+    elseif c == 0xF0 then low = 0x90 elseif c == 0xF4 then high = 0x8F end
+    for j = 1, n do
+      local d = s:byte(i + j)
+      if not d or d < low or d > high then return false end
+      low, high = 0x80, 0xBF
+    end
+    i = i + n + 1
+  end
+  return true
+end
+
+function envoy_on_request(request)
+  local headers, dropped = request:headers(), {}
+  local path = headers:get(":path")
+  if path:find("[?&]=") then
+    request:respond({[":status"] = "400"}, "a query parameter has no name")
+    return
+  end
+  if not is_utf8((path:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))) then
+    request:respond({[":status"] = "400"}, "the URL is not UTF-8 once its %-escapes are decoded")
+    return
+  end
+  for name, value in pairs(headers) do
+    if name:sub(1, 1) ~= ":" and (name:find("[^0-9a-z_.-]")
+        or (name:sub(-4) == "-bin" and (value:find("[^A-Za-z0-9+/=]") or #value % 4 == 1))
+        or (name == "grpc-timeout" and not value:match("^%d%d?%d?%d?%d?%d?%d?%d?[HMSmun]$"))) then
+      dropped[#dropped + 1] = name
+    end
+  end
+  for _, name in ipairs(dropped) do
+    headers:remove(name)
+  end
+end
+"""
+FIT_FOR_GRPC_FILTER = {
+    "name": "envoy.filters.http.lua",
+    "disabled": True,  # but on JSON_CALLS
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "source_codes": {"fit-for-grpc": {"inline_string": _FIT_FOR_GRPC}},
+    },
+}
+JSON_CALLS = {
+    "envoy.filters.http.lua": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+            "name": "fit-for-grpc",
+        },
+    }
+}
+"""Per-route: :data:`FIT_FOR_GRPC_FILTER` on. It is on the ``/v1/`` route,
+the one every HTTP/JSON call matches until the transcoder makes it a gRPC
+call (so gRPC calls, which cannot carry such URLs and headers, skip it)."""
+
 AUTHZ_TIMEOUT = "1s"
 
 JOIN_PATH = "/gridmesh.v1.Enrollment/Join"
@@ -329,6 +405,27 @@ def _ca_route(config: MeshConfig) -> dict[str, Any]:
         "match": {"path": CA_PATH},
         "direct_response": {"status": 200, "body": {"filename": str(config.tls_path / pki.CA_CERT)}},
         "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/x-pem-file"}}],
+    }
+
+
+OPENAPI_PATH = "/v1/openapi.json"
+"""The HTTP/JSON API's OpenAPI document (:mod:`gridmesh.edge.openapi`), for
+anyone (the API's shape is public), with this edge's URL as its server."""
+MAX_DIRECT_RESPONSE_BYTES = 1024 * 1024
+"""Largest body Envoy answers with itself (its default, 4 KiB, is less than the OpenAPI document)."""
+
+
+def _openapi_route(config: MeshConfig) -> dict[str, Any]:
+    # The document of the descriptor set the package ships (the transcoder's, unless a test names another).
+    from gridmesh.edge.openapi import render_openapi  # it reads this module's routing
+
+    return {
+        "match": {"path": OPENAPI_PATH, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {
+            "status": 200,
+            "body": {"inline_string": render_openapi(descriptor_set_path().read_bytes(), config.edge_url)},
+        },
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
     }
 
 
@@ -396,17 +493,19 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         routes.append(_route(JOIN_PATH, "authz", exact=True))  # a join token's one call
     if config.tls.enabled:
         routes.append(_ca_route(config))
+    routes.append(_openapi_route(config))
     if prometheus_server.enabled(config):
         routes.append(_read_route(METRICS_QUERY, "prometheus", "/api/v1/query_range"))
     if jaeger.runs_jaeger(config):
         routes.append(_read_route(TRACES_QUERY, "jaeger", "/api/traces"))
-    routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, NO_SUCH_API_ROUTE]
+    json_calls = {**NO_SUCH_API_ROUTE, "typed_per_filter_config": JSON_CALLS}
+    routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, json_calls]
     if config.console.enabled:
         routes.append(
             {"match": {"prefix": "/"}, "route": {"cluster": "console"}, "typed_per_filter_config": UNBUFFERED}
         )
     if config.auth.enabled:
-        public = ("/grpc.health.v1.Health/", "/gridmesh.", "/v1/", "/", CA_PATH)
+        public = ("/grpc.health.v1.Health/", "/gridmesh.", "/v1/", "/", CA_PATH, OPENAPI_PATH)
         routes = [
             _without_authz(r) if (r["match"].get("prefix") or r["match"].get("path")) in public else r for r in routes
         ]
@@ -422,9 +521,11 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             **({"tracing": _tracing(config)} if config.tracing.enabled else {}),
             "route_config": {
                 "name": "gridmesh",
+                "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
                 "virtual_hosts": [{"name": "gridmesh", "domains": ["*"], "routes": routes}],
             },
             "http_filters": [
+                FIT_FOR_GRPC_FILTER,
                 body_limit,
                 transcoder,
                 *([_ext_authz()] if config.auth.enabled else []),
