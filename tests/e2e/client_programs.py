@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,16 @@ def program_env(mesh_config: MeshConfig, edge: str, language: str) -> ProgramMes
         "GRIDMESH_TEXT": TEXT,
     }
     return ProgramMesh(edge, env, publisher, subscriber)
+
+
+def build_client(directory: Path) -> Path:
+    """Run a client's ``build.sh`` (it installs, generates and builds only
+    what is missing or out of date); the program it prints last."""
+    started = time.monotonic()
+    done = subprocess.run([str(directory / "build.sh")], cwd=directory, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"build.sh exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    print(f"{directory.relative_to(ROOT)} built in {time.monotonic() - started:.1f} s")
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def run_program(

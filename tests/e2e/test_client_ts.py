@@ -4,13 +4,11 @@ language's client runs against a live mesh."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.client_programs import ROOT, check_steps, program_env, run_program
+from tests.e2e.client_programs import ROOT, build_client, check_steps, program_env, run_program
 
 pytestmark = pytest.mark.e2e
 
@@ -21,11 +19,7 @@ CLIENT = ROOT / "clients/ts"
 def ts_program() -> Path:
     """clients/ts/build.sh's entry script (npm packages, generated code and
     tsc's output are made only when missing or out of date)."""
-    started = time.monotonic()
-    done = subprocess.run([str(CLIENT / "build.sh")], cwd=CLIENT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"build.sh exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
-    print(f"clients/ts built in {time.monotonic() - started:.1f} s")
-    return Path(done.stdout.strip().splitlines()[-1])
+    return build_client(CLIENT)
 
 
 def test_the_ts_client_runs_a_task_reads_a_bad_request_and_replicates_an_event(mesh_config, edge, ts_program):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.rpc import code_pb2
 
 from gridmesh.adapters import pki
 from gridmesh.config import MeshConfig, host_port
@@ -292,13 +293,16 @@ def _json_local_reply(status: int, code: int) -> dict[str, Any]:
     }
 
 
-JSON_LOCAL_REPLIES = [
-    _json_local_reply(400, 3),  # INVALID_ARGUMENT
-    _json_local_reply(500, 13),  # INTERNAL
-    _json_local_reply(502, 14),  # UNAVAILABLE
-    _json_local_reply(503, 14),
-    _json_local_reply(504, 4),  # DEADLINE_EXCEEDED
-]
+LOCAL_REPLY_CODES: dict[int, int] = {
+    400: code_pb2.INVALID_ARGUMENT,
+    500: code_pb2.INTERNAL,
+    502: code_pb2.UNAVAILABLE,
+    503: code_pb2.UNAVAILABLE,
+    504: code_pb2.DEADLINE_EXCEEDED,
+}
+"""The google.rpc code each of Envoy's own HTTP/JSON answers carries (its
+OpenAPI document says so too: :mod:`gridmesh.edge.openapi`)."""
+JSON_LOCAL_REPLIES = [_json_local_reply(status, code) for status, code in LOCAL_REPLY_CODES.items()]
 
 UNBUFFERED = {
     "envoy.filters.http.buffer": {

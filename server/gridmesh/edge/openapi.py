@@ -121,21 +121,24 @@ _HTTP_STATUS: dict[int, int] = {
     code_pb2.UNAUTHENTICATED: 401,
 }
 """The HTTP status Envoy answers a gRPC error code with (``convert_grpc_status``)."""
+_EDGE_WHY: dict[int, str] = {
+    400: "a request the transcoder cannot read (malformed JSON, a value of the wrong type, an unknown query parameter)",
+    401: "no API key, or a malformed, unknown or revoked one",
+    404: "no API route matches the method and path",
+    413: f"a request body over the edge's limit of {envoy.MAX_JSON_BODY_BYTES} bytes",
+    500: "Envoy's own failure",
+    502: "the service's answer could not be read",
+    503: "no healthy backend, or the authorizer did not answer",
+    504: "the backend did not answer in time",
+}
 _EDGE_STATUS: dict[int, tuple[int, str]] = {
-    400: (
-        code_pb2.INVALID_ARGUMENT,
-        "a request the transcoder cannot read (malformed JSON, a value of the wrong type, an unknown query parameter)",
-    ),
-    401: (code_pb2.UNAUTHENTICATED, "no API key, or a malformed, unknown or revoked one"),
-    404: (code_pb2.NOT_FOUND, "no API route matches the method and path"),
-    413: (
-        code_pb2.RESOURCE_EXHAUSTED,
-        f"a request body over the edge's limit of {envoy.MAX_JSON_BODY_BYTES} bytes",
-    ),
-    500: (code_pb2.INTERNAL, "Envoy's own failure"),
-    502: (code_pb2.UNAVAILABLE, "the service's answer could not be read"),
-    503: (code_pb2.UNAVAILABLE, "no healthy backend, or the authorizer did not answer"),
-    504: (code_pb2.DEADLINE_EXCEEDED, "the backend did not answer in time"),
+    status: (code, _EDGE_WHY[status])
+    for status, code in {
+        **envoy.LOCAL_REPLY_CODES,
+        401: code_pb2.UNAUTHENTICATED,
+        404: code_pb2.NOT_FOUND,
+        413: code_pb2.RESOURCE_EXHAUSTED,
+    }.items()
 }
 """What Envoy itself answers (the code, in the same JSON shape), besides the services' errors."""
 
