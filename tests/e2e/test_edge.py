@@ -156,6 +156,39 @@ def test_a_bad_param_is_400_naming_the_field_in_its_details(edge):
     assert violation["field"] == "params.text" and violation["description"] == body["message"]
 
 
+def test_an_unknown_body_field_is_400_naming_it_and_changes_nothing(edge):
+    """Envoy's transcoder would drop it without a word; the edge asks the
+    authorizer about every JSON body first (gridmesh.edge.jsonbody)."""
+    subscriber = f"unknown-field-{uuid.uuid4().hex[:8]}"
+    body = {"subscriber": subscriber, "publisher": "shop", "entity_type": "customer", "snapshots": True}
+    status, answer = http_json(edge, "POST", "/v1/subscriptions", body)
+    assert status == 400 and answer["code"] == 3 and "snapshots" in answer["message"], answer
+    (detail,) = answer["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert [v["field"] for v in detail["field_violations"]] == ["snapshots"]
+    status, listed = http_json(edge, "GET", "/v1/subscriptions")
+    assert status == 200 and subscriber not in json.dumps(listed)
+
+
+def test_an_unknown_field_deep_in_a_batch_is_named_by_its_path(edge):
+    batch = {"requests": [{"task_type": "noop", "result_dir": "x"}, {"task_type": "noop", "retry": {"tries": 2}}]}
+    status, answer = http_json(edge, "POST", "/v1/tasks:batch", batch)
+    assert status == 400, answer
+    (violation,) = answer["details"][0]["field_violations"]
+    assert violation["field"] == "requests[1].retry.tries"
+
+
+def test_a_caller_without_a_key_is_401_whatever_its_body(edge):
+    status, answer = http_json(edge, "POST", "/v1/tasks", {"task_type": "noop", "colour": "blue"}, key="")
+    assert status == 401 and "colour" not in json.dumps(answer), answer
+
+
+def test_known_fields_by_either_name_go_through(edge):
+    body = {"taskType": "noop", "result_dir": "either-name", "params": {"free": {"form": [1]}}}
+    status, task = http_json(edge, "POST", "/v1/tasks", body)
+    assert status == 200 and task["task_type"] == "noop" and task["params"] == {"free": {"form": [1]}}, task
+
+
 def test_unknown_query_parameter_is_400(edge):
     status, _ = http(edge, "GET", "/v1/task-types?colour=blue")
     assert status == 400

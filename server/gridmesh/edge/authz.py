@@ -11,6 +11,13 @@ whatever the client sent there) and without the key. Refused: 401 or 403 —
 UNAUTHENTICATED or PERMISSION_DENIED for gRPC, the JSON status for
 HTTP/JSON — and the call reaches nothing.
 
+Asked with the context extension ``check: json-body`` (Envoy does, for
+every HTTP/JSON call, with its body, before the transcoder reads it), it
+checks instead that the body names only fields the request message has
+(:mod:`gridmesh.edge.jsonbody`): an unknown one (or a Timestamp or Duration
+written as an object) is refused with 400 and a ``google.rpc.BadRequest``
+naming it, as the services refuse a bad field.
+
 It also serves ``gridmesh.v1.Enrollment/Join`` (routed by the edge, after
 the same check): a new worker host trades a join token — a key of the
 ``join`` role, valid once — and a certificate signing request for a worker
@@ -55,6 +62,8 @@ from gridmesh.core.access import (
     matches,
     parse_key,
 )
+from gridmesh.edge.envoy import DEMO_SERVICES, JSON_BODY_CHECK, descriptor_set_path
+from gridmesh.edge.jsonbody import JsonBodies
 from gridmesh.edge.keys import KeyStore
 from gridmesh.grpc_support.server import (
     build_grpc_server,
@@ -69,6 +78,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 CREDENTIAL_HEADERS = ("authorization", "x-api-key")
+LARGE_BODY_BYTES = 64 * 1024
+"""A JSON body over this is checked in a thread (parsing a few MiB takes tens of ms)."""
 TRANSCODED_HEADER = "x-envoy-original-path"
 """Set by the JSON transcoder: the call came in as HTTP/JSON."""
 _HTTP = {Unauthenticated: http_status_pb2.Unauthorized, PermissionDenied: http_status_pb2.Forbidden}
@@ -127,6 +138,37 @@ def check(keys: Keys, request: external_auth_pb2.CheckRequest, now: datetime) ->
     )
 
 
+def check_json_body(
+    keys: Keys, bodies: JsonBodies, request: external_auth_pb2.CheckRequest, now: datetime
+) -> external_auth_pb2.CheckResponse:
+    """The answer to a ``Check`` of an HTTP/JSON call's body: allowed as it
+    is, or refused with 400 naming each field its request message lacks. A
+    caller without a usable key learns nothing of the API: 401 first, as
+    :func:`check` would answer (which decides the call's method after the
+    transcoder)."""
+    http = request.attributes.request.http
+    headers = http.headers
+    try:
+        keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
+    except Unauthenticated as refused:
+        return _denied(refused, as_json=True)
+    found = bodies.violations(http.method, http.path.split("?", 1)[0], http.raw_body or http.body.encode())
+    if not found:
+        return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]))
+    code = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    message = found[0].description + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+    violations = [{"field": v.field, "description": v.description} for v in found]
+    details = [{"@type": "type.googleapis.com/google.rpc.BadRequest", "field_violations": violations}]
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=code, message=message),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.BadRequest),
+            headers=[_header("content-type", "application/json")],
+            body=json.dumps({"code": code, "message": message, "details": details}),
+        ),
+    )
+
+
 def _denied(error: GridmeshError, *, as_json: bool) -> external_auth_pb2.CheckResponse:
     """A refusal: for an HTTP/JSON call the JSON status every error of the
     API has; for a gRPC call the plain message (Envoy sends it as the
@@ -149,12 +191,18 @@ def _denied(error: GridmeshError, *, as_json: bool) -> external_auth_pb2.CheckRe
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, bodies: JsonBodies) -> None:
         self._keys = keys
+        self._bodies = bodies
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
+        if request.attributes.context_extensions.get("check") == JSON_BODY_CHECK:
+            now = datetime.now(UTC)
+            if len(request.attributes.request.http.raw_body) > LARGE_BODY_BYTES:  # not on the event loop
+                return await asyncio.to_thread(check_json_body, self._keys, self._bodies, request, now)
+            return check_json_body(self._keys, self._bodies, request, now)
         return check(self._keys, request, datetime.now(UTC))
 
 
@@ -213,6 +261,7 @@ async def keep_reading(store: KeyStore, keys: Keys, interval_s: float) -> None:
 async def serve(config: MeshConfig) -> None:
     store = await asyncio.to_thread(KeyStore.open, config)
     keys = Keys()
+    bodies = JsonBodies(descriptor_set_path().read_bytes(), also=DEMO_SERVICES if config.demo.enabled else ())
     tls = MeshTls.load(config, PeerRole.AUTHZ)
     enrollment = EnrollmentServicer(
         store,
@@ -223,7 +272,7 @@ async def serve(config: MeshConfig) -> None:
         f"{config.auth.host}:{config.auth.port}",
         [
             lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-                AuthorizationServicer(keys), server
+                AuthorizationServicer(keys, bodies), server
             ),
             lambda server: enrollment_pb2_grpc.add_EnrollmentServicer_to_server(enrollment, server),
         ],

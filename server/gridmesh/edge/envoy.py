@@ -21,7 +21,11 @@ With ``auth.enabled`` (the default), the ``ext_authz`` filter asks the
 edge's authorizer (:mod:`gridmesh.edge.authz`) about every routed call, by
 its gRPC method path: it sits after the transcoder, so an HTTP/JSON call is
 decided as the gRPC call it becomes. Health checks, the console's static
-files and the paths that reach nothing are not asked about.
+files and the paths that reach nothing are not asked about. A second
+``ext_authz`` filter (:data:`JSON_BODY_FILTER`), before the transcoder, asks
+it about every HTTP/JSON call's body: a field the request message does not
+have, which the transcoder would drop, is refused with 400 naming it (as is
+the rest of what it would let through: :mod:`gridmesh.edge.jsonbody`).
 
 With ``tracing.enabled``, every request is a span (the first of a new trace
 when the caller sent no ``traceparent``), exported to ``tracing.collector``.
@@ -398,6 +402,40 @@ call (so gRPC calls, which cannot carry such URLs and headers, skip it)."""
 
 AUTHZ_TIMEOUT = "1s"
 
+JSON_BODY_FILTER = "gridmesh.json_body"
+JSON_BODY_CHECK = "json-body"
+"""The context extension ``check`` with which :data:`JSON_BODY_FILTER` asks
+the authorizer about a JSON body (:func:`gridmesh.edge.authz.check_json_body`)."""
+JSON_BODY_CALLS = {
+    JSON_BODY_FILTER: {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+        "config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"context_extensions": {"check": JSON_BODY_CHECK}},
+        },
+    }
+}
+"""Per-route: :data:`JSON_BODY_FILTER` on (the ``/v1/`` route, as :data:`JSON_CALLS`)."""
+JSON_BODY_REFUSED = {
+    "filter": {
+        "and_filter": {
+            "filters": [
+                {"response_flag_filter": {"flags": ["UAEX"]}},
+                {
+                    "status_code_filter": {
+                        "comparison": {
+                            "op": "EQ",
+                            "value": {"default_value": 400, "runtime_key": "gridmesh.json_body_refused"},
+                        }
+                    }
+                },
+            ]
+        }
+    }
+}
+"""The authorizer's 400 for a JSON body goes out as it is (its own JSON,
+with a BadRequest), not rewritten as Envoy's own 400s are."""
+
 JOIN_PATH = "/gridmesh.v1.Enrollment/Join"
 CA_PATH = "/v1/ca.crt"
 """The mesh's CA certificate, for anyone (it is public): a joining worker
@@ -442,6 +480,20 @@ def _ext_authz() -> dict[str, Any]:
             "grpc_service": {"envoy_grpc": {"cluster_name": "authz"}, "timeout": AUTHZ_TIMEOUT},
             "failure_mode_allow": False,
             "status_on_error": {"code": 503},  # no answer from the authorizer: UNAVAILABLE, never let through
+        },
+    }
+
+
+def _json_body_check() -> dict[str, Any]:
+    """The authorizer's check of a JSON body (:mod:`gridmesh.edge.jsonbody`),
+    before the transcoder reads it. Off but on the ``/v1/`` route, which
+    every HTTP/JSON call matches first."""
+    return {
+        "name": JSON_BODY_FILTER,
+        "disabled": True,
+        "typed_config": {
+            **_ext_authz()["typed_config"],
+            "with_request_body": {"max_request_bytes": MAX_JSON_BODY_BYTES, "pack_as_bytes": True},
         },
     }
 
@@ -502,7 +554,10 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
         routes.append(_read_route(METRICS_QUERY, "prometheus", "/api/v1/query_range"))
     if jaeger.runs_jaeger(config):
         routes.append(_read_route(TRACES_QUERY, "jaeger", "/api/traces"))
-    json_calls = {**NO_SUCH_API_ROUTE, "typed_per_filter_config": JSON_CALLS}
+    json_calls = {
+        **NO_SUCH_API_ROUTE,
+        "typed_per_filter_config": {**JSON_CALLS, **(JSON_BODY_CALLS if config.auth.enabled else {})},
+    }
     routes += [NOT_ROUTED_GRPC_ROUTE, NOT_ROUTED_HTTP_ROUTE, json_calls]
     if config.console.enabled:
         routes.append(
@@ -521,7 +576,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "stat_prefix": "edge",
             "codec_type": "AUTO",
             "stream_idle_timeout": "0s",
-            "local_reply_config": {"mappers": [TOO_LARGE_REPLY, *JSON_LOCAL_REPLIES]},
+            "local_reply_config": {"mappers": [TOO_LARGE_REPLY, JSON_BODY_REFUSED, *JSON_LOCAL_REPLIES]},
             **({"tracing": _tracing(config)} if config.tracing.enabled else {}),
             "route_config": {
                 "name": "gridmesh",
@@ -531,6 +586,7 @@ def build_envoy_config(config: MeshConfig, descriptor: Path | str | None = None)
             "http_filters": [
                 FIT_FOR_GRPC_FILTER,
                 body_limit,
+                *([_json_body_check()] if config.auth.enabled else []),
                 transcoder,
                 *([_ext_authz()] if config.auth.enabled else []),
                 {

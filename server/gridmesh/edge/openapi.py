@@ -24,8 +24,10 @@ It describes what the transcoder does, as checked against a live edge:
   either name of a field (``task_type`` or ``taskType``), ``null`` for any field,
   integers as numbers or decimal strings, enums by name or number, booleans
   also as ``"true"``/``"1"``..., a lone value for a repeated field (and lists
-  in its list, flattened); unknown fields are ignored (so no schema forbids
-  additional properties);
+  in its list, flattened); a field the message does not have is refused
+  with 400 naming it, by the edge before the transcoder would drop it
+  (:mod:`gridmesh.edge.jsonbody`), so no request schema allows additional
+  properties (but Struct, Value and Any, which hold any JSON);
 - every error is ``{"code", "message", "details"}`` (``code`` a google.rpc.Code),
   under the HTTP status Envoy maps the gRPC code to.
 
@@ -41,14 +43,14 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from google.api import annotations_pb2, http_pb2
+from google.api import http_pb2
 from google.protobuf import descriptor_pb2
 from google.rpc import code_pb2
 
 from gridmesh.edge import envoy
+from gridmesh.edge.httprules import HTTP_BODY, STRING_TYPES, WRAPPERS, Binding, Field, Types, bindings
 
 Schema = dict[str, Any]
-Field = descriptor_pb2.FieldDescriptorProto
 
 OPENAPI_VERSION = "3.1.0"
 SCHEMAS = "#/components/schemas/"
@@ -87,20 +89,6 @@ _INT_RANGES: dict[int, tuple[int, int, str]] = {
 _64_BIT = {"int64", "uint64"}
 _FLOATS: dict[int, str] = {Field.TYPE_DOUBLE: "double", Field.TYPE_FLOAT: "float"}
 
-_WRAPPERS: dict[str, int] = {
-    ".google.protobuf.DoubleValue": Field.TYPE_DOUBLE,
-    ".google.protobuf.FloatValue": Field.TYPE_FLOAT,
-    ".google.protobuf.Int64Value": Field.TYPE_INT64,
-    ".google.protobuf.UInt64Value": Field.TYPE_UINT64,
-    ".google.protobuf.Int32Value": Field.TYPE_INT32,
-    ".google.protobuf.UInt32Value": Field.TYPE_UINT32,
-    ".google.protobuf.BoolValue": Field.TYPE_BOOL,
-    ".google.protobuf.StringValue": Field.TYPE_STRING,
-    ".google.protobuf.BytesValue": Field.TYPE_BYTES,
-}
-_STRING_TYPES = {".google.protobuf.Timestamp", ".google.protobuf.Duration", ".google.protobuf.FieldMask"}
-"""Well-known messages written as one JSON string (so also one query parameter)."""
-_HTTP_BODY = ".google.api.HttpBody"
 
 _HTTP_STATUS: dict[int, int] = {
     code_pb2.CANCELLED: 499,
@@ -143,42 +131,6 @@ _EDGE_STATUS: dict[int, tuple[int, str]] = {
 """What Envoy itself answers (the code, in the same JSON shape), besides the services' errors."""
 
 
-def _routed(service: str, method: str) -> bool:
-    """Whether Envoy routes this RPC of the public API (see :mod:`gridmesh.edge.envoy`)."""
-    if service not in envoy.TRANSCODED_SERVICES:
-        return False
-    return service != "gridmesh.v1.StoreKeeper" or method in envoy.PUBLIC_STOREKEEPER
-
-
-class _Types:
-    """Every message and enum of a descriptor set, by full name (``.pkg.Name``)."""
-
-    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
-        self.messages: dict[str, descriptor_pb2.DescriptorProto] = {}
-        self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
-        for file in files.file:
-            prefix = f".{file.package}" if file.package else ""
-            for enum in file.enum_type:
-                self.enums[f"{prefix}.{enum.name}"] = enum
-            for message in file.message_type:
-                self._add(prefix, message)
-
-    def _add(self, prefix: str, message: descriptor_pb2.DescriptorProto) -> None:
-        name = f"{prefix}.{message.name}"
-        self.messages[name] = message
-        for enum in message.enum_type:
-            self.enums[f"{name}.{enum.name}"] = enum
-        for nested in message.nested_type:
-            self._add(name, nested)
-
-    def map_entry(self, field: Field) -> descriptor_pb2.DescriptorProto | None:
-        """The key/value entry of a map field; None for any other field."""
-        if field.type != Field.TYPE_MESSAGE or field.label != Field.LABEL_REPEATED:
-            return None
-        entry = self.messages[field.type_name]
-        return entry if entry.options.map_entry else None
-
-
 def _has_presence(field: Field) -> bool:
     """Fields the transcoder leaves out when unset; it prints every other one."""
     return (field.label != Field.LABEL_REPEATED and field.type == Field.TYPE_MESSAGE) or field.HasField("oneof_index")
@@ -195,7 +147,7 @@ def _nullable(schema: Schema) -> Schema:
 
 
 class _Builder:
-    def __init__(self, types: _Types) -> None:
+    def __init__(self, types: Types) -> None:
         self.types = types
         self.schemas: dict[str, Schema] = {}
 
@@ -232,6 +184,8 @@ class _Builder:
             if not input and not _has_presence(field):
                 required.append(field.name)
         schema = {"type": "object", "properties": properties}
+        if input:
+            schema["additionalProperties"] = False  # the edge refuses a field the message lacks (jsonbody)
         if required:
             schema["required"] = required
         return schema
@@ -266,16 +220,18 @@ class _Builder:
         return _primitive(field.type, input=input)
 
     def message_value(self, type_name: str, *, input: bool) -> Schema:
-        if type_name in _WRAPPERS:
-            return _primitive(_WRAPPERS[type_name], input=input)
+        if type_name in WRAPPERS:
+            return _primitive(WRAPPERS[type_name], input=input)
         if type_name == ".google.protobuf.Timestamp":
             return {"type": "string", "format": "date-time"}
         if type_name == ".google.protobuf.Duration":
             return {"type": "string", "pattern": _DURATION_IN if input else _DURATION_OUT}
         if type_name == ".google.protobuf.FieldMask":
             return {"type": "string"}
-        if type_name in (".google.protobuf.Struct", ".google.protobuf.Empty"):
+        if type_name == ".google.protobuf.Struct":
             return {"type": "object"}
+        if type_name == ".google.protobuf.Empty":
+            return {"type": "object", **({"additionalProperties": False} if input else {})}
         if type_name == ".google.protobuf.ListValue":
             return {"type": "array"}
         if type_name == ".google.protobuf.Value":
@@ -292,7 +248,7 @@ class _Builder:
             name = prefix + field.name
             if name in skip or self.types.map_entry(field) is not None:
                 continue
-            is_message = field.type == Field.TYPE_MESSAGE and field.type_name not in (*_WRAPPERS, *_STRING_TYPES)
+            is_message = field.type == Field.TYPE_MESSAGE and field.type_name not in (*WRAPPERS, *STRING_TYPES)
             if is_message:
                 if field.label != Field.LABEL_REPEATED and depth < 3 and not field.type_name.startswith(".google."):
                     yield from self.query_parameters(field.type_name, skip, f"{name}.", depth + 1)
@@ -303,13 +259,9 @@ class _Builder:
             else:
                 yield {"name": name, "in": "query", "schema": schema}
 
-    def operation(
-        self, service: str, method: descriptor_pb2.MethodDescriptorProto, rule: http_pb2.HttpRule
-    ) -> tuple[str, str, Schema]:
-        """An HTTP rule of a method as (path, method, OpenAPI operation)."""
-        kind = rule.WhichOneof("pattern")
-        template = rule.custom.path if kind == "custom" else getattr(rule, kind or "get")
-        path, variables = _path(template)
+    def operation(self, binding: Binding) -> Schema:
+        """The OpenAPI operation of an HTTP binding of a method."""
+        method, rule, variables = binding.method, binding.rule, binding.variables
         request = self.types.messages[method.input_type]
         fields = {field.name: field for field in request.field}
         parameters: list[Schema] = []
@@ -319,9 +271,9 @@ class _Builder:
                 {"name": variable, "in": "path", "required": True, "schema": self.scalar(field, input=True)}
             )
         operation: Schema = {
-            "operationId": method.name,
-            "tags": [service.rpartition(".")[2]],
-            "x-grpc-method": f"/{service}/{method.name}",
+            "operationId": method.name + (f"_{binding.index}" if binding.index else ""),
+            "tags": [binding.service.rpartition(".")[2]],
+            "x-grpc-method": f"/{binding.service}/{method.name}",
         }
         bound = set(variables)
         if rule.body == "*":
@@ -336,7 +288,7 @@ class _Builder:
         if parameters:
             operation["parameters"] = parameters
         operation["responses"] = {"200": self._answer(method, rule), **_error_responses()}
-        return path, _method(kind, rule), operation
+        return operation
 
     def _path_field(self, type_name: str, variable: str) -> Field:
         *outer, last = variable.split(".")
@@ -352,7 +304,7 @@ class _Builder:
 
     def _answer(self, method: descriptor_pb2.MethodDescriptorProto, rule: http_pb2.HttpRule) -> Schema:
         output = method.output_type
-        if output == _HTTP_BODY:
+        if output == HTTP_BODY:
             return {
                 "description": "The bytes as they are, with their own content type"
                 + (" (streamed in chunks)" if method.server_streaming else ""),
@@ -406,27 +358,6 @@ def _number_text(numbers: list[int]) -> Schema:
 
 def _alternatives(schema: Schema) -> list[Schema]:
     return list(schema["anyOf"]) if set(schema) == {"anyOf"} else [schema]
-
-
-def _path(template: str) -> tuple[str, list[str]]:
-    """The OpenAPI path of an HTTP rule's template, and its variables
-    (``{name}`` or ``{name=*}``: one path segment)."""
-    variables: list[str] = []
-    out = []
-    rest = template
-    while "{" in rest:
-        before, _, after = rest.partition("{")
-        inner, _, rest = after.partition("}")
-        name, _, pattern = inner.partition("=")
-        if pattern not in ("", "*"):
-            raise ValueError(f"path template {template!r}: only one-segment variables are mapped, not {inner!r}")
-        variables.append(name)
-        out.append(f"{before}{{{name}}}")
-    return "".join(out) + rest, variables
-
-
-def _method(kind: str | None, rule: http_pb2.HttpRule) -> str:
-    return (rule.custom.kind if kind == "custom" else kind or "get").lower()
 
 
 def _json_body(schema: Schema) -> Schema:
@@ -513,25 +444,15 @@ def build_openapi(descriptor_set: bytes, server_url: str) -> dict[str, Any]:
     from a serialized FileDescriptorSet with its imports
     (:func:`gridmesh.edge.envoy.descriptor_set_path`)."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
-    builder = _Builder(_Types(files))
+    builder = _Builder(Types(files))
     paths: dict[str, dict[str, Schema]] = {}
     tags = []
-    for file in files.file:
-        for service in file.service:
-            full = f"{file.package}.{service.name}"
-            for method in service.method:
-                if not method.options.HasExtension(annotations_pb2.http) or not _routed(full, method.name):
-                    continue
-                rule = method.options.Extensions[annotations_pb2.http]
-                for one in (rule, *rule.additional_bindings):
-                    path, verb, operation = builder.operation(full, method, one)
-                    if one is not rule:
-                        operation["operationId"] += f"_{list(rule.additional_bindings).index(one) + 1}"
-                    if verb in paths.setdefault(path, {}):
-                        raise ValueError(f"{verb.upper()} {path}: mapped by two methods")
-                    paths[path][verb] = operation
-                if service.name not in tags:
-                    tags.append(service.name)
+    for binding in bindings(files):
+        if binding.verb in paths.setdefault(binding.path, {}):
+            raise ValueError(f"{binding.verb.upper()} {binding.path}: mapped by two methods")
+        paths[binding.path][binding.verb] = builder.operation(binding)
+        if (tag := binding.service.rpartition(".")[2]) not in tags:
+            tags.append(tag)
     paths.update(_extra_paths())
     return {
         "openapi": OPENAPI_VERSION,
@@ -540,7 +461,7 @@ def build_openapi(descriptor_set: bytes, server_url: str) -> dict[str, Any]:
             "version": importlib.metadata.version("gridmesh"),
             "description": "The HTTP/JSON API of the mesh's edge (Envoy's gRPC-JSON transcoder), generated from "
             "the google.api.http annotations of its descriptor set. Every call but the edge's own documents "
-            "needs an API key. Unknown JSON fields are ignored.",
+            "needs an API key. A JSON body field the request message does not have is refused (400, naming it).",
         },
         "servers": [{"url": server_url}],
         "security": [{SECURITY_SCHEME: []}],
