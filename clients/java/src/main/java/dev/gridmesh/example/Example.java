@@ -141,7 +141,7 @@ public final class Example {
       TaskState state = events.next().getTask().getState();
       states.add(state.name());
       if (TERMINAL.contains(state)) {
-        return states; // the stub cancels the rest of the stream when the deadline ends it
+        return states; // the server ends the stream after a terminal state
       }
     }
     throw new IllegalStateException("the watch of task " + taskId + " ended after " + states);
