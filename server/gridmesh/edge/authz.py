@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import grpc
@@ -119,13 +120,18 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
+def _caller(keys: Keys, headers: Mapping[str, str], now: datetime) -> KeyRecord:
+    """The record of the key a call presents; :class:`Unauthenticated` if none is usable."""
+    return keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
+
+
 def check(keys: Keys, request: external_auth_pb2.CheckRequest, now: datetime) -> external_auth_pb2.CheckResponse:
     """The answer to one ``Check``: allowed with the verified role, or refused."""
     http = request.attributes.request.http
     headers = http.headers
     method = http.path.split("?", 1)[0]
     try:
-        record = keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
+        record = _caller(keys, headers, now)
         decide(record.principal, method)
     except (Unauthenticated, PermissionDenied) as refused:
         return _denied(refused, as_json=TRANSCODED_HEADER in headers or method.startswith("/v1/"))
@@ -147,12 +153,11 @@ def check_json_body(
     :func:`check` would answer (which decides the call's method after the
     transcoder)."""
     http = request.attributes.request.http
-    headers = http.headers
     try:
-        keys.verify(key_from_headers(headers.get("authorization", ""), headers.get("x-api-key", "")), now)
+        _caller(keys, http.headers, now)
     except Unauthenticated as refused:
         return _denied(refused, as_json=True)
-    found = bodies.violations(http.method, http.path.split("?", 1)[0], http.raw_body or http.body.encode())
+    found = bodies.violations(http.method, http.path.split("?", 1)[0], http.raw_body)  # pack_as_bytes
     if not found:
         return external_auth_pb2.CheckResponse(status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]))
     code = grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -232,12 +232,18 @@ limit, which the services keep. A larger body is answered 413 with a JSON
 status naming this limit before anything reaches a service (gRPC callers
 get the services' own RESOURCE_EXHAUSTED, which names it too)."""
 
-TOO_LARGE_REPLY = {
-    "filter": {
+
+def _status_is(status: int, runtime_key: str) -> dict[str, Any]:
+    """A local reply mapper's filter: the answer's HTTP status is ``status``."""
+    return {
         "status_code_filter": {
-            "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "gridmesh.too_large"}}
+            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": runtime_key}}
         }
-    },
+    }
+
+
+TOO_LARGE_REPLY = {
+    "filter": _status_is(413, "gridmesh.too_large"),
     "body": {
         "inline_string": json.dumps(
             {
@@ -268,14 +274,7 @@ def _json_local_reply(status: int, code: int) -> dict[str, Any]:
         "filter": {
             "and_filter": {
                 "filters": [
-                    {
-                        "status_code_filter": {
-                            "comparison": {
-                                "op": "EQ",
-                                "value": {"default_value": status, "runtime_key": f"gridmesh.local_reply_{status}"},
-                            }
-                        }
-                    },
+                    _status_is(status, f"gridmesh.local_reply_{status}"),
                     # Not a gRPC client's call: a JSON one the transcoder
                     # took on (it rewrote it to gRPC, te and content-type
                     # too, and kept the path), or one without gRPC's "te".
@@ -421,14 +420,7 @@ JSON_BODY_REFUSED = {
         "and_filter": {
             "filters": [
                 {"response_flag_filter": {"flags": ["UAEX"]}},
-                {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {"default_value": 400, "runtime_key": "gridmesh.json_body_refused"},
-                        }
-                    }
-                },
+                _status_is(400, "gridmesh.json_body_refused"),
             ]
         }
     }

@@ -7,6 +7,7 @@ at which method and path template, with which body. The OpenAPI document
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -89,9 +90,17 @@ class Binding:
     variables: tuple[str, ...]
     """The fields the path binds, in order."""
 
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """The path template as a regular expression. A variable is one
+        segment without a colon: the transcoder takes the text after the last
+        segment's colon for the custom verb (``:cancel``) before it matches
+        variables."""
+        return re.compile("[^/:]+".join(re.escape(literal) for literal in _VARIABLE.split(self.path)))
+
     def matches(self, verb: str, path: str) -> bool:
         """Whether a request (its method, its path without the query) is this binding's."""
-        return verb.lower() == self.verb and _pattern(self.path).fullmatch(path) is not None
+        return verb.lower() == self.verb and self.pattern.fullmatch(path) is not None
 
 
 def bindings(files: descriptor_pb2.FileDescriptorSet, also: Collection[str] = ()) -> Iterator[Binding]:
@@ -129,14 +138,6 @@ def _template_path(template: str) -> tuple[str, list[str]]:
         variables.append(name)
         out.append(f"{before}{{{name}}}")
     return "".join(out) + rest, variables
-
-
-def _pattern(path: str) -> re.Pattern[str]:
-    """A path template as a regular expression. A variable is one segment
-    without a colon: the transcoder takes the text after the last segment's
-    colon for the custom verb (``:cancel``) before it matches variables."""
-    literals = _VARIABLE.split(path)
-    return re.compile("[^/:]+".join(re.escape(literal) for literal in literals))
 
 
 _VARIABLE = re.compile(r"\{[^}]*\}")

@@ -24,6 +24,7 @@ refuses it with its own 400.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Collection, Iterator
@@ -35,7 +36,7 @@ from google.protobuf import descriptor_pb2
 from gridmesh.edge.httprules import FREE_FORM, HTTP_BODY, STRING_TYPES, WRAPPERS, Binding, Field, Types, bindings
 
 MAX_REPORTED = 10
-"""Unknown fields named in one refusal, at most."""
+"""Violations named in one refusal, at most (the walk stops there)."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,7 @@ class JsonBodies:
             value = json.loads(body)
         except (ValueError, RecursionError):
             return []  # the transcoder says what is wrong with it
-        found = list(self._walk_body(binding, value))
-        return found[:MAX_REPORTED]
+        return list(itertools.islice(self._walk_body(binding, value), MAX_REPORTED))
 
     def _walk_body(self, binding: Binding, value: Any) -> Iterator[Violation]:
         request = binding.method.input_type
