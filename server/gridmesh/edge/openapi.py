@@ -110,7 +110,8 @@ _HTTP_STATUS: dict[int, int] = {
 }
 """The HTTP status Envoy answers a gRPC error code with (``convert_grpc_status``)."""
 _EDGE_WHY: dict[int, str] = {
-    400: "a request the transcoder cannot read (malformed JSON, a value of the wrong type, an unknown query parameter)",
+    400: "a request the transcoder cannot read (malformed JSON, a value of the wrong type, an unknown query "
+    "parameter), or a JSON body field the request message does not have (its details name it)",
     401: "no API key, or a malformed, unknown or revoked one",
     404: "no API route matches the method and path",
     413: f"a request body over the edge's limit of {envoy.MAX_JSON_BODY_BYTES} bytes",
