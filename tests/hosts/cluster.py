@@ -363,10 +363,16 @@ class Cluster:
         worker.popen([self._spark_class(worker), *argv], self._spark_env(worker), log_file)
 
     def spark_workers_alive(self) -> int:
+        """The master's count of live workers, or 0 while it cannot tell.
+
+        Spark's UI starts its web server first and adds each page's handler
+        after; in between, ``/json/`` falls to the page at ``/`` and comes back
+        as HTML (seen once on a loaded CI machine). That too is "not yet".
+        """
         try:
             with urllib.request.urlopen(f"http://{self.host('spark').address}:{SPARK_UI_PORT}/json/", timeout=5) as r:
                 return int(json.load(r).get("aliveworkers", 0))
-        except OSError:
+        except (OSError, ValueError):
             return 0
 
     # -- stopping -----------------------------------------------------------------------
