@@ -58,6 +58,7 @@ import pymysql
 import pymysql.cursors
 
 from gridmesh.clients.events import EventError, Operation, new_event
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.names import check_name
 from gridmesh.v1 import common_pb2, eventmanager_pb2
 
@@ -80,10 +81,9 @@ DEFAULT_POLL_INTERVAL_S = 0.1
 """How often an idle relay looks for rows committed by other processes."""
 DEFAULT_SNAPSHOT_INTERVAL_S = 1.0
 """How often a relay asks the EventManager for new subscriptions that want a snapshot."""
-RETRY_BASE_DELAY_S = 0.1
-"""First pause after a failed round (EventManager or MySQL unreachable); doubles."""
-RETRY_MAX_DELAY_S = 5.0
-"""Longest pause between two failed rounds."""
+RETRY = Backoff(initial_s=0.1, max_s=5.0)
+"""The pauses after failed rounds (EventManager or MySQL unreachable); a
+round with events the EventManager did not confirm waits the shortest."""
 MAX_ENTITY_ID_CHARS = 255
 
 SCHEMA = (
@@ -499,7 +499,7 @@ class OutboxRelay:
     rounds on a thread until :meth:`stop`: after a commit of this process's
     :meth:`Outbox.transaction` at once, else every ``poll_interval_s``; a
     failed round (EventManager or MySQL unreachable) is retried after a
-    backed-off pause (:data:`RETRY_BASE_DELAY_S` … :data:`RETRY_MAX_DELAY_S`),
+    backed-off pause (:data:`RETRY`),
     logged. Usable as a context manager (start … stop).
 
     Snapshots: every ``snapshot_interval_s`` (None = never) the running
@@ -652,7 +652,7 @@ class OutboxRelay:
         self.stop()
 
     def _loop(self) -> None:
-        delay = RETRY_BASE_DELAY_S
+        pauses = RETRY.pauses()
         while not self._stopping.is_set():
             self._wake.clear()  # a commit from now on wakes the wait below
             try:
@@ -662,21 +662,21 @@ class OutboxRelay:
                 done = self.run_once()
             except (EventError, *_CONNECTION_ERRORS, pymysql.err.MySQLError) as e:
                 self.rounds_failed += 1
-                log.warning("outbox relay round failed (%s); retrying in %.1f s", e, delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                pause = next(pauses)
+                log.warning("outbox relay round failed (%s); retrying in %.1f s", e, pause)
+                self._stopping.wait(pause)
                 continue
             except Exception:
                 self.rounds_failed += 1
-                log.exception("outbox relay round failed unexpectedly; retrying in %.1f s", delay)
-                self._stopping.wait(delay)
-                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                pause = next(pauses)
+                log.exception("outbox relay round failed unexpectedly; retrying in %.1f s", pause)
+                self._stopping.wait(pause)
                 continue
-            delay = RETRY_BASE_DELAY_S
+            pauses = RETRY.pauses()
             if done.published + done.parked == self._batch_size:
                 continue  # a full batch: there is probably more
             if done.retry:
-                self._stopping.wait(delay)
+                self._stopping.wait(RETRY.pause_s(0))
                 continue
             self._wake.wait(self._poll_interval_s)
 

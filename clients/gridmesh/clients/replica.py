@@ -35,8 +35,8 @@ Guarantees:
   the EventManager's delivery limit lands in the dead-letter queue. An
   event of a type no :class:`ReplicaTable` covers is dead-lettered at once.
 - Deadlocks with another instance of the subscriber are retried; a lost
-  EventManager stream or MySQL connection is reopened with backed-off
-  delays (:data:`RETRY_BASE_DELAY_S` … :data:`RETRY_MAX_DELAY_S`), logged.
+  EventManager stream or MySQL connection is reopened after backed-off
+  pauses (:data:`RECONNECT`), logged.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import pymysql.cursors
 
 from gridmesh.clients import _tracing
 from gridmesh.clients.events import EventClient, EventError, payload_dict
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.names import check_name
 from gridmesh.common.replication import Operation, ReplicaAction, replica_action
 from gridmesh.v1 import common_pb2, eventmanager_pb2
@@ -76,9 +77,8 @@ DEFAULT_PREFETCH = 256
 """Deliveries in flight (and so the largest batch applied in one transaction)."""
 TRANSACTION_ATTEMPTS = 5
 """Tries of one batch's transaction after deadlocks or lock-wait timeouts."""
-RETRY_BASE_DELAY_S = 0.1
-"""First pause before reopening a lost stream or MySQL connection; doubles."""
-RETRY_MAX_DELAY_S = 5.0
+RECONNECT = Backoff(initial_s=0.1, max_s=5.0)
+"""The pauses before reopening a lost stream or MySQL connection."""
 
 SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (
@@ -480,7 +480,7 @@ class ReplicaApplier:
     def run(self) -> None:
         """Consume and apply until :meth:`stop` (blocking), reopening a lost
         stream or MySQL connection after a backed-off pause."""
-        delay = RETRY_BASE_DELAY_S
+        pauses = RECONNECT.pauses()
         while not self._stopping.is_set():
             stream = self._open_stream()
             with self._lock:
@@ -490,22 +490,22 @@ class ReplicaApplier:
                 break
             try:
                 for batch in stream.batches():
-                    self.connected.set()
-                    delay = RETRY_BASE_DELAY_S
+                    if not self.connected.is_set():
+                        self.connected.set()
+                        pauses = RECONNECT.pauses()  # it works again: the next loss waits the shortest
                     self.apply(stream, batch)
                     if self._stopping.is_set():
                         break
             except EventError as e:
-                log.warning("%s: the event stream ended (%s); reconnecting in %.1f s", self.subscriber, e, delay)
+                log.warning("%s: the event stream ended (%s); reconnecting", self.subscriber, e)
             except (*_CONNECTION_ERRORS, pymysql.err.MySQLError) as e:
-                log.warning("%s: MySQL failed (%s); reconnecting in %.1f s", self.subscriber, e, delay)
+                log.warning("%s: MySQL failed (%s); reconnecting", self.subscriber, e)
             finally:
                 self.connected.clear()
                 stream.close()  # what is unacknowledged is redelivered
                 with self._lock:
                     self._stream = None
-            self._stopping.wait(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+            self._stopping.wait(next(pauses))
         self._store.close()
 
     def start(self) -> ReplicaApplier:

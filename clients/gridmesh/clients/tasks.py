@@ -37,6 +37,7 @@ from google.protobuf import json_format, struct_pb2
 from gridmesh.clients._channel import ChannelClient
 from gridmesh.clients._coalesce import Coalescer
 from gridmesh.clients._errors import ClientError
+from gridmesh.common.backoff import Backoff
 from gridmesh.v1 import (
     common_pb2,
     scheduler_pb2,
@@ -56,9 +57,8 @@ DEFAULT_RPC_TIMEOUT_S = 30.0
 WAIT_RETRIES = 5
 """How many times :meth:`TaskClient.wait` watches again after the watch broke
 off (``UNAVAILABLE``, e.g. a Scheduler failover) before giving up."""
-WAIT_BACKOFF_S = 0.2
-"""Pause before the first re-watch; doubled each time up to :data:`WAIT_BACKOFF_MAX_S`."""
-WAIT_BACKOFF_MAX_S = 3.0
+WAIT_BACKOFF = Backoff(initial_s=0.2, max_s=3.0)
+"""The pauses before watching again after a watch broke off."""
 RESUME_WINDOW_S = 60.0
 """How long a broken watch keeps trying to resume before it raises."""
 RESUMABLE = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL", "UNKNOWN"})
@@ -343,7 +343,7 @@ class TaskClient(ChannelClient):
             retries += 1
             if retries > WAIT_RETRIES:
                 raise broken
-            pause = min(WAIT_BACKOFF_S * 2 ** (retries - 1), WAIT_BACKOFF_MAX_S)
+            pause = WAIT_BACKOFF.pause_s(retries - 1)
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             log.warning("watching task %s again in %.1f s (%d/%d): %s", task_id, pause, retries, WAIT_RETRIES, broken)
@@ -490,7 +490,7 @@ def _resuming(
         broken_since = broken_since or now
         if now - broken_since > RESUME_WINDOW_S:
             raise error
-        pause = min(WAIT_BACKOFF_S * 2**attempt, WAIT_BACKOFF_MAX_S)
+        pause = WAIT_BACKOFF.pause_s(attempt)
         attempt += 1
         log.warning("the watch broke off (%s); resuming after position %d in %.1f s", error, position, pause)
         time.sleep(pause)

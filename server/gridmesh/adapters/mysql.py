@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import pymysql
 import pymysql.cursors
 
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.errors import AlreadyExists, GridmeshError, Internal, Unavailable
 from gridmesh.config import MySQLLogin
 
@@ -59,7 +60,8 @@ Waiter = Future[Any] | asyncio.Future[Any]
 
 CONNECT_TIMEOUT_S = 5
 MAX_RETRIES = 5
-RETRY_BASE_DELAY_S = 0.2
+RETRY = Backoff(initial_s=0.2, max_s=3.2)
+"""The pauses between the tries of a read or a group commit that lost MySQL."""
 MAX_GROUP = 2000
 """Units of work committed together at most."""
 READ_THREADS = 4
@@ -202,9 +204,9 @@ class MySQL:
 
 
 def _backoff(attempt: int, error: BaseException) -> None:
-    delay = RETRY_BASE_DELAY_S * 2**attempt
-    log.warning("MySQL error (%s); retry %d/%d in %.1f s", error, attempt + 1, MAX_RETRIES, delay)
-    time.sleep(delay)
+    pause = RETRY.pause_s(attempt)
+    log.warning("MySQL error (%s); retry %d/%d in %.1f s", error, attempt + 1, MAX_RETRIES, pause)
+    time.sleep(pause)
 
 
 class GroupCommitter:

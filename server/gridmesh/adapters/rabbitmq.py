@@ -22,8 +22,8 @@ pika's exceptions stop here: a refused operation becomes
 :class:`~gridmesh.common.errors.FailedPrecondition` (403, 405, 406); anything
 else, and everything while the connection is down, becomes
 :class:`~gridmesh.common.errors.Unavailable`. A lost connection is re-opened
-in the background with bounded, exponentially backed-off delays
-(:data:`RECONNECT_BASE_DELAY_S` … :data:`RECONNECT_MAX_DELAY_S`); while it is
+in the background with bounded, exponentially backed-off pauses
+(:data:`RECONNECT`); while it is
 down every call fails fast with Unavailable so callers can retry.
 """
 
@@ -43,6 +43,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 from pika.exceptions import AMQPError, ChannelClosedByBroker, ChannelClosedByClient, ConnectionClosedByBroker
 
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotFound, Unavailable
 from gridmesh.config import RabbitMQConfig
 from gridmesh.observability.tracing import TRACEPARENT
@@ -53,10 +54,8 @@ CONNECT_ATTEMPTS = 5
 """Attempts of :meth:`RabbitMQ.start` before it gives up with Unavailable."""
 CONNECT_TIMEOUT_S = 5.0
 """Socket connect + AMQP handshake of one attempt."""
-RECONNECT_BASE_DELAY_S = 0.25
-"""First delay before re-opening a lost connection; doubles per failure."""
-RECONNECT_MAX_DELAY_S = 5.0
-"""Longest delay between two reconnection attempts."""
+RECONNECT = Backoff(initial_s=0.25, max_s=5.0)
+"""The pauses between attempts to open (or re-open) the connection."""
 OPERATION_TIMEOUT_S = 10.0
 """Longest wait for the broker's reply to a declare, bind, get or close."""
 HEARTBEAT_S = 20
@@ -437,7 +436,7 @@ class RabbitMQ:
         """Connect, retrying :data:`CONNECT_ATTEMPTS` times with backed-off
         delays; Unavailable if RabbitMQ cannot be reached."""
         self._closing = False
-        delay = RECONNECT_BASE_DELAY_S
+        pauses = RECONNECT.pauses()
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
                 await self._connect()
@@ -446,8 +445,7 @@ class RabbitMQ:
                 if attempt == CONNECT_ATTEMPTS:
                     raise Unavailable(f"RabbitMQ at {self._where} is unreachable: {e.message}") from None
                 log.warning("RabbitMQ connection attempt %d/%d failed: %s", attempt, CONNECT_ATTEMPTS, e.message)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+                await asyncio.sleep(next(pauses))
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -547,11 +545,10 @@ class RabbitMQ:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(publisher_only))
 
     async def _reconnect(self, publisher_only: bool) -> None:
-        delay = RECONNECT_BASE_DELAY_S
-        attempt = 0
-        while not self._closing and not self.connected:
-            attempt += 1
-            await asyncio.sleep(delay)
+        for attempt, pause in enumerate(RECONNECT.pauses(), 1):
+            if self._closing or self.connected:
+                return
+            await asyncio.sleep(pause)
             try:
                 if publisher_only and self._connection is not None and self._connection.is_open:
                     await self._open_publisher()
@@ -559,8 +556,7 @@ class RabbitMQ:
                 else:
                     await self._connect()
             except GridmeshError as e:
-                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
-                log.warning("RabbitMQ reconnection attempt %d failed: %s; next in %.2f s", attempt, e.message, delay)
+                log.warning("RabbitMQ reconnection attempt %d failed: %s", attempt, e.message)
 
     async def close(self) -> None:
         """Close consumers, then the connection. Idempotent."""

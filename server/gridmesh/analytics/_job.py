@@ -36,6 +36,7 @@ from pyspark.sql.streaming import StreamingQuery
 from gridmesh.analytics._decode import decode
 from gridmesh.analytics._sink import LifecycleSink
 from gridmesh.analytics.status import JobStatus, write_status
+from gridmesh.common.backoff import Backoff
 from gridmesh.observability import metrics
 
 __all__ = ["AnalyticsJob", "JobSettings"]
@@ -46,8 +47,8 @@ STATUS_INTERVAL_S = 1
 END_OFFSETS_EVERY_S = 5.0
 """How often the status asks Kafka where the topics end."""
 MAX_CONSECUTIVE_FAILURES = 10
-RESTART_BASE_DELAY_S = 1.0
-RESTART_MAX_DELAY_S = 30.0
+RESTART = Backoff(initial_s=1.0, max_s=30.0)
+"""The pauses before restarting a failed query from its checkpoint."""
 SHUFFLE_PARTITIONS = 2
 
 
@@ -225,10 +226,10 @@ class AnalyticsJob:
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     self._write("failed")
                     return 1
-                delay = min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2 ** (failures - 1))
-                log.warning("restarting the query from its checkpoint in %.0f s (failure %d)", delay, failures)
+                pause = RESTART.pause_s(failures - 1)
+                log.warning("restarting the query from its checkpoint in %.1f s (failure %d)", pause, failures)
                 self._write("restarting")
-                stop.wait(delay)
+                stop.wait(pause)
             return 0
         finally:
             self._write("stopped")

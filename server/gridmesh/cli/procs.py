@@ -30,6 +30,7 @@ from typing import Any
 
 import psutil
 
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.errors import Unavailable
 
 __all__ = [
@@ -48,10 +49,9 @@ DEFAULT_STOP_TIMEOUT_S = 15.0
 """How long :func:`stop` waits after SIGTERM before it sends SIGKILL."""
 KILL_TIMEOUT_S = 5.0
 """How long :func:`stop` waits for processes to vanish after SIGKILL."""
-POLL_INITIAL_S = 0.02
-"""First pause between two checks of a condition."""
-POLL_MAX_S = 0.5
-"""Longest pause between two checks of a condition."""
+POLL = Backoff(initial_s=0.02, max_s=0.5)
+"""The pauses between two checks of a condition: quick at first, for what
+comes up at once, then no busier than twice a second."""
 CREATE_TIME_TOLERANCE_S = 0.01
 """Create times closer than this are the same process (float rounding)."""
 
@@ -241,15 +241,14 @@ def wait_until(
     early, e.g. when the process it waits for has exited).
     """
     deadline = time.monotonic() + timeout
-    pause = POLL_INITIAL_S
+    pauses = POLL.pauses()
     while True:
         if predicate():
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        time.sleep(min(pause, remaining))
-        pause = min(pause * 2, POLL_MAX_S)
+        time.sleep(min(next(pauses), remaining))
     hint = f"; see {log_file}" if log_file else ""
     raise Unavailable(f"{what} did not become healthy within {timeout:g}s{hint}")
 
@@ -430,7 +429,7 @@ def _wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.P
     A zombie counts as gone (on some systems nobody reaps orphans).
     """
     deadline = time.monotonic() + timeout
-    pause = POLL_INITIAL_S
+    pauses = POLL.pauses()
     pending = list(procs)
     while True:
         pending = [p for p in pending if _running(p)]
@@ -439,5 +438,4 @@ def _wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.P
             return pending
         # psutil.wait_procs blocks in waitpid for our own children and polls
         # the others; a zombie orphan would keep it waiting, hence the loop.
-        psutil.wait_procs(pending, timeout=min(pause, remaining))
-        pause = min(pause * 2, POLL_MAX_S)
+        psutil.wait_procs(pending, timeout=min(next(pauses), remaining))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from gridmesh.common.backoff import Backoff
+
 
 class TaskState(enum.IntEnum):
     UNSPECIFIED = 0
@@ -82,12 +84,16 @@ class RetryPolicy:
 
     def backoff_bounds(self, attempt: int) -> tuple[float, float]:
         """The range the wait before attempt ``attempt + 1`` is drawn from (seconds)."""
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
+        ceiling = self._backoff.ceiling_s(attempt - 1)
         return ceiling / 2, ceiling
 
     def backoff_s(self, attempt: int, random: Callable[[], float]) -> float:
-        low, high = self.backoff_bounds(attempt)
-        return low + (high - low) * random()
+        """The wait before attempt ``attempt + 1`` (seconds)."""
+        return self._backoff.pause_s(attempt - 1, random)
+
+    @property
+    def _backoff(self) -> Backoff:
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, self.multiplier)
 
 
 @dataclass

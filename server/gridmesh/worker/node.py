@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from gridmesh.common.backoff import Backoff
 from gridmesh.common.convert import from_duration, from_timestamp, struct_to_dict, to_timestamp
 from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
@@ -37,8 +38,12 @@ from gridmesh.worker.pool import ProcessPool, Slot
 
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN_S = 0.05
-RECONNECT_MAX_S = 2.0
+RECONNECT = Backoff(initial_s=0.05, max_s=2.0)
+"""The pauses between attempts to register or to re-open the pull stream."""
+STORE_RETRY = Backoff(initial_s=0.4, max_s=2.0)
+"""The pauses between attempts to store a finished task's result."""
+REPORT_RETRY = Backoff(initial_s=0.2, max_s=2.0)
+"""The pauses between attempts to report a task's end."""
 REPORT_ATTEMPTS = 8
 REPORT_DEADLINE_S = 120.0
 """How long a finished task's report is retried (a Scheduler failover takes a ZooKeeper session timeout)."""
@@ -110,10 +115,6 @@ restarting, say) is retried."""
 
 _OUTCOMES = {"ok": "succeeded", "error": "failed", "stopped": "stopped"}
 """A task process's result kind, as the outcome metrics name it."""
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2**attempt))
 
 
 def result_stream(
@@ -213,7 +214,7 @@ class WorkerNode:
                 self._next_scheduler()
                 if attempt % 20 == 0:
                     log.warning("cannot register with the Scheduler (%s); retrying", e.details())
-                await asyncio.sleep(_backoff(attempt))
+                await asyncio.sleep(RECONNECT.pause_s(attempt))
                 attempt += 1
 
     def request_drain(self) -> None:
@@ -315,7 +316,7 @@ class WorkerNode:
             except Exception:  # a bug: log it and pull again rather than stop pulling for good
                 call.cancel()
                 log.exception("handling the pull stream failed; reconnecting")
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(RECONNECT.pause_s(attempt))
             attempt += 1
 
     @property
@@ -553,7 +554,7 @@ class WorkerNode:
                 answer = await self._results.call(request, STORE_TIMEOUT_S)
             except aio.AioRpcError as e:
                 log.warning("storing the result of %s failed (%s); retrying", running.task_id, e.details())
-                await asyncio.sleep(_backoff(attempt + 3))
+                await asyncio.sleep(STORE_RETRY.pause_s(attempt))
                 continue
             if answer.code == grpc.StatusCode.OK.value[0]:
                 self.counters.succeeded += 1
@@ -575,7 +576,7 @@ class WorkerNode:
                 )
                 return
             log.warning("storing the result of %s failed (%s); retrying", running.task_id, answer.error)
-            await asyncio.sleep(_backoff(attempt + 3))
+            await asyncio.sleep(STORE_RETRY.pause_s(attempt))
         log.error("giving up storing the result of %s; its lease will expire and it will run again", running.task_id)
 
     async def _report(self, request: scheduler_pb2.ReportTaskRequest) -> None:
@@ -601,7 +602,7 @@ class WorkerNode:
                 log.warning("report on task %s refused: %s", request.task_id, result.message)
                 return
             log.warning("report on task %s failed (%s); retrying", request.task_id, result.message)
-            await asyncio.sleep(_backoff(attempt + 2))
+            await asyncio.sleep(REPORT_RETRY.pause_s(attempt))
             attempt += 1
         log.error("giving up reporting task %s; its lease will expire and it will run again", request.task_id)
 
