@@ -19,10 +19,10 @@ from gridmesh.core.scheduler import (
     RerunFilter,
     SchedulerCore,
     SchedulerSettings,
-    SubmitRequest,
     Success,
     clip_error,
 )
+from gridmesh.core.submits import SubmitRequest
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.core.workers import Assignment, CancelNotice, DrainNotice, TakeBack, WorkerState

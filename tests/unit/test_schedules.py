@@ -11,8 +11,9 @@ import pytest
 
 from gridmesh.common.errors import InvalidArgument
 from gridmesh.core.lifecycle import MemoryLifecycleLog
-from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings, SubmitRequest
+from gridmesh.core.scheduler import SchedulerCore, SchedulerSettings
 from gridmesh.core.schedules import MISFIRE_GRACE_S, CatchUp, Schedules, ScheduleSpec, due_ticks, new_schedule
+from gridmesh.core.submits import SubmitRequest
 from gridmesh.core.tasktypes import default_registry
 from gridmesh.scheduler.store import MemoryTaskStore
 

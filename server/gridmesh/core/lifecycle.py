@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
+
+from gridmesh.core.tasks import FailureReason, Task, TaskState
 
 
 class LifecycleKind(enum.Enum):
@@ -34,6 +36,32 @@ class LifecycleEvent:
     does not come from the Scheduler's commits (a worker's ``started``)."""
     trace_parent: str = ""
     """The W3C trace context of the task (``""``: not traced)."""
+
+
+def task_event(kind: LifecycleKind, task: Task, at: datetime, error: str = "") -> LifecycleEvent:
+    """The event ``kind`` of ``task`` as it stands now (its attempt, its worker), at ``at``."""
+    return LifecycleEvent(
+        kind, task.task_id, task.task_type, task.worker_id, task.attempt, int(task.priority), at, error,
+        trace_parent=task.trace_parent,
+    )  # fmt: skip
+
+
+def implied_events(task: Task) -> list[LifecycleEvent]:
+    """The Scheduler's events a task's committed state implies, at the
+    position of that state: accepted (pending), the start of its last attempt
+    if that ran to a report, and, if it ended, how. Retries and earlier
+    attempts' starts are not implied by a state alone."""
+    pending = task_event(LifecycleKind.PENDING, task, task.created_at)
+    events = [replace(pending, attempt=1)]
+    end = task.finished_at or task.created_at
+    ran = task.state is TaskState.SUCCEEDED or task.failure_reason in (FailureReason.ERROR, FailureReason.TIMEOUT)
+    if ran and task.started_at is not None:  # the worker's start of the last attempt (see SchedulerCore.report)
+        events.append(task_event(LifecycleKind.STARTED, task, task.started_at))
+    if task.state is TaskState.SUCCEEDED:
+        events.append(task_event(LifecycleKind.COMPLETED, task, end))
+    elif task.state is TaskState.FAILED:
+        events.append(task_event(LifecycleKind.FAILED, task, end, task.error))
+    return [replace(e, position=task.revision) for e in events]
 
 
 class LifecycleLog(Protocol):

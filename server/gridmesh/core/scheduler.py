@@ -2,7 +2,9 @@
 to pulling workers under leases, retrying, and publishing every committed
 change. The nodes, their credit and leases are the :class:`WorkerRegistry`'s
 (:mod:`gridmesh.core.workers`), the open watches the :class:`WatchHub`'s
-(:mod:`gridmesh.core.watch`); :class:`SchedulerCore` is the façade the
+(:mod:`gridmesh.core.watch`), what a submit must keep to be accepted is
+:mod:`gridmesh.core.submits`, and the events a committed state implies
+:mod:`gridmesh.core.lifecycle`; :class:`SchedulerCore` is the façade the
 servicers call and decides when work moves.
 
 Runs on one asyncio event loop; every method that mutates state is called on
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import heapq
 import itertools
 import logging
 import random
@@ -45,9 +46,19 @@ from gridmesh.common.errors import (
     OutOfRange,
     Unavailable,
 )
-from gridmesh.common.names import check_result_dir, check_uuid
-from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
-from gridmesh.core.tasks import DispatchQueue, FailureReason, Priority, RetryPolicy, Task, TaskState, never_ran
+from gridmesh.common.names import check_uuid
+from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog, implied_events, task_event
+from gridmesh.core.submits import Admitted, SubmitRequest, admit, check_task
+from gridmesh.core.tasks import (
+    DispatchQueue,
+    FailureReason,
+    Priority,
+    QueueTimers,
+    RetryPolicy,
+    Task,
+    TaskState,
+    never_ran,
+)
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher, WatchFilter, WatchHub
 from gridmesh.core.workers import (
@@ -63,10 +74,8 @@ from gridmesh.core.workers import (
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS_LIMIT = 20
 MAX_BATCH_SUBMITS = 1000
 """Most tasks one :meth:`SchedulerCore.submit_many` takes."""
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_ERROR_CHARS = 8_000
@@ -185,30 +194,6 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
-class SubmitRequest:
-    task_type: str
-    params: dict[str, object]
-    result_dir: str
-    priority: Priority = Priority.UNSPECIFIED
-    idempotency_key: str = ""
-    max_attempts: int = 0
-    run_timeout_s: float = 0.0
-    """0: the task type's default."""
-    deadline: datetime | None = None
-    """The latest time the task may start (None: no deadline)."""
-    not_before: datetime | None = None
-    """Not dispatched before this time (a delayed task)."""
-    delay_s: float = 0.0
-    """Or: not dispatched before this long after the submit."""
-    retry: RetryPolicy | None = None
-    """None: the task type's."""
-    result_ttl_s: float = 0.0
-    """How long the finished task and its result are kept (0: the mesh's default)."""
-    trace_parent: str = ""
-    """The W3C trace context of the submit (``""``: not traced)."""
-
-
-@dataclass(frozen=True)
 class Success:
     result_path: str
     result_size_bytes: int
@@ -265,12 +250,10 @@ class SchedulerCore:
         """The last committed snapshot of each task in ``_tasks``."""
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._queue = DispatchQueue()
-        self._deadlines: list[tuple[datetime, str]] = []
-        """(deadline, task id) of queued tasks that have one: a heap."""
-        self._delayed: list[tuple[datetime, str]] = []
-        """(not before, task id) of QUEUED tasks not due yet, which wait
-        here instead of in the dispatch queue: a heap."""
-        self.timers_changed = asyncio.Event()
+        self._timers = QueueTimers()
+        """Deadlines of queued tasks, and due times of QUEUED tasks not due
+        yet (which wait there instead of in the dispatch queue)."""
+        self.timers_changed = self._timers.changed
         """Set when a task with a deadline or a due time is queued (the
         timer loop may have to wake sooner than it planned)."""
         self._workers = WorkerRegistry(
@@ -326,35 +309,12 @@ class SchedulerCore:
         replayed = 0
         while page := await self._store.changes_after(after, WatchFilter(), REPLAY_PAGE):
             for task in page:
-                for event in self._events_of_state(task):
+                for event in implied_events(task):
                     self._lifecycle.emit(event)
                     replayed += 1
             after = page[-1].revision
         if replayed:
             log.info("emitted %d life-cycle events again (after position %d)", replayed, self._lifecycle_saved)
-
-    def _events_of_state(self, task: Task) -> list[LifecycleEvent]:
-        """The Scheduler's events a task's committed state implies: accepted
-        (pending), the start of its last attempt if that ran to a report, and,
-        if it ended, how. (Retries and earlier attempts' starts are not implied
-        by a state alone: those are not emitted again.)"""
-
-        def event(kind: LifecycleKind, attempt: int, at: datetime, error: str = "") -> LifecycleEvent:
-            return LifecycleEvent(
-                kind, task.task_id, task.task_type, task.worker_id, attempt, int(task.priority), at, error,
-                task.revision,
-            )  # fmt: skip
-
-        events = [event(LifecycleKind.PENDING, 1, task.created_at)]
-        end = task.finished_at or task.created_at
-        ran = task.state is TaskState.SUCCEEDED or task.failure_reason in (FailureReason.ERROR, FailureReason.TIMEOUT)
-        if ran and task.started_at is not None:  # the worker's start of the last attempt (see report)
-            events.append(event(LifecycleKind.STARTED, task.attempt, task.started_at))
-        if task.state is TaskState.SUCCEEDED:
-            events.append(event(LifecycleKind.COMPLETED, task.attempt, end))
-        elif task.state is TaskState.FAILED:
-            events.append(event(LifecycleKind.FAILED, task.attempt, end, task.error))
-        return events
 
     async def save_lifecycle_progress(self) -> None:
         """Keep the life-cycle log's acknowledged position durably (called
@@ -374,30 +334,22 @@ class SchedulerCore:
         """Validate, commit and queue a task; return it QUEUED. The same
         idempotency key always returns the same task."""
         self._check_alive()
-        result_dir, max_attempts = self.check_submit(request)
-        not_before = self._not_before(request)
-        if request.deadline is not None and request.deadline <= self._now():
-            raise InvalidArgument(
-                f"deadline {request.deadline.isoformat()} has passed; it must be in the future", field="deadline"
-            )
-        if request.deadline is not None and not_before is not None and request.deadline <= not_before:
-            raise InvalidArgument(
-                f"deadline {request.deadline.isoformat()} is not after the task's due time {not_before.isoformat()}",
-                field="deadline",
-            )
+        s = self._settings
+        admitted = admit(
+            request,
+            self._types,
+            self._now(),
+            max_params_bytes=s.max_params_bytes,
+            default_max_attempts=s.default_max_attempts,
+        )
         key = request.idempotency_key
-        if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-            raise InvalidArgument(
-                f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}",
-                field="idempotency_key",
-            )
         if key:
             existing = await self._existing_for_key(key)
             if existing is not None:
                 return existing
             self._pending_keys[key] = asyncio.get_running_loop().create_future()
         try:
-            task = await self._insert_or_adopt(request, result_dir, max_attempts, not_before)
+            task = await self._insert_or_adopt(request, admitted)
         except BaseException as e:
             if key:
                 self._resolve_key(key, e)
@@ -407,27 +359,12 @@ class SchedulerCore:
         return task
 
     def check_submit(self, request: SubmitRequest) -> tuple[str, int]:
-        """What a submit checks of the task itself (its type, params,
-        result_dir, attempts, run_timeout, retry policy), as the checked
-        ``(result_dir, max_attempts)``; :class:`InvalidArgument` naming the field."""
-        self._types.validate(request.task_type, request.params, self._settings.max_params_bytes)
-        result_dir = check_result_dir(request.result_dir)
-        max_attempts = request.max_attempts or self._settings.default_max_attempts
-        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
-            raise InvalidArgument(
-                f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {request.max_attempts}",
-                field="max_attempts",
-            )
-        check_run_timeout(request.run_timeout_s)
-        if not (request.result_ttl_s == 0 or MIN_RESULT_TTL_S <= request.result_ttl_s <= MAX_RESULT_TTL_S):
-            raise InvalidArgument(
-                f"result_ttl must be between {MIN_RESULT_TTL_S:g} s and {MAX_RESULT_TTL_S / 86_400:.0f} days "
-                f"(or unset: the mesh's default), got {request.result_ttl_s:g} s",
-                field="result_ttl",
-            )
-        if request.retry is not None:
-            check_retry(request.retry)
-        return result_dir, max_attempts
+        """:func:`~gridmesh.core.submits.check_task` with this mesh's limits
+        (a schedule's task, checked when the schedule is created)."""
+        s = self._settings
+        return check_task(
+            request, self._types, max_params_bytes=s.max_params_bytes, default_max_attempts=s.default_max_attempts
+        )
 
     async def submit_many(self, requests: Sequence[SubmitRequest]) -> list[Task | GridmeshError]:
         """Submit each request on its own: its task, or the error that
@@ -446,28 +383,9 @@ class SchedulerCore:
             results.append(outcome)
         return results
 
-    def _not_before(self, request: SubmitRequest) -> datetime | None:
-        """When a delayed task becomes due (None: at once); checked."""
-        if request.not_before is not None and request.delay_s:
-            raise InvalidArgument("give not_before or delay, not both", field="delay")
-        if not 0 <= request.delay_s <= MAX_DELAY_S or request.delay_s != request.delay_s:
-            raise InvalidArgument(
-                f"delay must be between 0 and {MAX_DELAY_S / 86_400:.0f} days, got {request.delay_s:g} s", field="delay"
-            )
-        if request.delay_s:
-            return self._now() + timedelta(seconds=request.delay_s)
-        if request.not_before is not None and request.not_before > self._now() + timedelta(seconds=MAX_DELAY_S):
-            raise InvalidArgument(
-                f"not_before is more than {MAX_DELAY_S / 86_400:.0f} days away: {request.not_before.isoformat()}",
-                field="not_before",
-            )
-        return request.not_before
-
-    async def _insert_or_adopt(
-        self, request: SubmitRequest, result_dir: str, max_attempts: int, not_before: datetime | None
-    ) -> Task:
+    async def _insert_or_adopt(self, request: SubmitRequest, admitted: Admitted) -> Task:
         try:
-            return await self._insert(request, result_dir, max_attempts, not_before)
+            return await self._insert(request, admitted)
         except AlreadyExists as taken:
             if not request.idempotency_key:
                 raise
@@ -507,9 +425,7 @@ class SchedulerCore:
             return self._views[self._keys[key]].snapshot()
         return await self._store.find_by_idempotency_key(key)
 
-    async def _insert(
-        self, request: SubmitRequest, result_dir: str, max_attempts: int, not_before: datetime | None
-    ) -> Task:
+    async def _insert(self, request: SubmitRequest, admitted: Admitted) -> Task:
         self._seq += 1
         priority = request.priority.effective()
         task_type = self._types.get(request.task_type)
@@ -517,17 +433,17 @@ class SchedulerCore:
             task_id=str(uuid.uuid4()),
             task_type=request.task_type,
             params=dict(request.params),
-            result_dir=result_dir,
+            result_dir=admitted.result_dir,
             state=TaskState.QUEUED,
             priority=priority,
             attempt=1,
-            max_attempts=max_attempts,
+            max_attempts=admitted.max_attempts,
             created_at=self._now(),
             seq=self._seq,
             idempotency_key=request.idempotency_key,
             run_timeout_s=request.run_timeout_s or task_type.run_timeout_s,
             deadline=request.deadline,
-            not_before=not_before,
+            not_before=admitted.not_before,
             retry=request.retry or task_type.retry,
             result_ttl_s=request.result_ttl_s or self._settings.result_ttl_s,
             trace_parent=request.trace_parent,
@@ -888,19 +804,17 @@ class SchedulerCore:
         """Queue ``task`` (at the head of its level if ``front``), minding its
         deadline; one not due yet waits for its time (:meth:`run_timers`)."""
         if task.not_before is not None and task.not_before > self._now():
-            heapq.heappush(self._delayed, (task.not_before, task.task_id))
-            self.timers_changed.set()
+            self._timers.add_due(task.not_before, task.task_id)
         elif front:
             self._queue.push_front(task)
         else:
             self._queue.push(task)
         if task.deadline is not None:
-            heapq.heappush(self._deadlines, (task.deadline, task.task_id))
-            self.timers_changed.set()
+            self._timers.add_deadline(task.deadline, task.task_id)
 
     def seconds_to_next_timer(self) -> float | None:
         """How long until the earliest due time or deadline of a queued task (None: none)."""
-        first = min((heap[0][0] for heap in (self._delayed, self._deadlines) if heap), default=None)
+        first = self._timers.first()
         return None if first is None else max(0.0, (first - self._now()).total_seconds())
 
     def run_timers(self) -> tuple[int, int]:
@@ -915,8 +829,7 @@ class SchedulerCore:
     def _release_due(self) -> int:
         now = self._now()
         released = 0
-        while self._delayed and self._delayed[0][0] <= now:
-            due, task_id = heapq.heappop(self._delayed)
+        for due, task_id in self._timers.pop_due(now):
             task = self._tasks.get(task_id)
             if task is None or task.state is not TaskState.QUEUED or task.not_before != due:
                 continue  # cancelled meanwhile
@@ -929,8 +842,7 @@ class SchedulerCore:
         returns how many. It never ran (the deadline is the latest start)."""
         now = self._now()
         expired = 0
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, task_id = heapq.heappop(self._deadlines)
+        for task_id in self._timers.pop_deadlines(now):
             task = self._tasks.get(task_id)
             if task is None or task.state is not TaskState.QUEUED:
                 continue  # started (or ended) in time; a retry queues it with its deadline again
@@ -1051,17 +963,7 @@ class SchedulerCore:
                     return
 
     def _event(self, kind: LifecycleKind, task: Task, error: str = "") -> LifecycleEvent:
-        return LifecycleEvent(
-            kind=kind,
-            task_id=task.task_id,
-            task_type=task.task_type,
-            worker_id=task.worker_id,
-            attempt=task.attempt,
-            priority=int(task.priority),
-            occurred_at=self._now(),
-            error=error or task.error,
-            trace_parent=task.trace_parent,
-        )
+        return task_event(kind, task, self._now(), error or task.error)
 
     def _commit(
         self, task: Task, event: LifecycleEvent | None, started: LifecycleEvent | None = None
@@ -1125,7 +1027,8 @@ class SchedulerCore:
     @property
     def delayed(self) -> int:
         """QUEUED tasks waiting for their due time (not in :attr:`queued`)."""
-        return sum(1 for _, task_id in self._delayed if (t := self._tasks.get(task_id)) and t.state is TaskState.QUEUED)
+        waiting = (self._tasks.get(task_id) for task_id in self._timers.waiting())
+        return sum(1 for task in waiting if task is not None and task.state is TaskState.QUEUED)
 
     @property
     def queued(self) -> int:
@@ -1157,43 +1060,6 @@ class SchedulerCore:
     @property
     def heartbeat_interval_s(self) -> float:
         return self._settings.heartbeat_interval_s
-
-
-def check_retry(policy: RetryPolicy) -> None:
-    """A retry policy's numbers are in range and its error names are type names."""
-
-    def bad(field: str, message: str) -> InvalidArgument:
-        return InvalidArgument(f"retry.{field} {message}", field=f"retry.{field}")
-
-    if not 1 <= policy.max_attempts <= MAX_ATTEMPTS_LIMIT:
-        raise bad("max_attempts", f"must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {policy.max_attempts}")
-    if not 0 < policy.initial_backoff_s <= MAX_BACKOFF_S:
-        raise bad("initial_backoff", f"must be more than 0 and at most {MAX_BACKOFF_S:.0f} s")
-    if not policy.initial_backoff_s <= policy.max_backoff_s <= MAX_BACKOFF_S:
-        raise bad("max_backoff", f"must be at least initial_backoff and at most {MAX_BACKOFF_S:.0f} s")
-    if not 1 <= policy.multiplier <= 10:
-        raise bad("multiplier", f"must be between 1 and 10, got {policy.multiplier:g}")
-    for name in policy.non_retryable_errors:
-        if not name.isidentifier():
-            raise bad("non_retryable_errors", f"names error types such as ValueError, not {name!r}")
-
-
-MIN_RESULT_TTL_S = 1.0
-MAX_RESULT_TTL_S = 3660 * 86_400.0
-MAX_BACKOFF_S = 86_400.0
-MAX_RUN_TIMEOUT_S = 7 * 86_400.0
-MAX_DELAY_S = 366 * 86_400.0
-"""How far ahead a task may be delayed."""
-
-
-def check_run_timeout(seconds: float) -> None:
-    """A run_timeout is positive and at most a week (0: none given)."""
-    if seconds < 0 or seconds > MAX_RUN_TIMEOUT_S or seconds != seconds:
-        raise InvalidArgument(
-            f"run_timeout must be between 0 (none: the task type's default) and {MAX_RUN_TIMEOUT_S:.0f} s, "
-            f"got {seconds:g} s",
-            field="run_timeout",
-        )
 
 
 def clip_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:

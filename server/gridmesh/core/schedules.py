@@ -28,7 +28,7 @@ from croniter import croniter
 
 from gridmesh.common.errors import GridmeshError, InvalidArgument, NotFound, ResourceExhausted
 from gridmesh.common.names import check_uuid
-from gridmesh.core.scheduler import SubmitRequest
+from gridmesh.core.submits import SubmitRequest
 from gridmesh.core.tasks import Task
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,10 @@ servicers convert by value.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
+import heapq
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -230,3 +232,44 @@ class DispatchQueue:
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._current
+
+
+class QueueTimers:
+    """The two times of queued tasks the Scheduler must act on: when a
+    delayed task becomes due, and the deadline by which a task must have
+    started. Each is a heap of (time, task id). An entry may be stale (the
+    task started, ended or waits for another time since): the Scheduler
+    checks each it pops."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[datetime, str]] = []
+        self._deadlines: list[tuple[datetime, str]] = []
+        self.changed = asyncio.Event()
+        """Set whenever a time is added (the timer loop may have to wake
+        sooner than it planned)."""
+
+    def add_due(self, at: datetime, task_id: str) -> None:
+        heapq.heappush(self._due, (at, task_id))
+        self.changed.set()
+
+    def add_deadline(self, at: datetime, task_id: str) -> None:
+        heapq.heappush(self._deadlines, (at, task_id))
+        self.changed.set()
+
+    def first(self) -> datetime | None:
+        """The earliest time of either kind (None: none)."""
+        return min((heap[0][0] for heap in (self._due, self._deadlines) if heap), default=None)
+
+    def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        """(due time, task id) of every entry due by ``now``, earliest first."""
+        while self._due and self._due[0][0] <= now:
+            yield heapq.heappop(self._due)
+
+    def pop_deadlines(self, now: datetime) -> Iterator[str]:
+        """The task id of every deadline passed by ``now``, earliest first."""
+        while self._deadlines and self._deadlines[0][0] <= now:
+            yield heapq.heappop(self._deadlines)[1]
+
+    def waiting(self) -> Iterator[str]:
+        """The task ids waiting for their due time (stale ones too)."""
+        return (task_id for _, task_id in self._due)

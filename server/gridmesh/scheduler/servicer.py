@@ -22,9 +22,10 @@ from gridmesh.common.convert import (
     to_timestamp,
 )
 from gridmesh.common.errors import FailedPrecondition, GridmeshError, InvalidArgument, NotLeader, ResourceExhausted
-from gridmesh.core.scheduler import Crash, Failure, Outcome, RerunFilter, SchedulerCore, SubmitRequest, Success
+from gridmesh.core.scheduler import Crash, Failure, Outcome, RerunFilter, SchedulerCore, Success
 from gridmesh.core.schedules import CatchUp, Schedule, Schedules, ScheduleSpec
 from gridmesh.core.stats import StatsReader
+from gridmesh.core.submits import SubmitRequest
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.tasktypes import TaskTypeRegistry
 from gridmesh.core.watch import Watcher

@@ -16,8 +16,9 @@ from typing import Any
 
 from gridmesh.adapters.mysql import Cursor, GroupCommitter, MySQL, Row
 from gridmesh.common.errors import AlreadyExists, Unavailable
-from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, SubmitRequest, TaskStore
+from gridmesh.core.scheduler import RERUNNABLE, Counters, RerunFilter, TaskStore
 from gridmesh.core.schedules import CatchUp, Schedule, ScheduleSpec
+from gridmesh.core.submits import SubmitRequest
 from gridmesh.core.tasks import FailureReason, Priority, RetryPolicy, Task, TaskState
 from gridmesh.core.watch import WatchFilter
 
