@@ -78,6 +78,11 @@ def test_the_document_is_openapi_3_1_with_the_edges_url_and_bearer_keys():
     assert json.loads(render_openapi(descriptor_set_path().read_bytes(), URL)) == DOC
 
 
+@pytest.mark.parametrize("edge", ["https://0.0.0.0:8080", "https://[::]:8080"])
+def test_an_edge_bound_to_every_address_is_served_from_where_the_document_was_read(edge: str) -> None:
+    assert build_openapi(descriptor_set_path().read_bytes(), edge)["servers"] == [{"url": "/"}]
+
+
 def test_path_variables_are_required_path_parameters():
     params = operation("Unsubscribe")["parameters"]
     assert [(p["name"], p["in"], p["required"]) for p in params] == [

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -464,7 +465,7 @@ def build_openapi(descriptor_set: bytes, server_url: str) -> dict[str, Any]:
             "the google.api.http annotations of its descriptor set. Every call but the edge's own documents "
             "needs an API key. A JSON body field the request message does not have is refused (400, naming it).",
         },
-        "servers": [{"url": server_url}],
+        "servers": [{"url": _server(server_url)}],
         "security": [{SECURITY_SCHEME: []}],
         "tags": [{"name": name} for name in [*tags, "Edge"]],
         "paths": paths,
@@ -481,6 +482,13 @@ def build_openapi(descriptor_set: bytes, server_url: str) -> dict[str, Any]:
             "responses": _error_components(),
         },
     }
+
+
+def _server(url: str) -> str:
+    """``url``, or ``/`` (where the document was read from) when the edge
+    binds every address: ``https://0.0.0.0:8080`` reaches nothing from
+    another machine."""
+    return "/" if urllib.parse.urlsplit(url).hostname in ("0.0.0.0", "::") else url
 
 
 def render_openapi(descriptor_set: bytes, server_url: str) -> str:
