@@ -547,6 +547,64 @@ def test_a_new_leader_emits_again_the_events_after_the_last_acknowledged_positio
     run(body)
 
 
+class SlowStore(MemoryTaskStore):
+    """A store whose saves, while ``holding``, wait until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.held: list[tuple[asyncio.Future[None], Task]] = []
+
+    def save(self, task: Task) -> asyncio.Future[None]:
+        if not self.holding:
+            return super().save(task)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held.append((future, task.snapshot()))
+        return future
+
+    def release(self) -> None:
+        for future, task in self.held:
+            self.rows[task.task_id] = task
+            future.set_result(None)
+        self.held.clear()
+
+
+def test_a_core_that_stepped_down_writes_nothing_more_and_is_closed_only_once_its_last_writes_land():
+    """A leader may step down with a report's commit still in the store's
+    hands. Its successor must load only after that lands: one that read the
+    task RUNNING would expire its lease and run it again. After close, a late
+    credit or heartbeat leases nothing and writes nothing."""
+    store = SlowStore()
+
+    async def body(h: Harness) -> None:
+        reported, waiting = await h.submit(), await h.submit()
+        link = h.worker(slots=1)
+        h.core.grant_credit(link, 1)
+        (assignment,) = h.assignments(link)
+        store.holding = True
+        report = asyncio.create_task(h.core.report("w1", reported, assignment.fencing_token, Success("p", 1, "0" * 64)))
+        await asyncio.sleep(0)
+        assert len(store.held) == 1  # its SUCCEEDED is in the store's hands
+        h.core.close()
+        closed = asyncio.create_task(h.core.closed())
+        await asyncio.sleep(0.01)
+        assert not closed.done()
+        late = h.core.open_link("w1")
+        h.core.grant_credit(late, 1)
+        h.core.heartbeat("w1", [])
+        assert Harness.assignments(late) == [] and len(store.held) == 1
+        assert h.store.rows[waiting].state is TaskState.QUEUED
+        store.release()
+        await closed
+        assert (await report).state is TaskState.SUCCEEDED
+        successor = SchedulerCore(h.store, h.log, REGISTRY, SchedulerSettings(lease_ttl_s=10), clock=h.clock)
+        assert await successor.load() == 1  # only the waiting task: the reported one SUCCEEDED
+        with pytest.raises(Unavailable, match="no longer leads"):
+            await h.core.submit(SubmitRequest("noop", {}, "out"))
+
+    run(body, store=store)
+
+
 def test_a_lost_database_stops_the_scheduler():
     async def body(h: Harness) -> None:
         fatal: list[BaseException] = []

@@ -32,7 +32,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
@@ -271,6 +271,10 @@ class SchedulerCore:
         self._revisions = itertools.count(1)
         self._lifecycle_saved = 0
         self._failed: BaseException | None = None
+        """Why this core's term ended (it stepped down, or its store failed
+        for good): from then on it takes no work and writes nothing."""
+        self._writes: set[asyncio.Future[None]] = set()
+        """Writes handed to the store and not yet done (see :meth:`closed`)."""
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         """Called once if the store fails for good: the process must stop."""
 
@@ -302,7 +306,7 @@ class SchedulerCore:
         kind), so an event sent twice counts once."""
         after = await self._store.lifecycle_position()
         if after is None:  # a new mesh, or one from before positions were kept
-            await self._store.save_lifecycle_position(newest)
+            await self._write(self._store.save_lifecycle_position(newest))
             self._lifecycle_saved = newest
             return
         self._lifecycle_saved = after
@@ -321,14 +325,14 @@ class SchedulerCore:
         every second or so while leading)."""
         position = self._lifecycle.acknowledged()
         if position > self._lifecycle_saved:
-            await self._store.save_lifecycle_position(position)
+            await self._write(self._store.save_lifecycle_position(position))
             self._lifecycle_saved = position
 
     # -- clients -----------------------------------------------------------
 
     def _check_alive(self) -> None:
         if self._failed is not None:
-            raise Unavailable("the Scheduler lost its database and is stopping; retry against the new leader")
+            raise Unavailable(f"this Scheduler no longer leads ({self._failed}); retry against the new leader")
 
     async def submit(self, request: SubmitRequest) -> Task:
         """Validate, commit and queue a task; return it QUEUED. The same
@@ -455,9 +459,10 @@ class SchedulerCore:
     async def _accept(self, task: Task) -> Task:
         # The revision is taken as the row goes to the store (no await in
         # between), so revisions follow the store's commit order.
+        self._check_alive()  # (a submit may have waited for its key meanwhile)
         task.revision = next(self._revisions)
         try:
-            await self._store.insert(task.snapshot())
+            await self._write(self._store.insert(task.snapshot()))
         except AlreadyExists:
             if await self._store.get(task.task_id) is None:
                 raise  # its idempotency key is another task's
@@ -599,7 +604,7 @@ class SchedulerCore:
         deleted, freed = await results.expire_results(succeeded) if succeeded else (0, 0)
         ids = [task_id for task_id, _, _ in expired]
         newest = max(revision for _, _, revision in expired)
-        await self._store.delete_tasks(ids, newest)
+        await self._write(self._store.delete_tasks(ids, newest))
         self._pruned = max(self._pruned, newest)
         for task_id in ids:
             task = self._tasks.pop(task_id, None)
@@ -910,6 +915,8 @@ class SchedulerCore:
         """Hand queued tasks to workers with credit, round-robin, free slots
         before prefetch room; then take back prefetched tasks that would wait
         behind others (:meth:`_take_back`)."""
+        if self._failed is not None:
+            return  # its term ended: a late credit or heartbeat leases nothing
         while self._queue:
             worker = self._workers.next_worker()
             if worker is None:
@@ -970,10 +977,13 @@ class SchedulerCore:
     ) -> asyncio.Future[None]:
         """Hand the task's current state to the store; publish it (and its
         events, ``started`` first) once committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._failed is not None:  # its term ended: the successor decides from the store
+            done.set_exception(Unavailable(f"task {task.task_id} was not saved: this Scheduler no longer leads"))
+            return done
         task.revision = next(self._revisions)
         snapshot = task.snapshot()
-        saved = self._store.save(snapshot)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        saved = self._write(self._store.save(snapshot))
 
         def committed(future: asyncio.Future[None]) -> None:
             error = future.exception()
@@ -1017,10 +1027,26 @@ class SchedulerCore:
             self.on_fatal(error)
 
     def close(self) -> None:
-        """This Scheduler stops leading: end every worker stream and watch."""
-        self._failed = self._failed or Unavailable("this Scheduler stepped down")
+        """This Scheduler stops leading: end every worker stream and watch,
+        and write nothing more (await :meth:`closed` for what is in flight)."""
+        self._failed = self._failed or Unavailable("it stepped down")
         self._workers.close()
         self._watches.close()
+
+    async def closed(self) -> None:
+        """Once :meth:`close` is called: wait until the writes handed to the
+        store before it are done. Only then may a successor load: one that
+        read the store before a last report of this core landed would hold
+        that task RUNNING, expire its lease and run it again."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+
+    def _write(self, write: Awaitable[None]) -> asyncio.Future[None]:
+        """``write`` (a store call), remembered until done (see :meth:`closed`)."""
+        future = asyncio.ensure_future(write)
+        self._writes.add(future)
+        future.add_done_callback(self._writes.discard)
+        return future
 
     # -- introspection (tests, status) ---------------------------------------------
 

@@ -63,6 +63,9 @@ LIFECYCLE_SAVE_INTERVAL_S = 1.0
 """How often the leader keeps the life-cycle log's acknowledged position."""
 REAP_INTERVAL_S = 1.0
 """How often a standby looks for election nodes of dead Schedulers on its machine."""
+STEP_DOWN_WRITES_TIMEOUT_S = 30.0
+"""Longest a Scheduler stepping down waits for the writes of its term (the
+database's own retries end sooner) before it gives up the election."""
 
 
 def settings_of(config: MeshConfig) -> SchedulerSettings:
@@ -241,6 +244,8 @@ class Leadership:
         log.info("leading as %s with %d active tasks", self._identifier, active)
 
     async def _step_down(self) -> None:
+        """Stop leading; returns once the last writes of this term are done,
+        so that the election is given up (and a successor loads) only then."""
         log.warning("no longer the leader")
         await self._host.set_serving(False)
         core, self._holder.core = self._holder.core, None
@@ -254,6 +259,11 @@ class Leadership:
         for job in (self._ticks, self._sweeper):
             if job is not None:
                 job.cancel()
+        if core is not None:
+            try:
+                await asyncio.wait_for(core.closed(), STEP_DOWN_WRITES_TIMEOUT_S)
+            except TimeoutError:
+                log.error("this term's writes unfinished after %.0f s; stepping down", STEP_DOWN_WRITES_TIMEOUT_S)
 
     async def _run_timers(self, core: SchedulerCore) -> None:
         """While leading: queue each delayed task when it is due, and end
