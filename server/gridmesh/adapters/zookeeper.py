@@ -387,6 +387,20 @@ class LeaderElection:
     def cancel(self) -> None:
         self._election.cancel()
 
+    def held(self) -> bool:
+        """Whether this process holds the lead now: its election node exists
+        and belongs to the current session (not to one that was lost)."""
+        lock = self._election.lock
+        client, node = lock.client, lock.node
+        session = client.client_id
+        if not lock.is_acquired or node is None or session is None:
+            return False
+        try:
+            stat = client.exists(f"{lock.path}/{node}")
+        except KazooException:
+            return False
+        return stat is not None and stat.ephemeralOwner == session[0]
+
     def contenders(self) -> list[str]:
         try:
             return [str(c) for c in self._election.contenders()]

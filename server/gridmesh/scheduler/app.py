@@ -217,6 +217,12 @@ class Leadership:
 
     def _lead(self) -> None:
         """Runs on the election thread while this process leads."""
+        # A session lost while standing by set the flag, and the election was
+        # won since in a new one: only a loss from now on ends this lead.
+        self._stepdown.clear()
+        if not self._election.held():
+            log.warning("elected, but the election node is not this session's; contending again")
+            return
         future = asyncio.run_coroutine_threadsafe(self._take_over(), self._loop)
         try:
             future.result()
