@@ -13,6 +13,8 @@ than ten.
   that are ready go back together.
 - :class:`RequestStream` is a client's side of such a stream: a call per
   item, matched to its answer, over one stream re-opened when it breaks.
+- :func:`write_all` is how a client's stream sends: its own task, writing
+  to a call opened without a request iterator.
 """
 
 from __future__ import annotations
@@ -42,6 +44,27 @@ async def batches(queue: asyncio.Queue[T]) -> AsyncIterator[list[T]]:
         while not queue.empty():
             items.append(queue.get_nowait())
         yield items
+
+
+def write_all(call: aio.StreamStreamCall[M, R], messages: AsyncIterator[M]) -> asyncio.Task[None]:
+    """Write ``messages`` to ``call`` (opened without a request iterator) on
+    a task of its own, until they end (then the call is half-closed) or the
+    call does; cancel the task when done with the call.
+
+    Handing grpc the iterator instead leaves grpc's own task consuming it
+    pending when the call is cancelled, and every broken stream logs "Task
+    was destroyed but it is pending!" and "aclose(): asynchronous generator
+    is already running"."""
+
+    async def write() -> None:
+        try:
+            async for message in messages:
+                await call.write(message)
+            await call.done_writing()
+        except (aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the call ended: whoever reads it learns why
+
+    return asyncio.create_task(write())
 
 
 class _End:
@@ -124,7 +147,7 @@ class RequestStream(Generic[K, I, A, M, R]):
 
     def __init__(
         self,
-        open_call: Callable[[AsyncIterator[M]], aio.StreamStreamCall[M, R]],
+        open_call: Callable[[], aio.StreamStreamCall[M, R]],
         *,
         item_key: Callable[[I], K],
         answer_key: Callable[[A], K],
@@ -167,7 +190,8 @@ class RequestStream(Generic[K, I, A, M, R]):
             async for items in batches(stream.outgoing):
                 yield self._pack(items)
 
-        call = self._open_call(messages())
+        call = self._open_call()
+        writer = write_all(call, messages())
         error = _CLOSED
         try:
             async for message in call:
@@ -179,6 +203,7 @@ class RequestStream(Generic[K, I, A, M, R]):
         except aio.AioRpcError as e:
             error = e
         finally:
+            writer.cancel()
             call.cancel()
             if self._open is stream:
                 self._open = None
@@ -206,4 +231,4 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
 _CLOSED = _rpc_error(grpc.StatusCode.UNAVAILABLE, "the stream was closed")
 
 
-__all__ = ["RequestStream", "answer_each", "batches"]
+__all__ = ["RequestStream", "answer_each", "batches", "write_all"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import grpc
@@ -70,7 +69,7 @@ class SchedulerCompletions:
         )
 
     def _open(
-        self, messages: AsyncIterator[scheduler_pb2.ReportCompletionsRequest]
+        self,
     ) -> aio.StreamStreamCall[scheduler_pb2.ReportCompletionsRequest, scheduler_pb2.ReportCompletionsResponse]:
         """A new stream: to the next Scheduler if the last one never answered
         (it is down, or a standby)."""
@@ -78,7 +77,7 @@ class SchedulerCompletions:
             self._current = (self._current + 1) % len(self._channels)
             log.info("sending completions to the Scheduler at %s", self._addresses[self._current])
         self._opened, self._answered = True, False
-        return scheduler_pb2_grpc.WorkQueueStub(self._channels[self._current]).ReportCompletions(messages)
+        return scheduler_pb2_grpc.WorkQueueStub(self._channels[self._current]).ReportCompletions()
 
     async def check(self, task_id: str, lease: Lease) -> None:
         request = scheduler_pb2.ReportTaskRequest(

@@ -29,7 +29,7 @@ from gridmesh.core.access import PeerRole
 from gridmesh.core.lifecycle import LifecycleEvent, LifecycleKind, LifecycleLog
 from gridmesh.core.tasks import never_ran
 from gridmesh.grpc_support.server import channel_options
-from gridmesh.grpc_support.streams import RequestStream, batches
+from gridmesh.grpc_support.streams import RequestStream, batches, write_all
 from gridmesh.grpc_support.tls import MeshTls, aio_channel
 from gridmesh.observability import metrics, tracing
 from gridmesh.observability.logs import set_log_context
@@ -286,7 +286,8 @@ class WorkerNode:
             # same step as the queue for later credit is replaced: a task
             # ending in between must not be counted twice.
             self._outgoing = asyncio.Queue()
-            call = self._queue.PullTasks(self._outgoing_stream(0 if self.draining else self._room))
+            call = self._queue.PullTasks()
+            writer = write_all(call, self._outgoing_stream(0 if self.draining else self._room))
             try:
                 async for response in call:
                     attempt = 0
@@ -316,6 +317,8 @@ class WorkerNode:
             except Exception:  # a bug: log it and pull again rather than stop pulling for good
                 call.cancel()
                 log.exception("handling the pull stream failed; reconnecting")
+            finally:
+                writer.cancel()
             await asyncio.sleep(RECONNECT.pause_s(attempt))
             attempt += 1
 
