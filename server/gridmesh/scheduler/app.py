@@ -222,6 +222,7 @@ class Leadership:
         self._stepdown.clear()
         if not self._election.held():
             log.warning("elected, but the election node is not this session's; contending again")
+            self._quit.wait(REAP_INTERVAL_S)  # not at once: no hot loop if ZooKeeper keeps answering so
             return
         future = asyncio.run_coroutine_threadsafe(self._take_over(), self._loop)
         try:
